@@ -1,0 +1,95 @@
+// turboquant — the codec interface and the cache-type registry.
+//
+// A codec compresses KV vectors of one (layer, kv-head): x ∈ R^d, one per token. Codes are
+// stored in blocks of block_tokens() tokens, block_bytes() bytes each; all bytes a type needs
+// (codes, norms, scales, masks) live in the block, so bpv() is exact. Attention runs on codes:
+// prepare_query() rotates the query once and builds lookup tables, score() computes q·x̃ for
+// every token of a run of blocks, accumulate() adds Σ w_i·x̃_i into an accumulator kept in the
+// codec's working (e.g. rotated) domain, and finish() maps that accumulator back once.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tq/error.h"
+
+namespace tq {
+
+// Opaque per-query state (rotated query, lookup tables).
+class QueryState {
+ public:
+  virtual ~QueryState() = default;
+};
+
+// How the model applies RoPE to a head: pairs (2i, 2i+1) ("normal", llama.cpp LLAMA_ROPE_TYPE_NORM)
+// or (i, i + d/2) (NeoX). Codecs that work on RoPE pairs need it.
+enum class RopePairing { kNormal, kNeox };
+
+struct CodecOptions {
+  uint64_t seed = 0x5451'0001;  // rotation / sketch seed; part of the type's identity
+  int layer = 0;
+  int head = 0;
+  bool is_key = true;
+  RopePairing rope = RopePairing::kNormal;
+  // Outlier channels (original space) for the fractional TurboQuant types; empty = default
+  // (the first d/4 channels). The cache may set them from prefill statistics.
+  std::vector<int> outlier_channels;
+};
+
+class Codec {
+ public:
+  virtual ~Codec() = default;
+
+  virtual std::string name() const = 0;
+  virtual int dim() const = 0;
+  // Tokens per block: encode/decode/score/accumulate take whole blocks.
+  virtual int block_tokens() const { return 1; }
+  // Exact bytes of one block.
+  virtual size_t block_bytes() const = 0;
+  // All-in bits per value, from the byte layout.
+  double bpv() const { return 8.0 * double(block_bytes()) / (double(block_tokens()) * dim()); }
+
+  // x: (n_blocks·block_tokens) × d floats, row-major → codes: n_blocks × block_bytes().
+  // Throws tq::Error on NaN/Inf input.
+  virtual void encode(const float* x, size_t n_blocks, uint8_t* codes) const = 0;
+  // codes → x: (n_blocks·block_tokens) × d.
+  virtual void decode(const uint8_t* codes, size_t n_blocks, float* x) const = 0;
+
+  // Once per query vector q (d floats).
+  virtual std::unique_ptr<QueryState> prepare_query(const float* q) const = 0;
+  // scores[i] = q · decode(codes)_i for the n_blocks·block_tokens tokens.
+  virtual void score(const QueryState& qs, const uint8_t* codes, size_t n_blocks,
+                     float* scores) const = 0;
+
+  // Floats in the accumulator (≥ d; e.g. 2d for TurboQuant_prod).
+  virtual size_t acc_size() const { return size_t(dim()); }
+  // acc += Σ_i w[i] · decode(codes)_i, in the working domain.
+  virtual void accumulate(const uint8_t* codes, size_t n_blocks, const float* w,
+                          float* acc) const = 0;
+  // out (d floats) = the accumulated vector in the original domain.
+  virtual void finish(const float* acc, float* out) const = 0;
+};
+
+// Registry. Names: f32 f16 bf16 turbo1..turbo8 turbo2p..turbo8p turbo2.5 turbo3.5 polar, and
+// whatever else is registered. Throws tq::Error for an unknown name or unsupported dimension.
+std::unique_ptr<Codec> make_codec(std::string_view type, int dim, const CodecOptions& opts = {});
+// All registered type names, in display order.
+std::vector<std::string> list_types();
+// One-line description of a type.
+std::string describe_type(std::string_view type);
+
+// Registration hook used by codec source files (src/codecs/*.cpp).
+using CodecFactory = std::unique_ptr<Codec> (*)(std::string_view type, int dim,
+                                                const CodecOptions& opts);
+struct CodecRegistration {
+  std::string name;
+  std::string description;
+  CodecFactory factory;
+  int order = 1000;  // display order in `tq types`
+};
+void register_codec(CodecRegistration reg);
+
+}  // namespace tq

@@ -1,0 +1,83 @@
+// Uncompressed reference types: f32, f16, bf16. Layout per token: d values, little endian.
+#include <cstring>
+
+#include "codecs/common.h"
+#include "core/half.h"
+
+namespace tq {
+namespace {
+
+enum class FloatKind { kF32, kF16, kBF16 };
+
+class FloatCodec final : public Codec {
+ public:
+  FloatCodec(FloatKind k, int dim) : kind_(k), dim_(dim) {}
+  std::string name() const override {
+    return kind_ == FloatKind::kF32 ? "f32" : kind_ == FloatKind::kF16 ? "f16" : "bf16";
+  }
+  int dim() const override { return dim_; }
+  size_t block_bytes() const override { return size_t(dim_) * (kind_ == FloatKind::kF32 ? 4 : 2); }
+
+  void encode(const float* x, size_t n, uint8_t* codes) const override {
+    check_finite(x, n * dim_, "encode");
+    const size_t m = n * dim_;
+    if (kind_ == FloatKind::kF32) {
+      std::memcpy(codes, x, m * 4);
+      return;
+    }
+    auto* h = reinterpret_cast<uint16_t*>(codes);
+    for (size_t i = 0; i < m; ++i)
+      h[i] = kind_ == FloatKind::kF16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
+  }
+  float get(const uint8_t* codes, size_t i) const {
+    if (kind_ == FloatKind::kF32) {
+      float f;
+      std::memcpy(&f, codes + 4 * i, 4);
+      return f;
+    }
+    uint16_t h;
+    std::memcpy(&h, codes + 2 * i, 2);
+    return kind_ == FloatKind::kF16 ? f16_to_f32(h) : bf16_to_f32(h);
+  }
+  void decode(const uint8_t* codes, size_t n, float* x) const override {
+    for (size_t i = 0; i < n * dim_; ++i) x[i] = get(codes, i);
+  }
+  std::unique_ptr<QueryState> prepare_query(const float* q) const override {
+    auto s = std::make_unique<VecQuery>();
+    s->q.assign(q, q + dim_);
+    return s;
+  }
+  void score(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const override {
+    const auto& q = static_cast<const VecQuery&>(qs).q;
+    for (size_t t = 0; t < n; ++t) {
+      double s = 0;
+      for (int j = 0; j < dim_; ++j) s += double(q[j]) * get(codes, t * dim_ + j);
+      out[t] = float(s);
+    }
+  }
+  void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override {
+    for (size_t t = 0; t < n; ++t)
+      for (int j = 0; j < dim_; ++j) acc[j] += w[t] * get(codes, t * dim_ + j);
+  }
+  void finish(const float* acc, float* out) const override {
+    std::memcpy(out, acc, sizeof(float) * dim_);
+  }
+
+ private:
+  FloatKind kind_;
+  int dim_;
+};
+
+}  // namespace
+
+void register_float_codecs() {
+  auto f = [](std::string_view t, int d, const CodecOptions&) -> std::unique_ptr<Codec> {
+    const FloatKind k = t == "f32" ? FloatKind::kF32 : t == "f16" ? FloatKind::kF16 : FloatKind::kBF16;
+    return std::make_unique<FloatCodec>(k, d);
+  };
+  register_codec({"f32", "IEEE float32, uncompressed", f, 0});
+  register_codec({"f16", "IEEE float16 (the usual reference cache)", f, 1});
+  register_codec({"bf16", "bfloat16", f, 2});
+}
+
+}  // namespace tq

@@ -1,0 +1,81 @@
+#include <algorithm>
+#include <map>
+#include <mutex>
+
+#include "codecs/common.h"
+
+namespace tq {
+namespace {
+
+struct Registry {
+  std::mutex mu;
+  std::vector<CodecRegistration> entries;
+  bool initialised = false;
+};
+
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+// Explicit registration (static initialisers would be dropped from a static library).
+void ensure_initialised() {
+  Registry& r = registry();
+  {
+    std::lock_guard<std::mutex> lock(r.mu);
+    if (r.initialised) return;
+    r.initialised = true;
+  }
+  register_float_codecs();
+  register_turbo_codecs();
+  register_polar_codecs();
+}
+
+const CodecRegistration* find(std::string_view name) {
+  ensure_initialised();
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  for (const auto& e : r.entries)
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+}  // namespace
+
+void register_codec(CodecRegistration reg) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  for (const auto& e : r.entries) TQ_ASSERT(e.name != reg.name);
+  r.entries.push_back(std::move(reg));
+}
+
+std::unique_ptr<Codec> make_codec(std::string_view type, int dim, const CodecOptions& opts) {
+  const CodecRegistration* e = find(type);
+  if (!e) {
+    throw Error("unknown cache type '" + std::string(type) +
+                "' (run `tq types` for the list)");
+  }
+  if (dim < 2 || dim > 1024)
+    unsupported_dim(type, dim, "head dimensions 2..1024 are supported");
+  return e->factory(type, dim, opts);
+}
+
+std::vector<std::string> list_types() {
+  ensure_initialised();
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  std::vector<const CodecRegistration*> v;
+  for (const auto& e : r.entries) v.push_back(&e);
+  std::stable_sort(v.begin(), v.end(), [](auto* a, auto* b) { return a->order < b->order; });
+  std::vector<std::string> names;
+  for (auto* e : v) names.push_back(e->name);
+  return names;
+}
+
+std::string describe_type(std::string_view type) {
+  const CodecRegistration* e = find(type);
+  if (!e) throw Error("unknown cache type '" + std::string(type) + "'");
+  return e->description;
+}
+
+}  // namespace tq
