@@ -6,6 +6,7 @@
 
 #include "command.h"
 #include "core/lloyd_max.h"
+#include "core/progress.h"
 #include "eval/distortion.h"
 #include "tq/codec.h"
 
@@ -52,8 +53,10 @@ void run(const Opts& o) {
     std::printf("%-9s %7s %10s %10s %10s %10s %10s  %11s %11s %9s %7s\n", "type", "bpv", "D_mse",
                 "theory", "paper", "lower", "upper", "ip_var·d", "theory·d", "bias/se", "slope");
   }
+  tq::Progress bar("distortion", types.size());
+  size_t done = 0;
   for (const auto& t : types) {
-    std::fprintf(stderr, "\r[distortion] %s ...        ", t.c_str());
+    bar.update(done++, t);
     const auto r = tq::measure_distortion(t, o.dim, o.n, o.seed);
     char kind;
     const int b = turbo_bits(t, kind);
@@ -98,7 +101,7 @@ void run(const Opts& o) {
                   r.ip_bias / r.ip_bias_se, r.ip_slope);
     }
   }
-  std::fprintf(stderr, "\r%40s\r", "");
+  bar.done();
   if (o.json) tq::cli::print_json({{"dim", o.dim}, {"n", o.n}, {"seed", o.seed}, {"rows", rows}});
 }
 
