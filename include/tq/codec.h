@@ -28,6 +28,13 @@ class QueryState {
 // or (i, i + d/2) (NeoX). Codecs that work on RoPE pairs need it.
 enum class RopePairing { kNormal, kNeox };
 
+// Data a codec learned offline for one (layer, kv-head) (e.g. the polar-vq codebooks); each
+// codec family defines its own subclass.
+class CodecCalibration {
+ public:
+  virtual ~CodecCalibration() = default;
+};
+
 struct CodecOptions {
   uint64_t seed = 0x5451'0001;  // rotation / sketch seed; part of the type's identity
   int layer = 0;
@@ -37,6 +44,8 @@ struct CodecOptions {
   // Outlier channels (original space) for the fractional TurboQuant types; empty = default
   // (the first d/4 channels). The cache may set them from prefill statistics.
   std::vector<int> outlier_channels;
+  // Learned data for codecs that need it (polar-vq); null = uncalibrated defaults.
+  std::shared_ptr<const CodecCalibration> calibration;
 };
 
 class Codec {
@@ -89,7 +98,10 @@ struct CodecRegistration {
   std::string description;
   CodecFactory factory;
   int order = 1000;  // display order in `tq types`
+  bool needs_calibration = false;  // encode needs learned data (CodecOptions::calibration)
 };
+// Whether a type needs learned data before it can encode (e.g. polar-vq:balanced).
+bool type_needs_calibration(std::string_view type);
 void register_codec(CodecRegistration reg);
 
 }  // namespace tq

@@ -38,5 +38,6 @@ struct VecQuery : QueryState {
 void register_float_codecs();
 void register_turbo_codecs();
 void register_polar_codecs();
+void register_polarvq_codecs();
 
 }  // namespace tq

@@ -29,6 +29,7 @@ void ensure_initialised() {
   register_float_codecs();
   register_turbo_codecs();
   register_polar_codecs();
+  register_polarvq_codecs();
 }
 
 const CodecRegistration* find(std::string_view name) {
@@ -70,6 +71,12 @@ std::vector<std::string> list_types() {
   std::vector<std::string> names;
   for (auto* e : v) names.push_back(e->name);
   return names;
+}
+
+bool type_needs_calibration(std::string_view type) {
+  const CodecRegistration* e = find(type);
+  if (!e) throw Error("unknown cache type '" + std::string(type) + "'");
+  return e->needs_calibration;
 }
 
 std::string describe_type(std::string_view type) {
