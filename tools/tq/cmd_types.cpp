@@ -1,37 +1,72 @@
-// `tq types`: every cache type with its all-in bits per value at d = 64 and d = 128.
+// `tq types`: every cache type with its all-in bits per value at d = 64 and d = 128. Types whose
+// key and value forms differ (polar-vq, KIVI) show K/V and report the mean as bpv.
 #include <cstdio>
+#include <optional>
 
 #include "command.h"
 #include "tq/codec.h"
 
 namespace {
 
-std::string bpv_or_dash(const std::string& t, int d, nlohmann::json& j) {
+std::optional<double> bpv_of(const std::string& t, int d, bool key) {
+  tq::CodecOptions o;
+  o.is_key = key;
   try {
-    const double b = tq::make_codec(t, d)->bpv();
-    j = b;
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.4f", b);
-    return buf;
+    return tq::make_codec(t, d, o)->bpv();
   } catch (const tq::Error&) {
-    j = nullptr;
-    return "-";
+    return std::nullopt;
   }
 }
 
+struct Cell {
+  nlohmann::json mean, k, v;
+  std::string text;
+};
+
+Cell cell(const std::string& t, int d) {
+  Cell c;
+  const auto k = bpv_of(t, d, true), v = bpv_of(t, d, false);
+  char buf[48];
+  if (!k || !v) {
+    c.mean = c.k = c.v = nullptr;
+    c.text = "-";
+  } else if (*k == *v) {
+    c.mean = c.k = c.v = *k;
+    std::snprintf(buf, sizeof buf, "%.4f", *k);
+    c.text = buf;
+  } else {
+    c.mean = 0.5 * (*k + *v);
+    c.k = *k;
+    c.v = *v;
+    std::snprintf(buf, sizeof buf, "%.3f/%.3f", *k, *v);
+    c.text = buf;
+  }
+  return c;
+}
+
 void setup(CLI::App& app) {
-  auto* cmd = app.add_subcommand("types", "List every cache type with its bits per value (bpv)");
+  auto* cmd = app.add_subcommand(
+      "types", "List every cache type with its all-in bits per value (bpv) at d = 64 and 128");
   static bool json = false;
-  cmd->add_flag("--json", json, "Print one JSON document {\"rows\":[{type,bpv_d64,bpv_d128}]}");
+  cmd->add_flag("--json", json,
+                "Print one JSON document {\"rows\":[{type,bpv_d64,bpv_d128,...}]} (bpv = mean of "
+                "the key and value forms; bpv_k_*/bpv_v_* give each)");
   cmd->callback([] {
     nlohmann::json rows = nlohmann::json::array();
-    if (!json) std::printf("%-22s %9s %9s  %s\n", "type", "bpv d=64", "bpv d=128", "description");
+    if (!json)
+      std::printf("%-20s %13s %13s  %s\n", "type", "bpv d=64", "bpv d=128", "description");
     for (const auto& t : tq::list_types()) {
-      nlohmann::json a, b;
-      const std::string s64 = bpv_or_dash(t, 64, a), s128 = bpv_or_dash(t, 128, b);
-      rows.push_back({{"type", t}, {"bpv_d64", a}, {"bpv_d128", b}});
+      const Cell a = cell(t, 64), b = cell(t, 128);
+      rows.push_back({{"type", t},
+                      {"bpv_d64", a.mean},
+                      {"bpv_d128", b.mean},
+                      {"bpv_k_d64", a.k},
+                      {"bpv_v_d64", a.v},
+                      {"bpv_k_d128", b.k},
+                      {"bpv_v_d128", b.v},
+                      {"needs_calibration", tq::type_needs_calibration(t)}});
       if (!json)
-        std::printf("%-22s %9s %9s  %s\n", t.c_str(), s64.c_str(), s128.c_str(),
+        std::printf("%-20s %13s %13s  %s\n", t.c_str(), a.text.c_str(), b.text.c_str(),
                     tq::describe_type(t).c_str());
     }
     if (json) tq::cli::print_json({{"rows", rows}});
