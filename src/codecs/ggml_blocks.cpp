@@ -144,9 +144,10 @@ int iq4_nl_best_index(float x) {
 
 // ggml's quantize_row_iq4_nl_impl for one block of 32 (super block = block, no quant weights):
 // weights w_j = x_j²; start from the scale that maps the largest-magnitude value to level 0
-// (−127), take the weighted least-squares scale for those indices, then (ntry > 0) try the
-// 2·ntry+1 scales (itry − 127)/max and keep the one with the best Σwqx²/Σwq²; finally
-// re-quantize every element with the chosen scale.
+// (−127; with ntry > 0 the sign is flipped), take the weighted least-squares scale for the
+// nearest levels; with ntry > 0 also try the 2·ntry+1 scales (itry − 127)/max, keep the one
+// with the best Σwqx²/Σwq², and re-pick every level with the chosen scale. A block with
+// max |x| < 1e-15 gets d = 0 and levels 0 (re-picked as level 8 when ntry > 0).
 void quantize_row_iq4_nl_ref(const float* x, BlockIq4Nl* y, size_t n_blocks, int ntry) {
   const int8_t* values = kIq4nlValues;
   for (size_t i = 0; i < n_blocks; ++i, x += kBlock) {

@@ -55,7 +55,7 @@ struct TQ_GGML_PACKED BlockQ5_1 {
   uint8_t qs[16];
 };
 // iq4_nl: x_j ≈ d · kIq4nlValues[q_j], nibble order as q4_0. 18 bytes = 4.5 bpv. The scale is
-// chosen by ggml's weighted search (quantize_row_iq4_nl_impl with weights x_j², see the .cpp).
+// ggml's weighted (w_j = x_j²) least-squares fit, see quantize_row_iq4_nl_ref below.
 struct TQ_GGML_PACKED BlockIq4Nl {
   uint16_t d;
   uint8_t qs[16];
@@ -72,19 +72,23 @@ static_assert(sizeof(BlockIq4Nl) == 18, "iq4_nl block is 18 bytes");
 inline constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                             1,    13,   25,  38,  53,  69,  89,  113};
 
-// iq4_nl scale search width. ggml's quantize_iq4_nl (model files, and quantize_row_iq4_nl_ref
-// before upstream switched the reference to ntry = −1) searches 2·7+1 scales; we do the same.
-constexpr int kIq4nlNtry = 7;
+// iq4_nl scale search width. ggml's quantize_row_iq4_nl_ref — what llama.cpp writes into an
+// iq4_nl KV cache on CPU, CUDA and Metal alike since ggml commit f5fc72a1 (2024-03, "same IQ4_NL
+// quantization for CPU/CUDA/Metal") — uses ntry = −1: start from d = max/−127, pick the nearest
+// levels, refit d by weighted least squares, keep those levels; no search. ggml's model-file
+// quantizer quantize_iq4_nl uses ntry = 7: it also tries the 15 scales (itry − 127)/max and
+// re-picks the levels with the best scale. The cache type follows the cache (ntry = −1).
+constexpr int kIq4nlNtryCache = -1;
+constexpr int kIq4nlNtrySearch = 7;
 
 void quantize_row_q8_0_ref(const float* x, BlockQ8_0* y, size_t n_blocks);
 void quantize_row_q4_0_ref(const float* x, BlockQ4_0* y, size_t n_blocks);
 void quantize_row_q4_1_ref(const float* x, BlockQ4_1* y, size_t n_blocks);
 void quantize_row_q5_0_ref(const float* x, BlockQ5_0* y, size_t n_blocks);
 void quantize_row_q5_1_ref(const float* x, BlockQ5_1* y, size_t n_blocks);
-// ntry > 0: ggml's full search (default); ntry ≤ 0: one least-squares refit, no search, and
-// the first-pass indices are kept (what upstream's newest quantize_row_iq4_nl_ref does).
+// ntry ≤ 0 (default): ggml's quantize_row_iq4_nl_ref; ntry > 0: quantize_iq4_nl's search.
 void quantize_row_iq4_nl_ref(const float* x, BlockIq4Nl* y, size_t n_blocks,
-                             int ntry = kIq4nlNtry);
+                             int ntry = kIq4nlNtryCache);
 
 void dequantize_row_q8_0_ref(const BlockQ8_0* b, float* y, size_t n_blocks);
 void dequantize_row_q4_0_ref(const BlockQ4_0* b, float* y, size_t n_blocks);

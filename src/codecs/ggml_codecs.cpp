@@ -49,7 +49,8 @@ template <typename B, void (*F)(const B*, float, float*, size_t)>
 void axpy_bytes(const uint8_t* in, float w, float* acc, size_t n) {
   F(reinterpret_cast<const B*>(in), w, acc, n);
 }
-// iq4_nl's quantizer takes the search width as a 4th argument; the codec uses the default.
+// iq4_nl's quantizer takes the search width as a 4th argument; the codec uses the default,
+// ggml's quantize_row_iq4_nl_ref (what llama.cpp stores in an iq4_nl cache).
 void quantize_iq4_nl_default(const float* x, ggml::BlockIq4Nl* y, size_t n) {
   ggml::quantize_row_iq4_nl_ref(x, y, n);
 }
@@ -78,8 +79,8 @@ const GgmlFormat kFormats[] = {
                &dequantize_bytes<ggml::BlockIq4Nl, &ggml::dequantize_row_iq4_nl_ref>,
                &dot_bytes<ggml::BlockIq4Nl, &ggml::iq4_nl_dot_ref>,
                &axpy_bytes<ggml::BlockIq4Nl, &ggml::iq4_nl_axpy_ref>,
-               "ggml iq4_nl: blocks of 32, fp16 scale (weighted search) + 4-bit indices into "
-               "a 16-level non-linear table (4.5 bpv)"},
+               "ggml iq4_nl: blocks of 32, fp16 scale (weighted least squares) + 4-bit "
+               "indices into a 16-level non-linear table (4.5 bpv)"},
 };
 #undef TQ_GGML_FORMAT
 
