@@ -41,8 +41,13 @@ Bytes encode_with(const std::string& type, int d, const std::vector<float>& x, b
   return out;
 }
 
-// Bytes of a little-endian fp16 value.
-std::array<uint8_t, 2> le16(uint16_t h) { return {uint8_t(h & 0xFF), uint8_t(h >> 8)}; }
+// The bytes b repeated `times` times.
+Bytes repeat(const Bytes& b, int times) {
+  Bytes r;
+  for (int i = 0; i < times; ++i)
+    for (uint8_t v : b) r.push_back(v);
+  return r;
+}
 
 // ====================================================================== ggml: hand-derived bytes
 
@@ -97,7 +102,8 @@ TEST(GgmlBytes, Q4_1) {
     for (int r = 0; r < 3; ++r) y.insert(y.end(), x.begin(), x.end());
     return y;
   }());
-  for (int r = 0; r < 3; ++r) EXPECT_EQ(Bytes(x2.begin() + 20 * r, x2.begin() + 20 * (r + 1)), want);
+  for (int r = 0; r < 3; ++r)
+    EXPECT_EQ(Bytes(x2.begin() + 20 * r, x2.begin() + 20 * (r + 1)), want);
 }
 
 // q5_0: largest magnitude −8 → d = 0.5 (0x3800); q = min(31, trunc(2x + 16.5)): −8 → 0,
@@ -116,11 +122,7 @@ TEST(GgmlBytes, Q5_0) {
               y.insert(y.end(), x.begin(), x.end());
               return y;
             }()),
-            [&] {
-              Bytes w = want;
-              w.insert(w.end(), want.begin(), want.end());
-              return w;
-            }());
+            repeat(want, 2));
 }
 
 // q5_1: min = −1, max = 30 → d = 31/31 = 1 (0x3C00), m = −1 (0xBC00); q = trunc(x + 1.5):
@@ -135,9 +137,7 @@ TEST(GgmlBytes, Q5_1) {
   want[0] = 0x00, want[1] = 0x3C, want[2] = 0x00, want[3] = 0xBC;
   want[4] = 0x00, want[5] = 0x00, want[6] = 0x03, want[7] = 0x00;
   want[8] = 0xF0, want[10] = 0x1F;
-  Bytes w2 = want;
-  w2.insert(w2.end(), want.begin(), want.end());
-  EXPECT_EQ(encode_with("q5_1", 64, x), w2);
+  EXPECT_EQ(encode_with("q5_1", 64, x), repeat(want, 2));
 }
 
 // iq4_nl: x_j = 0.01·level(L_j) with L = {0 (−127), 15 (113), 8 (1), 3 (−65), 12 (53),
@@ -155,9 +155,7 @@ TEST(GgmlBytes, Iq4Nl) {
   want[0] = 0x1F, want[1] = 0x21, want[2] = 0xF0, want[3] = 0x38, want[4] = 0x7C;
   std::vector<float> x2 = x;
   x2.insert(x2.end(), x.begin(), x.end());
-  Bytes w2 = want;
-  w2.insert(w2.end(), want.begin(), want.end());
-  EXPECT_EQ(encode_with("iq4_nl", 64, x2), w2);
+  EXPECT_EQ(encode_with("iq4_nl", 64, x2), repeat(want, 2));
   ggml::BlockIq4Nl b;
   ggml::quantize_row_iq4_nl_ref(x.data(), &b, 1, ggml::kIq4nlNtrySearch);
   EXPECT_EQ(0, std::memcmp(&b, want.data(), 18));
@@ -326,9 +324,7 @@ TEST(Int4G64, HandBytes) {
   for (int j = 64; j < 128; ++j) x[j] = x[j - 64];
   Bytes g(36, 0x11);
   g[0] = 0x00, g[1] = 0x3C, g[2] = 0x00, g[3] = 0xBC, g[4] = 0xF0, g[5] = 0x22;
-  Bytes want = g;
-  want.insert(want.end(), g.begin(), g.end());
-  EXPECT_EQ(encode_with("int4-g64", 128, x), want);
+  EXPECT_EQ(encode_with("int4-g64", 128, x), repeat(g, 2));
 }
 
 // KIVI values (per token, groups of 32 channels), 2 bits: min −1, max 2 → s = 1, m = −1;

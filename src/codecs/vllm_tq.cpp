@@ -102,7 +102,8 @@ const VllmCodebook& vllm_codebook(int d, int bits) {
   static std::map<std::pair<int, int>, VllmCodebook> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find({d, bits});
-  if (it == cache.end()) it = cache.emplace(std::make_pair(d, bits), solve_vllm_lloyd_max(d, bits)).first;
+  if (it == cache.end())
+    it = cache.emplace(std::make_pair(d, bits), solve_vllm_lloyd_max(d, bits)).first;
   return it->second;
 }
 
@@ -247,7 +248,8 @@ class VllmMseKeyCodec final : public Codec {
 // ---------------------------------------------------------------- uniform values
 class VllmValueCodec final : public Codec {
  public:
-  VllmValueCodec(int dim, int bits) : dim_(dim), bits_(bits), code_bytes_(packed_bytes(dim, bits)) {}
+  VllmValueCodec(int dim, int bits)
+      : dim_(dim), bits_(bits), code_bytes_(packed_bytes(dim, bits)) {}
   std::string name() const override { return "vllm-v" + std::to_string(bits_); }
   int dim() const override { return dim_; }
   size_t block_bytes() const override { return code_bytes_ + 4; }
@@ -293,7 +295,8 @@ class VllmValueCodec final : public Codec {
     for (size_t t = 0; t < n; ++t) {
       const uint8_t* blk = codes + t * block_bytes();
       unpack_bits(blk, dim_, bits_, q.data());
-      const float s = w[t] * load_f16(blk + code_bytes_), m = w[t] * load_f16(blk + code_bytes_ + 2);
+      const float s = w[t] * load_f16(blk + code_bytes_);
+      const float m = w[t] * load_f16(blk + code_bytes_ + 2);
       for (int j = 0; j < dim_; ++j) acc[j] += float(q[j]) * s + m;
     }
   }
