@@ -19,6 +19,7 @@
 #include "codecs/fp8.h"
 #include "codecs/ggml_blocks.h"
 #include "codecs/presets.h"
+#include "codecs/vllm_tq.h"
 #include "core/half.h"
 #include "core/rng.h"
 #include "core/rotation.h"
@@ -405,6 +406,29 @@ TEST(Vllm, MseKeyHandBytes) {
   c->decode(got.data(), 1, y.data());
   EXPECT_NEAR(y[0], 2.0f, 1e-5f);
   for (int j = 1; j < d; ++j) EXPECT_NEAR(y[j], 0.0f, 1e-5f);
+}
+
+// Gaussian Lloyd-Max centroids (positive half, units of σ) from the classic tables (Max 1960).
+TEST(Vllm, CodebookIsGaussianLloydMax) {
+  const std::vector<double> c3 = {0.2451, 0.7560, 1.3440, 2.1520};
+  const std::vector<double> c4 = {0.1284, 0.3881, 0.6568, 0.9424,
+                                  1.2562, 1.6180, 2.0690, 2.7326};
+  for (int d : {64, 128}) {
+    const double sigma = 1.0 / std::sqrt(double(d));
+    for (int bits : {3, 4}) {
+      const auto& cb = vllm_codebook(d, bits);
+      const auto& ref = bits == 3 ? c3 : c4;
+      const int n = 1 << bits;
+      ASSERT_EQ(int(cb.centroids.size()), n);
+      ASSERT_EQ(int(cb.midpoints.size()), n - 1);
+      for (int i = 0; i < n / 2; ++i) {
+        EXPECT_NEAR(cb.centroids[n / 2 + i] / sigma, ref[i], 2e-3) << bits << " " << i;
+        EXPECT_NEAR(cb.centroids[n / 2 - 1 - i] / sigma, -ref[i], 2e-3) << bits << " " << i;
+      }
+      for (int i = 0; i + 1 < n; ++i)
+        EXPECT_EQ(cb.midpoints[i], (cb.centroids[i] + cb.centroids[i + 1]) / 2.0f);
+    }
+  }
 }
 
 TEST(Vllm, NormCorrectionKeepsTheStoredNorm) {

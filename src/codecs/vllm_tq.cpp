@@ -21,6 +21,8 @@
 //             [fp16 mn]. bpv = b + 32/d (4.5/4.25 and 3.5/3.25 at d = 64/128). d % 8 == 0.
 // vLLM puts K and V of one token and head into one slot rounded up to an even byte count; for
 // the head dimensions allowed here that padding is always zero.
+#include "codecs/vllm_tq.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -55,10 +57,6 @@ struct PlainQuery : QueryState {
 // cells integrated by the trapezoid rule (200 intervals) over [−10.5σ, 10.5σ], at most 200
 // iterations, stopping (without taking the last update) once no centroid moves by 1e-10.
 // Returned as float32, like the torch tensor vLLM uses, with float32 midpoints.
-struct VllmCodebook {
-  std::vector<float> centroids, midpoints;
-};
-
 VllmCodebook solve_vllm_lloyd_max(int d, int bits) {
   const int n = 1 << bits;
   const double sigma2 = 1.0 / d, sigma = std::sqrt(sigma2);
@@ -97,6 +95,8 @@ VllmCodebook solve_vllm_lloyd_max(int d, int bits) {
   return cb;
 }
 
+}  // namespace
+
 const VllmCodebook& vllm_codebook(int d, int bits) {
   static std::mutex mu;
   static std::map<std::pair<int, int>, VllmCodebook> cache;
@@ -106,6 +106,8 @@ const VllmCodebook& vllm_codebook(int d, int bits) {
     it = cache.emplace(std::make_pair(d, bits), solve_vllm_lloyd_max(d, bits)).first;
   return it->second;
 }
+
+namespace {
 
 // Orthonormal Sylvester Hadamard: y = H x / √d (H symmetric, so it is its own inverse).
 void hadamard(const float* x, float* y, int d) {
