@@ -20,7 +20,7 @@
 //             v_j ≈ s·q_j + mn. Token layout: [⌈d·b/8⌉ bytes of codes, LSB-first][fp16 s]
 //             [fp16 mn]. bpv = b + 32/d (4.5/4.25 and 3.5/3.25 at d = 64/128). d % 8 == 0.
 // vLLM puts K and V of one token and head into one slot rounded up to an even byte count; for
-// the head dimensions allowed here that padding is always zero.
+// the four presets that padding is zero at every allowed head dimension ≥ 16.
 #include "codecs/vllm_tq.h"
 
 #include <algorithm>
