@@ -1,0 +1,47 @@
+# CUDA part (TQ_CUDA=ON): the tq_cuda library from src/cuda/*.cu (sm_90a machine code plus
+# compute_80 PTX as the portable target), GoogleTest executables from tests/cuda/test_*.cu
+# (they skip themselves, reported as skipped, when no GPU is present) and the device benchmark
+# bench/gpu/bench_decode.cu.
+include(CheckLanguage)
+check_language(CUDA)
+if(NOT CMAKE_CUDA_COMPILER)
+  message(WARNING "TQ_CUDA=ON but no CUDA compiler found: the CUDA kernels are not built")
+  return()
+endif()
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+  set(CMAKE_CUDA_ARCHITECTURES "90a-real;80-virtual")
+endif()
+enable_language(CUDA)
+# Older CMake may know no C++20 dialect flag for nvcc: tell it.
+if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+  set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+  set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+endif()
+set(CMAKE_CUDA_STANDARD 20)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+
+file(GLOB TQ_CUDA_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/cuda/*.cu)
+add_library(tq_cuda STATIC ${TQ_CUDA_SOURCES})
+target_include_directories(tq_cuda PUBLIC ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/include)
+target_link_libraries(tq_cuda PUBLIC tq)
+target_compile_options(tq_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xptxas=-warn-spills>)
+# Executables that are also run on the lent GPU machine: no shared libraries beyond libc there.
+set(TQ_CUDA_PORTABLE_LINK -Wl,--as-needed -static-libstdc++ -static-libgcc)
+
+if(TQ_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+  include(GoogleTest)
+  enable_testing()
+  file(GLOB TQ_CUDA_TESTS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/cuda/test_*.cu)
+  foreach(src ${TQ_CUDA_TESTS})
+    get_filename_component(name ${src} NAME_WE)
+    add_executable(${name} ${src})
+    target_link_libraries(${name} PRIVATE tq_cuda GTest::gtest GTest::gtest_main)
+    target_link_options(${name} PRIVATE ${TQ_CUDA_PORTABLE_LINK})
+    gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 600)
+  endforeach()
+endif()
+
+add_executable(bench_gpu_decode ${PROJECT_SOURCE_DIR}/bench/gpu/bench_decode.cu)
+target_link_libraries(bench_gpu_decode PRIVATE tq_cuda)
+target_link_options(bench_gpu_decode PRIVATE ${TQ_CUDA_PORTABLE_LINK})

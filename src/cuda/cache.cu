@@ -1,0 +1,396 @@
+// Host side of the GPU cache: format constants (codebooks → prmt tables, rotations), memory,
+// the query-preparation and split-merge kernels, and the launches.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "codecs/turbo.h"
+#include "core/half.h"
+#include "core/lloyd_max.h"
+#include "core/rng.h"
+#include "core/rotation.h"
+#include "cuda/consts.cuh"
+#include "cuda/dispatch.h"
+#include "cuda/tq_cuda.h"
+#include "tq/error.h"
+
+namespace tq::cuda {
+
+void check_cuda(int err, const char* what) {
+  if (err != cudaSuccess)
+    throw Error(std::string("CUDA error: ") + cudaGetErrorString(cudaError_t(err)) + " (" + what +
+                ")");
+}
+
+bool device_available() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return n > 0;
+}
+
+std::string device_name() {
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "none";
+  return prop.name;
+}
+
+namespace {
+const char* kNames[] = {"bf16", "q8_0", "q4_0", "turbo2", "turbo3", "turbo4",
+                        "turbo2.5", "turbo3.5", "turbo3p"};
+}
+
+Fmt parse_fmt(const std::string& name) {
+  for (int i = 0; i < int(Fmt::kCount); ++i)
+    if (name == kNames[i]) return Fmt(i);
+  throw Error("CUDA cache: unsupported cache type '" + name +
+              "' (bf16 q8_0 q4_0 turbo2 turbo3 turbo4 turbo2.5 turbo3.5 turbo3p)");
+}
+const char* fmt_name(Fmt f) { return kNames[int(f)]; }
+double fmt_bpv(Fmt f, int D) { return 8.0 * tile_bytes(f, D) / (double(kPageTokens) * D); }
+
+namespace {
+
+constexpr uint64_t kRotationTag = 1, kSplitHiTag = 3, kSplitLoTag = 4;  // as codecs/turbo.cpp
+
+// fp16 codebook entries → low/high byte tables for prmt.
+void make_lut(const std::vector<float>& entries, uint32_t lo[2], uint32_t hi[2]) {
+  lo[0] = lo[1] = hi[0] = hi[1] = 0;
+  for (size_t i = 0; i < entries.size() && i < 8; ++i) {
+    const uint16_t h = f32_to_f16(entries[i]);
+    lo[i / 4] |= uint32_t(h & 0xFF) << (8 * (i % 4));
+    hi[i / 4] |= uint32_t(h >> 8) << (8 * (i % 4));
+  }
+  if (entries.size() <= 4) {
+    lo[1] = lo[0];
+    hi[1] = hi[0];
+  }
+}
+
+float* upload(const std::vector<float>& v) {
+  float* d = nullptr;
+  TQ_CUDA_CHECK(cudaMalloc(&d, v.size() * sizeof(float)));
+  TQ_CUDA_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
+  return d;
+}
+
+std::vector<float> transpose(const std::vector<float>& m, int n) {
+  std::vector<float> t(m.size());
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) t[size_t(j) * n + i] = m[size_t(i) * n + j];
+  return t;
+}
+
+void set_codebook(FormatConsts& c, int part, const ScalarCodebook& cb) {
+  const int n = int(cb.centroids.size());
+  std::vector<float> entries = cb.centroids;
+  if (n == 16) {  // LUT4: magnitudes |c[8+m]|, the sign is stored apart
+    entries.assign(cb.centroids.begin() + 8, cb.centroids.end());
+  }
+  make_lut(entries, c.lut_lo[part], c.lut_hi[part]);
+  c.nbounds[part] = int(cb.boundaries.size());
+  for (int i = 0; i < c.nbounds[part]; ++i) c.bounds[part][i] = cb.boundaries[i];
+  for (int i = 0; i < n; ++i) c.cent[part][i] = cb.centroids[i];
+}
+
+FormatConsts* make_consts(Fmt f, int D, uint64_t seed) {
+  auto* c = new FormatConsts();
+  c->fmt = f;
+  c->D = D;
+  if (!is_turbo(f)) return c;
+  std::vector<float> R(size_t(D) * D, 0.f);
+  if (is_split(f)) {
+    const int nh = D / 4, nl = D - nh;
+    const int bh = f == Fmt::T25 ? 3 : 4, bl = f == Fmt::T25 ? 2 : 3;
+    TurboMseCodec hi(nh, bh, derive_seed(seed, kSplitHiTag), false);
+    TurboMseCodec lo(nl, bl, derive_seed(seed, kSplitLoTag), false);
+    set_codebook(*c, 0, hi.codebook());
+    set_codebook(*c, 1, lo.codebook());
+    const auto mh = hi.rotation().matrix(), ml = lo.rotation().matrix();
+    c->pdim[0] = nh;
+    c->pdim[1] = nl;
+    c->rot_t[0] = upload(transpose(mh, nh));
+    c->rot_t[1] = upload(transpose(ml, nl));
+    for (int i = 0; i < nh; ++i)
+      for (int j = 0; j < nh; ++j) R[size_t(i) * D + j] = mh[size_t(i) * nh + j];
+    for (int i = 0; i < nl; ++i)
+      for (int j = 0; j < nl; ++j) R[size_t(nh + i) * D + nh + j] = ml[size_t(i) * nl + j];
+  } else {
+    const int bits = f == Fmt::T2 ? 2 : f == Fmt::T3 ? 3 : f == Fmt::T4 ? 4 : 2;
+    set_codebook(*c, 0, lloyd_max_codebook(D, bits));
+    const Rotation rot(D, derive_seed(seed, kRotationTag));
+    if (rot.kind() != Rotation::Kind::kHadamard)
+      throw Error("CUDA cache: head dimension must be a power of two");
+    c->fwht = true;
+    c->pdim[0] = D;
+    c->signs = upload(rot.signs());
+    R = rot.matrix();
+    if (f == Fmt::T3P) {
+      TurboProdCodec prod(D, 3, seed);
+      make_lut({-1.0f, 1.0f}, c->lut_lo[1], c->lut_hi[1]);
+      c->S = upload(prod.sketch());
+      c->St = upload(transpose(prod.sketch(), D));
+    }
+  }
+  c->R = upload(R);
+  return c;
+}
+
+void free_consts(FormatConsts* c) {
+  if (!c) return;
+  for (const float* p : {c->signs, c->rot_t[0], c->rot_t[1], c->R, c->S, c->St})
+    if (p) cudaFree(const_cast<float*>(p));
+  delete c;
+}
+
+// q' = scale·R q (fp16 or bf16); T3P also qs = √(π/2)/D · S q'.
+__global__ void qprep_kernel(const float* q, uint16_t* qo, uint16_t* qso, const float* R,
+                             const float* S, int D, float scale, bool bf) {
+  extern __shared__ float sh[];
+  float* qin = sh;
+  float* qr = sh + D;
+  const size_t row = size_t(blockIdx.y) * gridDim.x + blockIdx.x;
+  const int j = threadIdx.x;
+  qin[j] = q[row * D + j];
+  __syncthreads();
+  float v = 0.f;
+  if (R) {
+    for (int i = 0; i < D; ++i) v += R[size_t(j) * D + i] * qin[i];
+  } else {
+    v = qin[j];
+  }
+  v *= scale;
+  qr[j] = v;
+  if (bf) {
+    __nv_bfloat16 h = __float2bfloat16_rn(v);
+    qo[row * D + j] = *reinterpret_cast<uint16_t*>(&h);
+  } else {
+    __half h = __float2half_rn(v);
+    qo[row * D + j] = *reinterpret_cast<uint16_t*>(&h);
+  }
+  if (S) {
+    __syncthreads();
+    float w = 0.f;
+    for (int i = 0; i < D; ++i) w += S[size_t(j) * D + i] * qr[i];
+    __half h = __float2half_rn(w * sqrtf(3.14159265358979f / 2.f) / float(D));
+    qso[row * D + j] = *reinterpret_cast<uint16_t*>(&h);
+  }
+}
+
+// Merge the splits of one query head and map back: out = Rᵀ (Σ w_s o_s / Σ w_s l_s).
+__global__ void combine_kernel(const float* part_o, const float* part_ml, float* out,
+                               const float* R, int D, int splits) {
+  extern __shared__ float sh[];
+  const size_t row = size_t(blockIdx.y) * gridDim.x + blockIdx.x;
+  const int d = threadIdx.x;
+  float M = -1e30f;
+  for (int s = 0; s < splits; ++s) M = fmaxf(M, part_ml[(row * splits + s) * 2]);
+  float acc = 0.f, L = 0.f;
+  for (int s = 0; s < splits; ++s) {
+    const float w = exp2f(part_ml[(row * splits + s) * 2] - M);
+    L += w * part_ml[(row * splits + s) * 2 + 1];
+    acc += w * part_o[(row * splits + s) * D + d];
+  }
+  const float v = L > 0.f ? acc / L : 0.f;
+  if (!R) {
+    out[row * D + d] = v;
+    return;
+  }
+  sh[d] = v;
+  __syncthreads();
+  float o = 0.f;
+  for (int i = 0; i < D; ++i) o += R[size_t(i) * D + d] * sh[i];
+  out[row * D + d] = o;
+}
+
+}  // namespace
+
+bool launch_decode(Fmt kf, Fmt vf, int D, const DecodeParams& p, dim3 grid, cudaStream_t st) {
+  if (D == 64) return launch_decode_d<64>(kf, vf, p, grid, st);
+  if (D == 128) return launch_decode_d<128>(kf, vf, p, grid, st);
+  if (D == 256) return launch_decode_d<256>(kf, vf, p, grid, st);
+  return false;
+}
+bool launch_append(Fmt kf, Fmt vf, int D, const AppendParams& p, dim3 grid, cudaStream_t st) {
+  if (D == 64) return launch_append_d<64>(kf, vf, p, grid, st);
+  if (D == 128) return launch_append_d<128>(kf, vf, p, grid, st);
+  if (D == 256) return launch_append_d<256>(kf, vf, p, grid, st);
+  return false;
+}
+
+GpuCache::GpuCache(const CacheConfig& cfg) : cfg_(cfg) {
+  const int D = cfg.head_dim;
+  if (D != 64 && D != 128 && D != 256)
+    throw Error("CUDA cache: head dimension must be 64, 128 or 256, got " + std::to_string(D));
+  if (cfg.vfmt == Fmt::T3P) throw Error("CUDA cache: turbo3p is a key-only type");
+  if ((cfg.kfmt == Fmt::T3P) != false && cfg.vfmt != Fmt::T3)
+    throw Error("CUDA cache: turbo3p keys are paired with turbo3 values");
+  if (cfg.kfmt != cfg.vfmt && cfg.kfmt != Fmt::T3P)
+    throw Error("CUDA cache: K and V must have the same type (or turbo3p/turbo3)");
+  if ((is_split(cfg.kfmt) || is_split(cfg.vfmt)) && D < 128)
+    throw Error("CUDA cache: turbo2.5/turbo3.5 need head dimension >= 128");
+  if (cfg.n_pages <= 0 || cfg.n_kv_heads <= 0) throw Error("CUDA cache: empty pool");
+  tile_k_ = tile_bytes(cfg.kfmt, D);
+  tile_v_ = tile_bytes(cfg.vfmt, D);
+  page_bytes_ = size_t(cfg.n_kv_heads) * (tile_k_ + tile_v_);
+  TQ_CUDA_CHECK(cudaMalloc(&pool_, page_bytes_ * cfg.n_pages));
+  TQ_CUDA_CHECK(cudaMemset(pool_, 0, page_bytes_ * cfg.n_pages));
+  kc_.reset(make_consts(cfg.kfmt, D, cfg.seed));
+  vc_.reset(make_consts(cfg.vfmt, D, cfg.seed));
+}
+
+GpuCache::~GpuCache() {
+  cudaFree(pool_);
+  cudaFree(ws_);
+  cudaFree(qbuf_);
+  free_consts(kc_.release());
+  free_consts(vc_.release());
+}
+
+void GpuCache::append(const uint16_t* k, const uint16_t* v, int B, int n_new,
+                      const int* block_table, int max_pages, const int* start, void* stream) {
+  if (B <= 0 || n_new <= 0) return;
+  AppendParams p{};
+  p.pool = pool_;
+  p.block_table = block_table;
+  p.max_pages = max_pages;
+  p.start = start;
+  p.k = k;
+  p.v = v;
+  p.n_new = n_new;
+  p.Hkv = cfg_.n_kv_heads;
+  p.page_bytes = (long long)page_bytes_;
+  p.tile_k = int(tile_k_);
+  p.tile_v = int(tile_v_);
+  p.kc = *kc_;
+  p.vc = *vc_;
+  // pages a run of n_new tokens can touch, whatever its start
+  const dim3 grid((n_new + kPageTokens - 1) / kPageTokens + 1, cfg_.n_kv_heads, B);
+  const int smem = int(tile_k_ + tile_v_) + ak::kWarps * cfg_.head_dim * 4;
+  if (smem > 48 * 1024) throw Error("CUDA cache: append tile too large");
+  if (!launch_append(cfg_.kfmt, cfg_.vfmt, cfg_.head_dim, p, grid, cudaStream_t(stream)))
+    throw Error("CUDA cache: no append kernel for this type pair and head dimension");
+  TQ_CUDA_CHECK(cudaGetLastError());
+}
+
+void GpuCache::decode(const float* q, float* out, int B, int Hq, const int* block_table,
+                      int max_pages, const int* seq_lens, int max_seq, float sm_scale,
+                      int splits, void* stream) {
+  const int D = cfg_.head_dim, Hkv = cfg_.n_kv_heads;
+  if (Hq % Hkv != 0 || Hq / Hkv > 8)
+    throw Error("CUDA decode: query heads must be 1..8 times the KV heads");
+  cudaStream_t st = cudaStream_t(stream);
+  const int pages = std::max(1, (max_seq + kPageTokens - 1) / kPageTokens);
+  if (splits <= 0) {
+    int sms = 132;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+    const int target = sms * 8;
+    splits = (target + B * Hkv - 1) / (B * Hkv);
+  }
+  splits = std::clamp(splits, 1, std::max(1, pages / kDecodeWarps));
+  const int pps = (pages + splits - 1) / splits;
+  splits = (pages + pps - 1) / pps;
+
+  const size_t rows = size_t(B) * Hq;
+  const size_t ws_need = rows * splits * (D + 2) * sizeof(float);
+  if (ws_need > ws_bytes_) {
+    cudaFree(ws_);
+    TQ_CUDA_CHECK(cudaMalloc(&ws_, ws_need));
+    ws_bytes_ = ws_need;
+  }
+  const size_t qb_need = rows * D * 2 * sizeof(uint16_t);
+  if (qb_need > qbuf_bytes_) {
+    cudaFree(qbuf_);
+    TQ_CUDA_CHECK(cudaMalloc(&qbuf_, qb_need));
+    qbuf_bytes_ = qb_need;
+  }
+  const float kLog2e = 1.4426950408889634f;
+  qprep_kernel<<<dim3(Hq, B), D, 2 * D * sizeof(float), st>>>(
+      q, qbuf_, qbuf_ + rows * D, kc_->R, kc_->S, D, sm_scale * kLog2e, cfg_.kfmt == Fmt::BF16);
+  TQ_CUDA_CHECK(cudaGetLastError());
+
+  DecodeParams p{};
+  p.pool = pool_;
+  p.block_table = block_table;
+  p.max_pages = max_pages;
+  p.seq_lens = seq_lens;
+  p.q = qbuf_;
+  p.qs = qbuf_ + rows * D;
+  p.part_o = ws_;
+  p.part_ml = ws_ + rows * splits * D;
+  p.Hq = Hq;
+  p.Hkv = Hkv;
+  p.G = Hq / Hkv;
+  p.splits = splits;
+  p.pages_per_split = pps;
+  p.page_bytes = (long long)page_bytes_;
+  p.tile_k = int(tile_k_);
+  std::memcpy(p.klo, kc_->lut_lo, sizeof p.klo);
+  std::memcpy(p.khi, kc_->lut_hi, sizeof p.khi);
+  std::memcpy(p.vlo, vc_->lut_lo, sizeof p.vlo);
+  std::memcpy(p.vhi, vc_->lut_hi, sizeof p.vhi);
+  if (!launch_decode(cfg_.kfmt, cfg_.vfmt, D, p, dim3(splits, Hkv, B), st))
+    throw Error("CUDA decode: no kernel for this type pair and head dimension");
+  TQ_CUDA_CHECK(cudaGetLastError());
+  combine_kernel<<<dim3(Hq, B), D, D * sizeof(float), st>>>(p.part_o, p.part_ml, out, vc_->R, D,
+                                                            splits);
+  TQ_CUDA_CHECK(cudaGetLastError());
+}
+
+GpuCache::TileView GpuCache::read_tile(int page, int kvh, bool is_v) const {
+  const int D = cfg_.head_dim;
+  const Fmt f = is_v ? cfg_.vfmt : cfg_.kfmt;
+  const size_t tb = is_v ? tile_v_ : tile_k_;
+  std::vector<uint8_t> t(tb);
+  const size_t off = size_t(page) * page_bytes_ + size_t(kvh) * (tile_k_ + tile_v_) +
+                     (is_v ? tile_k_ : 0);
+  TQ_CUDA_CHECK(cudaMemcpy(t.data(), pool_ + off, tb, cudaMemcpyDeviceToHost));
+  auto word = [&](int part, int w, int lane) {
+    uint32_t x;
+    std::memcpy(&x, t.data() + part_offset_bytes(f, part, D) +
+                        word_byte_offset(part_words(f, part, D), w, lane), 4);
+    return x;
+  };
+  TileView tv;
+  const int np = nparts(f);
+  tv.codes.resize(np);
+  for (int part = 0; part < np; ++part) {
+    const int pd = is_split(f) ? part_elems(f, part, D) : D;
+    const int d0 = is_split(f) && part == 1 ? D / 4 : 0;
+    tv.codes[part].assign(size_t(kPageTokens) * pd, 0);
+    const Kind kind = part_kind(f, part);
+    for (int tok = 0; tok < kPageTokens; ++tok)
+      for (int dd = 0; dd < pd; ++dd) {
+        int lane, i;
+        td_to_elem(is_v, tok, d0 + dd, lane, i);
+        const int e = i - part_first(f, part, D);
+        Slot sl[3];
+        const int n = code_slot(kind, e, sl);
+        uint32_t c = 0;
+        for (int s = 0; s < n; ++s)
+          c |= ((word(part, sl[s].word, lane) >> sl[s].bit) & ((1u << sl[s].nbits) - 1u))
+               << sl[s].shift;
+        if (kind == Kind::LUT4) {
+          const Slot ss = lut4_sign_slot(e);
+          const bool neg = (word(part, ss.word, lane) >> ss.bit) & 1u;
+          c = neg ? 7 - c : c + 8;
+        }
+        tv.codes[part][size_t(tok) * pd + dd] = int(c);
+      }
+  }
+  const int ns = nscalars(f, D);
+  tv.scalars.resize(ns);
+  for (int a = 0; a < ns; ++a) {
+    tv.scalars[a].resize(kPageTokens);
+    std::memcpy(tv.scalars[a].data(), t.data() + codes_bytes(f, D) + a * 64, 64);
+  }
+  return tv;
+}
+
+}  // namespace tq::cuda

@@ -1,0 +1,487 @@
+// Flash-decoding attention over the packed cache (one query token per sequence).
+// One warp takes one 32-token page of one KV head at a time:
+//   S^T (32 tok × 8 heads) = K (32 × D, decoded in registers) · Q'^T   (mma m16n8k16, fp32 acc)
+//   online softmax in the log2 domain (Q' carries scale·log2 e)
+//   O^T (D × 8 heads)    += V^T (decoded) · P'^T   (P' = p·v_norm, transposed by movmatrix)
+// The G ≤ 8 query heads of a KV head are the mma's N dimension: every code is decoded once and
+// used by all of them. Codes become fp16 through byte-permute lookups of the codebook (prmt:
+// ~1.4 integer ops per value for 3-bit codes), never through per-element tables in memory.
+// A CTA of NW warps covers one split of the pages; its warps merge in shared memory and write
+// one partial (m, l, o) per query head; a second kernel merges the splits and applies Πᵀ.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "cuda/consts.cuh"
+#include "cuda/formats.cuh"
+
+namespace tq::cuda {
+
+struct DecodeParams {
+  const uint8_t* pool;
+  const int* block_table;
+  int max_pages;
+  const int* seq_lens;
+  const uint16_t* q;   // prepared Q' [B][Hq][D] (fp16, bf16 for a BF16 key cache)
+  const uint16_t* qs;  // T3P: √(π/2)/D · S Q'
+  float* part_o;       // [B][Hq][splits][D]
+  float* part_ml;      // [B][Hq][splits][2]
+  int Hq, Hkv, G, splits, pages_per_split;
+  long long page_bytes;
+  int tile_k;  // bytes of a K tile (V tile follows)
+  uint32_t klo[2][2], khi[2][2], vlo[2][2], vhi[2][2];
+};
+
+namespace dk {
+
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t s) {
+  uint32_t r;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(s));
+  return r;
+}
+// Four lookups (selector nibbles 0..3, each 0..7) into an 8-entry fp16 table stored as low bytes
+// (L0: entries 0-3, L1: 4-7) and high bytes; → half2(e0, e1), half2(e2, e3).
+__device__ __forceinline__ void lut4(uint32_t sel, uint32_t L0, uint32_t L1, uint32_t H0,
+                                     uint32_t H1, uint32_t& o0, uint32_t& o1) {
+  const uint32_t lo = prmt(L0, L1, sel), hi = prmt(H0, H1, sel);
+  o0 = prmt(lo, hi, 0x5140);
+  o1 = prmt(lo, hi, 0x7362);
+}
+
+template <bool BF>
+__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                    uint32_t b1) {
+  if constexpr (BF) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+__device__ __forceinline__ uint32_t movtrans(uint32_t x) {
+  uint32_t r;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(x));
+  return r;
+}
+__device__ __forceinline__ uint32_t h2u(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+__device__ __forceinline__ __half2 u2h(uint32_t u) { return *reinterpret_cast<__half2*>(&u); }
+
+// Decode one group of 32 lane elements (kind_bits(K) words at w) into 16 registers, register j
+// = elements (2j, 2j+1). sc: q8_0/q4_0 scales (4 half2 per group, see scale_index).
+template <Kind K, bool IsV>
+__device__ __forceinline__ int scale_index(int j) {
+  return IsV ? (((j >> 2) & 1) * 2 + ((j & 3) >> 1)) : (((j >> 2) & 1) * 2 + (j & 1));
+}
+template <Kind K, bool IsV>
+__device__ __forceinline__ void decode_group(const uint32_t* w, uint32_t L0, uint32_t L1,
+                                             uint32_t H0, uint32_t H1, const __half2* sc,
+                                             uint32_t (&h)[16]) {
+  if constexpr (K == Kind::LUT3 || K == Kind::LUT4) {
+    uint32_t n[4];
+    n[0] = w[0] & 0x77777777u;
+    n[1] = w[1] & 0x77777777u;
+    n[2] = w[2] & 0x77777777u;
+    n[3] = ((w[0] >> 3) & 0x11111111u) | ((w[1] >> 2) & 0x22222222u) |
+           ((w[2] >> 1) & 0x44444444u);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      lut4(n[k], L0, L1, H0, H1, h[4 * k], h[4 * k + 1]);
+      lut4(n[k] >> 16, L0, L1, H0, H1, h[4 * k + 2], h[4 * k + 3]);
+    }
+    if constexpr (K == Kind::LUT4) {
+#pragma unroll
+      for (int j = 0; j < 16; ++j) h[j] ^= (w[3] << j) & 0x80008000u;
+    }
+  } else if constexpr (K == Kind::LUT2) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t n = (w[k >> 1] >> (2 * (k & 1))) & 0x33333333u;
+      lut4(n, L0, L0, H0, H0, h[4 * k], h[4 * k + 1]);
+      lut4(n >> 16, L0, L0, H0, H0, h[4 * k + 2], h[4 * k + 3]);
+    }
+  } else if constexpr (K == Kind::LUT1) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t n = (w[0] >> k) & 0x11111111u;
+      lut4(n, L0, L0, H0, H0, h[4 * k], h[4 * k + 1]);
+      lut4(n >> 16, L0, L0, H0, H0, h[4 * k + 2], h[4 * k + 3]);
+    }
+  } else if constexpr (K == Kind::Q8) {
+    const __half2 off = __half2half2(__ushort_as_half(0x6480));  // 1152 = 1024 + 128
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const uint32_t x = w[k] ^ 0x80808080u;
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {
+        const int j = 2 * k + s;
+        const uint32_t v = prmt(x, 0x64646464u, s ? 0x4342u : 0x4140u);
+        h[j] = h2u(__hmul2(__hsub2(u2h(v), off), sc[scale_index<K, IsV>(j)]));
+      }
+    }
+  } else if constexpr (K == Kind::Q4) {
+    const __half2 off0 = __half2half2(__ushort_as_half(0x6408));  // 1032 = 1024 + 8
+    const __half2 off1 = __half2half2(__ushort_as_half(0x6480));  // 1152 = 1024 + 16·8
+    const __half2 s16 = __half2half2(__float2half(0.0625f));
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+#pragma unroll
+      for (int jj = 0; jj < 4; ++jj) {
+        const int j = 4 * k + jj;
+        const uint32_t src = (jj >= 2) ? (w[k] >> 8) : w[k];
+        const uint32_t m = (jj & 1) ? 0x00F000F0u : 0x000F000Fu;
+        const uint32_t v = (src & m) | 0x64006400u;
+        const __half2 sc2 = sc[scale_index<K, IsV>(j)];
+        h[j] = (jj & 1) ? h2u(__hmul2(__hsub2(u2h(v), off1), __hmul2(sc2, s16)))
+                        : h2u(__hmul2(__hsub2(u2h(v), off0), sc2));
+      }
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) h[j] = w[j];
+  }
+}
+
+template <Fmt F, int D, int P>
+struct PartT {
+  static constexpr bool kExists = P < nparts(F);
+  static constexpr Kind kKind = part_kind(F, P);
+  static constexpr int kBits = kind_bits(kKind);
+  static constexpr int kElems = kExists ? part_elems(F, P, D) : 0;
+  static constexpr int kFirst = kExists ? part_first(F, P, D) : 0;
+  static constexpr int kWords = kExists ? part_words(F, P, D) : 0;
+  static constexpr int kWordsAlloc = kWords > 0 ? kWords : 1;
+  static constexpr int kU = unit_words(kWordsAlloc);
+  static constexpr int kOff = kExists ? part_offset_bytes(F, P, D) : 0;
+};
+
+// One tile's code words and per-token scalars, as one lane holds them.
+template <Fmt F, int D>
+struct LaneTile {
+  using P0 = PartT<F, D, 0>;
+  using P1 = PartT<F, D, 1>;
+  uint32_t w0[P0::kWordsAlloc];
+  uint32_t w1[P1::kWordsAlloc];
+  __half sc[4][2];                   // turbo: up to two per-token scalars for tokens g+8k
+  static constexpr int kNB = (F == Fmt::Q8_0 || F == Fmt::Q4_0) ? D / 32 : 1;
+  __half2 qs[kNB][4];                // q8_0/q4_0 scales, 4 per 32-dim block
+
+  template <int W, int U>
+  __device__ __forceinline__ static void load_words(const uint8_t* base, int lane,
+                                                    uint32_t* w) {
+#pragma unroll
+    for (int u = 0; u < W / U; ++u) {
+      const uint8_t* p = base + (u * 32 * U + lane * U) * 4;
+      if constexpr (U == 4) {
+        const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
+        w[4 * u] = v.x; w[4 * u + 1] = v.y; w[4 * u + 2] = v.z; w[4 * u + 3] = v.w;
+      } else if constexpr (U == 2) {
+        const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+        w[2 * u] = v.x; w[2 * u + 1] = v.y;
+      } else {
+        w[u] = __ldg(reinterpret_cast<const unsigned*>(p));
+      }
+    }
+  }
+
+  __device__ __forceinline__ void load(const uint8_t* tile, int lane, bool is_v) {
+    load_words<P0::kWords, P0::kU>(tile + P0::kOff, lane, w0);
+    if constexpr (P1::kExists) load_words<P1::kWords, P1::kU>(tile + P1::kOff, lane, w1);
+    const __half* scal = reinterpret_cast<const __half*>(tile + codes_bytes(F, D));
+    const int g = lane >> 2, t = lane & 3;
+    if constexpr (F == Fmt::Q8_0 || F == Fmt::Q4_0) {
+#pragma unroll
+      for (int b = 0; b < kNB; ++b) {
+        const __half* s = scal + b * 32;
+        if (!is_v) {
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {  // index (mt)*2 + r1 → token 16mt + g + 8r1
+            qs[b][k] = __half2half2(s[16 * (k >> 1) + g + 8 * (k & 1)]);
+          }
+        } else {
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {  // index kt*2 + hi → tokens 16kt + 8hi + 2t + {0,1}
+            qs[b][k] = *reinterpret_cast<const __half2*>(s + 16 * (k >> 1) + 8 * (k & 1) +
+                                                         2 * t);
+          }
+        }
+      }
+    } else if constexpr (nscalars(F, D) > 0) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        sc[k][0] = scal[g + 8 * k];
+        if constexpr (nscalars(F, D) > 1) sc[k][1] = scal[32 + g + 8 * k];
+      }
+    }
+  }
+};
+
+template <Fmt KF, Fmt VF, int D, int NW>
+__global__ void __launch_bounds__(NW * 32) decode_kernel(DecodeParams p) {
+  constexpr bool KBF = KF == Fmt::BF16, VBF = VF == Fmt::BF16;
+  constexpr int KS = D / 16;  // k-steps over dims (K side) = m-tiles over dims (V side)
+  using KT = LaneTile<KF, D>;
+  using VT = LaneTile<VF, D>;
+  using KP0 = PartT<KF, D, 0>;
+  using KP1 = PartT<KF, D, 1>;
+  using VP0 = PartT<VF, D, 0>;
+  using VP1 = PartT<VF, D, 1>;
+  constexpr bool K2 = nparts(KF) > 1;   // a second score accumulator
+  constexpr bool V2 = is_split(VF);     // two P' variants (norm of each part)
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int seq = p.seq_lens[b];
+  const int np = (seq + kPageTokens - 1) / kPageTokens;
+  const int pg0 = split * p.pages_per_split;
+  const int pg1 = min(np, pg0 + p.pages_per_split);
+
+  // Q'^T fragments (B operand): b0b1 = dims 16ks + 2t (+1), b2b3 = +8; head g.
+  uint32_t qf[KS][2], qf2[K2 && KF == Fmt::T3P ? KS : 1][2];
+  {
+    const int qh = kvh * p.G + g;
+    const bool ok = g < p.G;
+    const uint32_t* q = reinterpret_cast<const uint32_t*>(p.q + (size_t(b) * p.Hq + qh) * D);
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      qf[ks][0] = ok ? q[(16 * ks + 2 * t) / 2] : 0u;
+      qf[ks][1] = ok ? q[(16 * ks + 8 + 2 * t) / 2] : 0u;
+    }
+    if constexpr (KF == Fmt::T3P) {
+      const uint32_t* qs = reinterpret_cast<const uint32_t*>(p.qs + (size_t(b) * p.Hq + qh) * D);
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+        qf2[ks][0] = ok ? qs[(16 * ks + 2 * t) / 2] : 0u;
+        qf2[ks][1] = ok ? qs[(16 * ks + 8 + 2 * t) / 2] : 0u;
+      }
+    }
+  }
+
+  float o[KS][4];
+#pragma unroll
+  for (int i = 0; i < KS; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m_run[2] = {-1e30f, -1e30f}, l_run[2] = {0.f, 0.f};
+
+  const uint8_t* pool = p.pool;
+  const int* bt = p.block_table + size_t(b) * p.max_pages;
+  const size_t head_off = size_t(kvh) * (p.tile_k + tile_bytes(VF, D));
+
+  auto tile_ptr = [&](int pg) {
+    return pool + size_t(bt[pg]) * p.page_bytes + head_off;
+  };
+
+  // Register double buffering of the next page when the codes are small (≤ 32 words per lane).
+  constexpr bool PF = KP0::kWords + KP1::kWords + VP0::kWords + VP1::kWords <= 32;
+  KT kt_cur;
+  VT vt_cur;
+  int pg = pg0 + warp;
+  if (PF && pg < pg1) {
+    const uint8_t* tp = tile_ptr(pg);
+    kt_cur.load(tp, lane, false);
+    vt_cur.load(tp + p.tile_k, lane, true);
+  }
+  for (; pg < pg1; pg += NW) {
+    KT kt_nxt;
+    VT vt_nxt;
+    if constexpr (PF) {
+      const int pn = pg + NW;
+      if (pn < pg1) {
+        const uint8_t* tp = tile_ptr(pn);
+        kt_nxt.load(tp, lane, false);
+        vt_nxt.load(tp + p.tile_k, lane, true);
+      }
+    } else {
+      const uint8_t* tp = tile_ptr(pg);
+      kt_cur.load(tp, lane, false);
+      vt_cur.load(tp + p.tile_k, lane, true);
+    }
+    const int nvalid = min(kPageTokens, seq - pg * kPageTokens);
+
+    // ---- scores S^T[mt]: tokens 16mt + g (+8), heads 2t, 2t+1
+    float s[2][4] = {}, s2[2][4] = {};
+#pragma unroll
+    for (int grp = 0; grp < D / 32; ++grp) {
+      uint32_t h[16];
+      const bool in_p0 = grp * 32 < KP0::kFirst + KP0::kElems;
+      if (!K2 || KF == Fmt::T3P || in_p0) {
+        const int pg_ = grp - KP0::kFirst / 32;
+        decode_group<KP0::kKind, false>(kt_cur.w0 + pg_ * KP0::kBits, p.klo[0][0], p.klo[0][1],
+                                        p.khi[0][0], p.khi[0][1], kt_cur.qs[grp % KT::kNB], h);
+#pragma unroll
+        for (int jj = 0; jj < 2; ++jj)
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) {
+            const uint32_t a[4] = {h[8 * jj + 4 * mt], h[8 * jj + 4 * mt + 1],
+                                   h[8 * jj + 4 * mt + 2], h[8 * jj + 4 * mt + 3]};
+            mma<KBF>(s[mt], a, qf[2 * grp + jj][0], qf[2 * grp + jj][1]);
+          }
+      }
+      if constexpr (K2) {
+        if (KF == Fmt::T3P || !in_p0) {
+          const int pg_ = grp - KP1::kFirst / 32;
+          decode_group<KP1::kKind, false>(kt_cur.w1 + pg_ * KP1::kBits, p.klo[1][0],
+                                          p.klo[1][1], p.khi[1][0], p.khi[1][1],
+                                          kt_cur.qs[0], h);
+#pragma unroll
+          for (int jj = 0; jj < 2; ++jj)
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) {
+              const uint32_t a[4] = {h[8 * jj + 4 * mt], h[8 * jj + 4 * mt + 1],
+                                     h[8 * jj + 4 * mt + 2], h[8 * jj + 4 * mt + 3]};
+              if constexpr (KF == Fmt::T3P)
+                mma<KBF>(s2[mt], a, qf2[2 * grp + jj][0], qf2[2 * grp + jj][1]);
+              else
+                mma<KBF>(s2[mt], a, qf[2 * grp + jj][0], qf[2 * grp + jj][1]);
+            }
+        }
+      }
+    }
+    // per-token scaling and masking; c: 0,1 → token 16mt + g, heads 2t, 2t+1; 2,3 → +8
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int k = 2 * mt + (c >> 1);  // token g + 8k
+        float v = s[mt][c];
+        if constexpr (is_turbo(KF)) {
+          v *= __half2float(kt_cur.sc[k][0]);
+          if constexpr (K2) v += s2[mt][c] * __half2float(kt_cur.sc[k][1]);
+        }
+        if (g + 8 * k >= nvalid) v = -INFINITY;
+        s[mt][c] = v;
+        mx[c & 1] = fmaxf(mx[c & 1], v);
+      }
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 4));
+      mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 8));
+      mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 16));
+    }
+    float alpha[2];
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const float mn = fmaxf(m_run[c], mx[c]);
+      alpha[c] = exp2f(m_run[c] - mn);
+      m_run[c] = mn;
+      l_run[c] *= alpha[c];
+    }
+#pragma unroll
+    for (int i = 0; i < KS; ++i) {
+      o[i][0] *= alpha[0]; o[i][1] *= alpha[1]; o[i][2] *= alpha[0]; o[i][3] *= alpha[1];
+    }
+    // P' = p·(value scalar), fp16/bf16, transposed into B fragments pf[kt][0..1]
+    uint32_t pf[2][2], pf2[V2 ? 2 : 1][2];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int k = 2 * mt + hh;
+        const float p0 = exp2f(s[mt][2 * hh] - m_run[0]);
+        const float p1 = exp2f(s[mt][2 * hh + 1] - m_run[1]);
+        l_run[0] += p0;
+        l_run[1] += p1;
+        float a0 = p0, a1 = p1;
+        if constexpr (is_turbo(VF)) {
+          const float nv = __half2float(vt_cur.sc[k][0]);
+          a0 *= nv;
+          a1 *= nv;
+        }
+        uint32_t x;
+        if constexpr (VBF) {
+          __nv_bfloat162 bb = __floats2bfloat162_rn(a0, a1);
+          x = *reinterpret_cast<uint32_t*>(&bb);
+        } else {
+          x = h2u(__floats2half2_rn(a0, a1));
+        }
+        pf[mt][hh] = movtrans(x);
+        if constexpr (V2) {
+          const float nv = __half2float(vt_cur.sc[k][1]);
+          pf2[mt][hh] = movtrans(h2u(__floats2half2_rn(p0 * nv, p1 * nv)));
+        }
+      }
+    // ---- O^T[mt] += V^T(mt, kt) · P'^T(kt)
+#pragma unroll
+    for (int grp = 0; grp < D / 32; ++grp) {
+      uint32_t h[16];
+      const bool in_p0 = grp * 32 < VP0::kFirst + VP0::kElems;
+      if (in_p0) {
+        decode_group<VP0::kKind, true>(vt_cur.w0 + (grp - VP0::kFirst / 32) * VP0::kBits,
+                                       p.vlo[0][0], p.vlo[0][1], p.vhi[0][0], p.vhi[0][1],
+                                       vt_cur.qs[grp % VT::kNB], h);
+      } else if constexpr (VP1::kExists) {
+        decode_group<VP1::kKind, true>(vt_cur.w1 + (grp - VP1::kFirst / 32) * VP1::kBits,
+                                       p.vlo[1][0], p.vlo[1][1], p.vhi[1][0], p.vhi[1][1],
+                                       vt_cur.qs[0], h);
+      }
+#pragma unroll
+      for (int jm = 0; jm < 2; ++jm)
+#pragma unroll
+        for (int kt = 0; kt < 2; ++kt) {
+          const uint32_t a[4] = {h[8 * jm + 4 * kt], h[8 * jm + 4 * kt + 1],
+                                 h[8 * jm + 4 * kt + 2], h[8 * jm + 4 * kt + 3]};
+          if (V2 && !in_p0)
+            mma<VBF>(o[2 * grp + jm], a, pf2[kt][0], pf2[kt][1]);
+          else
+            mma<VBF>(o[2 * grp + jm], a, pf[kt][0], pf[kt][1]);
+        }
+    }
+    if constexpr (PF) {
+      kt_cur = kt_nxt;
+      vt_cur = vt_nxt;
+    }
+  }
+
+  // ---- merge the warps of this CTA, write one partial per query head
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 4);
+    l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 8);
+    l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 16);
+  }
+  __shared__ float sm_ml[NW][8][2];
+  __shared__ float sm_o[NW][8][D];
+  if (g == 0) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      sm_ml[warp][2 * t + c][0] = m_run[c];
+      sm_ml[warp][2 * t + c][1] = l_run[c];
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < KS; ++mt)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) sm_o[warp][2 * t + (c & 1)][16 * mt + g + 8 * (c >> 1)] = o[mt][c];
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < p.G * D; idx += NW * 32) {
+    const int h = idx / D, d = idx % D;
+    float M = -1e30f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) M = fmaxf(M, sm_ml[w][h][0]);
+    float acc = 0.f, L = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) {
+      const float e = exp2f(sm_ml[w][h][0] - M);
+      acc += e * sm_o[w][h][d];
+      L += e * sm_ml[w][h][1];
+    }
+    const size_t row = (size_t(b) * p.Hq + kvh * p.G + h) * p.splits + split;
+    p.part_o[row * D + d] = acc;
+    if (d == 0) {
+      p.part_ml[row * 2] = M;
+      p.part_ml[row * 2 + 1] = L;
+    }
+  }
+}
+
+}  // namespace dk
+}  // namespace tq::cuda

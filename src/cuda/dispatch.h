@@ -1,0 +1,21 @@
+// Per-head-dim kernel dispatch (each head dim instantiated in its own .cu file).
+#pragma once
+#include <cuda_runtime.h>
+
+#include "cuda/append_kernels.cuh"
+#include "cuda/decode_kernels.cuh"
+
+namespace tq::cuda {
+
+constexpr int kDecodeWarps = 4;
+
+// Return false when (kf, vf, D) is not instantiated.
+bool launch_decode(Fmt kf, Fmt vf, int D, const DecodeParams& p, dim3 grid, cudaStream_t st);
+bool launch_append(Fmt kf, Fmt vf, int D, const AppendParams& p, dim3 grid, cudaStream_t st);
+
+template <int D>
+bool launch_decode_d(Fmt kf, Fmt vf, const DecodeParams& p, dim3 grid, cudaStream_t st);
+template <int D>
+bool launch_append_d(Fmt kf, Fmt vf, const AppendParams& p, dim3 grid, cudaStream_t st);
+
+}  // namespace tq::cuda

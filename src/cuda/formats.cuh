@@ -1,0 +1,165 @@
+// GPU cache layouts (shared by the append kernel, the decode kernel and the host-side unpacker).
+//
+// A page holds 32 tokens of every KV head: page = [kv_head][K tile][V tile]. A tile holds one
+// head's 32 tokens of K (or V) in "fragment order": lane l of the warp that reads the tile finds,
+// in its own words, exactly the codes of the elements it feeds to the tensor cores
+// (mma.m16n8k16 A fragments), so no shuffles or shared memory are needed to decode.
+//
+// Lane element i (0 <= i < D) of lane l = 4g + t maps to (token, dim):
+//   K (A of S^T = K·Q^T):  r = i%8, b = i/8, mt = b%2, ks = b/2
+//        token = 16mt + g + 8((r>>1)&1),  dim = 16ks + 8(r>>2) + 2t + (r&1)
+//   V (A of O^T = V^T·P^T): r = i%8, b = i/8, kt = b%2, mt = b/2
+//        dim = 16mt + g + 8((r>>1)&1),    token = 16kt + 8(r>>2) + 2t + (r&1)
+// So lane elements [0, D/4) are dims [0, D/4) for both K and V (the outlier part of the split
+// types), and every 32 consecutive lane elements share one 32-dim block (q8_0/q4_0 scales).
+//
+// A tile = the code words of its parts, then its per-token fp16 scalars (norms or scales).
+// Part p of a format covers lane elements [first, first + n); each lane owns W = n·bits/32
+// words of it, stored [W/U][32 lanes][U] (U = 4, 2 or 1 words: 16-, 8- or 4-byte loads).
+// Within a group of 32 lane elements (bits words), the code of element e sits at (see
+// code_slot): LUT3: nibble e%8 of word e/8 (e < 24), else bit 3 of nibble e%8 of words 0..2;
+// LUT2: bits 4(e%8) + 2((e/8)%2) of word e/16; LUT1: bit 4(e%8) + e/8; LUT4: magnitude as LUT3
+// in words 0..2, sign in word 3 at bit (15 − e/2) + 16(e%2); Q8: byte e%4 of word e/4;
+// Q4: nibble (e%8)/2 + 4(e%2) of word e/8; BF16/F16: half e%2 of word e/2.
+#pragma once
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define TQ_HD __host__ __device__ __forceinline__
+#else
+#define TQ_HD inline
+#endif
+
+namespace tq::cuda {
+
+enum class Fmt : int { BF16 = 0, Q8_0, Q4_0, T2, T3, T4, T25, T35, T3P, kCount };
+enum class Kind : int { LUT1, LUT2, LUT3, LUT4, Q8, Q4, BF16 };
+
+TQ_HD constexpr int kind_bits(Kind k) {
+  return k == Kind::LUT1 ? 1 : k == Kind::LUT2 ? 2 : k == Kind::LUT3 ? 3
+       : k == Kind::LUT4 ? 4 : k == Kind::Q8 ? 8 : k == Kind::Q4 ? 4 : 16;
+}
+TQ_HD constexpr bool kind_is_lut(Kind k) { return int(k) <= int(Kind::LUT4); }
+
+TQ_HD constexpr int nparts(Fmt f) {
+  return (f == Fmt::T25 || f == Fmt::T35 || f == Fmt::T3P) ? 2 : 1;
+}
+TQ_HD constexpr Kind part_kind(Fmt f, int p) {
+  switch (f) {
+    case Fmt::BF16: return Kind::BF16;
+    case Fmt::Q8_0: return Kind::Q8;
+    case Fmt::Q4_0: return Kind::Q4;
+    case Fmt::T2: return Kind::LUT2;
+    case Fmt::T3: return Kind::LUT3;
+    case Fmt::T4: return Kind::LUT4;
+    case Fmt::T25: return p == 0 ? Kind::LUT3 : Kind::LUT2;
+    case Fmt::T35: return p == 0 ? Kind::LUT4 : Kind::LUT3;
+    case Fmt::T3P: return p == 0 ? Kind::LUT2 : Kind::LUT1;
+    default: return Kind::BF16;
+  }
+}
+TQ_HD constexpr bool is_split(Fmt f) { return f == Fmt::T25 || f == Fmt::T35; }
+TQ_HD constexpr bool is_turbo(Fmt f) { return int(f) >= int(Fmt::T2); }
+// Lane elements covered by part p, and the first one. T3P's two parts (mse codes, QJL signs)
+// cover the same elements.
+TQ_HD constexpr int part_elems(Fmt f, int p, int D) {
+  return is_split(f) ? (p == 0 ? D / 4 : D - D / 4) : D;
+}
+TQ_HD constexpr int part_first(Fmt f, int p, int D) {
+  return (is_split(f) && p == 1) ? D / 4 : 0;
+}
+TQ_HD constexpr int part_words(Fmt f, int p, int D) {
+  return part_elems(f, p, D) * kind_bits(part_kind(f, p)) / 32;
+}
+TQ_HD constexpr int unit_words(int W) { return W % 4 == 0 ? 4 : W % 2 == 0 ? 2 : 1; }
+TQ_HD constexpr int part_offset_bytes(Fmt f, int p, int D) {
+  return p == 0 ? 0 : part_words(f, 0, D) * 128;
+}
+TQ_HD constexpr int codes_bytes(Fmt f, int D) {
+  return part_words(f, 0, D) * 128 + (nparts(f) > 1 ? part_words(f, 1, D) * 128 : 0);
+}
+// Per-token fp16 scalar arrays (32 tokens each) after the codes: turbo norm; split: norm of
+// the outlier part, norm of the rest; T3P: norm, residual norm γ; q8_0/q4_0: one scale per
+// 32-dim block ([block][token]).
+TQ_HD constexpr int nscalars(Fmt f, int D) {
+  return f == Fmt::BF16 ? 0 : (f == Fmt::Q8_0 || f == Fmt::Q4_0) ? D / 32
+       : (is_split(f) || f == Fmt::T3P) ? 2 : 1;
+}
+TQ_HD constexpr int tile_bytes(Fmt f, int D) { return codes_bytes(f, D) + nscalars(f, D) * 64; }
+constexpr int kPageTokens = 32;
+
+// (token, dim) of lane element i of lane l.
+TQ_HD void elem_to_td(bool is_v, int lane, int i, int& tok, int& dim) {
+  const int g = lane >> 2, t = lane & 3, r = i & 7, b = i >> 3;
+  if (!is_v) {
+    tok = 16 * (b & 1) + g + 8 * ((r >> 1) & 1);
+    dim = 16 * (b >> 1) + 8 * (r >> 2) + 2 * t + (r & 1);
+  } else {
+    dim = 16 * (b >> 1) + g + 8 * ((r >> 1) & 1);
+    tok = 16 * (b & 1) + 8 * (r >> 2) + 2 * t + (r & 1);
+  }
+}
+// Inverse: (token, dim) → lane, lane element.
+TQ_HD void td_to_elem(bool is_v, int tok, int dim, int& lane, int& i) {
+  if (!is_v) {
+    const int ks = dim >> 4, hi = (dim >> 3) & 1, t = (dim >> 1) & 3, lo = dim & 1;
+    const int mt = tok >> 4, r1 = (tok >> 3) & 1, g = tok & 7;
+    lane = 4 * g + t;
+    i = (2 * ks + mt) * 8 + hi * 4 + r1 * 2 + lo;
+  } else {
+    const int mt = dim >> 4, r1 = (dim >> 3) & 1, g = dim & 7;
+    const int kt = tok >> 4, hi = (tok >> 3) & 1, t = (tok >> 1) & 3, lo = tok & 1;
+    lane = 4 * g + t;
+    i = (2 * mt + kt) * 8 + hi * 4 + r1 * 2 + lo;
+  }
+}
+
+// Where the code of part element e lives: up to 3 (word, bit, nbits, code-bit-shift) pieces
+// within the lane's words of the part. Returns the number of pieces.
+struct Slot {
+  int word, bit, nbits, shift;
+};
+TQ_HD int code_slot(Kind k, int e, Slot* s) {
+  const int grp = e >> 5, ee = e & 31, bits = kind_bits(k), base = grp * bits;
+  switch (k) {
+    case Kind::LUT3:
+    case Kind::LUT4: {
+      // LUT4 stores the 3-bit magnitude here; the sign is placed by the caller (lut4_sign_slot).
+      const int kk = ee >> 3, pos = ee & 7;
+      if (kk < 3) {
+        s[0] = {base + kk, 4 * pos, 3, 0};
+        return 1;
+      }
+      for (int b = 0; b < 3; ++b) s[b] = {base + b, 4 * pos + 3, 1, b};
+      return 3;
+    }
+    case Kind::LUT2: {
+      const int kk = ee >> 3, pos = ee & 7;
+      s[0] = {base + (kk >> 1), 4 * pos + 2 * (kk & 1), 2, 0};
+      return 1;
+    }
+    case Kind::LUT1: {
+      const int kk = ee >> 3, pos = ee & 7;
+      s[0] = {base, 4 * pos + kk, 1, 0};
+      return 1;
+    }
+    case Kind::Q8: s[0] = {base + (ee >> 2), 8 * (ee & 3), 8, 0}; return 1;
+    case Kind::Q4: {
+      const int jj = (ee & 7) >> 1, sh = ee & 1;
+      s[0] = {base + (ee >> 3), 4 * (jj + 4 * sh), 4, 0};
+      return 1;
+    }
+    default: s[0] = {base + (ee >> 1), 16 * (ee & 1), 16, 0}; return 1;
+  }
+}
+TQ_HD Slot lut4_sign_slot(int e) {
+  const int grp = e >> 5, ee = e & 31;
+  return {grp * 4 + 3, (15 - (ee >> 1)) + 16 * (ee & 1), 1, 0};
+}
+// Byte offset of word w of lane l within a part of W words.
+TQ_HD int word_byte_offset(int W, int w, int lane) {
+  const int U = unit_words(W);
+  return ((w / U) * 32 * U + lane * U + (w % U)) * 4;
+}
+
+}  // namespace tq::cuda

@@ -1,0 +1,2 @@
+#define TQ_HEAD_DIM 256
+#include "cuda/kernels_impl.cuh"

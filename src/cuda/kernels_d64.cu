@@ -1,0 +1,2 @@
+#define TQ_HEAD_DIM 64
+#include "cuda/kernels_impl.cuh"

@@ -1,0 +1,86 @@
+// turboquant CUDA: a paged, compressed KV cache on the GPU, the append kernel (rotate, quantize,
+// pack new tokens) and flash-decoding attention that reads the packed codes directly
+// (SPEC §3, §5). Layouts: src/cuda/formats.cuh and docs/gpu-notes.md.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cuda/formats.cuh"
+
+namespace tq::cuda {
+
+// True when a CUDA device can be used (cudaGetDeviceCount succeeds and reports ≥ 1).
+bool device_available();
+std::string device_name();
+
+// Parse "bf16", "q8_0", "q4_0", "turbo2", "turbo3", "turbo4", "turbo2.5", "turbo3.5",
+// "turbo3p" (keys only). Throws tq::Error otherwise.
+Fmt parse_fmt(const std::string& name);
+const char* fmt_name(Fmt f);
+// All-in bits per value of the GPU layout (codes + per-token scalars).
+double fmt_bpv(Fmt f, int D);
+
+struct CacheConfig {
+  Fmt kfmt = Fmt::T3, vfmt = Fmt::T3;
+  int head_dim = 128;
+  int n_kv_heads = 8;
+  int n_pages = 0;          // pages in the pool (each 32 tokens of every KV head)
+  uint64_t seed = 0x5451'0001;  // as tq::CodecOptions::seed
+};
+
+// Device-side constants of one format (tables, rotations); defined in cache.cu.
+struct FormatConsts;
+
+// One layer's paged cache on the device. Pages are zeroed at creation; a token position is
+// written once (append packs codes with bitwise OR into its page).
+class GpuCache {
+ public:
+  explicit GpuCache(const CacheConfig& cfg);
+  ~GpuCache();
+  GpuCache(const GpuCache&) = delete;
+  GpuCache& operator=(const GpuCache&) = delete;
+
+  const CacheConfig& config() const { return cfg_; }
+  size_t page_bytes() const { return page_bytes_; }
+  size_t tile_k_bytes() const { return tile_k_; }
+  size_t tile_v_bytes() const { return tile_v_; }
+  uint8_t* pool() { return pool_; }
+  const FormatConsts& kconsts() const { return *kc_; }
+  const FormatConsts& vconsts() const { return *vc_; }
+
+  // Append n_new tokens per sequence. k, v: device bf16 [B][n_new][Hkv][D];
+  // block_table: device int [B][max_pages]; start: device int [B] (first new position).
+  void append(const uint16_t* k, const uint16_t* v, int B, int n_new, const int* block_table,
+              int max_pages, const int* start, void* stream = nullptr);
+
+  // Decode attention for one query token per sequence. q: device fp32 [B][Hq][D] (original
+  // domain); out: device fp32 [B][Hq][D]; seq_lens: device int [B]; max_seq: ≥ every
+  // seq_len (sizes the split). splits ≤ 0 picks a split count from the SM count.
+  void decode(const float* q, float* out, int B, int Hq, const int* block_table, int max_pages,
+              const int* seq_lens, int max_seq, float sm_scale, int splits = 0,
+              void* stream = nullptr);
+
+  // Host copy of one tile's codes as the CPU codecs index them: idx[tok][dim] per part
+  // (turbo: Lloyd-Max index; T3P part 1: sign bit; q8_0/q4_0: stored integer; bf16: bits),
+  // and the fp16 scalars [array][tok]. For tests.
+  struct TileView {
+    std::vector<std::vector<int>> codes;  // [part][tok*D + dim_in_part]
+    std::vector<std::vector<uint16_t>> scalars;
+  };
+  TileView read_tile(int page, int kvh, bool is_v) const;
+
+ private:
+  CacheConfig cfg_;
+  size_t tile_k_ = 0, tile_v_ = 0, page_bytes_ = 0;
+  uint8_t* pool_ = nullptr;
+  std::unique_ptr<FormatConsts> kc_, vc_;
+  float* ws_ = nullptr;  // split partials
+  size_t ws_bytes_ = 0;
+  uint16_t* qbuf_ = nullptr;  // prepared queries
+  size_t qbuf_bytes_ = 0;
+};
+
+}  // namespace tq::cuda

@@ -1,0 +1,324 @@
+// GPU append + decode attention against the CPU codecs (SPEC §7). Skipped without a GPU.
+// Each case: random bf16 K/V appended on the GPU in two runs per sequence (the second starts
+// mid-page), odd sequence lengths, shuffled page table; the CPU reference attends (in double)
+// over the CPU codec's decode of the same vectors (turbo*) or over ggml-style q8_0/q4_0
+// dequantization; outputs are poisoned with NaN before every run. Also: the GPU codes equal
+// the CPU codec's codes (turbo2/3/4, q8_0, q4_0) except for rare boundary ties.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "codecs/turbo.h"
+#include "core/half.h"
+#include "cuda/tq_cuda.h"
+#include "tq/codec.h"
+
+using namespace tq;
+using namespace tq::cuda;
+
+namespace {
+
+#define CK(x)                                                                         \
+  do {                                                                                \
+    const cudaError_t e_ = (x);                                                       \
+    if (e_ != cudaSuccess)                                                            \
+      throw std::runtime_error(std::string(#x) + ": " + cudaGetErrorString(e_));      \
+  } while (0)
+
+bool have_gpu() { return device_available(); }
+
+// ggml reference quantizers (as quantize_row_q8_0_ref / quantize_row_q4_0_ref), one block.
+void q8_block(const float* x, int* q, float* d_out) {
+  float amax = 0;
+  for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+  const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+  for (int j = 0; j < 32; ++j) q[j] = int(std::roundf(x[j] * id));
+  *d_out = d;
+}
+void q4_block(const float* x, int* q, float* d_out) {
+  float amax = 0, mx = 0;
+  for (int j = 0; j < 32; ++j)
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      mx = x[j];
+    }
+  const float d = mx / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+  for (int j = 0; j < 32; ++j) q[j] = std::min(15, int(int8_t(x[j] * id + 8.5f)));
+  *d_out = d;
+}
+
+// CPU "stored" vectors for a format: what the GPU cache must hold, decoded.
+std::vector<float> cpu_decode(Fmt f, bool is_v, int D, const std::vector<float>& x, size_t n) {
+  std::vector<float> y(x.size());
+  if (f == Fmt::BF16) return x;  // inputs are already bf16 values
+  if (f == Fmt::Q8_0 || f == Fmt::Q4_0) {
+    int q[32];
+    float d;
+    for (size_t t = 0; t < n; ++t)
+      for (int b = 0; b < D / 32; ++b) {
+        const float* xb = &x[t * D + b * 32];
+        if (f == Fmt::Q8_0) q8_block(xb, q, &d);
+        else q4_block(xb, q, &d);
+        const float d16 = round_f16(d);
+        for (int j = 0; j < 32; ++j)
+          y[t * D + b * 32 + j] = d16 * float(f == Fmt::Q8_0 ? q[j] : q[j] - 8);
+      }
+    return y;
+  }
+  const char* name = fmt_name(f);
+  auto codec = make_codec(name, D);
+  std::vector<uint8_t> codes(codec->block_bytes() * n);
+  codec->encode(x.data(), n, codes.data());
+  codec->decode(codes.data(), n, y.data());
+  return y;
+}
+
+float bf16_round(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+struct Case {
+  Fmt kf, vf;
+  int D, Hkv, G;
+  std::vector<int> lens;  // per sequence
+  double tol;
+};
+
+double run_case(const Case& c, int splits, bool check_codes, std::mt19937& rng) {
+  const int D = c.D, Hkv = c.Hkv, Hq = c.Hkv * c.G, B = int(c.lens.size());
+  int max_len = *std::max_element(c.lens.begin(), c.lens.end());
+  const int max_pages = (max_len + 31) / 32;
+  const int n_pages = B * max_pages + 3;
+  CacheConfig cfg;
+  cfg.kfmt = c.kf;
+  cfg.vfmt = c.vf;
+  cfg.head_dim = D;
+  cfg.n_kv_heads = Hkv;
+  cfg.n_pages = n_pages;
+  GpuCache cache(cfg);
+
+  // shuffled page table
+  std::vector<int> perm(n_pages);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<int> bt(size_t(B) * max_pages);
+  for (size_t i = 0; i < bt.size(); ++i) bt[i] = perm[i];
+
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::uniform_real_distribution<float> ud(0.3f, 3.0f);
+  // K/V per sequence [len][Hkv][D], bf16 values; per-channel scales make outliers
+  std::vector<float> chan(D);
+  for (auto& v : chan) v = ud(rng);
+  std::vector<std::vector<float>> K(B), V(B);
+  for (int b = 0; b < B; ++b) {
+    K[b].resize(size_t(c.lens[b]) * Hkv * D);
+    V[b].resize(K[b].size());
+    for (size_t i = 0; i < K[b].size(); ++i) {
+      K[b][i] = bf16_round(nd(rng) * chan[i % D] + 0.5f);
+      V[b][i] = bf16_round(nd(rng));
+    }
+    if (c.lens[b] > 5)  // one all-zero key and value vector
+      for (int j = 0; j < D; ++j) K[b][size_t(5 * Hkv) * D + j] = V[b][size_t(5 * Hkv) * D + j] = 0;
+  }
+  int *d_bt, *d_start, *d_lens;
+  CK(cudaMalloc(&d_bt, bt.size() * 4));
+  CK(cudaMemcpy(d_bt, bt.data(), bt.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMalloc(&d_start, B * 4));
+  CK(cudaMalloc(&d_lens, B * 4));
+  CK(cudaMemcpy(d_lens, c.lens.data(), B * 4, cudaMemcpyHostToDevice));
+  uint16_t *d_k, *d_v;
+  const size_t maxv = size_t(max_len) * Hkv * D;
+  CK(cudaMalloc(&d_k, maxv * 2));
+  CK(cudaMalloc(&d_v, maxv * 2));
+  for (int b = 0; b < B; ++b) {
+    const int L = c.lens[b];
+    const int first = std::max(1, L * 3 / 5);  // second run starts mid-page
+    for (int run = 0; run < 2; ++run) {
+      const int s = run == 0 ? 0 : first, n = run == 0 ? first : L - first;
+      if (n <= 0) continue;
+      std::vector<uint16_t> hk(size_t(n) * Hkv * D), hv(hk.size());
+      for (size_t i = 0; i < hk.size(); ++i) {
+        hk[i] = f32_to_bf16(K[b][size_t(s) * Hkv * D + i]);
+        hv[i] = f32_to_bf16(V[b][size_t(s) * Hkv * D + i]);
+      }
+      CK(cudaMemcpy(d_k, hk.data(), hk.size() * 2, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(d_v, hv.data(), hv.size() * 2, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(d_start + b, &s, 4, cudaMemcpyHostToDevice));
+      cache.append(d_k, d_v, 1, n, d_bt + size_t(b) * max_pages, max_pages, d_start + b);
+      CK(cudaGetLastError());
+    }
+  }
+  CK(cudaDeviceSynchronize());
+
+  // CPU "stored" vectors, per (b, kvh)
+  std::vector<std::vector<float>> Kq(B * Hkv), Vq(B * Hkv);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < Hkv; ++h) {
+      const int L = c.lens[b];
+      std::vector<float> xk(size_t(L) * D), xv(xk.size());
+      for (int t = 0; t < L; ++t)
+        for (int j = 0; j < D; ++j) {
+          xk[size_t(t) * D + j] = K[b][(size_t(t) * Hkv + h) * D + j];
+          xv[size_t(t) * D + j] = V[b][(size_t(t) * Hkv + h) * D + j];
+        }
+      Kq[b * Hkv + h] = cpu_decode(c.kf, false, D, xk, L);
+      Vq[b * Hkv + h] = cpu_decode(c.vf, true, D, xv, L);
+      if (check_codes && (c.kf == Fmt::T2 || c.kf == Fmt::T3 || c.kf == Fmt::T4)) {
+        // GPU codes vs the CPU codec's indices (norms within one fp16 step)
+        auto codec = make_codec(fmt_name(c.kf), D);
+        auto* mse = dynamic_cast<TurboMseCodec*>(codec.get());
+        EXPECT_NE(mse, nullptr);
+        if (!mse) continue;
+        size_t mism = 0, total = 0;
+        std::vector<uint8_t> idx(D);
+        for (int t = 0; t < L; ++t) {
+          const int page = bt[size_t(b) * max_pages + t / 32];
+          for (int kv = 0; kv < 2; ++kv) {
+            const auto tv = cache.read_tile(page, h, kv == 1);
+            const float n = mse->encode_one((kv ? xv : xk).data() + size_t(t) * D, idx.data());
+            const float gn = f16_to_f32(tv.scalars[0][t % 32]);
+            EXPECT_NEAR(gn, n, std::fabs(n) * 2e-3 + 1e-6) << "norm t=" << t;
+            for (int j = 0; j < D; ++j) {
+              mism += tv.codes[0][size_t(t % 32) * D + j] != idx[j];
+              ++total;
+            }
+          }
+        }
+        EXPECT_LE(double(mism), 1e-3 * double(total) + 2) << "code mismatches " << mism;
+      }
+    }
+
+  // queries, reference attention (double)
+  std::vector<float> q(size_t(B) * Hq * D);
+  for (auto& v : q) v = nd(rng);
+  const float scale = 1.0f / std::sqrt(float(D));
+  std::vector<double> ref(q.size());
+  for (int b = 0; b < B; ++b)
+    for (int qh = 0; qh < Hq; ++qh) {
+      const int h = qh / c.G, L = c.lens[b];
+      const float* qq = &q[(size_t(b) * Hq + qh) * D];
+      const auto& kk = Kq[b * Hkv + h];
+      const auto& vv = Vq[b * Hkv + h];
+      std::vector<double> s(L);
+      double mx = -1e300;
+      for (int t = 0; t < L; ++t) {
+        double a = 0;
+        for (int j = 0; j < D; ++j) a += double(qq[j]) * kk[size_t(t) * D + j];
+        s[t] = a * scale;
+        mx = std::max(mx, s[t]);
+      }
+      double l = 0;
+      for (int t = 0; t < L; ++t) l += (s[t] = std::exp(s[t] - mx));
+      for (int j = 0; j < D; ++j) {
+        double o = 0;
+        for (int t = 0; t < L; ++t) o += s[t] * vv[size_t(t) * D + j];
+        ref[(size_t(b) * Hq + qh) * D + j] = o / l;
+      }
+    }
+  float *d_q, *d_out;
+  CK(cudaMalloc(&d_q, q.size() * 4));
+  CK(cudaMalloc(&d_out, q.size() * 4));
+  CK(cudaMemcpy(d_q, q.data(), q.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemset(d_out, 0xFF, q.size() * 4));  // NaN poison
+  cache.decode(d_q, d_out, B, Hq, d_bt, max_pages, d_lens, max_len, scale, splits);
+  CK(cudaDeviceSynchronize());
+  std::vector<float> out(q.size());
+  CK(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost));
+  double num = 0, den = 0;
+  size_t bad = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (!std::isfinite(out[i])) ++bad;
+    num += (out[i] - ref[i]) * (out[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  EXPECT_EQ(bad, 0u) << "non-finite outputs";
+  const double err = std::sqrt(num / std::max(den, 1e-300));
+  EXPECT_LT(err, c.tol) << fmt_name(c.kf) << "/" << fmt_name(c.vf) << " D=" << D
+                        << " splits=" << splits;
+  cudaFree(d_bt);
+  cudaFree(d_start);
+  cudaFree(d_lens);
+  cudaFree(d_k);
+  cudaFree(d_v);
+  cudaFree(d_q);
+  cudaFree(d_out);
+  return err;
+}
+
+class CudaAttention : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+struct Named {
+  Fmt kf, vf;
+  int D;
+  double tol;
+};
+
+void run_all(const std::vector<Named>& list, int G, std::vector<int> lens, bool codes) {
+  std::mt19937 rng(12345);
+  for (const auto& n : list) {
+    Case c{n.kf, n.vf, n.D, 2, G, lens, n.tol};
+    for (int splits : {0, 1, 3}) {
+      const double err = run_case(c, splits, codes && splits == 0, rng);
+      std::printf("  %-9s/%-8s D=%-3d G=%d splits=%d  rel.err %.2e\n", fmt_name(n.kf),
+                  fmt_name(n.vf), n.D, G, splits, err);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_F(CudaAttention, AllTypesHeadDim128) {
+  run_all({{Fmt::BF16, Fmt::BF16, 128, 1e-2},
+           {Fmt::Q8_0, Fmt::Q8_0, 128, 1e-2},
+           {Fmt::Q4_0, Fmt::Q4_0, 128, 1e-2},
+           {Fmt::T2, Fmt::T2, 128, 1e-2},
+           {Fmt::T3, Fmt::T3, 128, 1e-2},
+           {Fmt::T4, Fmt::T4, 128, 1e-2},
+           {Fmt::T25, Fmt::T25, 128, 1e-2},
+           {Fmt::T35, Fmt::T35, 128, 1e-2},
+           {Fmt::T3P, Fmt::T3, 128, 1e-2}},
+          4, {1, 77, 300, 33}, true);
+}
+
+TEST_F(CudaAttention, HeadDims64And256) {
+  run_all({{Fmt::BF16, Fmt::BF16, 64, 1e-2},
+           {Fmt::Q8_0, Fmt::Q8_0, 64, 1e-2},
+           {Fmt::T3, Fmt::T3, 64, 1e-2},
+           {Fmt::T4, Fmt::T4, 64, 1e-2},
+           {Fmt::T3P, Fmt::T3, 64, 1e-2},
+           {Fmt::BF16, Fmt::BF16, 256, 1e-2},
+           {Fmt::Q4_0, Fmt::Q4_0, 256, 1e-2},
+           {Fmt::T2, Fmt::T2, 256, 1e-2},
+           {Fmt::T3, Fmt::T3, 256, 1e-2},
+           {Fmt::T35, Fmt::T35, 256, 1e-2}},
+          3, {65, 129, 2}, true);
+}
+
+TEST_F(CudaAttention, LongContextManySplits) {
+  run_all({{Fmt::T3, Fmt::T3, 128, 1e-2}, {Fmt::BF16, Fmt::BF16, 128, 1e-2}}, 8, {4099, 1500},
+          false);
+}
+
+TEST(CudaCache, BadConfigIsAnError) {
+  CacheConfig cfg;
+  cfg.head_dim = 96;
+  cfg.n_pages = 1;
+  EXPECT_THROW(GpuCache{cfg}, tq::Error);
+  EXPECT_THROW(parse_fmt("turbo9"), tq::Error);
+  EXPECT_EQ(parse_fmt("turbo3"), Fmt::T3);
+  EXPECT_NEAR(fmt_bpv(Fmt::T3, 128), 3.125, 1e-12);
+  EXPECT_NEAR(fmt_bpv(Fmt::Q8_0, 128), 8.5, 1e-12);
+  EXPECT_NEAR(fmt_bpv(Fmt::Q4_0, 128), 4.5, 1e-12);
+  EXPECT_NEAR(fmt_bpv(Fmt::T25, 128), 2.5, 1e-12);
+}
