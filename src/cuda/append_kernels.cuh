@@ -45,40 +45,13 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-template <Fmt F, int D>
-__device__ __forceinline__ void place(uint8_t* tile, bool is_v, int tok, int dim, uint32_t code,
-                                      int part) {
-  int lane, i;
-  td_to_elem(is_v, tok, dim, lane, i);
-  const Kind kind = part_kind(F, part);
-  const int W = part_words(F, part, D);
-  uint8_t* base = tile + part_offset_bytes(F, part, D);
-  const int e = i - part_first(F, part, D);
-  Slot sl[3];
-  uint32_t c = code;
-  if (kind == Kind::LUT4) {  // GPU code: sign (1 = negative) and magnitude index
-    const bool neg = code < 8;
-    c = neg ? 7 - code : code - 8;
-    const Slot ss = lut4_sign_slot(e);
-    if (neg) atomicOr(reinterpret_cast<unsigned*>(base + word_byte_offset(W, ss.word, lane)),
-                      1u << ss.bit);
-  }
-  const int n = code_slot(kind, e, sl);
-  for (int s = 0; s < n; ++s) {
-    const uint32_t v = ((c >> sl[s].shift) & ((1u << sl[s].nbits) - 1u)) << sl[s].bit;
-    if (v) atomicOr(reinterpret_cast<unsigned*>(base + word_byte_offset(W, sl[s].word, lane)), v);
-  }
-}
-
+// Phase 1 (one warp per vector; lane l holds the E = D/32 consecutive elements 4l.. of a
+// 128-dim vector, E·l.. in general): rotate and quantize, write one code byte per element to
+// shared memory (bf16: the 16-bit value), the per-token scalars straight to the page.
+// Phase 2 (all threads): build each lane word of the tiles from the code bytes and store it,
+// coalesced; a partially filled page ORs into its existing words.
 template <int E>
 __device__ __forceinline__ void fwht_warp(float (&u)[E], int lane) {
-#pragma unroll
-  for (int hb = 1; hb < 32; hb <<= 1)
-#pragma unroll
-    for (int k = 0; k < E; ++k) {
-      const float o = __shfl_xor_sync(0xffffffffu, u[k], hb);
-      u[k] = (lane & hb) ? (o - u[k]) : (u[k] + o);
-    }
 #pragma unroll
   for (int h = 1; h < E; h <<= 1)
 #pragma unroll
@@ -88,105 +61,157 @@ __device__ __forceinline__ void fwht_warp(float (&u)[E], int lane) {
         u[k] = a + b;
         u[k + h] = a - b;
       }
+#pragma unroll
+  for (int hb = 1; hb < 32; hb <<= 1)
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+      const float o = __shfl_xor_sync(0xffffffffu, u[k], hb);
+      u[k] = (lane & hb) ? (o - u[k]) : (u[k] + o);
+    }
 }
 
-__device__ __forceinline__ int quantize(float u, const float* bounds, int nb) {
+template <int NB>
+__device__ __forceinline__ int quantize(float u, const float* bounds) {
   int idx = 0;
-  for (int i = 0; i < nb; ++i) idx += bounds[i] < u ? 1 : 0;
+#pragma unroll
+  for (int i = 0; i < NB; ++i) idx += bounds[i] < u ? 1 : 0;
   return idx;
 }
-
-__device__ __forceinline__ void set_scalar(uint8_t* tile, int codes_b, int a, int tok, float v) {
-  reinterpret_cast<__half*>(tile + codes_b + a * 64)[tok] = __float2half_rn(v);
+__device__ __forceinline__ int quantize_n(float u, const float* bounds, int nb) {
+  switch (nb) {
+    case 1: return quantize<1>(u, bounds);
+    case 3: return quantize<3>(u, bounds);
+    case 7: return quantize<7>(u, bounds);
+    default: return quantize<15>(u, bounds);
+  }
 }
 
-// Encode one vector (lane holds x[k] = element 32k + lane) into the shared tile.
+// turbo norms (scalar_slot order); q8_0/q4_0 scales: [block][token]
+__device__ __forceinline__ void store_scalar(uint8_t* gtile, int codes_b, int a, int tok,
+                                             float v) {
+  reinterpret_cast<__half*>(gtile + codes_b + a * 64)[scalar_slot(tok)] = __float2half_rn(v);
+}
+__device__ __forceinline__ void store_scale(uint8_t* gtile, int codes_b, int a, int tok,
+                                            float v) {
+  reinterpret_cast<__half*>(gtile + codes_b + a * 64)[tok] = __float2half_rn(v);
+}
+
+// Sum over the 32/E·... lanes of one 32-dim block (E·8 lanes hold 32 dims when E = 4).
+template <int LANES>
+__device__ __forceinline__ float group_max(float v) {
+#pragma unroll
+  for (int o = LANES / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// GPU code of a 4-bit Lloyd-Max index: sign (1 = negative) and magnitude index of |c[8+m]|.
+TQ_HD uint32_t lut4_code(int idx) { return idx < 8 ? 8u | uint32_t(7 - idx) : uint32_t(idx - 8); }
+
 template <Fmt F, int D>
-__device__ void encode_vector(const float (&x)[D / 32], const uint16_t (&raw)[D / 32],
-                              uint8_t* tile, bool is_v, int tok, const FormatConsts& c,
-                              float* stage, int lane) {
+__device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t* raw16,
+                              const uint16_t (&raw)[D / 32], uint8_t* gtile, int tok,
+                              const FormatConsts& c, float* stage, int lane) {
   constexpr int E = D / 32;
   constexpr int CB = codes_bytes(F, D);
+  const int j0 = E * lane;  // first element of this lane
   if constexpr (F == Fmt::BF16) {
 #pragma unroll
-    for (int k = 0; k < E; ++k) place<F, D>(tile, is_v, tok, 32 * k + lane, raw[k], 0);
-  } else if constexpr (F == Fmt::Q8_0) {
+    for (int k = 0; k < E; ++k) raw16[tok * D + j0 + k] = raw[k];
+  } else if constexpr (F == Fmt::Q8_0 || F == Fmt::Q4_0) {
+    constexpr int LB = 32 / E;  // lanes per 32-dim block
+    uint32_t q[E];
+    float d;
+    if constexpr (F == Fmt::Q8_0) {
+      float a = 0.f;
 #pragma unroll
-    for (int k = 0; k < E; ++k) {
-      const float amax = warp_max(fabsf(x[k]));
-      const float d = amax / 127.0f;
+      for (int k = 0; k < E; ++k) a = fmaxf(a, fabsf(x[k]));
+      a = group_max<LB>(a);
+      d = a / 127.0f;
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
-      const int q = int(roundf(x[k] * id));
-      place<F, D>(tile, is_v, tok, 32 * k + lane, uint32_t(q) & 0xFFu, 0);
-      if (lane == 0) set_scalar(tile, CB, k, tok, d);
-    }
-  } else if constexpr (F == Fmt::Q4_0) {
 #pragma unroll
-    for (int k = 0; k < E; ++k) {
-      // the first element of largest magnitude, with its sign (ggml: max / -8)
-      float a = fabsf(x[k]);
-      int who = lane;
+      for (int k = 0; k < E; ++k) q[k] = uint32_t(int(roundf(x[k] * id))) & 0xFFu;
+    } else {
+      // the first element of largest magnitude, with its sign (ggml: d = max / −8)
+      float a = -1.f, mx = 0.f;
+      int who = 0;
 #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
+      for (int k = 0; k < E; ++k)
+        if (fabsf(x[k]) > a) { a = fabsf(x[k]); mx = x[k]; who = j0 + k; }
+#pragma unroll
+      for (int o = LB / 2; o > 0; o >>= 1) {
         const float a2 = __shfl_xor_sync(0xffffffffu, a, o);
+        const float m2 = __shfl_xor_sync(0xffffffffu, mx, o);
         const int w2 = __shfl_xor_sync(0xffffffffu, who, o);
-        if (a2 > a || (a2 == a && w2 < who)) { a = a2; who = w2; }
+        if (a2 > a || (a2 == a && w2 < who)) { a = a2; mx = m2; who = w2; }
       }
-      const float mx = __shfl_sync(0xffffffffu, x[k], who);
-      const float d = mx / -8.0f;
+      d = mx / -8.0f;
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
-      const int q = min(15, int(x[k] * id + 8.5f));
-      place<F, D>(tile, is_v, tok, 32 * k + lane, uint32_t(q), 0);
-      if (lane == 0) set_scalar(tile, CB, k, tok, d);
+#pragma unroll
+      for (int k = 0; k < E; ++k) q[k] = uint32_t(min(15, int(x[k] * id + 8.5f)));
     }
+#pragma unroll
+    for (int k = 0; k < E; ++k) codes[tok * D + j0 + k] = uint8_t(q[k]);
+    if (lane % LB == 0) store_scale(gtile, CB, j0 / 32, tok, d);
   } else if constexpr (is_split(F)) {
-    constexpr int EH = E / 4;  // elements of the outlier part per lane
-    float s_hi = 0.f, s_lo = 0.f;
-#pragma unroll
-    for (int k = 0; k < E; ++k) (k < EH ? s_hi : s_lo) += x[k] * x[k];
-    const float n_hi = sqrtf(warp_sum(s_hi)), n_lo = sqrtf(warp_sum(s_lo));
-    const float i_hi = n_hi > 0.f ? 1.0f / n_hi : 0.f, i_lo = n_lo > 0.f ? 1.0f / n_lo : 0.f;
-#pragma unroll
-    for (int k = 0; k < E; ++k) stage[32 * k + lane] = x[k] * (k < EH ? i_hi : i_lo);
-    __syncwarp();
     constexpr int NH = D / 4, NL = D - D / 4;
-#pragma unroll
-    for (int k = 0; k < E; ++k) {
-      const int j = 32 * k + lane;
-      float u = 0.f;
-      if (k < EH) {
-        for (int i = 0; i < NH; ++i) u += c.rot_t[0][i * NH + j] * stage[i];
-      } else {
-        const int o = j - NH;
-        for (int i = 0; i < NL; ++i) u += c.rot_t[1][i * NL + o] * stage[NH + i];
-      }
-      const int part = k < EH ? 0 : 1;
-      const bool zero = part == 0 ? n_hi == 0.f : n_lo == 0.f;
-      const int idx = zero ? 0 : quantize(u, c.bounds[part], c.nbounds[part]);
-      place<F, D>(tile, is_v, tok, j, uint32_t(idx), part);
-    }
-    __syncwarp();
-    if (lane == 0) {
-      set_scalar(tile, CB, 0, tok, n_hi);
-      set_scalar(tile, CB, 1, tok, n_lo);
-    }
-  } else {  // T2, T3, T4, T3P: one randomised Hadamard rotation of the whole vector
+    const bool hi = j0 < NH;  // whole lanes belong to one part (E divides D/4)
     float ss = 0.f;
 #pragma unroll
     for (int k = 0; k < E; ++k) ss += x[k] * x[k];
-    const float n = sqrtf(warp_sum(ss));
+    float s_hi = hi ? ss : 0.f, s_lo = hi ? 0.f : ss;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      s_hi += __shfl_xor_sync(0xffffffffu, s_hi, o);
+      s_lo += __shfl_xor_sync(0xffffffffu, s_lo, o);
+    }
+    const float n_hi = sqrtf(s_hi), n_lo = sqrtf(s_lo);
+    const float inv = hi ? (n_hi > 0.f ? 1.0f / n_hi : 0.f) : (n_lo > 0.f ? 1.0f / n_lo : 0.f);
+#pragma unroll
+    for (int k = 0; k < E; ++k) stage[j0 + k] = x[k] * inv;
+    __syncwarp();
+    const int part = hi ? 0 : 1;
+    const int n = hi ? NH : NL, o0 = hi ? j0 : j0 - NH;
+    const float* M = c.rot_t[part];
+    const float* xs = stage + (hi ? 0 : NH);
+    float u[E] = {};
+    for (int i = 0; i < n; ++i) {
+      const float xi = xs[i];
+#pragma unroll
+      for (int k = 0; k < E; ++k) u[k] += M[i * n + o0 + k] * xi;
+    }
+    const bool zero = hi ? n_hi == 0.f : n_lo == 0.f;
+#pragma unroll
+    for (int k = 0; k < E; ++k)
+    {
+      const int q = zero ? 0 : quantize_n(u[k], c.bounds[part], c.nbounds[part]);
+      codes[tok * D + j0 + k] =
+          uint8_t(part == 0 && F == Fmt::T35 ? lut4_code(q) : uint32_t(q));
+    }
+    __syncwarp();
+    if (lane == 0) {
+      store_scalar(gtile, CB, 0, tok, n_hi);
+      store_scalar(gtile, CB, 1, tok, n_lo);
+    }
+  } else {  // T2, T3, T4, T3P: one randomised Hadamard rotation of the whole vector
+    constexpr int NB = (1 << (F == Fmt::T2 || F == Fmt::T3P ? 2 : F == Fmt::T3 ? 3 : 4)) - 1;
+    float ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < E; ++k) ss += x[k] * x[k];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    const float n = sqrtf(ss);
     const float inv = n > 0.f ? 1.0f / n : 0.f;
     float u[E];
 #pragma unroll
-    for (int k = 0; k < E; ++k) u[k] = x[k] * inv * c.signs[32 * k + lane];
+    for (int k = 0; k < E; ++k) u[k] = x[k] * inv * c.signs[j0 + k];
     fwht_warp<E>(u, lane);
     const float sc = 1.0f / sqrtf(float(D));
     int idx[E];
 #pragma unroll
     for (int k = 0; k < E; ++k) {
       u[k] *= sc;
-      idx[k] = n > 0.f ? quantize(u[k], c.bounds[0], c.nbounds[0]) : 0;
-      place<F, D>(tile, is_v, tok, 32 * k + lane, uint32_t(idx[k]), 0);
+      idx[k] = n > 0.f ? quantize<NB>(u[k], c.bounds[0]) : 0;
+      if constexpr (F == Fmt::T4) idx[k] = int(lut4_code(idx[k]));
     }
     if constexpr (F == Fmt::T3P) {
       const float n16 = __half2float(__float2half_rn(n));
@@ -194,25 +219,136 @@ __device__ void encode_vector(const float (&x)[D / 32], const uint16_t (&raw)[D 
 #pragma unroll
       for (int k = 0; k < E; ++k) {
         const float r = n * u[k] - n16 * c.cent[0][idx[k]];
-        stage[32 * k + lane] = r;
+        stage[j0 + k] = r;
         g2 += r * r;
       }
-      const float gamma = sqrtf(warp_sum(g2));
-      __syncwarp();
 #pragma unroll
-      for (int k = 0; k < E; ++k) {
-        const int i = 32 * k + lane;
-        float acc = 0.f;
-        for (int j = 0; j < D; ++j) acc += c.St[j * D + i] * stage[j];
-        place<F, D>(tile, is_v, tok, i, (n > 0.f && acc >= 0.f) ? 1u : 0u, 1);
+      for (int o = 16; o > 0; o >>= 1) g2 += __shfl_xor_sync(0xffffffffu, g2, o);
+      __syncwarp();
+      float acc[E] = {};
+      for (int j = 0; j < D; ++j) {
+        const float rj = stage[j];
+#pragma unroll
+        for (int k = 0; k < E; ++k) acc[k] += c.St[j * D + j0 + k] * rj;
       }
+#pragma unroll
+      for (int k = 0; k < E; ++k)
+        codes[tok * D + j0 + k] = uint8_t(idx[k] | ((n > 0.f && acc[k] >= 0.f) ? 0x80 : 0));
       __syncwarp();
       if (lane == 0) {
-        set_scalar(tile, CB, 0, tok, n);
-        set_scalar(tile, CB, 1, tok, n > 0.f ? gamma : 0.f);
+        store_scalar(gtile, CB, 0, tok, n);
+        store_scalar(gtile, CB, 1, tok, n > 0.f ? sqrtf(g2) : 0.f);
       }
     } else {
-      if (lane == 0) set_scalar(tile, CB, 0, tok, n);
+      uint32_t packed = 0;
+      if constexpr (E == 4) {
+        packed = uint32_t(idx[0]) | uint32_t(idx[1]) << 8 | uint32_t(idx[2]) << 16 |
+                 uint32_t(idx[3]) << 24;
+        *reinterpret_cast<uint32_t*>(codes + tok * D + j0) = packed;
+      } else {
+#pragma unroll
+        for (int k = 0; k < E; ++k) codes[tok * D + j0 + k] = uint8_t(idx[k]);
+      }
+      if (lane == 0) store_scalar(gtile, CB, 0, tok, n);
+    }
+  }
+}
+
+// Code of lane element i of lane l, from the code bytes [tok][dim].
+template <bool IsV, int D>
+TQ_HD uint32_t code_at(const uint8_t* codes, int lane, int i) {
+  int tok, dim;
+  elem_to_td(IsV, lane, i, tok, dim);
+  return codes[tok * D + dim];
+}
+
+// Index into the code bytes [tok][dim] of element 8·blk + r of a lane: base(blk) + off(r).
+template <bool IsV, int D>
+TQ_HD int blk_base(int lane, int blk) {
+  int tok, dim;
+  elem_to_td(IsV, lane, 8 * blk, tok, dim);
+  return tok * D + dim;
+}
+template <bool IsV, int D>
+TQ_HD constexpr int elem_off(int r) {
+  return IsV ? (8 * (r >> 2) + (r & 1)) * D + 8 * ((r >> 1) & 1)
+             : 8 * ((r >> 1) & 1) * D + 8 * (r >> 2) + (r & 1);
+}
+
+// Word w (within its part) of lane l.
+template <Fmt F, int D, int P, bool IsV>
+TQ_HD uint32_t build_word(const uint8_t* codes, const uint16_t* raw16, int lane, int w) {
+  constexpr Kind K = part_kind(F, P);
+  constexpr int bits = kind_bits(K), first = part_first(F, P, D);
+  const int G = w / bits, wg = w % bits, e0 = first + 32 * G, b0 = e0 >> 3;
+  uint32_t x = 0;
+  if constexpr (K == Kind::BF16) {
+    int tok, dim;
+    elem_to_td(IsV, lane, e0 + 2 * wg, tok, dim);
+    const uint32_t lo = raw16[tok * D + dim];
+    elem_to_td(IsV, lane, e0 + 2 * wg + 1, tok, dim);
+    return lo | uint32_t(raw16[tok * D + dim]) << 16;
+  } else if constexpr (K == Kind::LUT3 || K == Kind::LUT4) {
+    // LUT4 code bytes are already (negative << 3 | magnitude), so that the zero byte of an
+    // empty slot adds no bits to a partially filled page.
+    if (K == Kind::LUT4 && wg == 3) {
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int base = blk_base<IsV, D>(lane, b0 + q);
+#pragma unroll
+        for (int r = 0; r < 8; ++r) {
+          const int ee = 8 * q + r;
+          x |= ((uint32_t(codes[base + elem_off<IsV, D>(r)]) >> 3) & 1u)
+               << ((15 - ee / 2) + 16 * (ee & 1));
+        }
+      }
+      return x;
+    }
+    const int bm = blk_base<IsV, D>(lane, b0 + wg), bp = blk_base<IsV, D>(lane, b0 + 3);
+#pragma unroll
+    for (int pos = 0; pos < 8; ++pos) {
+      x |= (uint32_t(codes[bm + elem_off<IsV, D>(pos)]) & 7u) << (4 * pos);
+      x |= ((uint32_t(codes[bp + elem_off<IsV, D>(pos)]) >> wg) & 1u) << (4 * pos + 3);
+    }
+  } else if constexpr (K == Kind::LUT2) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int base = blk_base<IsV, D>(lane, b0 + 2 * wg + h);
+#pragma unroll
+      for (int pos = 0; pos < 8; ++pos)
+        x |= (uint32_t(codes[base + elem_off<IsV, D>(pos)]) & 3u) << (4 * pos + 2 * h);
+    }
+  } else if constexpr (K == Kind::LUT1) {  // T3P signs: bit 7 of the code byte
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const int base = blk_base<IsV, D>(lane, b0 + kk);
+#pragma unroll
+      for (int pos = 0; pos < 8; ++pos)
+        x |= (uint32_t(codes[base + elem_off<IsV, D>(pos)]) >> 7) << (4 * pos + kk);
+    }
+  } else if constexpr (K == Kind::Q8) {
+#pragma unroll
+    for (int b = 0; b < 4; ++b) x |= code_at<IsV, D>(codes, lane, e0 + 4 * wg + b) << (8 * b);
+  } else if constexpr (K == Kind::Q4) {
+    const int base = blk_base<IsV, D>(lane, b0 + wg);
+#pragma unroll
+    for (int ee = 0; ee < 8; ++ee)
+      x |= uint32_t(codes[base + elem_off<IsV, D>(ee)]) << (4 * ((ee >> 1) + 4 * (ee & 1)));
+  }
+  return x;
+}
+
+template <Fmt F, int D, int P, bool IsV>
+__device__ __forceinline__ void write_part(const uint8_t* codes, const uint16_t* raw16,
+                                           uint8_t* gtile, bool full) {
+  if constexpr (P < nparts(F)) {
+    constexpr int W = part_words(F, P, D), U = unit_words(W);
+    uint32_t* dst = reinterpret_cast<uint32_t*>(gtile + part_offset_bytes(F, P, D));
+    for (int o = threadIdx.x; o < W * 32; o += blockDim.x) {
+      const int lane = (o / U) % 32, w = (o / (32 * U)) * U + o % U;
+      uint32_t x = build_word<F, D, P, IsV>(codes, raw16, lane, w);
+      if (!full) x |= dst[o];
+      dst[o] = x;
     }
   }
 }
@@ -225,40 +361,62 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
   const int tok0 = max(st, pg * kPageTokens), tok1 = min(st + p.n_new, (pg + 1) * kPageTokens);
   if (tok0 >= tok1) return;
   const int s0 = tok0 - pg * kPageTokens, s1 = tok1 - pg * kPageTokens;
-  constexpr int TK = tile_bytes(KF, D), TV = tile_bytes(VF, D);
+  constexpr int TK = tile_bytes(KF, D);
+  constexpr int CBYTES = (KF == Fmt::BF16 ? 2 : 1) * kPageTokens * D;  // per tile
   extern __shared__ uint4 smem4[];
-  uint8_t* sk = reinterpret_cast<uint8_t*>(smem4);
-  uint8_t* sv = sk + TK;
-  float* stage = reinterpret_cast<float*>(sv + TV);
-  uint4* gt = reinterpret_cast<uint4*>(p.pool + size_t(p.block_table[size_t(b) * p.max_pages + pg]) *
-                                                    p.page_bytes +
-                                       size_t(kvh) * (TK + TV));
-  const bool full = s0 == 0 && s1 == kPageTokens;
-  for (int i = threadIdx.x; i < (TK + TV) / 16; i += blockDim.x)
-    smem4[i] = full ? make_uint4(0, 0, 0, 0) : gt[i];
+  uint8_t* ck = reinterpret_cast<uint8_t*>(smem4);
+  uint8_t* cv = ck + CBYTES;
+  float* stage = reinterpret_cast<float*>(cv + CBYTES);
+  uint8_t* gk = p.pool + size_t(p.block_table[size_t(b) * p.max_pages + pg]) * p.page_bytes +
+                size_t(kvh) * (TK + tile_bytes(VF, D));
+  uint8_t* gv = gk + TK;
+  for (int i = threadIdx.x; i < 2 * CBYTES / 16; i += blockDim.x) smem4[i] = make_uint4(0, 0, 0, 0);
   __syncthreads();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  constexpr int E = D / 32;
   const int nvec = 2 * (s1 - s0);
   for (int vi = warp; vi < nvec; vi += kWarps) {
     const bool is_v = vi & 1;
     const int slot = s0 + vi / 2;
     const int pos = pg * kPageTokens + slot;
     const uint16_t* src =
-        (is_v ? p.v : p.k) + ((size_t(b) * p.n_new + (pos - st)) * p.Hkv + kvh) * D;
-    float x[D / 32];
-    uint16_t raw[D / 32];
+        (is_v ? p.v : p.k) + ((size_t(b) * p.n_new + (pos - st)) * p.Hkv + kvh) * D + E * lane;
+    uint16_t raw[E];
+    if constexpr (E == 4) {
+      const uint2 v = *reinterpret_cast<const uint2*>(src);
+      raw[0] = v.x & 0xFFFF; raw[1] = v.x >> 16; raw[2] = v.y & 0xFFFF; raw[3] = v.y >> 16;
+    } else if constexpr (E == 2) {
+      const uint32_t v = *reinterpret_cast<const uint32_t*>(src);
+      raw[0] = v & 0xFFFF; raw[1] = v >> 16;
+    } else {
+      const uint4 v = *reinterpret_cast<const uint4*>(src);
+      const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-    for (int k = 0; k < D / 32; ++k) {
-      raw[k] = src[32 * k + lane];
-      x[k] = __uint_as_float(uint32_t(raw[k]) << 16);
+      for (int k = 0; k < 8; ++k) raw[k] = (w[k / 2] >> (16 * (k & 1))) & 0xFFFF;
     }
+    float x[E];
+#pragma unroll
+    for (int k = 0; k < E; ++k) x[k] = __uint_as_float(uint32_t(raw[k]) << 16);
     if (is_v)
-      encode_vector<VF, D>(x, raw, sv, true, slot, p.vc, stage + warp * D, lane);
+      encode_vector<VF, D>(x, cv, reinterpret_cast<uint16_t*>(cv), raw, gv, slot, p.vc,
+                           stage + warp * D, lane);
     else
-      encode_vector<KF, D>(x, raw, sk, false, slot, p.kc, stage + warp * D, lane);
+      encode_vector<KF, D>(x, ck, reinterpret_cast<uint16_t*>(ck), raw, gk, slot, p.kc,
+                           stage + warp * D, lane);
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < (TK + TV) / 16; i += blockDim.x) gt[i] = smem4[i];
+  const bool full = s0 == 0 && s1 == kPageTokens;
+  const uint16_t* rk = reinterpret_cast<const uint16_t*>(ck);
+  const uint16_t* rv = reinterpret_cast<const uint16_t*>(cv);
+  write_part<KF, D, 0, false>(ck, rk, gk, full);
+  write_part<KF, D, 1, false>(ck, rk, gk, full);
+  write_part<VF, D, 0, true>(cv, rv, gv, full);
+  write_part<VF, D, 1, true>(cv, rv, gv, full);
+}
+
+// Dynamic shared memory of the append kernel.
+__host__ __device__ constexpr int append_smem_bytes(Fmt kf, Fmt vf, int D) {
+  return 2 * (kf == Fmt::BF16 ? 2 : 1) * kPageTokens * D + kWarps * D * 4;
 }
 
 }  // namespace ak

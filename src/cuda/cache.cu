@@ -14,6 +14,7 @@
 #include "core/rng.h"
 #include "core/rotation.h"
 #include "cuda/consts.cuh"
+#include "cuda/append_kernels.cuh"
 #include "cuda/dispatch.h"
 #include "cuda/tq_cuda.h"
 #include "tq/error.h"
@@ -209,6 +210,61 @@ __global__ void combine_kernel(const float* part_o, const float* part_ml, float*
   out[row * D + d] = o;
 }
 
+// Warp-per-head versions for the randomised Hadamard formats: q' = H(signs ⊙ q)·scale/√D and
+// out = signs ⊙ H(o')/√D, by the in-warp fast transform (no dense D×D matrix).
+template <int D>
+__global__ void qprep_fwht_kernel(const float* q, uint16_t* qo, const float* signs, int rows,
+                                  float scale) {
+  constexpr int E = D / 32;
+  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  float u[E];
+#pragma unroll
+  for (int k = 0; k < E; ++k) u[k] = q[size_t(row) * D + E * lane + k] * signs[E * lane + k];
+  ak::fwht_warp<E>(u, lane);
+  const float sc = scale / sqrtf(float(D));
+#pragma unroll
+  for (int k = 0; k < E; ++k) {
+    __half h = __float2half_rn(u[k] * sc);
+    qo[size_t(row) * D + E * lane + k] = *reinterpret_cast<uint16_t*>(&h);
+  }
+}
+
+template <int D>
+__global__ void combine_fwht_kernel(const float* part_o, const float* part_ml, float* out,
+                                    const float* signs, int rows, int splits) {
+  constexpr int E = D / 32;
+  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  const float* ml = part_ml + size_t(row) * splits * 2;
+  float M = -1e30f;
+  for (int s = 0; s < splits; ++s) M = fmaxf(M, ml[2 * s]);
+  float u[E] = {}, L = 0.f;
+  for (int s = 0; s < splits; ++s) {
+    const float w = exp2f(ml[2 * s] - M);
+    L += w * ml[2 * s + 1];
+    const float* o = part_o + (size_t(row) * splits + s) * D + E * lane;
+#pragma unroll
+    for (int k = 0; k < E; ++k) u[k] += w * o[k];
+  }
+  ak::fwht_warp<E>(u, lane);
+  const float sc = (L > 0.f ? 1.0f / L : 0.f) / sqrtf(float(D));
+#pragma unroll
+  for (int k = 0; k < E; ++k)
+    out[size_t(row) * D + E * lane + k] = u[k] * sc * signs[E * lane + k];
+}
+
+template <int D>
+void launch_qprep_fwht(const float* q, uint16_t* qo, const float* signs, int rows, float scale,
+                       cudaStream_t st) {
+  qprep_fwht_kernel<D><<<(rows + 7) / 8, 256, 0, st>>>(q, qo, signs, rows, scale);
+}
+template <int D>
+void launch_combine_fwht(const float* po, const float* pml, float* out, const float* signs,
+                         int rows, int splits, cudaStream_t st) {
+  combine_fwht_kernel<D><<<(rows + 7) / 8, 256, 0, st>>>(po, pml, out, signs, rows, splits);
+}
+
 }  // namespace
 
 bool launch_decode(Fmt kf, Fmt vf, int D, const DecodeParams& p, dim3 grid, cudaStream_t st) {
@@ -216,6 +272,12 @@ bool launch_decode(Fmt kf, Fmt vf, int D, const DecodeParams& p, dim3 grid, cuda
   if (D == 128) return launch_decode_d<128>(kf, vf, p, grid, st);
   if (D == 256) return launch_decode_d<256>(kf, vf, p, grid, st);
   return false;
+}
+int decode_occupancy(Fmt kf, Fmt vf, int D) {
+  if (D == 64) return decode_occupancy_d<64>(kf, vf);
+  if (D == 128) return decode_occupancy_d<128>(kf, vf);
+  if (D == 256) return decode_occupancy_d<256>(kf, vf);
+  return 0;
 }
 bool launch_append(Fmt kf, Fmt vf, int D, const AppendParams& p, dim3 grid, cudaStream_t st) {
   if (D == 64) return launch_append_d<64>(kf, vf, p, grid, st);
@@ -272,8 +334,6 @@ void GpuCache::append(const uint16_t* k, const uint16_t* v, int B, int n_new,
   p.vc = *vc_;
   // pages a run of n_new tokens can touch, whatever its start
   const dim3 grid((n_new + kPageTokens - 1) / kPageTokens + 1, cfg_.n_kv_heads, B);
-  const int smem = int(tile_k_ + tile_v_) + ak::kWarps * cfg_.head_dim * 4;
-  if (smem > 48 * 1024) throw Error("CUDA cache: append tile too large");
   if (!launch_append(cfg_.kfmt, cfg_.vfmt, cfg_.head_dim, p, grid, cudaStream_t(stream)))
     throw Error("CUDA cache: no append kernel for this type pair and head dimension");
   TQ_CUDA_CHECK(cudaGetLastError());
@@ -288,12 +348,22 @@ void GpuCache::decode(const float* q, float* out, int B, int Hq, const int* bloc
   cudaStream_t st = cudaStream_t(stream);
   const int pages = std::max(1, (max_seq + kPageTokens - 1) / kPageTokens);
   if (splits <= 0) {
+    // Fill whole waves: minimise waves × (pages per CTA + fixed per-CTA cost), counted in pages.
     int sms = 132;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-    const int target = sms * 8;
-    splits = (target + B * Hkv - 1) / (B * Hkv);
+    const int resident = sms * std::max(1, decode_occupancy(cfg_.kfmt, cfg_.vfmt, D));
+    const long pairs = long(B) * Hkv;
+    double best = 1e300;
+    for (int s = 1; s <= std::min(pages, 512); ++s) {
+      const long waves = (pairs * s + resident - 1) / resident;
+      const double cost = double(waves) * (double((pages + s - 1) / s) + 6.0 * kDecodeWarps);
+      if (cost < best - 1e-9) {
+        best = cost;
+        splits = s;
+      }
+    }
   }
-  splits = std::clamp(splits, 1, std::max(1, pages / kDecodeWarps));
+  splits = std::clamp(splits, 1, pages);
   const int pps = (pages + splits - 1) / splits;
   splits = (pages + pps - 1) / pps;
 
@@ -311,8 +381,16 @@ void GpuCache::decode(const float* q, float* out, int B, int Hq, const int* bloc
     qbuf_bytes_ = qb_need;
   }
   const float kLog2e = 1.4426950408889634f;
-  qprep_kernel<<<dim3(Hq, B), D, 2 * D * sizeof(float), st>>>(
-      q, qbuf_, qbuf_ + rows * D, kc_->R, kc_->S, D, sm_scale * kLog2e, cfg_.kfmt == Fmt::BF16);
+  if (kc_->fwht && cfg_.kfmt != Fmt::T3P) {
+    const float sc = sm_scale * kLog2e;
+    if (D == 64) launch_qprep_fwht<64>(q, qbuf_, kc_->signs, int(rows), sc, st);
+    else if (D == 128) launch_qprep_fwht<128>(q, qbuf_, kc_->signs, int(rows), sc, st);
+    else launch_qprep_fwht<256>(q, qbuf_, kc_->signs, int(rows), sc, st);
+  } else {
+    qprep_kernel<<<dim3(Hq, B), D, 2 * D * sizeof(float), st>>>(
+        q, qbuf_, qbuf_ + rows * D, kc_->R, kc_->S, D, sm_scale * kLog2e,
+        cfg_.kfmt == Fmt::BF16);
+  }
   TQ_CUDA_CHECK(cudaGetLastError());
 
   DecodeParams p{};
@@ -338,8 +416,15 @@ void GpuCache::decode(const float* q, float* out, int B, int Hq, const int* bloc
   if (!launch_decode(cfg_.kfmt, cfg_.vfmt, D, p, dim3(splits, Hkv, B), st))
     throw Error("CUDA decode: no kernel for this type pair and head dimension");
   TQ_CUDA_CHECK(cudaGetLastError());
-  combine_kernel<<<dim3(Hq, B), D, D * sizeof(float), st>>>(p.part_o, p.part_ml, out, vc_->R, D,
-                                                            splits);
+  if (vc_->fwht) {
+    const int r = int(rows);
+    if (D == 64) launch_combine_fwht<64>(p.part_o, p.part_ml, out, vc_->signs, r, splits, st);
+    else if (D == 128) launch_combine_fwht<128>(p.part_o, p.part_ml, out, vc_->signs, r, splits, st);
+    else launch_combine_fwht<256>(p.part_o, p.part_ml, out, vc_->signs, r, splits, st);
+  } else {
+    combine_kernel<<<dim3(Hq, B), D, D * sizeof(float), st>>>(p.part_o, p.part_ml, out, vc_->R,
+                                                              D, splits);
+  }
   TQ_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -386,9 +471,12 @@ GpuCache::TileView GpuCache::read_tile(int page, int kvh, bool is_v) const {
   }
   const int ns = nscalars(f, D);
   tv.scalars.resize(ns);
+  const bool slotted = is_turbo(f);
   for (int a = 0; a < ns; ++a) {
     tv.scalars[a].resize(kPageTokens);
-    std::memcpy(tv.scalars[a].data(), t.data() + codes_bytes(f, D) + a * 64, 64);
+    for (int tok = 0; tok < kPageTokens; ++tok)
+      std::memcpy(&tv.scalars[a][tok],
+                  t.data() + codes_bytes(f, D) + a * 64 + 2 * (slotted ? scalar_slot(tok) : tok), 2);
   }
   return tv;
 }

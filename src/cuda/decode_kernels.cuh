@@ -36,6 +36,13 @@ struct DecodeParams {
 
 namespace dk {
 
+// x >> k computed as mul.hi (IMAD.HI runs on the FMA pipe, leaving the integer ALU to prmt).
+template <int K>
+__device__ __forceinline__ uint32_t shr_fma(uint32_t x) {
+  uint32_t r;
+  asm("mul.hi.u32 %0, %1, %2;" : "=r"(r) : "r"(x), "n"(1u << (32 - K)));
+  return r;
+}
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t s) {
   uint32_t r;
   asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(s));
@@ -90,12 +97,12 @@ __device__ __forceinline__ void decode_group(const uint32_t* w, uint32_t L0, uin
     n[0] = w[0] & 0x77777777u;
     n[1] = w[1] & 0x77777777u;
     n[2] = w[2] & 0x77777777u;
-    n[3] = ((w[0] >> 3) & 0x11111111u) | ((w[1] >> 2) & 0x22222222u) |
-           ((w[2] >> 1) & 0x44444444u);
+    n[3] = (shr_fma<3>(w[0]) & 0x11111111u) | (shr_fma<2>(w[1]) & 0x22222222u) |
+           (shr_fma<1>(w[2]) & 0x44444444u);
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       lut4(n[k], L0, L1, H0, H1, h[4 * k], h[4 * k + 1]);
-      lut4(n[k] >> 16, L0, L1, H0, H1, h[4 * k + 2], h[4 * k + 3]);
+      lut4(shr_fma<16>(n[k]), L0, L1, H0, H1, h[4 * k + 2], h[4 * k + 3]);
     }
     if constexpr (K == Kind::LUT4) {
 #pragma unroll
@@ -104,9 +111,9 @@ __device__ __forceinline__ void decode_group(const uint32_t* w, uint32_t L0, uin
   } else if constexpr (K == Kind::LUT2) {
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      const uint32_t n = (w[k >> 1] >> (2 * (k & 1))) & 0x33333333u;
+      const uint32_t n = ((k & 1) ? shr_fma<2>(w[k >> 1]) : w[k >> 1]) & 0x33333333u;
       lut4(n, L0, L0, H0, H0, h[4 * k], h[4 * k + 1]);
-      lut4(n >> 16, L0, L0, H0, H0, h[4 * k + 2], h[4 * k + 3]);
+      lut4(shr_fma<16>(n), L0, L0, H0, H0, h[4 * k + 2], h[4 * k + 3]);
     }
   } else if constexpr (K == Kind::LUT1) {
 #pragma unroll
@@ -174,27 +181,32 @@ struct LaneTile {
   static constexpr int kNB = (F == Fmt::Q8_0 || F == Fmt::Q4_0) ? D / 32 : 1;
   __half2 qs[kNB][4];                // q8_0/q4_0 scales, 4 per 32-dim block
 
-  template <int W, int U>
+  template <int W, int U, bool GL>
   __device__ __forceinline__ static void load_words(const uint8_t* base, int lane,
                                                     uint32_t* w) {
 #pragma unroll
     for (int u = 0; u < W / U; ++u) {
       const uint8_t* p = base + (u * 32 * U + lane * U) * 4;
       if constexpr (U == 4) {
-        const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
+        const uint4 v = GL ? __ldg(reinterpret_cast<const uint4*>(p))
+                           : *reinterpret_cast<const uint4*>(p);
         w[4 * u] = v.x; w[4 * u + 1] = v.y; w[4 * u + 2] = v.z; w[4 * u + 3] = v.w;
       } else if constexpr (U == 2) {
-        const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+        const uint2 v = GL ? __ldg(reinterpret_cast<const uint2*>(p))
+                           : *reinterpret_cast<const uint2*>(p);
         w[2 * u] = v.x; w[2 * u + 1] = v.y;
       } else {
-        w[u] = __ldg(reinterpret_cast<const unsigned*>(p));
+        w[u] = GL ? __ldg(reinterpret_cast<const unsigned*>(p))
+                  : *reinterpret_cast<const unsigned*>(p);
       }
     }
   }
 
+  // GL: tile in global memory (read-only path), else in shared memory.
+  template <bool GL>
   __device__ __forceinline__ void load(const uint8_t* tile, int lane, bool is_v) {
-    load_words<P0::kWords, P0::kU>(tile + P0::kOff, lane, w0);
-    if constexpr (P1::kExists) load_words<P1::kWords, P1::kU>(tile + P1::kOff, lane, w1);
+    load_words<P0::kWords, P0::kU, GL>(tile + P0::kOff, lane, w0);
+    if constexpr (P1::kExists) load_words<P1::kWords, P1::kU, GL>(tile + P1::kOff, lane, w1);
     const __half* scal = reinterpret_cast<const __half*>(tile + codes_bytes(F, D));
     const int g = lane >> 2, t = lane & 3;
     if constexpr (F == Fmt::Q8_0 || F == Fmt::Q4_0) {
@@ -215,14 +227,33 @@ struct LaneTile {
         }
       }
     } else if constexpr (nscalars(F, D) > 0) {
+      // tokens g + 8k, k = 0..3, are adjacent (scalar_slot)
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        sc[k][0] = scal[g + 8 * k];
-        if constexpr (nscalars(F, D) > 1) sc[k][1] = scal[32 + g + 8 * k];
+      for (int a = 0; a < nscalars(F, D); ++a) {
+        const uint2 v = *reinterpret_cast<const uint2*>(scal + 32 * a + 4 * g);
+        sc[0][a] = __ushort_as_half(v.x & 0xFFFF);
+        sc[1][a] = __ushort_as_half(v.x >> 16);
+        sc[2][a] = __ushort_as_half(v.y & 0xFFFF);
+        sc[3][a] = __ushort_as_half(v.y >> 16);
       }
     }
   }
 };
+
+constexpr int kStages = 3;
+__host__ __device__ constexpr int decode_stage_bytes(Fmt kf, Fmt vf, int D) {
+  return (tile_bytes(kf, D) + tile_bytes(vf, D) + 15) / 16 * 16;
+}
+// Small pages (compressed types) go through the shared-memory ring; bf16/q8_0 pages are large
+// enough that plain loads keep plenty of bytes in flight.
+__host__ __device__ constexpr bool decode_uses_ring(Fmt kf, Fmt vf, int D) {
+  return decode_stage_bytes(kf, vf, D) <= 5120;
+}
+__host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int nw) {
+  const int merge = nw * 8 * 2 * 4 + nw * 8 * D * 4;
+  const int ring = decode_uses_ring(kf, vf, D) ? nw * kStages * decode_stage_bytes(kf, vf, D) : 0;
+  return merge > ring ? merge : ring;
+}
 
 template <Fmt KF, Fmt VF, int D, int NW>
 __global__ void __launch_bounds__(NW * 32) decode_kernel(DecodeParams p) {
@@ -279,31 +310,10 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(DecodeParams p) {
     return pool + size_t(bt[pg]) * p.page_bytes + head_off;
   };
 
-  // Register double buffering of the next page when the codes are small (≤ 32 words per lane).
-  constexpr bool PF = KP0::kWords + KP1::kWords + VP0::kWords + VP1::kWords <= 32;
-  KT kt_cur;
-  VT vt_cur;
-  int pg = pg0 + warp;
-  if (PF && pg < pg1) {
-    const uint8_t* tp = tile_ptr(pg);
-    kt_cur.load(tp, lane, false);
-    vt_cur.load(tp + p.tile_k, lane, true);
-  }
-  for (; pg < pg1; pg += NW) {
-    KT kt_nxt;
-    VT vt_nxt;
-    if constexpr (PF) {
-      const int pn = pg + NW;
-      if (pn < pg1) {
-        const uint8_t* tp = tile_ptr(pn);
-        kt_nxt.load(tp, lane, false);
-        vt_nxt.load(tp + p.tile_k, lane, true);
-      }
-    } else {
-      const uint8_t* tp = tile_ptr(pg);
-      kt_cur.load(tp, lane, false);
-      vt_cur.load(tp + p.tile_k, lane, true);
-    }
+  // Same codebook for K and V: one set of table registers.
+  const auto& vlo = KF == VF ? p.klo : p.vlo;
+  const auto& vhi = KF == VF ? p.khi : p.vhi;
+  auto process = [&](const KT& kt_cur, const VT& vt_cur, int pg) {
     const int nvalid = min(kPageTokens, seq - pg * kPageTokens);
 
     // ---- scores S^T[mt]: tokens 16mt + g (+8), heads 2t, 2t+1
@@ -357,7 +367,7 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(DecodeParams p) {
           v *= __half2float(kt_cur.sc[k][0]);
           if constexpr (K2) v += s2[mt][c] * __half2float(kt_cur.sc[k][1]);
         }
-        if (g + 8 * k >= nvalid) v = -INFINITY;
+        if (nvalid < kPageTokens && g + 8 * k >= nvalid) v = -INFINITY;
         s[mt][c] = v;
         mx[c & 1] = fmaxf(mx[c & 1], v);
       }
@@ -416,11 +426,11 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(DecodeParams p) {
       const bool in_p0 = grp * 32 < VP0::kFirst + VP0::kElems;
       if (in_p0) {
         decode_group<VP0::kKind, true>(vt_cur.w0 + (grp - VP0::kFirst / 32) * VP0::kBits,
-                                       p.vlo[0][0], p.vlo[0][1], p.vhi[0][0], p.vhi[0][1],
+                                       vlo[0][0], vlo[0][1], vhi[0][0], vhi[0][1],
                                        vt_cur.qs[grp % VT::kNB], h);
       } else if constexpr (VP1::kExists) {
         decode_group<VP1::kKind, true>(vt_cur.w1 + (grp - VP1::kFirst / 32) * VP1::kBits,
-                                       p.vlo[1][0], p.vlo[1][1], p.vhi[1][0], p.vhi[1][1],
+                                       vlo[1][0], vlo[1][1], vhi[1][0], vhi[1][1],
                                        vt_cur.qs[0], h);
       }
 #pragma unroll
@@ -435,9 +445,50 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(DecodeParams p) {
             mma<VBF>(o[2 * grp + jm], a, pf[kt][0], pf[kt][1]);
         }
     }
-    if constexpr (PF) {
-      kt_cur = kt_nxt;
-      vt_cur = vt_nxt;
+  };
+
+  constexpr int SB = decode_stage_bytes(KF, VF, D);
+  if constexpr (decode_uses_ring(KF, VF, D)) {
+    // Each warp streams its pages through a ring of kStages shared-memory slots (cp.async,
+    // 16 B per lane per request): kStages − 1 pages in flight while one is computed.
+    extern __shared__ __align__(16) uint8_t dsm[];
+    uint8_t* ring = dsm + warp * kStages * SB;
+    const int first = pg0 + warp;
+    const int n_my = first < pg1 ? (pg1 - first + NW - 1) / NW : 0;
+    auto issue = [&](int it) {
+      const uint8_t* src = tile_ptr(first + it * NW);
+      const uint32_t dst = uint32_t(__cvta_generic_to_shared(ring + (it % kStages) * SB));
+      for (int i = lane; i < SB / 16; i += 32)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst + 16 * i),
+                     "l"(src + 16 * i));
+    };
+#pragma unroll
+    for (int it = 0; it < kStages - 1; ++it) {
+      if (it < n_my) issue(it);
+      asm volatile("cp.async.commit_group;");
+    }
+    for (int it = 0; it < n_my; ++it) {
+      asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
+      __syncwarp();
+      if (it + kStages - 1 < n_my) issue(it + kStages - 1);
+      asm volatile("cp.async.commit_group;");
+      const uint8_t* tp = ring + (it % kStages) * SB;
+      KT kt;
+      VT vt;
+      kt.template load<false>(tp, lane, false);
+      vt.template load<false>(tp + tile_bytes(KF, D), lane, true);
+      process(kt, vt, first + it * NW);
+    }
+    asm volatile("cp.async.wait_all;");
+    __syncthreads();
+  } else {
+    for (int pg = pg0 + warp; pg < pg1; pg += NW) {
+      KT kt;
+      VT vt;
+      const uint8_t* tp = tile_ptr(pg);
+      kt.template load<true>(tp, lane, false);
+      vt.template load<true>(tp + p.tile_k, lane, true);
+      process(kt, vt, pg);
     }
   }
 
@@ -448,8 +499,9 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(DecodeParams p) {
     l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 8);
     l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 16);
   }
-  __shared__ float sm_ml[NW][8][2];
-  __shared__ float sm_o[NW][8][D];
+  extern __shared__ __align__(16) uint8_t dsm[];
+  auto sm_ml = reinterpret_cast<float(*)[8][2]>(dsm);
+  auto sm_o = reinterpret_cast<float(*)[8][D]>(dsm + NW * 8 * 2 * sizeof(float));
   if (g == 0) {
 #pragma unroll
     for (int c = 0; c < 2; ++c) {

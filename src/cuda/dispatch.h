@@ -15,6 +15,10 @@ bool launch_append(Fmt kf, Fmt vf, int D, const AppendParams& p, dim3 grid, cuda
 
 template <int D>
 bool launch_decode_d(Fmt kf, Fmt vf, const DecodeParams& p, dim3 grid, cudaStream_t st);
+// Resident decode CTAs per SM for (kf, vf, D) (0: not instantiated).
+int decode_occupancy(Fmt kf, Fmt vf, int D);
+template <int D>
+int decode_occupancy_d(Fmt kf, Fmt vf);
 template <int D>
 bool launch_append_d(Fmt kf, Fmt vf, const AppendParams& p, dim3 grid, cudaStream_t st);
 

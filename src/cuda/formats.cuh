@@ -85,6 +85,9 @@ TQ_HD constexpr int nscalars(Fmt f, int D) {
   return f == Fmt::BF16 ? 0 : (f == Fmt::Q8_0 || f == Fmt::Q4_0) ? D / 32
        : (is_split(f) || f == Fmt::T3P) ? 2 : 1;
 }
+// Position of token tok in a turbo scalar array: the 4 tokens g, g+8, g+16, g+24 that one lane
+// needs are adjacent (one 8-byte load).
+TQ_HD constexpr int scalar_slot(int tok) { return 4 * (tok & 7) + (tok >> 3); }
 TQ_HD constexpr int tile_bytes(Fmt f, int D) { return codes_bytes(f, D) + nscalars(f, D) * 64; }
 constexpr int kPageTokens = 32;
 

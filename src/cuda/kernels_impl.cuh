@@ -7,11 +7,25 @@
 namespace tq::cuda {
 
 template <int D, Fmt KF, Fmt VF>
-static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, cudaStream_t st) {
-  if (dp) {
-    dk::decode_kernel<KF, VF, D, kDecodeWarps><<<grid, kDecodeWarps * 32, 0, st>>>(*dp);
+static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, cudaStream_t st,
+                     int* occ) {
+  if (dp || occ) {
+    auto kern = dk::decode_kernel<KF, VF, D, kDecodeWarps>;
+    constexpr int smem = dk::decode_smem_bytes(KF, VF, D, kDecodeWarps);
+    static bool attr = false;  // once per instantiation
+    if (!attr) {
+      cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      attr = true;
+    }
+    if (occ) {
+      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(occ, kern, kDecodeWarps * 32, smem) !=
+          cudaSuccess)
+        *occ = 1;
+      return true;
+    }
+    kern<<<grid, kDecodeWarps * 32, smem, st>>>(*dp);
   } else {
-    const int smem = tile_bytes(KF, D) + tile_bytes(VF, D) + ak::kWarps * D * 4;
+    constexpr int smem = ak::append_smem_bytes(KF, VF, D);
     ak::append_kernel<KF, VF, D><<<grid, ak::kWarps * 32, smem, st>>>(*ap);
   }
   return true;
@@ -19,9 +33,9 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
 
 template <int D>
 static bool run_any(Fmt kf, Fmt vf, const DecodeParams* dp, const AppendParams* ap, dim3 grid,
-                    cudaStream_t st) {
+                    cudaStream_t st, int* occ = nullptr) {
 #define TQ_PAIR(K, V) \
-  if (kf == Fmt::K && vf == Fmt::V) return run_pair<D, Fmt::K, Fmt::V>(dp, ap, grid, st);
+  if (kf == Fmt::K && vf == Fmt::V) return run_pair<D, Fmt::K, Fmt::V>(dp, ap, grid, st, occ);
   TQ_PAIR(BF16, BF16)
   TQ_PAIR(Q8_0, Q8_0)
   TQ_PAIR(Q4_0, Q4_0)
@@ -41,6 +55,12 @@ template <>
 bool launch_decode_d<TQ_HEAD_DIM>(Fmt kf, Fmt vf, const DecodeParams& p, dim3 grid,
                                   cudaStream_t st) {
   return run_any<TQ_HEAD_DIM>(kf, vf, &p, nullptr, grid, st);
+}
+template <>
+int decode_occupancy_d<TQ_HEAD_DIM>(Fmt kf, Fmt vf) {
+  int occ = 0;
+  if (!run_any<TQ_HEAD_DIM>(kf, vf, nullptr, nullptr, dim3(), nullptr, &occ)) return 0;
+  return occ;
 }
 template <>
 bool launch_append_d<TQ_HEAD_DIM>(Fmt kf, Fmt vf, const AppendParams& p, dim3 grid,
