@@ -1,7 +1,7 @@
 # turboquant — `make run` and `make test` work on a fresh machine (they install what they need).
 BUILD ?= build
 JOBS ?= $(shell nproc)
-CMAKE_FLAGS ?=
+CMAKE_FLAGS ?= $(if $(shell command -v nvcc),-DTQ_CUDA=ON,)
 
 .PHONY: run test build setup model clean
 

@@ -207,6 +207,39 @@ int main(int argc, char** argv) {
         first_row = false;
       }
   }
+  // tuning variants of the turbo3 kernel at B = 32, ctx = 32768 (stderr only)
+  if (std::find(types.begin(), types.end(), "turbo3") != types.end() && ctx_max >= 32768) {
+    CacheConfig cfg;
+    cfg.head_dim = D;
+    cfg.n_kv_heads = Hkv;
+    cfg.n_pages = Bmax * max_pages;
+    GpuCache cache(cfg);
+    for (int s = 0; s < 32768; s += chunk) {
+      std::vector<int> st(Bmax, s);
+      CK(cudaMemcpy(d_start, st.data(), Bmax * 4, cudaMemcpyHostToDevice));
+      fill_bf16<<<2048, 256>>>(d_k, chunk_vals, 1000 + s);
+      fill_bf16<<<2048, 256>>>(d_v, chunk_vals, 5000 + s);
+      cache.append(d_k, d_v, Bmax, chunk, d_bt, max_pages, d_start);
+    }
+    std::vector<int> lens(Bmax, 32768);
+    CK(cudaMemcpy(d_lens, lens.data(), Bmax * 4, cudaMemcpyHostToDevice));
+    for (int v = 0; v <= 4; ++v) {
+      set_decode_variant(v);
+      std::vector<float> ts;
+      for (int r = 0; r < 23; ++r) {
+        CK(cudaEventRecord(e0));
+        cache.decode(d_q, d_out, Bmax, Hq, d_bt, max_pages, d_lens, 32768, 0.088f);
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        if (r >= 3) ts.push_back(ms);
+      }
+      CK(cudaGetLastError());
+      std::fprintf(stderr, "variant %d: turbo3 B=32 ctx=32768 %.4f ms\n", v, median(ts));
+    }
+    set_decode_variant(0);
+  }
   std::fprintf(fo, "\n], \"append\": [%s]}\n", append_json.c_str());
   std::fclose(fo);
   return 0;

@@ -11,9 +11,17 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/consts.cuh"
 #include "cuda/formats.cuh"
+
+// #pragma unroll in host+device functions (the host compiler does not know it).
+#ifdef __CUDA_ARCH__
+#define TQ_UNROLL _Pragma("unroll")
+#else
+#define TQ_UNROLL
+#endif
 
 namespace tq::cuda {
 
@@ -292,10 +300,10 @@ TQ_HD uint32_t build_word(const uint8_t* codes, const uint16_t* raw16, int lane,
     // LUT4 code bytes are already (negative << 3 | magnitude), so that the zero byte of an
     // empty slot adds no bits to a partially filled page.
     if (K == Kind::LUT4 && wg == 3) {
-#pragma unroll
+TQ_UNROLL
       for (int q = 0; q < 4; ++q) {
         const int base = blk_base<IsV, D>(lane, b0 + q);
-#pragma unroll
+TQ_UNROLL
         for (int r = 0; r < 8; ++r) {
           const int ee = 8 * q + r;
           x |= ((uint32_t(codes[base + elem_off<IsV, D>(r)]) >> 3) & 1u)
@@ -305,33 +313,33 @@ TQ_HD uint32_t build_word(const uint8_t* codes, const uint16_t* raw16, int lane,
       return x;
     }
     const int bm = blk_base<IsV, D>(lane, b0 + wg), bp = blk_base<IsV, D>(lane, b0 + 3);
-#pragma unroll
+TQ_UNROLL
     for (int pos = 0; pos < 8; ++pos) {
       x |= (uint32_t(codes[bm + elem_off<IsV, D>(pos)]) & 7u) << (4 * pos);
       x |= ((uint32_t(codes[bp + elem_off<IsV, D>(pos)]) >> wg) & 1u) << (4 * pos + 3);
     }
   } else if constexpr (K == Kind::LUT2) {
-#pragma unroll
+TQ_UNROLL
     for (int h = 0; h < 2; ++h) {
       const int base = blk_base<IsV, D>(lane, b0 + 2 * wg + h);
-#pragma unroll
+TQ_UNROLL
       for (int pos = 0; pos < 8; ++pos)
         x |= (uint32_t(codes[base + elem_off<IsV, D>(pos)]) & 3u) << (4 * pos + 2 * h);
     }
   } else if constexpr (K == Kind::LUT1) {  // T3P signs: bit 7 of the code byte
-#pragma unroll
+TQ_UNROLL
     for (int kk = 0; kk < 4; ++kk) {
       const int base = blk_base<IsV, D>(lane, b0 + kk);
-#pragma unroll
+TQ_UNROLL
       for (int pos = 0; pos < 8; ++pos)
         x |= (uint32_t(codes[base + elem_off<IsV, D>(pos)]) >> 7) << (4 * pos + kk);
     }
   } else if constexpr (K == Kind::Q8) {
-#pragma unroll
+TQ_UNROLL
     for (int b = 0; b < 4; ++b) x |= code_at<IsV, D>(codes, lane, e0 + 4 * wg + b) << (8 * b);
   } else if constexpr (K == Kind::Q4) {
     const int base = blk_base<IsV, D>(lane, b0 + wg);
-#pragma unroll
+TQ_UNROLL
     for (int ee = 0; ee < 8; ++ee)
       x |= uint32_t(codes[base + elem_off<IsV, D>(ee)]) << (4 * ((ee >> 1) + 4 * (ee & 1)));
   }
@@ -375,21 +383,31 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   constexpr int E = D / 32;
   const int nvec = 2 * (s1 - s0);
+  // One vector ahead: the next input vector is loaded while this one is encoded.
+  using Raw = std::conditional_t<E == 2, uint32_t, std::conditional_t<E == 4, uint2, uint4>>;
+  auto src_of = [&](int vi) {
+    const bool is_v = vi & 1;
+    const int pos = pg * kPageTokens + s0 + vi / 2;
+    return reinterpret_cast<const Raw*>(
+        (is_v ? p.v : p.k) + ((size_t(b) * p.n_new + (pos - st)) * p.Hkv + kvh) * D + E * lane);
+  };
+  Raw nxt{};
+  if (warp < nvec) nxt = *src_of(warp);
+#pragma unroll 1
   for (int vi = warp; vi < nvec; vi += kWarps) {
+    const Raw cur = nxt;
+    if (vi + kWarps < nvec) nxt = *src_of(vi + kWarps);
     const bool is_v = vi & 1;
     const int slot = s0 + vi / 2;
-    const int pos = pg * kPageTokens + slot;
-    const uint16_t* src =
-        (is_v ? p.v : p.k) + ((size_t(b) * p.n_new + (pos - st)) * p.Hkv + kvh) * D + E * lane;
     uint16_t raw[E];
     if constexpr (E == 4) {
-      const uint2 v = *reinterpret_cast<const uint2*>(src);
+      const uint2 v = cur;
       raw[0] = v.x & 0xFFFF; raw[1] = v.x >> 16; raw[2] = v.y & 0xFFFF; raw[3] = v.y >> 16;
     } else if constexpr (E == 2) {
-      const uint32_t v = *reinterpret_cast<const uint32_t*>(src);
+      const uint32_t v = cur;
       raw[0] = v & 0xFFFF; raw[1] = v >> 16;
     } else {
-      const uint4 v = *reinterpret_cast<const uint4*>(src);
+      const uint4 v = cur;
       const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
       for (int k = 0; k < 8; ++k) raw[k] = (w[k / 2] >> (16 * (k & 1))) & 0xFFFF;
@@ -407,11 +425,11 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
   __syncthreads();
   const bool full = s0 == 0 && s1 == kPageTokens;
   const uint16_t* rk = reinterpret_cast<const uint16_t*>(ck);
-  const uint16_t* rv = reinterpret_cast<const uint16_t*>(cv);
+  const uint16_t* rw = reinterpret_cast<const uint16_t*>(cv);
   write_part<KF, D, 0, false>(ck, rk, gk, full);
   write_part<KF, D, 1, false>(ck, rk, gk, full);
-  write_part<VF, D, 0, true>(cv, rv, gv, full);
-  write_part<VF, D, 1, true>(cv, rv, gv, full);
+  write_part<VF, D, 0, true>(cv, rw, gv, full);
+  write_part<VF, D, 1, true>(cv, rw, gv, full);
 }
 
 // Dynamic shared memory of the append kernel.

@@ -27,6 +27,12 @@ void check_cuda(int err, const char* what) {
                 ")");
 }
 
+namespace {
+int g_decode_variant = 0;
+}
+int decode_variant() { return g_decode_variant; }
+void set_decode_variant(int v) { g_decode_variant = v; }
+
 bool device_available() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -356,7 +362,8 @@ void GpuCache::decode(const float* q, float* out, int B, int Hq, const int* bloc
     double best = 1e300;
     for (int s = 1; s <= std::min(pages, 512); ++s) {
       const long waves = (pairs * s + resident - 1) / resident;
-      const double cost = double(waves) * (double((pages + s - 1) / s) + 6.0 * kDecodeWarps);
+      const double cost = double(waves) * (double((pages + s - 1) / s) +
+                                           6.0 * decode_warps(cfg_.kfmt, cfg_.vfmt, D));
       if (cost < best - 1e-9) {
         best = cost;
         splits = s;

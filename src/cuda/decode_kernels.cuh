@@ -240,7 +240,6 @@ struct LaneTile {
   }
 };
 
-constexpr int kStages = 3;
 __host__ __device__ constexpr int decode_stage_bytes(Fmt kf, Fmt vf, int D) {
   return (tile_bytes(kf, D) + tile_bytes(vf, D) + 15) / 16 * 16;
 }
@@ -249,14 +248,14 @@ __host__ __device__ constexpr int decode_stage_bytes(Fmt kf, Fmt vf, int D) {
 __host__ __device__ constexpr bool decode_uses_ring(Fmt kf, Fmt vf, int D) {
   return decode_stage_bytes(kf, vf, D) <= 5120;
 }
-__host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int nw) {
+__host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int nw, int stages) {
   const int merge = nw * 8 * 2 * 4 + nw * 8 * D * 4;
-  const int ring = decode_uses_ring(kf, vf, D) ? nw * kStages * decode_stage_bytes(kf, vf, D) : 0;
+  const int ring = decode_uses_ring(kf, vf, D) ? nw * stages * decode_stage_bytes(kf, vf, D) : 0;
   return merge > ring ? merge : ring;
 }
 
-template <Fmt KF, Fmt VF, int D, int NW>
-__global__ void __launch_bounds__(NW * 32) decode_kernel(DecodeParams p) {
+template <Fmt KF, Fmt VF, int D, int NW, int kStages = 3, int MINB = 1>
+__global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   constexpr bool KBF = KF == Fmt::BF16, VBF = VF == Fmt::BF16;
   constexpr int KS = D / 16;  // k-steps over dims (K side) = m-tiles over dims (V side)
   using KT = LaneTile<KF, D>;

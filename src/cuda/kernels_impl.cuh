@@ -6,24 +6,39 @@
 
 namespace tq::cuda {
 
+template <Fmt KF, Fmt VF, int D, int NW, int ST, int MINB>
+static bool run_decode(const DecodeParams* dp, dim3 grid, cudaStream_t st, int* occ) {
+  auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB>;
+  constexpr int smem = dk::decode_smem_bytes(KF, VF, D, NW, ST);
+  static bool attr = false;  // once per instantiation
+  if (!attr) {
+    cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    attr = true;
+  }
+  if (occ) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(occ, kern, NW * 32, smem) != cudaSuccess)
+      *occ = 1;
+    return true;
+  }
+  kern<<<grid, NW * 32, smem, st>>>(*dp);
+  return true;
+}
+
 template <int D, Fmt KF, Fmt VF>
 static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, cudaStream_t st,
                      int* occ) {
   if (dp || occ) {
-    auto kern = dk::decode_kernel<KF, VF, D, kDecodeWarps>;
-    constexpr int smem = dk::decode_smem_bytes(KF, VF, D, kDecodeWarps);
-    static bool attr = false;  // once per instantiation
-    if (!attr) {
-      cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-      attr = true;
+    if constexpr (KF == Fmt::T3 && VF == Fmt::T3 && D == 128) {
+      // tuning variants (warps per CTA, ring stages, min CTAs per SM); see decode_warps()
+      switch (decode_variant()) {
+        case 1: return run_decode<KF, VF, D, 4, 2, 1>(dp, grid, st, occ);
+        case 2: return run_decode<KF, VF, D, 4, 2, 6>(dp, grid, st, occ);
+        case 3: return run_decode<KF, VF, D, 8, 2, 1>(dp, grid, st, occ);
+        case 4: return run_decode<KF, VF, D, 8, 3, 2>(dp, grid, st, occ);
+        default: break;
+      }
     }
-    if (occ) {
-      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(occ, kern, kDecodeWarps * 32, smem) !=
-          cudaSuccess)
-        *occ = 1;
-      return true;
-    }
-    kern<<<grid, kDecodeWarps * 32, smem, st>>>(*dp);
+    return run_decode<KF, VF, D, kDecodeWarps, 3, 1>(dp, grid, st, occ);
   } else {
     constexpr int smem = ak::append_smem_bytes(KF, VF, D);
     ak::append_kernel<KF, VF, D><<<grid, ak::kWarps * 32, smem, st>>>(*ap);

@@ -23,6 +23,9 @@ const char* fmt_name(Fmt f);
 // All-in bits per value of the GPU layout (codes + per-token scalars).
 double fmt_bpv(Fmt f, int D);
 
+// Select a decode-kernel tuning variant (benchmarks; see dispatch.h). 0 = default.
+void set_decode_variant(int v);
+
 struct CacheConfig {
   Fmt kfmt = Fmt::T3, vfmt = Fmt::T3;
   int head_dim = 128;
