@@ -118,7 +118,8 @@ TQ_HD uint32_t lut4_code(int idx) { return idx < 8 ? 8u | uint32_t(7 - idx) : ui
 template <Fmt F, int D>
 __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t* raw16,
                               const uint16_t (&raw)[D / 32], uint8_t* gtile, int tok,
-                              const FormatConsts& c, float* stage, int lane) {
+                              const FormatConsts& c, const float (&sg)[D / 32], float* stage,
+                              int lane) {
   constexpr int E = D / 32;
   constexpr int CB = codes_bytes(F, D);
   const int j0 = E * lane;  // first element of this lane
@@ -211,7 +212,7 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
     const float inv = n > 0.f ? 1.0f / n : 0.f;
     float u[E];
 #pragma unroll
-    for (int k = 0; k < E; ++k) u[k] = x[k] * inv * c.signs[j0 + k];
+    for (int k = 0; k < E; ++k) u[k] = x[k] * inv * sg[k];
     fwht_warp<E>(u, lane);
     const float sc = 1.0f / sqrtf(float(D));
     int idx[E];
@@ -393,6 +394,13 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
   };
   Raw nxt{};
   if (warp < nvec) nxt = *src_of(warp);
+  // this lane's rotation signs, for every vector it encodes
+  float sgk[E], sgv[E];
+#pragma unroll
+  for (int k = 0; k < E; ++k) {
+    sgk[k] = p.kc.signs ? p.kc.signs[E * lane + k] : 1.f;
+    sgv[k] = p.vc.signs ? p.vc.signs[E * lane + k] : 1.f;
+  }
 #pragma unroll 1
   for (int vi = warp; vi < nvec; vi += kWarps) {
     const Raw cur = nxt;
@@ -416,10 +424,10 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
 #pragma unroll
     for (int k = 0; k < E; ++k) x[k] = __uint_as_float(uint32_t(raw[k]) << 16);
     if (is_v)
-      encode_vector<VF, D>(x, cv, reinterpret_cast<uint16_t*>(cv), raw, gv, slot, p.vc,
+      encode_vector<VF, D>(x, cv, reinterpret_cast<uint16_t*>(cv), raw, gv, slot, p.vc, sgv,
                            stage + warp * D, lane);
     else
-      encode_vector<KF, D>(x, ck, reinterpret_cast<uint16_t*>(ck), raw, gk, slot, p.kc,
+      encode_vector<KF, D>(x, ck, reinterpret_cast<uint16_t*>(ck), raw, gk, slot, p.kc, sgk,
                            stage + warp * D, lane);
   }
   __syncthreads();

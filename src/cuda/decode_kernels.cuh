@@ -384,9 +384,12 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       m_run[c] = mn;
       l_run[c] *= alpha[c];
     }
+    // the running max rarely moves after the first pages: skip the rescale warp-uniformly
+    if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
 #pragma unroll
-    for (int i = 0; i < KS; ++i) {
-      o[i][0] *= alpha[0]; o[i][1] *= alpha[1]; o[i][2] *= alpha[0]; o[i][3] *= alpha[1];
+      for (int i = 0; i < KS; ++i) {
+        o[i][0] *= alpha[0]; o[i][1] *= alpha[1]; o[i][2] *= alpha[0]; o[i][3] *= alpha[1];
+      }
     }
     // P' = p·(value scalar), fp16/bf16, transposed into B fragments pf[kt][0..1]
     uint32_t pf[2][2], pf2[V2 ? 2 : 1][2];
