@@ -70,12 +70,22 @@ __device__ __forceinline__ void fwht_warp(float (&u)[E], int lane) {
         u[k + h] = a - b;
       }
 #pragma unroll
-  for (int hb = 1; hb < 32; hb <<= 1)
+  for (int hb = 1; hb < 32; hb <<= 1) {
+    const float sg = (lane & hb) ? -1.f : 1.f;  // upper index: o − u, lower: u + o
 #pragma unroll
-    for (int k = 0; k < E; ++k) {
-      const float o = __shfl_xor_sync(0xffffffffu, u[k], hb);
-      u[k] = (lane & hb) ? (o - u[k]) : (u[k] + o);
-    }
+    for (int k = 0; k < E; ++k) u[k] = fmaf(sg, u[k], __shfl_xor_sync(0xffffffffu, u[k], hb));
+  }
+}
+
+// Lloyd-Max index = number of boundaries below u, through the cell table in shared memory.
+__device__ __forceinline__ int quantize_cells(float u, const float2* cells, float qinv,
+                                              float qoff) {
+  // round(x − 1/2) = ⌊x⌋ except exactly at a cell edge, where either neighbour gives the count
+  const float y = fmaf(u, qinv, qoff - 0.5f);
+  int ci = __float_as_int(y + 12582912.0f) - 0x4B400000;
+  ci = min(max(ci, 0), kQCells - 1);
+  const float2 e = cells[ci];
+  return int(e.y) + (e.x < u ? 1 : 0);
 }
 
 template <int NB>
@@ -119,7 +129,7 @@ template <Fmt F, int D>
 __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t* raw16,
                               const uint16_t (&raw)[D / 32], uint8_t* gtile, int tok,
                               const FormatConsts& c, const float (&sg)[D / 32], float* stage,
-                              int lane) {
+                              const float2* cells, int lane) {
   constexpr int E = D / 32;
   constexpr int CB = codes_bytes(F, D);
   const int j0 = E * lane;  // first element of this lane
@@ -202,7 +212,6 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
       store_scalar(gtile, CB, 1, tok, n_lo);
     }
   } else {  // T2, T3, T4, T3P: one randomised Hadamard rotation of the whole vector
-    constexpr int NB = (1 << (F == Fmt::T2 || F == Fmt::T3P ? 2 : F == Fmt::T3 ? 3 : 4)) - 1;
     float ss = 0.f;
 #pragma unroll
     for (int k = 0; k < E; ++k) ss += x[k] * x[k];
@@ -219,7 +228,7 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
 #pragma unroll
     for (int k = 0; k < E; ++k) {
       u[k] *= sc;
-      idx[k] = n > 0.f ? quantize<NB>(u[k], c.bounds[0]) : 0;
+      idx[k] = n > 0.f ? quantize_cells(u[k], cells, c.qinv, c.qoff) : 0;
       if constexpr (F == Fmt::T4) idx[k] = int(lut4_code(idx[k]));
     }
     if constexpr (F == Fmt::T3P) {
@@ -392,6 +401,13 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
     return reinterpret_cast<const Raw*>(
         (is_v ? p.v : p.k) + ((size_t(b) * p.n_new + (pos - st)) * p.Hkv + kvh) * D + E * lane);
   };
+  // quantizer cell tables of K and V (Hadamard turbo types)
+  float2* cells = reinterpret_cast<float2*>(stage + kWarps * D);
+  if (p.kc.qcells)
+    for (int i = threadIdx.x; i < kQCells; i += blockDim.x) cells[i] = p.kc.qcells[i];
+  if (p.vc.qcells)
+    for (int i = threadIdx.x; i < kQCells; i += blockDim.x) cells[kQCells + i] = p.vc.qcells[i];
+  __syncthreads();
   Raw nxt{};
   if (warp < nvec) nxt = *src_of(warp);
   // this lane's rotation signs, for every vector it encodes
@@ -425,10 +441,10 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
     for (int k = 0; k < E; ++k) x[k] = __uint_as_float(uint32_t(raw[k]) << 16);
     if (is_v)
       encode_vector<VF, D>(x, cv, reinterpret_cast<uint16_t*>(cv), raw, gv, slot, p.vc, sgv,
-                           stage + warp * D, lane);
+                           stage + warp * D, cells + kQCells, lane);
     else
       encode_vector<KF, D>(x, ck, reinterpret_cast<uint16_t*>(ck), raw, gk, slot, p.kc, sgk,
-                           stage + warp * D, lane);
+                           stage + warp * D, cells, lane);
   }
   __syncthreads();
   const bool full = s0 == 0 && s1 == kPageTokens;
@@ -442,7 +458,8 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
 
 // Dynamic shared memory of the append kernel.
 __host__ __device__ constexpr int append_smem_bytes(Fmt kf, Fmt vf, int D) {
-  return 2 * (kf == Fmt::BF16 ? 2 : 1) * kPageTokens * D + kWarps * D * 4;
+  return 2 * (kf == Fmt::BF16 ? 2 : 1) * kPageTokens * D + kWarps * D * 4 +
+         2 * kQCells * 8;
 }
 
 }  // namespace ak

@@ -80,6 +80,51 @@ void make_lut(const std::vector<float>& entries, uint32_t lo[2], uint32_t hi[2])
   }
 }
 
+// Quantizer cells (see FormatConsts::qcells): a cell width and offset such that no cell holds
+// two boundaries and no boundary lies within w/16 of a cell edge (so a cell index that is off
+// by one at an edge still gives the exact count).
+void set_cells(FormatConsts& c, const ScalarCodebook& cb) {
+  const auto& B = cb.boundaries;
+  double bmax = 0;
+  for (float b : B) bmax = std::max(bmax, std::fabs(double(b)));
+  std::vector<float2> cells(kQCells);
+  for (int attempt = 0; attempt < 4000; ++attempt) {
+    // edges at L + i·w, L = −G − w/2: the middle boundary 0 sits in the middle of a cell
+    const double G = bmax * (1.01 + 0.0007 * attempt) + 1e-6, w = 2 * G / kQCells;
+    const double L = -G - w / 2;
+    std::vector<int> cnt(kQCells, 0);
+    bool ok = true;
+    for (float b : B) {
+      const double x = (double(b) - L) / w;
+      const int ci = int(std::floor(x));
+      const double frac = x - ci;
+      if (ci < 0 || ci >= kQCells || frac < 1.0 / 16 || frac > 15.0 / 16 || ++cnt[ci] > 1) {
+        ok = false;
+        break;
+      }
+    }
+    if (!ok) continue;
+    for (int i = 0; i < kQCells; ++i) {
+      const double lo = L + i * w, hi = lo + w;
+      float bound = INFINITY;
+      int below = 0;
+      for (float b : B) {
+        if (double(b) < lo) ++below;
+        else if (double(b) < hi) bound = b;
+      }
+      cells[i] = make_float2(bound, float(below));
+    }
+    float2* d = nullptr;
+    TQ_CUDA_CHECK(cudaMalloc(&d, sizeof(float2) * kQCells));
+    TQ_CUDA_CHECK(cudaMemcpy(d, cells.data(), sizeof(float2) * kQCells, cudaMemcpyHostToDevice));
+    c.qcells = d;
+    c.qinv = float(1.0 / w);
+    c.qoff = float(-L / w);
+    return;
+  }
+  throw Error("CUDA cache: no quantizer cell grid fits this codebook");
+}
+
 float* upload(const std::vector<float>& v) {
   float* d = nullptr;
   TQ_CUDA_CHECK(cudaMalloc(&d, v.size() * sizeof(float)));
@@ -131,6 +176,7 @@ FormatConsts* make_consts(Fmt f, int D, uint64_t seed) {
   } else {
     const int bits = f == Fmt::T2 ? 2 : f == Fmt::T3 ? 3 : f == Fmt::T4 ? 4 : 2;
     set_codebook(*c, 0, lloyd_max_codebook(D, bits));
+    set_cells(*c, lloyd_max_codebook(D, bits));
     const Rotation rot(D, derive_seed(seed, kRotationTag));
     if (rot.kind() != Rotation::Kind::kHadamard)
       throw Error("CUDA cache: head dimension must be a power of two");
@@ -153,6 +199,7 @@ void free_consts(FormatConsts* c) {
   if (!c) return;
   for (const float* p : {c->signs, c->rot_t[0], c->rot_t[1], c->R, c->S, c->St})
     if (p) cudaFree(const_cast<float*>(p));
+  if (c->qcells) cudaFree(const_cast<float2*>(c->qcells));
   delete c;
 }
 
@@ -317,6 +364,7 @@ GpuCache::~GpuCache() {
   cudaFree(pool_);
   cudaFree(ws_);
   cudaFree(qbuf_);
+  cudaFree(lens_);
   free_consts(kc_.release());
   free_consts(vc_.release());
 }
@@ -348,6 +396,36 @@ void GpuCache::append(const uint16_t* k, const uint16_t* v, int B, int n_new,
 void GpuCache::decode(const float* q, float* out, int B, int Hq, const int* block_table,
                       int max_pages, const int* seq_lens, int max_seq, float sm_scale,
                       int splits, void* stream) {
+  decode_impl(q, out, B, Hq, block_table, max_pages, max_pages, seq_lens, max_seq, sm_scale,
+              splits, stream);
+}
+
+namespace {
+__global__ void causal_lens_kernel(int* lens, int T, int pos0) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < T) lens[i] = pos0 + i + 1;
+}
+}  // namespace
+
+void GpuCache::prefill(const float* q, float* out, int T, int Hq, const int* block_table,
+                       int max_pages, int pos0, float sm_scale, void* stream) {
+  if (T <= 0) return;
+  if (pos0 < 0) throw Error("CUDA prefill: negative start position");
+  cudaStream_t st = cudaStream_t(stream);
+  if (size_t(T) * sizeof(int) > lens_bytes_) {
+    cudaFree(lens_);
+    TQ_CUDA_CHECK(cudaMalloc(&lens_, size_t(T) * sizeof(int)));
+    lens_bytes_ = size_t(T) * sizeof(int);
+  }
+  causal_lens_kernel<<<(T + 255) / 256, 256, 0, st>>>(lens_, T, pos0);
+  TQ_CUDA_CHECK(cudaGetLastError());
+  // every query token is a sequence of its own over the same page table (stride 0)
+  decode_impl(q, out, T, Hq, block_table, max_pages, 0, lens_, pos0 + T, sm_scale, 0, stream);
+}
+
+void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int* block_table,
+                           int max_pages, int bt_stride, const int* seq_lens, int max_seq,
+                           float sm_scale, int splits, void* stream) {
   const int D = cfg_.head_dim, Hkv = cfg_.n_kv_heads;
   if (Hq % Hkv != 0 || Hq / Hkv > 8)
     throw Error("CUDA decode: query heads must be 1..8 times the KV heads");
@@ -404,6 +482,7 @@ void GpuCache::decode(const float* q, float* out, int B, int Hq, const int* bloc
   p.pool = pool_;
   p.block_table = block_table;
   p.max_pages = max_pages;
+  p.bt_stride = bt_stride;
   p.seq_lens = seq_lens;
   p.q = qbuf_;
   p.qs = qbuf_ + rows * D;

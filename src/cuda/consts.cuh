@@ -1,10 +1,13 @@
 // Device-side constants of one cache format (plain data, passed to kernels by value).
 #pragma once
 #include <cstdint>
+#include <vector_types.h>
 
 #include "cuda/formats.cuh"
 
 namespace tq::cuda {
+
+constexpr int kQCells = 256;
 
 struct FormatConsts {
   Fmt fmt = Fmt::T3;
@@ -15,6 +18,11 @@ struct FormatConsts {
   float bounds[2][15] = {};  // Lloyd-Max decision boundaries (append)
   int nbounds[2] = {};
   float cent[2][16] = {};    // centroids (append, T3P residual)
+  // Quantizer cells for part 0 of the Hadamard types: cell i of kQCells covers
+  // [−G + i·w, −G + (i+1)·w); entry = {the one boundary inside it (or +inf), #boundaries below
+  // the cell}; index(u) = entry.y + (entry.x < u), with cell = ⌊u/w + G/w⌋ (clamped).
+  const float2* qcells = nullptr;
+  float qinv = 0.f, qoff = 0.f;
   int pdim[2] = {};          // rotation size of each part
   bool fwht = false;         // single power-of-two rotation: u = FWHT(signs ⊙ x)/√D
   const float* signs = nullptr;      // [D]

@@ -23,6 +23,7 @@ struct DecodeParams {
   const uint8_t* pool;
   const int* block_table;
   int max_pages;
+  int bt_stride;  // ints between the block-table rows of consecutive sequences (0: shared)
   const int* seq_lens;
   const uint16_t* q;   // prepared Q' [B][Hq][D] (fp16, bf16 for a BF16 key cache)
   const uint16_t* qs;  // T3P: √(π/2)/D · S Q'
@@ -302,7 +303,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   float m_run[2] = {-1e30f, -1e30f}, l_run[2] = {0.f, 0.f};
 
   const uint8_t* pool = p.pool;
-  const int* bt = p.block_table + size_t(b) * p.max_pages;
+  const int* bt = p.block_table + size_t(b) * p.bt_stride;
   const size_t head_off = size_t(kvh) * (p.tile_k + tile_bytes(VF, D));
 
   auto tile_ptr = [&](int pg) {

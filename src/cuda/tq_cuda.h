@@ -66,6 +66,14 @@ class GpuCache {
               const int* seq_lens, int max_seq, float sm_scale, int splits = 0,
               void* stream = nullptr);
 
+  // Prefill attention (causal) for T new tokens of one sequence, already appended at positions
+  // pos0 .. pos0+T−1: query token i attends to positions ≤ pos0 + i. q, out: device fp32
+  // [T][Hq][D]; block_table: device int row of that sequence. Each query token runs as one
+  // decode row over the shared page table (the codes are decoded by the same tensor-core kernel;
+  // the prefix is re-read per query token, so this path suits prompts of moderate length).
+  void prefill(const float* q, float* out, int T, int Hq, const int* block_table, int max_pages,
+               int pos0, float sm_scale, void* stream = nullptr);
+
   // Host copy of one tile's codes as the CPU codecs index them: idx[tok][dim] per part
   // (turbo: Lloyd-Max index; T3P part 1: sign bit; q8_0/q4_0: stored integer; bf16: bits),
   // and the fp16 scalars [array][tok]. For tests.
@@ -84,6 +92,11 @@ class GpuCache {
   size_t ws_bytes_ = 0;
   uint16_t* qbuf_ = nullptr;  // prepared queries
   size_t qbuf_bytes_ = 0;
+  int* lens_ = nullptr;  // prefill: causal lengths
+  size_t lens_bytes_ = 0;
+  void decode_impl(const float* q, float* out, int B, int Hq, const int* block_table,
+                   int max_pages, int bt_stride, const int* seq_lens, int max_seq,
+                   float sm_scale, int splits, void* stream);
 };
 
 }  // namespace tq::cuda

@@ -310,6 +310,106 @@ TEST_F(CudaAttention, LongContextManySplits) {
           false);
 }
 
+// Prefill: T new tokens (already appended) attend causally to the cache.
+double run_prefill(Fmt kf, Fmt vf, int D, int L, int T, std::mt19937& rng) {
+  const int Hkv = 2, G = 4, Hq = Hkv * G;
+  const int max_pages = (L + 31) / 32;
+  CacheConfig cfg;
+  cfg.kfmt = kf;
+  cfg.vfmt = vf;
+  cfg.head_dim = D;
+  cfg.n_kv_heads = Hkv;
+  cfg.n_pages = max_pages + 2;
+  GpuCache cache(cfg);
+  std::vector<int> bt(max_pages);
+  for (int i = 0; i < max_pages; ++i) bt[i] = max_pages + 1 - i;  // reversed pages
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> K(size_t(L) * Hkv * D), V(K.size());
+  for (size_t i = 0; i < K.size(); ++i) {
+    K[i] = bf16_round(nd(rng) + 0.3f);
+    V[i] = bf16_round(nd(rng));
+  }
+  std::vector<uint16_t> hk(K.size()), hv(V.size());
+  for (size_t i = 0; i < K.size(); ++i) {
+    hk[i] = f32_to_bf16(K[i]);
+    hv[i] = f32_to_bf16(V[i]);
+  }
+  int *d_bt, *d_start;
+  uint16_t *d_k, *d_v;
+  CK(cudaMalloc(&d_bt, max_pages * 4));
+  CK(cudaMemcpy(d_bt, bt.data(), max_pages * 4, cudaMemcpyHostToDevice));
+  CK(cudaMalloc(&d_start, 4));
+  CK(cudaMemset(d_start, 0, 4));
+  CK(cudaMalloc(&d_k, hk.size() * 2));
+  CK(cudaMalloc(&d_v, hv.size() * 2));
+  CK(cudaMemcpy(d_k, hk.data(), hk.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(d_v, hv.data(), hv.size() * 2, cudaMemcpyHostToDevice));
+  cache.append(d_k, d_v, 1, L, d_bt, max_pages, d_start);
+  std::vector<std::vector<float>> Kq(Hkv), Vq(Hkv);
+  for (int h = 0; h < Hkv; ++h) {
+    std::vector<float> xk(size_t(L) * D), xv(xk.size());
+    for (int t = 0; t < L; ++t)
+      for (int j = 0; j < D; ++j) {
+        xk[size_t(t) * D + j] = K[(size_t(t) * Hkv + h) * D + j];
+        xv[size_t(t) * D + j] = V[(size_t(t) * Hkv + h) * D + j];
+      }
+    Kq[h] = cpu_decode(kf, false, D, xk, L);
+    Vq[h] = cpu_decode(vf, true, D, xv, L);
+  }
+  const int pos0 = L - T;
+  std::vector<float> q(size_t(T) * Hq * D);
+  for (auto& v : q) v = nd(rng);
+  const float scale = 1.0f / std::sqrt(float(D));
+  std::vector<double> ref(q.size());
+  for (int i = 0; i < T; ++i)
+    for (int qh = 0; qh < Hq; ++qh) {
+      const int h = qh / G, n = pos0 + i + 1;
+      const float* qq = &q[(size_t(i) * Hq + qh) * D];
+      std::vector<double> sc(n);
+      double mx = -1e300, l = 0;
+      for (int t = 0; t < n; ++t) {
+        double a = 0;
+        for (int j = 0; j < D; ++j) a += double(qq[j]) * Kq[h][size_t(t) * D + j];
+        mx = std::max(mx, sc[t] = a * scale);
+      }
+      for (int t = 0; t < n; ++t) l += (sc[t] = std::exp(sc[t] - mx));
+      for (int j = 0; j < D; ++j) {
+        double o = 0;
+        for (int t = 0; t < n; ++t) o += sc[t] * Vq[h][size_t(t) * D + j];
+        ref[(size_t(i) * Hq + qh) * D + j] = o / l;
+      }
+    }
+  float *d_q, *d_out;
+  CK(cudaMalloc(&d_q, q.size() * 4));
+  CK(cudaMalloc(&d_out, q.size() * 4));
+  CK(cudaMemcpy(d_q, q.data(), q.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemset(d_out, 0xFF, q.size() * 4));
+  cache.prefill(d_q, d_out, T, Hq, d_bt, max_pages, pos0, scale);
+  CK(cudaDeviceSynchronize());
+  std::vector<float> out(q.size());
+  CK(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost));
+  double num = 0, den = 0;
+  size_t bad = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    bad += !std::isfinite(out[i]);
+    num += (out[i] - ref[i]) * (out[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  EXPECT_EQ(bad, 0u);
+  for (void* ptr : {(void*)d_bt, (void*)d_start, (void*)d_k, (void*)d_v, (void*)d_q, (void*)d_out})
+    cudaFree(ptr);
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+TEST_F(CudaAttention, PrefillCausal) {
+  std::mt19937 rng(777);
+  for (Fmt f : {Fmt::T3, Fmt::BF16, Fmt::Q4_0, Fmt::T25}) {
+    const double err = run_prefill(f, f, 128, 151, 37, rng);
+    std::printf("  prefill %-8s D=128 L=151 T=37  rel.err %.2e\n", fmt_name(f), err);
+    EXPECT_LT(err, 1e-2) << fmt_name(f);
+  }
+}
+
 TEST(CudaCache, BadConfigIsAnError) {
   CacheConfig cfg;
   cfg.head_dim = 96;
