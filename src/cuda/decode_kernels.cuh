@@ -458,24 +458,31 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     uint8_t* ring = dsm + warp * kStages * SB;
     const int first = pg0 + warp;
     const int n_my = first < pg1 ? (pg1 - first + NW - 1) / NW : 0;
-    auto issue = [&](int it) {
-      const uint8_t* src = tile_ptr(first + it * NW);
-      const uint32_t dst = uint32_t(__cvta_generic_to_shared(ring + (it % kStages) * SB));
-      for (int i = lane; i < SB / 16; i += 32)
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst + 16 * i),
-                     "l"(src + 16 * i));
+    const uint32_t ring_s = uint32_t(__cvta_generic_to_shared(ring));
+    // compile-time trip count; lane l copies 16-byte chunks l, l + 32, ...
+    auto issue = [&](int it, int slot) {
+      const uint8_t* src = tile_ptr(first + it * NW) + 16 * lane;
+      const uint32_t dst = ring_s + slot * SB + 16 * lane;
+#pragma unroll
+      for (int j = 0; j < (SB / 16 + 31) / 32; ++j)
+        if ((SB / 16) % 32 == 0 || lane + 32 * j < SB / 16)
+          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst + 512 * j),
+                       "l"(src + 512 * j));
     };
 #pragma unroll
     for (int it = 0; it < kStages - 1; ++it) {
-      if (it < n_my) issue(it);
+      if (it < n_my) issue(it, it);
       asm volatile("cp.async.commit_group;");
     }
+    int slot = 0, fill = kStages - 1;  // slot being read, slot being filled (no modulo)
     for (int it = 0; it < n_my; ++it) {
       asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
       __syncwarp();
-      if (it + kStages - 1 < n_my) issue(it + kStages - 1);
+      if (it + kStages - 1 < n_my) issue(it + kStages - 1, fill);
       asm volatile("cp.async.commit_group;");
-      const uint8_t* tp = ring + (it % kStages) * SB;
+      const uint8_t* tp = ring + slot * SB;
+      slot = slot == kStages - 1 ? 0 : slot + 1;
+      fill = fill == kStages - 1 ? 0 : fill + 1;
       KT kt;
       VT vt;
       kt.template load<false>(tp, lane, false);
