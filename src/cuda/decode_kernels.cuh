@@ -44,6 +44,12 @@ __device__ __forceinline__ uint32_t shr_fma(uint32_t x) {
   asm("mul.hi.u32 %0, %1, %2;" : "=r"(r) : "r"(x), "n"(1u << (32 - K)));
   return r;
 }
+// 2^x on the SFU, flushing denormals (x ≤ 0 here; −inf → 0).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t s) {
   uint32_t r;
   asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(s));
@@ -178,7 +184,7 @@ struct LaneTile {
   using P1 = PartT<F, D, 1>;
   uint32_t w0[P0::kWordsAlloc];
   uint32_t w1[P1::kWordsAlloc];
-  __half sc[4][2];                   // turbo: up to two per-token scalars for tokens g+8k
+  float sc[4][2];                    // turbo: up to two per-token scalars for tokens g+8k
   static constexpr int kNB = (F == Fmt::Q8_0 || F == Fmt::Q4_0) ? D / 32 : 1;
   __half2 qs[kNB][4];                // q8_0/q4_0 scales, 4 per 32-dim block
 
@@ -232,10 +238,12 @@ struct LaneTile {
 #pragma unroll
       for (int a = 0; a < nscalars(F, D); ++a) {
         const uint2 v = *reinterpret_cast<const uint2*>(scal + 32 * a + 4 * g);
-        sc[0][a] = __ushort_as_half(v.x & 0xFFFF);
-        sc[1][a] = __ushort_as_half(v.x >> 16);
-        sc[2][a] = __ushort_as_half(v.y & 0xFFFF);
-        sc[3][a] = __ushort_as_half(v.y >> 16);
+        const float2 f01 = __half22float2(*reinterpret_cast<const __half2*>(&v.x));
+        const float2 f23 = __half22float2(*reinterpret_cast<const __half2*>(&v.y));
+        sc[0][a] = f01.x;
+        sc[1][a] = f01.y;
+        sc[2][a] = f23.x;
+        sc[3][a] = f23.y;
       }
     }
   }
@@ -364,8 +372,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
         const int k = 2 * mt + (c >> 1);  // token g + 8k
         float v = s[mt][c];
         if constexpr (is_turbo(KF)) {
-          v *= __half2float(kt_cur.sc[k][0]);
-          if constexpr (K2) v += s2[mt][c] * __half2float(kt_cur.sc[k][1]);
+          v *= kt_cur.sc[k][0];
+          if constexpr (K2) v += s2[mt][c] * kt_cur.sc[k][1];
         }
         if (nvalid < kPageTokens && g + 8 * k >= nvalid) v = -INFINITY;
         s[mt][c] = v;
@@ -381,7 +389,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
       const float mn = fmaxf(m_run[c], mx[c]);
-      alpha[c] = exp2f(m_run[c] - mn);
+      alpha[c] = fast_exp2(m_run[c] - mn);
       m_run[c] = mn;
       l_run[c] *= alpha[c];
     }
@@ -399,13 +407,13 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         const int k = 2 * mt + hh;
-        const float p0 = exp2f(s[mt][2 * hh] - m_run[0]);
-        const float p1 = exp2f(s[mt][2 * hh + 1] - m_run[1]);
+        const float p0 = fast_exp2(s[mt][2 * hh] - m_run[0]);
+        const float p1 = fast_exp2(s[mt][2 * hh + 1] - m_run[1]);
         l_run[0] += p0;
         l_run[1] += p1;
         float a0 = p0, a1 = p1;
         if constexpr (is_turbo(VF)) {
-          const float nv = __half2float(vt_cur.sc[k][0]);
+          const float nv = vt_cur.sc[k][0];
           a0 *= nv;
           a1 *= nv;
         }
@@ -418,7 +426,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
         }
         pf[mt][hh] = movtrans(x);
         if constexpr (V2) {
-          const float nv = __half2float(vt_cur.sc[k][1]);
+          const float nv = vt_cur.sc[k][1];
           pf2[mt][hh] = movtrans(h2u(__floats2half2_rn(p0 * nv, p1 * nv)));
         }
       }
