@@ -9,7 +9,7 @@ namespace tq::cuda {
 
 constexpr int kDecodeWarps = 4;
 // Decode kernel variant for tuning (turbo3, D = 128 only): 0 default (4 warps, 3 stages),
-// 1: 4 warps 2 stages, 2: 4 warps 2 stages ≥ 6 CTAs/SM, 3: 8 warps 2 stages, 4: 8 warps 3 stages.
+// 1: 4 warps 2 stages, 2: 4 warps 3 stages ≥ 4 CTAs/SM, 3: 8 warps 2 stages, 4: 8 warps 3 stages.
 int decode_variant();
 // Warps per decode CTA of the current variant.
 inline int decode_warps(Fmt kf, Fmt vf, int D) {

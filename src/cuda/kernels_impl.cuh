@@ -32,7 +32,7 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
       // tuning variants (warps per CTA, ring stages, min CTAs per SM); see decode_warps()
       switch (decode_variant()) {
         case 1: return run_decode<KF, VF, D, 4, 2, 1>(dp, grid, st, occ);
-        case 2: return run_decode<KF, VF, D, 4, 2, 6>(dp, grid, st, occ);
+        case 2: return run_decode<KF, VF, D, 4, 3, 4>(dp, grid, st, occ);
         case 3: return run_decode<KF, VF, D, 8, 2, 1>(dp, grid, st, occ);
         case 4: return run_decode<KF, VF, D, 8, 3, 2>(dp, grid, st, occ);
         default: break;
