@@ -86,8 +86,10 @@ void check_codes_match_decode(const PolarVqParams& p, int d, bool key, Rng& rng,
     }
     double e2 = 0, x2 = 0;
     for (size_t i = 0; i < n * d; ++i) e2 += (x[i] - xd[i]) * (x[i] - xd[i]), x2 += x[i] * x[i];
-    // Random synthetic codebooks can be arbitrarily bad; the uniform defaults must be sane.
-    if (!cal) EXPECT_LT(e2 / x2, 0.3) << p.preset << " key=" << key;
+    // Random synthetic codebooks can be arbitrarily bad; the uniform defaults must be sane:
+    // 2-bit uniform angles on Gaussian pairs give E[2(1 − cos δ)] ≈ 0.20 (≈ ±0.05 over one
+    // d = 64 token), so 0.4 is a loose bound that a broken codec still fails.
+    if (!cal) EXPECT_LT(e2 / x2, 0.4) << p.preset << " key=" << key;
   }
 }
 
