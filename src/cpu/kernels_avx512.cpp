@@ -1,0 +1,148 @@
+// AVX-512 level (F, BW, VL, DQ + FMA, F16C, BMI2) of the CPU kernels: W = 16 floats per vector.
+// GCC 12 warns about the deliberately undefined upper lanes inside its own intrinsics headers.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "core/bitpack.h"
+#include "core/half.h"
+#include "cpu/dispatch.h"
+
+namespace tq::cpu {
+namespace avx512_level {
+
+constexpr Level kLevel = Level::kAvx512;
+constexpr int W = 16;
+using VF = __m512;
+inline VF vzero() { return _mm512_setzero_ps(); }
+inline VF vset1(float a) { return _mm512_set1_ps(a); }
+inline VF vloadf(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstoref(float* p, VF v) { _mm512_storeu_ps(p, v); }
+inline VF vfma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
+inline VF vmul(VF a, VF b) { return _mm512_mul_ps(a, b); }
+inline VF vadd(VF a, VF b) { return _mm512_add_ps(a, b); }
+inline VF vsub(VF a, VF b) { return _mm512_sub_ps(a, b); }
+inline float vhsum(VF a) {
+  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a),
+                           _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+// e^x for x ≤ 0: 2^n · p(r), r = x − n·ln2, p of degree 6; scalef applies 2^n.
+inline VF vexp(VF x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const VF n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  VF r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  VF p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+inline float load_half(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+inline void store_half(uint8_t* p, float v) {
+  const uint16_t h = _cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT);
+  std::memcpy(p, &h, 2);
+}
+inline VF vload_f16(const uint8_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline VF vload_i8(const uint8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+inline VF vload_nib(const uint8_t* p, int s) {
+  const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m512i q = _mm512_and_si512(_mm512_srl_epi32(b, _mm_cvtsi32_si128(s)), _mm512_set1_epi32(15));
+  return _mm512_cvtepi32_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(8)));
+}
+// Code → value: one vpermps over 16 table entries (repeated for bits < 4, so bits above the
+// code's own are ignored).
+struct Lut {
+  __m512 t;
+  Lut(const float* table, int bits) {
+    alignas(64) float a[16];
+    const int m = (1 << bits) - 1;
+    for (int i = 0; i < 16; ++i) a[i] = table[i & m];
+    t = _mm512_load_ps(a);
+  }
+};
+template <int B>
+inline VF vdecode(const Lut& l, const uint8_t* codes, int c) {
+  uint64_t v = 0;
+  std::memcpy(&v, codes + 2 * B * c, 2 * B);  // 16 codes = 2B bytes
+  // dword 0 = codes 0..7, dword 1 = codes 8..15; lanes 0..7 read dword 0, lanes 8..15 dword 1.
+  uint64_t y = v;
+  if constexpr (B < 4) y = (v & ((1ull << (8 * B)) - 1)) | ((v >> (8 * B)) << 32);
+  const __m512i sel = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const __m512i sh = _mm512_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B, 0, B,
+                                       2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B);
+  const __m512i x = _mm512_srlv_epi32(
+      _mm512_permutexvar_epi32(sel, _mm512_castsi128_si512(_mm_cvtsi64_si128(int64_t(y)))), sh);
+  return _mm512_permutexvar_ps(x, l.t);
+}
+inline double vnorm2(const float* x, int d) {
+  __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();
+  int j = 0;
+  for (; j + 16 <= d; j += 16) {
+    const __m512 v = _mm512_loadu_ps(x + j);
+    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    a = _mm512_fmadd_pd(lo, lo, a);
+    b = _mm512_fmadd_pd(hi, hi, b);
+  }
+  double s = _mm512_reduce_add_pd(_mm512_add_pd(a, b));
+  for (; j < d; ++j) s += double(x[j]) * x[j];
+  return s;
+}
+inline void pack_codes(const uint8_t* idx, int d, int bits, uint8_t* out) {
+  if (d % 8 || bits > 8) {
+    pack_bits(idx, size_t(d), bits, out);
+    return;
+  }
+  const uint64_t mask = 0x0101010101010101ull * ((1u << bits) - 1);
+  for (int j = 0; j < d; j += 8) {
+    uint64_t v;
+    std::memcpy(&v, idx + j, 8);
+    const uint64_t p = _pext_u64(v, mask);
+    std::memcpy(out + (j / 8) * bits, &p, size_t(bits));
+  }
+}
+inline void vquantize(const float* y, int d, const float* bnd, int nb, uint8_t* idx) {
+  int j = 0;
+  for (; j + 16 <= d; j += 16) {
+    const __m512 v = _mm512_loadu_ps(y + j);
+    __m512i k = _mm512_setzero_si512();
+    for (int b = 0; b < nb; ++b) {
+      const __mmask16 m = _mm512_cmp_ps_mask(_mm512_set1_ps(bnd[b]), v, _CMP_LT_OQ);
+      k = _mm512_mask_add_epi32(k, m, k, _mm512_set1_epi32(1));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(idx + j), _mm512_cvtepi32_epi8(k));
+  }
+  for (; j < d; ++j) {
+    int k = 0;
+    while (k < nb && bnd[k] < y[j]) ++k;
+    idx[j] = uint8_t(k);
+  }
+}
+
+#include "cpu/kernels_impl.h"
+
+}  // namespace avx512_level
+
+const Kernels& kernels_avx512() { return avx512_level::kTable; }
+
+}  // namespace tq::cpu
