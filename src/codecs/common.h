@@ -16,6 +16,16 @@ inline void check_finite(const float* x, size_t n, const char* what) {
                   std::to_string(i) + ")");
 }
 
+// Throws tq::Error if any value lies outside the fp16 range (|x| > 65504). Types that keep fp16
+// scales, mins or norms need it: beyond that range the stored metadata would be inf and the
+// decoded values NaN, a silent corruption.
+inline void check_fp16_range(const float* x, size_t n, const std::string& type) {
+  for (size_t i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > 65504.0f)
+      throw Error("cache type '" + type + "': value " + std::to_string(x[i]) + " (element " +
+                  std::to_string(i) + ") is outside the fp16 range of its stored scales");
+}
+
 inline double dot(const float* a, const float* b, int n) {
   double s = 0;
   for (int i = 0; i < n; ++i) s += double(a[i]) * b[i];
@@ -38,5 +48,8 @@ struct VecQuery : QueryState {
 void register_float_codecs();
 void register_turbo_codecs();
 void register_polar_codecs();
+void register_ggml_codecs();      // ggml_codecs.cpp: q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl (+h)
+void register_baseline_codecs();  // baseline_codecs.cpp: fp8_e4m3 int4-g64 kivi2 kivi4
+void register_vllm_codecs();      // vllm_tq.cpp: vllm-k8 vllm-k4nc vllm-k3nc vllm-v4 vllm-v3
 
 }  // namespace tq

@@ -29,6 +29,9 @@ void ensure_initialised() {
   register_float_codecs();
   register_turbo_codecs();
   register_polar_codecs();
+  register_ggml_codecs();
+  register_baseline_codecs();
+  register_vllm_codecs();
 }
 
 const CodecRegistration* find(std::string_view name) {
