@@ -80,10 +80,24 @@ struct Lut {
     hi = _mm256_load_ps(b);
   }
 };
+// p: the chunk's first code byte; avail / back: readable code bytes from p on / before p.
 template <int B>
-inline VF vdecode(const Lut& l, const uint8_t* codes, int c) {
-  uint32_t v = 0;
-  std::memcpy(&v, codes + B * c, B);  // 8 codes = B bytes
+inline uint32_t load_chunk_bits(const uint8_t* p, int avail, int back) {
+  uint32_t v;
+  if (avail >= 4) {
+    std::memcpy(&v, p, 4);
+  } else if (back >= 4 - B) {
+    std::memcpy(&v, p - (4 - B), 4);
+    v >>= 8 * (4 - B);
+  } else {
+    v = 0;
+    std::memcpy(&v, p, B);
+  }
+  return v;
+}
+template <int B>
+inline VF vdecode(const Lut& l, const uint8_t* p, int avail, int back) {
+  const uint32_t v = load_chunk_bits<B>(p, avail, back);  // 8 codes = B bytes
   const __m256i sh = _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B);
   const __m256i x = _mm256_srlv_epi32(_mm256_set1_epi32(int(v)), sh);
   if constexpr (B < 4) {
@@ -92,6 +106,10 @@ inline VF vdecode(const Lut& l, const uint8_t* codes, int c) {
     const VF a = _mm256_permutevar8x32_ps(l.lo, x), b = _mm256_permutevar8x32_ps(l.hi, x);
     return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(x, 28)));
   }
+}
+inline void vhsum4(VF a, VF b, VF c, VF d, float* out) {
+  const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
 }
 inline double vnorm2(const float* x, int d) {
   __m256d a = _mm256_setzero_pd(), b = _mm256_setzero_pd();
@@ -141,6 +159,7 @@ inline void vquantize(const float* y, int d, const float* bnd, int nb, uint8_t* 
   }
 }
 
+#define TQ_KERNEL_W1 0
 #include "cpu/kernels_impl.h"
 
 }  // namespace avx2_level

@@ -80,10 +80,27 @@ struct Lut {
     t = _mm512_load_ps(a);
   }
 };
+// p: the chunk's first code byte; avail: code bytes from p to the end of the row's codes;
+// back: readable bytes before p in the row. Loads 8 bytes directly where possible (a short
+// memcpy into a stack slot followed by a wider reload stalls on store forwarding).
 template <int B>
-inline VF vdecode(const Lut& l, const uint8_t* codes, int c) {
-  uint64_t v = 0;
-  std::memcpy(&v, codes + 2 * B * c, 2 * B);  // 16 codes = 2B bytes
+inline uint64_t load_chunk_bits(const uint8_t* p, int avail, int back) {
+  constexpr int NB = 2 * B;  // bytes of 16 codes
+  uint64_t v;
+  if (avail >= 8) {
+    std::memcpy(&v, p, 8);
+  } else if (back >= 8 - NB) {
+    std::memcpy(&v, p - (8 - NB), 8);
+    v >>= 8 * (8 - NB);
+  } else {
+    v = 0;
+    std::memcpy(&v, p, NB);
+  }
+  return v;
+}
+template <int B>
+inline VF vdecode(const Lut& l, const uint8_t* p, int avail, int back) {
+  const uint64_t v = load_chunk_bits<B>(p, avail, back);
   // dword 0 = codes 0..7, dword 1 = codes 8..15; lanes 0..7 read dword 0, lanes 8..15 dword 1.
   uint64_t y = v;
   if constexpr (B < 4) y = (v & ((1ull << (8 * B)) - 1)) | ((v >> (8 * B)) << 32);
@@ -93,6 +110,17 @@ inline VF vdecode(const Lut& l, const uint8_t* codes, int c) {
   const __m512i x = _mm512_srlv_epi32(
       _mm512_permutexvar_epi32(sel, _mm512_castsi128_si512(_mm_cvtsi64_si128(int64_t(y)))), sh);
   return _mm512_permutexvar_ps(x, l.t);
+}
+// Sums of four vectors: {Σa, Σb, Σc, Σd}.
+inline void vhsum4(VF a, VF b, VF c, VF d, float* out) {
+  const __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  const __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  const __m512 u = _mm512_add_ps(
+      _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t1))),
+      _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t1))));
+  const __m256 v = _mm256_add_ps(_mm512_castps512_ps256(u),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1)));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
 }
 inline double vnorm2(const float* x, int d) {
   __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();
@@ -139,6 +167,7 @@ inline void vquantize(const float* y, int d, const float* bnd, int nb, uint8_t* 
   }
 }
 
+#define TQ_KERNEL_W1 0
 #include "cpu/kernels_impl.h"
 
 }  // namespace avx512_level

@@ -9,8 +9,10 @@
 //   VF vload_i8(const uint8_t*)         W int8 → float
 //   VF vload_nib(const uint8_t*, int s) W bytes → float(((b >> s) & 15) − 8)
 //   struct Lut { Lut(const float* table, int bits); };  (a code → value table in registers)
-//   template <int B> VF vdecode(const Lut&, const uint8_t* codes, int c)
-//       values of codes c·W .. c·W + W − 1 of a B-bit LSB-first stream
+//   template <int B> VF vdecode(const Lut&, const uint8_t* p, int avail, int back)
+//       values of the W codes of a B-bit LSB-first stream starting at byte p (W·B/8 bytes),
+//       with avail readable bytes from p on and back readable bytes before p
+//   void vhsum4(VF a, VF b, VF c, VF d, float out[4])   the four horizontal sums
 //   double vnorm2(const float* x, int d)     Σ x² (accumulated in double)
 //   void pack_codes(const uint8_t* idx, int d, int bits, uint8_t* out)
 //   float load_half(const uint8_t*); void store_half(uint8_t*, float)
@@ -32,10 +34,19 @@ template <int B>
 struct RowsSrc {
   const CodeRows& r;
   Lut lut;
-  explicit RowsSrc(const CodeRows& rows) : r(rows), lut(rows.table, B) {}
+  int code_bytes;
+  explicit RowsSrc(const CodeRows& rows)
+      : r(rows), lut(rows.table, B), code_bytes((rows.dim * B + 7) / 8) {}
   int dim() const { return r.dim; }
   const uint8_t* codes(size_t t) const { return r.base + t * r.stride + r.code_off; }
-  VF load(size_t t, int c) const { return vdecode<B>(lut, codes(t), c); }
+  VF load(size_t t, int c) const {
+#if TQ_KERNEL_W1
+    return vdecode1<B>(lut, codes(t), c);
+#else
+    const int off = c * W * B / 8;
+    return vdecode<B>(lut, codes(t) + off, code_bytes - off, int(r.code_off) + off);
+#endif
+  }
   float at(size_t t, int j) const { return r.table[code_at(codes(t), j, B)]; }
   float scale(size_t t) const { return r.scale_mul * load_half(r.base + t * r.stride + r.scale_off); }
 };
@@ -109,8 +120,12 @@ void score_g(const Src& src, size_t n, const float* q, float* out, size_t ldo, b
       const VF x = src.load(t, c);
       for (int g = 0; g < G; ++g) acc[g] = vfma(x, vloadf(q + g * d + c * W), acc[g]);
     }
-    float s[G];
-    for (int g = 0; g < G; ++g) s[g] = vhsum(acc[g]);
+    float s[4];
+    if constexpr (G == 1) {
+      s[0] = vhsum(acc[0]);
+    } else {
+      vhsum4(acc[0], acc[1], G > 2 ? acc[2 % G] : vzero(), G > 3 ? acc[3 % G] : vzero(), s);
+    }
     for (int j = nc * W; j < d; ++j) {
       const float x = src.at(t, j);
       for (int g = 0; g < G; ++g) s[g] += q[g * d + j] * x;

@@ -38,12 +38,19 @@ struct Lut {
   const float* t;
   Lut(const float* table, int) : t(table) {}
 };
+// With W = 1 a "chunk" is one code; p points at the row's codes, c is the code index.
 template <int B>
-inline VF vdecode(const Lut& l, const uint8_t* codes, int c) {
+inline VF vdecode1(const Lut& l, const uint8_t* codes, int c) {
   const int pos = c * B, b0 = pos >> 3, sh = pos & 7;
   uint32_t v = uint32_t(codes[b0]) >> sh;
   if (sh + B > 8) v |= uint32_t(codes[b0 + 1]) << (8 - sh);
   return l.t[v & ((1u << B) - 1)];
+}
+inline void vhsum4(VF a, VF b, VF c, VF d, float* out) {
+  out[0] = a;
+  out[1] = b;
+  out[2] = c;
+  out[3] = d;
 }
 inline double vnorm2(const float* x, int d) {
   double s = 0;
@@ -61,6 +68,7 @@ inline void vquantize(const float* y, int d, const float* bnd, int nb, uint8_t* 
   }
 }
 
+#define TQ_KERNEL_W1 1
 #include "cpu/kernels_impl.h"
 
 }  // namespace scalar_level
