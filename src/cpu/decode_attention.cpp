@@ -261,11 +261,7 @@ void run_range(const AttnOps& kops, const AttnOps& vops, const AttnOps::Prepared
       kops.score(pq, pg.k + off * kb, n, s.data(), kChunk);
       for (int g = 0; g < G; ++g) {
         float* sg = &s[size_t(g) * kChunk];
-        float mx = -std::numeric_limits<float>::infinity();
-        for (size_t i = 0; i < n; ++i) {
-          sg[i] *= scale;
-          mx = std::max(mx, sg[i]);
-        }
+        const float mx = kern.scale_max(sg, n, scale);
         if (mx > st.m[g]) {
           if (st.l[g] > 0) {
             const float corr = std::exp(st.m[g] - mx);

@@ -81,6 +81,8 @@ struct Kernels {
   float (*exp_sum)(float* s, size_t n, float m);
   // y = a·y for n floats.
   void (*scale)(float* y, size_t n, float a);
+  // y = a·y for n ≥ 1 floats; returns max_i y[i].
+  float (*scale_max)(float* y, size_t n, float a);
   // In-place unnormalised Walsh-Hadamard transform of n = 2^k floats (same operation order
   // as fwht_ref, so results are bit-identical).
   void (*fwht)(float* x, int n);

@@ -4,7 +4,9 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstring>
 
 #include "core/bitpack.h"
@@ -25,6 +27,8 @@ inline VF vfma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
 inline VF vmul(VF a, VF b) { return _mm512_mul_ps(a, b); }
 inline VF vadd(VF a, VF b) { return _mm512_add_ps(a, b); }
 inline VF vsub(VF a, VF b) { return _mm512_sub_ps(a, b); }
+inline VF vmax(VF a, VF b) { return _mm512_max_ps(a, b); }
+inline float vhmax(VF a) { return _mm512_reduce_max_ps(a); }
 inline float vhsum(VF a) {
   __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a),
                            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
@@ -80,36 +84,47 @@ struct Lut {
     t = _mm512_load_ps(a);
   }
 };
-// p: the chunk's first code byte; avail: code bytes from p to the end of the row's codes;
-// back: readable bytes before p in the row. Loads 8 bytes directly where possible (a short
-// memcpy into a stack slot followed by a wider reload stalls on store forwarding).
+// Byte-shuffle pattern for 16 B-bit codes in a broadcast qword starting `off` bytes in: dword
+// lane i gets the two bytes holding code i (bytes off + ⌊B·i/8⌋ and the next one).
 template <int B>
-inline uint64_t load_chunk_bits(const uint8_t* p, int avail, int back) {
-  constexpr int NB = 2 * B;  // bytes of 16 codes
+inline __m512i code_shuffle(int off) {
+  alignas(64) int8_t idx[64];
+  for (int i = 0; i < 16; ++i) {
+    const int b = off + (B * i) / 8;
+    int8_t* d = idx + 4 * i;
+    d[0] = int8_t(b);
+    d[1] = int8_t(b + 1);
+    d[2] = d[3] = int8_t(0x80);
+  }
+  return _mm512_load_si512(idx);
+}
+// p: the chunk's first code byte; avail: code bytes from p to the end of the row's codes;
+// back: readable bytes before p in the row. 16 codes = 2B bytes: broadcast-load 8 bytes (ending
+// at the chunk's end when fewer than 8 remain), one in-lane byte shuffle puts each code's two
+// bytes in its dword, one variable shift aligns it, one vpermps looks it up (bits above the code
+// only reach table entries that repeat the code's own).
+template <int B>
+inline VF vdecode(const Lut& l, const uint8_t* p, int avail, int back) {
+  constexpr int NB = 2 * B;
+  static const __m512i shuf0 = code_shuffle<B>(0), shuf1 = code_shuffle<B>(8 - NB);
+  const __m512i sh = _mm512_setr_epi32(0, B % 8, (2 * B) % 8, (3 * B) % 8, (4 * B) % 8,
+                                       (5 * B) % 8, (6 * B) % 8, (7 * B) % 8, (8 * B) % 8,
+                                       (9 * B) % 8, (10 * B) % 8, (11 * B) % 8, (12 * B) % 8,
+                                       (13 * B) % 8, (14 * B) % 8, (15 * B) % 8);
   uint64_t v;
+  __m512i x;
   if (avail >= 8) {
     std::memcpy(&v, p, 8);
+    x = _mm512_shuffle_epi8(_mm512_set1_epi64(int64_t(v)), shuf0);
   } else if (back >= 8 - NB) {
     std::memcpy(&v, p - (8 - NB), 8);
-    v >>= 8 * (8 - NB);
+    x = _mm512_shuffle_epi8(_mm512_set1_epi64(int64_t(v)), shuf1);
   } else {
     v = 0;
     std::memcpy(&v, p, NB);
+    x = _mm512_shuffle_epi8(_mm512_set1_epi64(int64_t(v)), shuf0);
   }
-  return v;
-}
-template <int B>
-inline VF vdecode(const Lut& l, const uint8_t* p, int avail, int back) {
-  const uint64_t v = load_chunk_bits<B>(p, avail, back);
-  // dword 0 = codes 0..7, dword 1 = codes 8..15; lanes 0..7 read dword 0, lanes 8..15 dword 1.
-  uint64_t y = v;
-  if constexpr (B < 4) y = (v & ((1ull << (8 * B)) - 1)) | ((v >> (8 * B)) << 32);
-  const __m512i sel = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  const __m512i sh = _mm512_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B, 0, B,
-                                       2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B);
-  const __m512i x = _mm512_srlv_epi32(
-      _mm512_permutexvar_epi32(sel, _mm512_castsi128_si512(_mm_cvtsi64_si128(int64_t(y)))), sh);
-  return _mm512_permutexvar_ps(x, l.t);
+  return _mm512_permutexvar_ps(_mm512_srlv_epi32(x, sh), l.t);
 }
 // Sums of four vectors: {Σa, Σb, Σc, Σd}.
 inline void vhsum4(VF a, VF b, VF c, VF d, float* out) {

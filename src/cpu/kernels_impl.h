@@ -4,6 +4,7 @@
 // including this file:
 //   constexpr int W; type VF (W floats); VF vzero(); VF vset1(float); VF vloadf(const float*);
 //   void vstoref(float*, VF); VF vfma(VF a, VF b, VF c) (a·b + c); VF vmul(VF, VF);
+//   VF vmax(VF, VF); float vhmax(VF);
 //   VF vadd(VF, VF); VF vsub(VF, VF); float vhsum(VF); VF vexp(VF) (x ≤ 0);
 //   VF vload_f16(const uint8_t*)        W fp16 → float
 //   VF vload_i8(const uint8_t*)         W int8 → float
@@ -274,6 +275,23 @@ void k_scale(float* y, size_t n, float a) {
   for (; i < n; ++i) y[i] *= a;
 }
 
+float k_scale_max(float* y, size_t n, float a) {
+  const VF va = vset1(a);
+  float mx = -std::numeric_limits<float>::infinity();
+  size_t i = 0;
+  if (n >= size_t(W)) {
+    VF m = vmul(vloadf(y), va);
+    for (; i + W <= n; i += W) {
+      const VF v = vmul(vloadf(y + i), va);
+      vstoref(y + i, v);
+      m = vmax(m, v);
+    }
+    mx = vhmax(m);
+  }
+  for (; i < n; ++i) mx = std::max(mx, y[i] *= a);
+  return mx;
+}
+
 // Same butterflies in the same order as fwht_ref: bit-identical results.
 void k_fwht(float* x, int n) {
   int h = 1;
@@ -334,5 +352,5 @@ void k_encode_mse(const float* x, size_t n, int d, const float* signs, int bits,
 const Kernels kTable = {
     kLevel,       k_score_rows, k_acc_rows, k_score_f32, k_acc_f32, k_score_f16,
     k_acc_f16,    k_score_q8_0, k_acc_q8_0, k_score_q4_0, k_acc_q4_0, k_exp_sum,
-    k_scale,      k_fwht,       k_encode_mse,
+    k_scale,      k_scale_max,  k_fwht,       k_encode_mse,
 };

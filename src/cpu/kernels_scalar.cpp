@@ -1,5 +1,7 @@
 // Scalar level of the CPU kernels: the generic kernels of kernels_impl.h with W = 1.
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstring>
 
 #include "core/bitpack.h"
@@ -20,6 +22,8 @@ inline VF vfma(VF a, VF b, VF c) { return a * b + c; }
 inline VF vmul(VF a, VF b) { return a * b; }
 inline VF vadd(VF a, VF b) { return a + b; }
 inline VF vsub(VF a, VF b) { return a - b; }
+inline VF vmax(VF a, VF b) { return std::max(a, b); }
+inline float vhmax(VF a) { return a; }
 inline float vhsum(VF a) { return a; }
 inline VF vexp(VF a) { return std::exp(a); }
 inline float load_half(const uint8_t* p) {
