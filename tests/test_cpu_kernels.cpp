@@ -8,6 +8,11 @@
 //   attention:   ‖out − out_ref‖∞ / max_t ‖ṽ_t‖          ≤ 2e-5 (vectorised exp: rel. err 2e-7)
 //   split/merge: ‖out_split − out_unsplit‖∞ / max|out|   ≤ 1e-5
 //   encode:      ≥ 99% of tokens bit-identical to encode_ref; decoded difference tiny elsewhere
+// Exception: at the AVX-512 level with VBMI+VNNI, TurboQuant scores use 8-bit fast-scan tables
+// (int8 query, byte codebook; cpu::int8_scores_active()). Their tolerance is
+//   scores:      normalised error ≤ 1e-2 (typically ~1e-3; the codes' own error is ~1e-2..5e-2)
+//   attention:   ≤ 5e-3 of max‖ṽ‖
+// and the same checks are repeated with the int8 tables switched off at the exact tolerances.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -58,6 +63,10 @@ double norm(const float* x, int d) {
 struct LevelGuard {
   explicit LevelGuard(Level l) { cpu::force_level(l); }
   ~LevelGuard() { cpu::reset_level(); }
+};
+struct Int8Guard {
+  explicit Int8Guard(bool on) { cpu::set_int8_scores(on); }
+  ~Int8Guard() { cpu::set_int8_scores(true); }
 };
 
 const std::vector<std::string> kTypes = {
@@ -167,9 +176,13 @@ TEST(CpuKernels, ScoreAndAccumulateMatchReference) {
           for (int j = 0; j < d; ++j) oref[j] += double(w[t]) * xd[t * d + j];
           wsum += w[t] * norm(&xd[t * d], d);
         }
-        for (Level l : cpu::available_levels()) {
+        for (Level l : cpu::available_levels())
+        for (bool int8 : {true, false}) {
           LevelGuard lg(l);
-          SCOPED_TRACE(cpu::level_name(l));
+          Int8Guard ig(int8);
+          SCOPED_TRACE(std::string(cpu::level_name(l)) + (int8 ? " int8-on" : " int8-off"));
+          const bool turbo = type.rfind("turbo", 0) == 0 && type != "turbo6";
+          const bool i8 = cpu::int8_scores_active() && turbo;
           auto qs = c->prepare_query(q.data());
           std::vector<float> s(n), s2(n);
           c->score(*qs, codes.data(), n, s.data());
@@ -178,7 +191,7 @@ TEST(CpuKernels, ScoreAndAccumulateMatchReference) {
             // prod: q·x̃ mixes the mse part and the sketch part, whose terms are larger than
             // ‖x̃‖; normalise by the sum of both magnitudes.
             const double scale = qn * (norm(&xd[t * d], d) + (prod ? 1.0 : 0.0)) + 1e-30;
-            const double tol = prod ? 1e-4 : 2e-5;
+            const double tol = i8 ? 1e-2 : prod ? 1e-4 : 2e-5;
             EXPECT_LE(std::fabs(s[t] - sref[t]) / scale, tol) << "token " << t;
             if (has_ref) EXPECT_LE(std::fabs(s[t] - s2[t]) / scale, tol) << "token " << t;
           }
@@ -305,12 +318,16 @@ TEST(DecodeAttention, MatchesReferenceAtEveryLevelAndThreadCount) {
         double vmax = 0;
         for (size_t t = 0; t < n; ++t) vmax = std::max(vmax, norm(&vd[t * d], d));
         const auto pages = make_pages(k, kc->block_bytes(), v, vc->block_bytes(), n, r);
-        for (Level l : cpu::available_levels()) {
+        for (Level l : cpu::available_levels())
+        for (bool int8 : {true, false}) {
           LevelGuard lg(l);
+          Int8Guard ig(int8);
+          const bool i8 = cpu::int8_scores_active() &&
+                          (kt.rfind("turbo", 0) == 0 || vt.rfind("turbo", 0) == 0);
           std::vector<float> base;
           for (int threads : {1, 2})
             for (int splits : {1, 3, 0}) {
-              SCOPED_TRACE(std::string(cpu::level_name(l)) + " threads=" +
+              SCOPED_TRACE(std::string(cpu::level_name(l)) + (i8 ? " int8" : "") + " threads=" +
                            std::to_string(threads) + " splits=" + std::to_string(splits));
               cpu::DecodeOptions opt;
               opt.threads = threads;
@@ -320,7 +337,7 @@ TEST(DecodeAttention, MatchesReferenceAtEveryLevelAndThreadCount) {
               cpu::decode_attention(*kc, *vc, pages, q.data(), G, scale, out.data(), opt);
               const bool prod = kt.find('p') != std::string::npos && kt != "polar";
               for (size_t i = 0; i < out.size(); ++i)
-                ASSERT_LE(std::fabs(out[i] - ref[i]) / vmax, prod ? 1e-4 : 2e-5) << i;
+                ASSERT_LE(std::fabs(out[i] - ref[i]) / vmax, i8 ? 5e-3 : prod ? 1e-4 : 2e-5) << i;
               if (base.empty()) {
                 base = out;
               } else {  // split/merge and threads change nothing beyond rounding
@@ -337,7 +354,7 @@ TEST(DecodeAttention, MatchesReferenceAtEveryLevelAndThreadCount) {
           std::vector<float> out(size_t(G) * d);
           cpu::decode_attention(*kc, *vc, pages, q.data(), G, scale, out.data(), gen);
           for (size_t i = 0; i < out.size(); ++i)
-            ASSERT_LE(std::fabs(out[i] - ref[i]) / vmax, 1e-4) << i;
+            ASSERT_LE(std::fabs(out[i] - ref[i]) / vmax, i8 ? 5e-3 : 1e-4) << i;
         }
       }
     }

@@ -39,7 +39,23 @@ std::atomic<int>& current() {
   return c;
 }
 
+std::atomic<bool>& int8_flag() {
+  static std::atomic<bool> f{[] {
+    const char* e = std::getenv("TQ_INT8_SCORES");
+    return !(e && (!std::strcmp(e, "0") || !std::strcmp(e, "off")));
+  }()};
+  return f;
+}
+
 }  // namespace
+
+bool int8_scores_enabled() { return int8_flag().load(std::memory_order_relaxed); }
+void set_int8_scores(bool on) { int8_flag().store(on); }
+bool int8_scores_active() {
+  __builtin_cpu_init();
+  return int8_scores_enabled() && active_level() == Level::kAvx512 &&
+         __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vnni");
+}
 
 const char* level_name(Level l) {
   switch (l) {

@@ -94,6 +94,13 @@ struct Kernels {
                      uint8_t* out, size_t stride, size_t scale_off, size_t code_off);
 };
 
+// 8-bit fast-scan scores for code tables (AVX-512 level with VBMI + VNNI; see
+// kernels_avx512.cpp): on by default; TQ_INT8_SCORES=0 or set_int8_scores(false) keeps the
+// exact float kernels. int8_scores_active(): whether the active level uses them now.
+bool int8_scores_enabled();
+void set_int8_scores(bool on);
+bool int8_scores_active();
+
 const Kernels& kernels();                // the active level
 const Kernels& kernels_for(Level l);     // a given level (must be available)
 
