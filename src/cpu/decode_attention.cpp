@@ -256,8 +256,11 @@ void run_range(const AttnOps& kops, const AttnOps& vops, const AttnOps::Prepared
   size_t base = 0;
   for (const KvPage& pg : pages) {
     const size_t lo = std::max(begin, base), hi = std::min(end, base + pg.tokens);
-    for (size_t t = lo; t < hi; t += kChunk) {
-      const size_t n = std::min(kChunk, hi - t), off = t - base;
+    // Steps end on multiples of kChunk in the global token index, so that a split context is
+    // cut into exactly the same steps as the whole (the 8-bit kernels scale per step).
+    for (size_t t = lo, n; t < hi; t += n) {
+      n = std::min(kChunk - t % kChunk, hi - t);
+      const size_t off = t - base;
       kops.score(pq, pg.k + off * kb, n, s.data(), kChunk);
       for (int g = 0; g < G; ++g) {
         float* sg = &s[size_t(g) * kChunk];
@@ -322,10 +325,11 @@ void decode_attention_batch(std::span<const HeadTask> tasks, int G, float scale,
     splits = std::max(1, std::min<int>(splits, int(std::max<size_t>(1, p.tokens))));
     p.first_work = int(work.size());
     p.n_work = splits;
-    // Range boundaries on multiples of the chunk so that splitting does not change chunking
-    // more than necessary.
-    for (int s = 0; s < splits; ++s)
-      work.push_back({i, p.tokens * s / splits, p.tokens * (s + 1) / splits});
+    // Range boundaries on multiples of the step, so that splitting does not change the steps.
+    auto cut = [&](int s) {
+      return s == splits ? p.tokens : p.tokens * size_t(s) / size_t(splits) / kChunk * kChunk;
+    };
+    for (int s = 0; s < splits; ++s) work.push_back({i, cut(s), cut(s + 1)});
   }
   std::vector<SoftmaxState> states(work.size());
   const int nw = int(work.size());

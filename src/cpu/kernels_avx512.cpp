@@ -185,7 +185,10 @@ inline void vquantize(const float* y, int d, const float* bnd, int nb, uint8_t* 
 #define TQ_KERNEL_W1 0
 void k_score_rows_fast(const CodeRows& r, size_t n, const float* q, int G, float* out,
                        size_t ldo, bool add);
+void k_acc_rows_fast(const CodeRows& r, size_t n, const float* w, size_t ldw, int G, float* acc,
+                     size_t lda);
 #define TQ_SCORE_ROWS_FN k_score_rows_fast
+#define TQ_ACC_ROWS_FN k_acc_rows_fast
 #include "cpu/kernels_impl.h"
 
 // ------------------------------------------------------------------ 8-bit fast-scan scores
@@ -318,3 +321,157 @@ void k_score_rows_fast(const CodeRows& r, size_t n, const float* q, int G, float
 const Kernels& kernels_avx512() { return avx512_level::kTable; }
 
 }  // namespace tq::cpu
+
+namespace tq::cpu::avx512_level {
+
+// ------------------------------------------------------------------ 8-bit value accumulation
+// Same idea for values: per call (≤ 128 tokens) each head's weights a_t = w_t·scale_t are
+// quantized to int8 (scale max|a|/127), codes are looked up as unsigned bytes, four tokens'
+// bytes are interleaved (two unpack levels) so that one vpdpbusd adds 4 tokens × 16 coordinates
+// per head, into int32 accumulators flushed to the float accumulator once per call:
+//   acc_j += as·cs·(Σ_t a8_t·u_tj − 128·Σ_t a8_t).
+// A token's weight error is ≤ min(|a_t|, max|a|/254), so tokens with tiny weights do not
+// accumulate error. Token counts that are not a multiple of 4 finish on the float kernel.
+template <int B, int G>
+TQ_VNNI void acc_i8(const CodeRows& r, size_t n4, const uint32_t* wq /*G × n4/4*/,
+                    const float* mul, const float* corr, __m512i lut, float* acc, size_t lda) {
+  const int d = r.dim, code_bytes = (d * B + 7) / 8, nch = (d + 63) / 64;
+  alignas(64) uint8_t pidx[64], pctl[64];
+  for (int k = 0; k < 8; ++k)
+    for (int i = 0; i < 8; ++i) {
+      pidx[8 * k + i] = uint8_t(B * k + i);
+      pctl[8 * k + i] = uint8_t(B * i);
+    }
+  const __m512i vidx = _mm512_load_si512(pidx), vctl = _mm512_load_si512(pctl);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int c = 0; c < nch; ++c) {
+    const int off = 8 * B * c, avail = code_bytes - off;
+    const __mmask64 m = avail >= 64 ? ~__mmask64(0) : ((__mmask64(1) << avail) - 1);
+    const uint8_t* cb = r.base + r.code_off + off;
+    const size_t stride = r.stride;
+#define TQ_BYTES(t)                                                                          \
+  _mm512_shuffle_epi8(                                                                       \
+      lut, _mm512_and_si512(_mm512_multishift_epi64_epi8(                                    \
+                                vctl, _mm512_permutexvar_epi8(                               \
+                                          vidx, _mm512_maskz_loadu_epi8(m, cb + (t) * stride))), \
+                            low4))
+    __m512i a[G][4];
+    for (int g = 0; g < G; ++g)
+      for (int k = 0; k < 4; ++k) a[g][k] = _mm512_setzero_si512();
+    for (size_t t = 0; t < n4; t += 4) {
+      const __m512i A = TQ_BYTES(t), Bv = TQ_BYTES(t + 1), C = TQ_BYTES(t + 2), D = TQ_BYTES(t + 3);
+      const __m512i ablo = _mm512_unpacklo_epi8(A, Bv), abhi = _mm512_unpackhi_epi8(A, Bv);
+      const __m512i cdlo = _mm512_unpacklo_epi8(C, D), cdhi = _mm512_unpackhi_epi8(C, D);
+      // Qk, 128-bit lane L, dword i = coordinate 64c + 16L + 4k + i, bytes = the 4 tokens
+      const __m512i Q[4] = {_mm512_unpacklo_epi16(ablo, cdlo), _mm512_unpackhi_epi16(ablo, cdlo),
+                            _mm512_unpacklo_epi16(abhi, cdhi), _mm512_unpackhi_epi16(abhi, cdhi)};
+      for (int g = 0; g < G; ++g) {
+        const __m512i wv = _mm512_set1_epi32(int(wq[g * (n4 / 4) + t / 4]));
+        for (int k = 0; k < 4; ++k) a[g][k] = _mm512_dpbusd_epi32(a[g][k], Q[k], wv);
+      }
+    }
+#undef TQ_BYTES
+    // Flush: Qk lanes L → coordinates 16L + 4k + i; transpose the 4×4 grid of 128-bit lanes.
+    for (int g = 0; g < G; ++g) {
+      const __m512 s = _mm512_set1_ps(mul[g]), cc = _mm512_set1_ps(corr[g]);
+      __m512 f[4];
+      for (int k = 0; k < 4; ++k) f[k] = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(a[g][k]), cc), s);
+      // lanes: f[k] = [L0k, L1k, L2k, L3k]; want out[L] = [L,0 | L,1 | L,2 | L,3]
+      const __m512 t01lo = _mm512_shuffle_f32x4(f[0], f[1], 0x44);  // L0k0 L1k0 L0k1 L1k1
+      const __m512 t01hi = _mm512_shuffle_f32x4(f[0], f[1], 0xEE);  // L2k0 L3k0 L2k1 L3k1
+      const __m512 t23lo = _mm512_shuffle_f32x4(f[2], f[3], 0x44);
+      const __m512 t23hi = _mm512_shuffle_f32x4(f[2], f[3], 0xEE);
+      const __m512 o[4] = {_mm512_shuffle_f32x4(t01lo, t23lo, 0x88),   // L0: k0 k1 k2 k3
+                           _mm512_shuffle_f32x4(t01lo, t23lo, 0xDD),   // L1
+                           _mm512_shuffle_f32x4(t01hi, t23hi, 0x88),   // L2
+                           _mm512_shuffle_f32x4(t01hi, t23hi, 0xDD)};  // L3
+      float* ag = acc + size_t(g) * lda + 64 * c;
+      for (int L = 0; L < 4; ++L) {
+        const int j0 = 64 * c + 16 * L;
+        if (j0 >= d) break;
+        if (j0 + 16 <= d) {
+          _mm512_storeu_ps(ag + 16 * L, _mm512_add_ps(_mm512_loadu_ps(ag + 16 * L), o[L]));
+        } else {
+          const __mmask16 mk = __mmask16((1u << (d - j0)) - 1);
+          _mm512_mask_storeu_ps(ag + 16 * L, mk,
+                                _mm512_add_ps(_mm512_maskz_loadu_ps(mk, ag + 16 * L), o[L]));
+        }
+      }
+    }
+  }
+}
+
+template <int B>
+TQ_VNNI void acc_i8_any(const CodeRows& r, size_t n, const float* w, size_t ldw, int G,
+                        float* acc, size_t lda) {
+  float cmax = 0;
+  for (int k = 0; k < (1 << B); ++k) cmax = std::max(cmax, std::fabs(r.table[k]));
+  const float cs = cmax > 0 ? cmax / 127.0f : 1.0f;
+  alignas(16) uint8_t lt[16];
+  for (int i = 0; i < 16; ++i)
+    lt[i] = uint8_t(int(std::lrint(r.table[i & ((1 << B) - 1)] / cs)) + 128);
+  const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(lt)));
+  constexpr size_t kMax = 128;
+  for (size_t t0 = 0; t0 < n; t0 += kMax) {
+    const size_t m = std::min(kMax, n - t0), m4 = m / 4 * 4;
+    float sc[kMax];
+    for (size_t i = 0; i < m4; ++i) sc[i] = r.scale_mul * load_half(r.base + (t0 + i) * r.stride + r.scale_off);
+    CodeRows rr = r;
+    rr.base = r.base + t0 * r.stride;
+    for (int g0 = 0; g0 < G; g0 += 4) {
+      const int gn = std::min(4, G - g0);
+      alignas(64) uint32_t wq[4][kMax / 4];
+      float mul[4], corr[4];
+      for (int g = 0; g < gn; ++g) {
+        const float* wg = w + size_t(g0 + g) * ldw + t0;
+        float amax = 0;
+        for (size_t i = 0; i < m4; ++i) amax = std::max(amax, std::fabs(wg[i] * sc[i]));
+        const float as = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / as;
+        int sum = 0;
+        for (size_t i = 0; i < m4; i += 4) {
+          uint32_t pk = 0;
+          for (int u = 0; u < 4; ++u) {
+            const int v = int(std::lrint(wg[i + u] * sc[i + u] * inv));
+            sum += v;
+            pk |= uint32_t(uint8_t(int8_t(v))) << (8 * u);
+          }
+          wq[g][i / 4] = pk;
+        }
+        mul[g] = as * cs;
+        corr[g] = 128.0f * float(sum);
+      }
+      float* ag = acc + size_t(g0) * lda;
+      const uint32_t* wp = &wq[0][0];
+      // wq rows are kMax/4 apart; acc_i8 indexes g·(n4/4): repack contiguously.
+      alignas(64) uint32_t wc[4 * kMax / 4];
+      for (int g = 0; g < gn; ++g)
+        for (size_t i = 0; i < m4 / 4; ++i) wc[g * (m4 / 4) + i] = wp[g * (kMax / 4) + i];
+      switch (gn) {
+        case 1: acc_i8<B, 1>(rr, m4, wc, mul, corr, lut, ag, lda); break;
+        case 2: acc_i8<B, 2>(rr, m4, wc, mul, corr, lut, ag, lda); break;
+        case 3: acc_i8<B, 3>(rr, m4, wc, mul, corr, lut, ag, lda); break;
+        default: acc_i8<B, 4>(rr, m4, wc, mul, corr, lut, ag, lda); break;
+      }
+    }
+    if (m4 < m) {  // leftover tokens on the float kernel
+      CodeRows rt = r;
+      rt.base = r.base + (t0 + m4) * r.stride;
+      k_acc_rows(rt, m - m4, w + t0 + m4, ldw, G, acc, lda);
+    }
+  }
+}
+
+void k_acc_rows_fast(const CodeRows& r, size_t n, const float* w, size_t ldw, int G, float* acc,
+                     size_t lda) {
+  if (!int8_scores_enabled() || !has_vnni_vbmi() || n < 4)
+    return k_acc_rows(r, n, w, ldw, G, acc, lda);
+  switch (r.bits) {
+    case 1: return acc_i8_any<1>(r, n, w, ldw, G, acc, lda);
+    case 2: return acc_i8_any<2>(r, n, w, ldw, G, acc, lda);
+    case 3: return acc_i8_any<3>(r, n, w, ldw, G, acc, lda);
+    case 4: return acc_i8_any<4>(r, n, w, ldw, G, acc, lda);
+    default: return k_acc_rows(r, n, w, ldw, G, acc, lda);
+  }
+}
+
+}  // namespace tq::cpu::avx512_level

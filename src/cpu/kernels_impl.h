@@ -352,8 +352,11 @@ void k_encode_mse(const float* x, size_t n, int d, const float* signs, int bits,
 #ifndef TQ_SCORE_ROWS_FN
 #define TQ_SCORE_ROWS_FN k_score_rows
 #endif
+#ifndef TQ_ACC_ROWS_FN
+#define TQ_ACC_ROWS_FN k_acc_rows
+#endif
 const Kernels kTable = {
-    kLevel,       TQ_SCORE_ROWS_FN, k_acc_rows, k_score_f32, k_acc_f32, k_score_f16,
+    kLevel,       TQ_SCORE_ROWS_FN, TQ_ACC_ROWS_FN, k_score_f32, k_acc_f32, k_score_f16,
     k_acc_f16,    k_score_q8_0, k_acc_q8_0, k_score_q4_0, k_acc_q4_0, k_exp_sum,
     k_scale,      k_scale_max,  k_fwht,       k_encode_mse,
 };
