@@ -414,38 +414,52 @@ TQ_VNNI void acc_i8_any(const CodeRows& r, size_t n, const float* w, size_t ldw,
   constexpr size_t kMax = 128;
   for (size_t t0 = 0; t0 < n; t0 += kMax) {
     const size_t m = std::min(kMax, n - t0), m4 = m / 4 * 4;
-    float sc[kMax];
-    for (size_t i = 0; i < m4; ++i) sc[i] = r.scale_mul * load_half(r.base + (t0 + i) * r.stride + r.scale_off);
+    alignas(64) float sc[kMax];
+    for (size_t i = 0; i < m4; ++i) sc[i] = load_half(r.base + (t0 + i) * r.stride + r.scale_off);
     CodeRows rr = r;
     rr.base = r.base + t0 * r.stride;
+    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
     for (int g0 = 0; g0 < G; g0 += 4) {
       const int gn = std::min(4, G - g0);
-      alignas(64) uint32_t wq[4][kMax / 4];
+      // wc[g·(m4/4) + i/4]: the int8 weights of tokens i..i+3, one per byte (token order).
+      alignas(64) uint32_t wc[4 * kMax / 4 + 16];
       float mul[4], corr[4];
       for (int g = 0; g < gn; ++g) {
         const float* wg = w + size_t(g0 + g) * ldw + t0;
-        float amax = 0;
-        for (size_t i = 0; i < m4; ++i) amax = std::max(amax, std::fabs(wg[i] * sc[i]));
+        alignas(64) float a[kMax];
+        __m512 vmx = _mm512_setzero_ps();
+        size_t i = 0;
+        for (; i + 16 <= m4; i += 16) {
+          const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(wg + i), _mm512_load_ps(sc + i));
+          _mm512_store_ps(a + i, v);
+          vmx = _mm512_max_ps(vmx, _mm512_and_ps(v, absmask));
+        }
+        float amax = _mm512_reduce_max_ps(vmx);
+        for (; i < m4; ++i) amax = std::max(amax, std::fabs(a[i] = wg[i] * sc[i]));
         const float as = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / as;
+        uint32_t* wq = wc + g * (m4 / 4);
+        __m512i vs = _mm512_setzero_si512();
         int sum = 0;
-        for (size_t i = 0; i < m4; i += 4) {
+        i = 0;
+        for (; i + 16 <= m4; i += 16) {
+          const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(a + i), _mm512_set1_ps(inv)));
+          vs = _mm512_add_epi32(vs, v);
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(wq + i / 4), _mm512_cvtepi32_epi8(v));
+        }
+        sum += _mm512_reduce_add_epi32(vs);
+        for (; i < m4; i += 4) {
           uint32_t pk = 0;
           for (int u = 0; u < 4; ++u) {
-            const int v = int(std::lrint(wg[i + u] * sc[i + u] * inv));
+            const int v = int(std::lrint(a[i + u] * inv));
             sum += v;
             pk |= uint32_t(uint8_t(int8_t(v))) << (8 * u);
           }
-          wq[g][i / 4] = pk;
+          wq[i / 4] = pk;
         }
-        mul[g] = as * cs;
+        mul[g] = as * cs * r.scale_mul;
         corr[g] = 128.0f * float(sum);
       }
       float* ag = acc + size_t(g0) * lda;
-      const uint32_t* wp = &wq[0][0];
-      // wq rows are kMax/4 apart; acc_i8 indexes g·(n4/4): repack contiguously.
-      alignas(64) uint32_t wc[4 * kMax / 4];
-      for (int g = 0; g < gn; ++g)
-        for (size_t i = 0; i < m4 / 4; ++i) wc[g * (m4 / 4) + i] = wp[g * (kMax / 4) + i];
       switch (gn) {
         case 1: acc_i8<B, 1>(rr, m4, wc, mul, corr, lut, ag, lda); break;
         case 2: acc_i8<B, 2>(rr, m4, wc, mul, corr, lut, ag, lda); break;
