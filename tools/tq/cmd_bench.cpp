@@ -68,6 +68,11 @@ double thread_cpu_s() {
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
+double process_cpu_s() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -117,8 +122,10 @@ void bench_attention(const Opts& o) {
     const int kvh = o.kv_heads > 0 ? o.kv_heads : (d == 64 ? 3 : 8);
     const int G = o.q_per_kv > 0 ? o.q_per_kv : (d == 64 ? 3 : 4);
     if (!o.json)
-      std::printf("\n## d=%d, %d KV heads x %d query heads each\n%-10s %8s %12s %9s %10s %10s\n",
-                  d, kvh, G, "type", "ctx", "us/token", "GB/s", "vs f16", "vs q8_0");
+      std::printf("\n## d=%d, %d KV heads x %d query heads each (wall clock; then CPU time of all "
+                  "threads)\n%-10s %8s %12s %9s %10s %10s %12s %10s %10s\n",
+                  d, kvh, G, "type", "ctx", "us/token", "GB/s", "vs f16", "vs q8_0", "cpu us/tok",
+                  "cpu vs f16", "cpu vs q8");
     for (size_t ctx : ctxs) {
       std::mt19937_64 rng(o.seed + ctx * 131 + d);
       std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -152,23 +159,26 @@ void bench_attention(const Opts& o) {
       const float scale = 1.0f / std::sqrt(float(d));
       tq::cpu::DecodeOptions opt;
       opt.threads = threads;
-      std::map<std::string, std::vector<double>> times;
+      std::map<std::string, std::vector<double>> times, cpu_times;
       auto run_one = [&](TypeCache& c) {
         std::vector<tq::cpu::HeadTask> tasks;
         for (int h = 0; h < kvh; ++h)
           tasks.push_back({c.k.get(), c.v.get(), c.pages[h], &q[size_t(h) * G * d],
                            &out[size_t(h) * G * d]});
-        const double t0 = now_s();
+        const double t0 = now_s(), c0 = process_cpu_s();
         tq::cpu::decode_attention_batch(tasks, G, scale, opt);
+        cpu_times[c.type].push_back(process_cpu_s() - c0);
         return now_s() - t0;
       };
       for (auto& c : caches) run_one(c);  // warm-up
+      cpu_times.clear();
       for (int r = 0; r < o.repeats; ++r)
         for (auto& c : caches) times[c.type].push_back(run_one(c));
       const double tf16 = median(times["f16"]), tq8 = median(times["q8_0"]);
+      const double cf16 = median(cpu_times["f16"]), cq8 = median(cpu_times["q8_0"]);
       for (auto& c : caches) {
         if (std::find(types.begin(), types.end(), c.type) == types.end()) continue;
-        const double t = median(times[c.type]);
+        const double t = median(times[c.type]), ct = median(cpu_times[c.type]);
         const double gbps = double(c.bytes) / t / 1e9;
         rows.push_back({{"type", c.type},
                         {"ctx", ctx},
@@ -179,10 +189,14 @@ void bench_attention(const Opts& o) {
                         {"gbps", gbps},
                         {"cache_bytes", c.bytes},
                         {"speedup_vs_f16", tf16 / t},
-                        {"speedup_vs_q8_0", tq8 / t}});
+                        {"speedup_vs_q8_0", tq8 / t},
+                        {"cpu_us_per_token", ct * 1e6},
+                        {"cpu_speedup_vs_f16", cf16 / ct},
+                        {"cpu_speedup_vs_q8_0", cq8 / ct}});
         if (!o.json)
-          std::printf("%-10s %8zu %12.1f %9.2f %9.2fx %9.2fx\n", c.type.c_str(), ctx, t * 1e6,
-                      gbps, tf16 / t, tq8 / t);
+          std::printf("%-10s %8zu %12.1f %9.2f %9.2fx %9.2fx %12.1f %9.2fx %9.2fx\n",
+                      c.type.c_str(), ctx, t * 1e6, gbps, tf16 / t, tq8 / t, ct * 1e6, cf16 / ct,
+                      cq8 / ct);
       }
       std::fflush(stdout);
     }
