@@ -30,6 +30,9 @@ struct PolarBooks {
   std::array<float, 16> l1;
   std::array<std::array<float, 4>, 3> l;  // levels 2, 3, 4
   std::array<std::array<float, 3>, 3> lb; // their decision boundaries
+  // cos/sin of every centroid (decode without trigonometric calls)
+  std::array<float, 16> l1c, l1s;
+  std::array<std::array<float, 4>, 3> lc, ls;
 };
 
 double angle_density(double psi, const void* ctx) {
@@ -48,6 +51,15 @@ const PolarBooks& books() {
       for (int k = 0; k < 4; ++k) pb.l[lv - 2][k] = float(c[k]);
       for (int k = 0; k < 3; ++k) pb.lb[lv - 2][k] = float(0.5 * (c[k] + c[k + 1]));
     }
+    for (int k = 0; k < 16; ++k) {
+      pb.l1c[k] = std::cos(pb.l1[k]);
+      pb.l1s[k] = std::sin(pb.l1[k]);
+    }
+    for (int lv = 0; lv < 3; ++lv)
+      for (int k = 0; k < 4; ++k) {
+        pb.lc[lv][k] = std::cos(pb.l[lv][k]);
+        pb.ls[lv][k] = std::sin(pb.l[lv][k]);
+      }
     return pb;
   }();
   return b;
@@ -101,6 +113,11 @@ class PolarCodec final : public Codec {
   }
   void finish(const float* acc, float* out) const override { rot_.inverse(acc, out); }
 
+  const Rotation& rotation() const { return rot_; }
+  void decode_rotated_n(const uint8_t* codes, size_t n, float* y) const {
+    for (size_t t = 0; t < n; ++t) decode_rotated(codes + t * block_bytes(), y + t * dim_);
+  }
+
  private:
   static int nearest(const std::array<float, 3>& bnd, float v) {
     int k = 0;
@@ -152,18 +169,17 @@ class PolarCodec final : public Codec {
       count = 1;
       for (int lv = 2; lv >= 0; --lv) {  // level 4 → 2
         for (int i = count - 1; i >= 0; --i) {
-          const float psi = bk_.l[lv][cl[lv][i]];
+          const int k = cl[lv][i];
           const float ri = r[i];
-          r[2 * i] = ri * std::cos(psi);
-          r[2 * i + 1] = ri * std::sin(psi);
+          r[2 * i] = ri * bk_.lc[lv][k];
+          r[2 * i + 1] = ri * bk_.ls[lv][k];
         }
         count *= 2;
       }
       float* out = y + g * kGroup;
       for (int i = 0; i < 8; ++i) {
-        const float psi = bk_.l1[c1[i]];
-        out[2 * i] = r[i] * std::cos(psi);
-        out[2 * i + 1] = r[i] * std::sin(psi);
+        out[2 * i] = r[i] * bk_.l1c[c1[i]];
+        out[2 * i + 1] = r[i] * bk_.l1s[c1[i]];
       }
     }
   }
@@ -174,6 +190,17 @@ class PolarCodec final : public Codec {
 };
 
 }  // namespace
+
+const Rotation* polar_rotation(const Codec& c) {
+  auto* p = dynamic_cast<const PolarCodec*>(&c);
+  return p ? &p->rotation() : nullptr;
+}
+
+void polar_decode_rotated(const Codec& c, const uint8_t* codes, size_t n, float* y) {
+  auto* p = dynamic_cast<const PolarCodec*>(&c);
+  TQ_ASSERT(p != nullptr);
+  p->decode_rotated_n(codes, n, y);
+}
 
 void register_polar_codecs() {
   register_codec({"polar",

@@ -7,7 +7,9 @@
 #include <cstring>
 #include <limits>
 
+#include "codecs/common.h"
 #include "codecs/turbo.h"
+#include "core/rotation.h"
 #include "cpu/dispatch.h"
 
 namespace tq::cpu {
@@ -165,6 +167,41 @@ class TurboSplitOps final : public AttnOps {
   int d_, nh_, nl_;
 };
 
+// PolarQuant: a step of tokens is decoded once into the rotated domain (table lookups, no
+// trigonometry) and then shared by all query heads through the f32 kernels.
+class PolarOps final : public AttnOps {
+ public:
+  PolarOps(const Codec& c, const Rotation& r) : c_(c), rot_(r), d_(c.dim()) {}
+  size_t acc_size() const override { return size_t(d_); }
+  size_t token_bytes() const override { return c_.block_bytes(); }
+  void prepare(const float* q, int G, Prepared& p) const override {
+    p.G = G;
+    p.a.resize(size_t(G) * d_);
+    for (int g = 0; g < G; ++g) rot_.forward(q + size_t(g) * d_, &p.a[size_t(g) * d_]);
+  }
+  void score(const Prepared& p, const uint8_t* c, size_t n, float* s, size_t lds) const override {
+    thread_local std::vector<float> y;
+    y.resize(n * d_);
+    polar_decode_rotated(c_, c, n, y.data());
+    kernels().score_f32(reinterpret_cast<const uint8_t*>(y.data()), n, d_, p.a.data(), p.G, s,
+                        lds);
+  }
+  void accumulate(const uint8_t* c, size_t n, const float* w, size_t ldw, int G,
+                  float* acc) const override {
+    thread_local std::vector<float> y;
+    y.resize(n * d_);
+    polar_decode_rotated(c_, c, n, y.data());
+    kernels().acc_f32(reinterpret_cast<const uint8_t*>(y.data()), n, d_, w, ldw, G, acc,
+                      size_t(d_));
+  }
+  void finish(const float* acc, float* out) const override { rot_.inverse(acc, out); }
+
+ private:
+  const Codec& c_;
+  const Rotation& rot_;
+  int d_;
+};
+
 // Any codec, through the Codec interface (one query head at a time).
 class GenericOps final : public AttnOps {
  public:
@@ -212,6 +249,7 @@ std::unique_ptr<AttnOps> make_attn_ops(const Codec& c, bool generic) {
       return std::make_unique<TurboProdOps>(*p);
     if (auto* s = dynamic_cast<const TurboSplitCodec*>(&c))
       return std::make_unique<TurboSplitOps>(*s);
+    if (const Rotation* r = polar_rotation(c)) return std::make_unique<PolarOps>(c, *r);
   }
   return std::make_unique<GenericOps>(c);
 }
