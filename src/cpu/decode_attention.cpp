@@ -371,7 +371,12 @@ void decode_attention_batch(std::span<const HeadTask> tasks, int G, float scale,
   }
   std::vector<SoftmaxState> states(work.size());
   const int nw = int(work.size());
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (nw > 1 && threads > 1)
+  // Waking worker threads costs scheduler latency (milliseconds on a busy machine): small jobs
+  // run on the calling thread.
+  size_t total = 0;
+  for (const auto& p : prep) total += p.tokens;
+  const bool parallel = nw > 1 && threads > 1 && total * size_t(G) >= opt.min_parallel_work;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (int w = 0; w < nw; ++w) {
     const Work& wk = work[w];
     const Prep& p = prep[wk.task];

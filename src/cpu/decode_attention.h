@@ -43,6 +43,7 @@ struct DecodeOptions {
   int splits = 0;                // token ranges per KV head; 0 = chosen from threads and length
   size_t min_split_tokens = 512; // automatic splits never go below this
   bool use_generic = false;      // force the codec-interface path (tests)
+  size_t min_parallel_work = 1 << 16;  // tokens × query heads below which no threads start
 };
 
 // Attention of G query heads (q: G × d, original domain) against one KV head:
