@@ -202,6 +202,7 @@ void k_acc_rows_fast(const CodeRows& r, size_t n, const float* w, size_t ldw, in
 // normalised error ≲ 1e-3 typical, 1e-2 worst (tests/test_cpu_kernels.cpp), well below the
 // codes' own quantization error. Values (accumulate) stay in float.
 #define TQ_VNNI __attribute__((target("avx512vbmi,avx512vnni")))
+#define TQ_VNNI_LAMBDA __attribute__((target("avx512vbmi,avx512vnni")))
 
 bool has_vnni_vbmi() {
   static const bool ok = [] {
@@ -223,17 +224,69 @@ TQ_VNNI void score_i8(const CodeRows& r, size_t n, const int8_t* qi, int dpad, c
     }
   const __m512i vidx = _mm512_load_si512(pidx), vctl = _mm512_load_si512(pctl);
   const __m512i low4 = _mm512_set1_epi8(0x0F);
-  for (size_t t = 0; t < n; ++t) {
+  auto token_bytes = [&](const uint8_t* codes, int c) TQ_VNNI_LAMBDA {
+    const int off = 8 * B * c, avail = code_bytes - off;
+    const __mmask64 m = avail >= 64 ? ~__mmask64(0) : ((__mmask64(1) << avail) - 1);
+    const __m512i x = _mm512_maskz_loadu_epi8(m, codes + off);
+    return _mm512_shuffle_epi8(
+        lut, _mm512_and_si512(_mm512_multishift_epi64_epi8(vctl, _mm512_permutexvar_epi8(vidx, x)), low4));
+  };
+  size_t t = 0;
+  // Four tokens at a time: their 4 × G int32 accumulators are reduced together by one tree
+  // (16 sums in one vector: lane 4·i + g = token t+i, head g).
+  const __m512 corrv = _mm512_setr_ps(corr[0], corr[1 % G], corr[2 % G], corr[3 % G], corr[0],
+                                      corr[1 % G], corr[2 % G], corr[3 % G], corr[0], corr[1 % G],
+                                      corr[2 % G], corr[3 % G], corr[0], corr[1 % G], corr[2 % G],
+                                      corr[3 % G]);
+  const __m512 mulv = _mm512_setr_ps(mul[0], mul[1 % G], mul[2 % G], mul[3 % G], mul[0],
+                                     mul[1 % G], mul[2 % G], mul[3 % G], mul[0], mul[1 % G],
+                                     mul[2 % G], mul[3 % G], mul[0], mul[1 % G], mul[2 % G],
+                                     mul[3 % G]);
+  for (; t + 4 <= n; t += 4) {
+    __m512i a[4][4];
+    for (int i = 0; i < 4; ++i)
+      for (int g = 0; g < 4; ++g) a[i][g] = _mm512_setzero_si512();
+    for (int c = 0; c < nch; ++c)
+      for (int i = 0; i < 4; ++i) {
+        const __m512i u = token_bytes(r.base + (t + i) * r.stride + r.code_off, c);
+        for (int g = 0; g < G; ++g)
+          a[i][g] = _mm512_dpbusd_epi32(a[i][g], u, _mm512_load_si512(qi + g * dpad + 64 * c));
+      }
+    // x[k] = a[k / 4][k % 4]; tree: pairs of dwords, pairs of qwords, then 128-bit lanes
+    __m512i u1[8], v2[4];
+    for (int p = 0; p < 8; ++p) {
+      const __m512i x0 = a[(2 * p) / 4][(2 * p) % 4], x1 = a[(2 * p + 1) / 4][(2 * p + 1) % 4];
+      u1[p] = _mm512_add_epi32(_mm512_unpacklo_epi32(x0, x1), _mm512_unpackhi_epi32(x0, x1));
+    }
+    for (int q = 0; q < 4; ++q)
+      v2[q] = _mm512_add_epi32(_mm512_unpacklo_epi64(u1[2 * q], u1[2 * q + 1]),
+                               _mm512_unpackhi_epi64(u1[2 * q], u1[2 * q + 1]));
+    const __m512i c01 = _mm512_add_epi32(_mm512_shuffle_i32x4(v2[0], v2[1], 0x88),
+                                         _mm512_shuffle_i32x4(v2[0], v2[1], 0xDD));
+    const __m512i c23 = _mm512_add_epi32(_mm512_shuffle_i32x4(v2[2], v2[3], 0x88),
+                                         _mm512_shuffle_i32x4(v2[2], v2[3], 0xDD));
+    const __m512i tot = _mm512_add_epi32(_mm512_shuffle_i32x4(c01, c23, 0x88),
+                                         _mm512_shuffle_i32x4(c01, c23, 0xDD));
+    alignas(64) float nr[16], res[16];
+    for (int i = 0; i < 4; ++i) {
+      const float nv = r.scale_mul * load_half(r.base + (t + i) * r.stride + r.scale_off);
+      nr[4 * i] = nr[4 * i + 1] = nr[4 * i + 2] = nr[4 * i + 3] = nv;
+    }
+    _mm512_store_ps(res, _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(tot), corrv), mulv),
+                                       _mm512_load_ps(nr)));
+    for (int i = 0; i < 4; ++i)
+      for (int g = 0; g < G; ++g) {
+        float& o = out[g * ldo + t + i];
+        o = add ? o + res[4 * i + g] : res[4 * i + g];
+      }
+  }
+  for (; t < n; ++t) {
     const uint8_t* row = r.base + t * r.stride;
     const uint8_t* codes = row + r.code_off;
     __m512i acc[G];
     for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_si512();
     for (int c = 0; c < nch; ++c) {
-      const int off = 8 * B * c, avail = code_bytes - off;
-      const __mmask64 m = avail >= 64 ? ~__mmask64(0) : ((__mmask64(1) << avail) - 1);
-      __m512i x = _mm512_maskz_loadu_epi8(m, codes + off);
-      x = _mm512_multishift_epi64_epi8(vctl, _mm512_permutexvar_epi8(vidx, x));
-      const __m512i u = _mm512_shuffle_epi8(lut, _mm512_and_si512(x, low4));
+      const __m512i u = token_bytes(codes, c);
       for (int g = 0; g < G; ++g)
         acc[g] = _mm512_dpbusd_epi32(acc[g], u, _mm512_load_si512(qi + g * dpad + 64 * c));
     }
