@@ -116,6 +116,16 @@ inline VF vdecode(const Lut& l, const uint8_t* p, int avail, int back) {
     return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(x, 28)));
   }
 }
+// FWHT stages h = 1, 2, 4 inside one vector (see the AVX-512 version).
+inline VF vfwht_inner(VF x) {
+  const __m256 s1 = _mm256_setr_ps(1, -1, 1, -1, 1, -1, 1, -1);
+  const __m256 s2 = _mm256_setr_ps(1, 1, -1, -1, 1, 1, -1, -1);
+  const __m256 s4 = _mm256_setr_ps(1, 1, 1, 1, -1, -1, -1, -1);
+  x = _mm256_fmadd_ps(x, s1, _mm256_permute_ps(x, 0xB1));
+  x = _mm256_fmadd_ps(x, s2, _mm256_permute_ps(x, 0x4E));
+  x = _mm256_fmadd_ps(x, s4, _mm256_permute2f128_ps(x, x, 0x01));
+  return x;
+}
 inline void vhsum4(VF a, VF b, VF c, VF d, float* out) {
   const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
   _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));

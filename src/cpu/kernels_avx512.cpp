@@ -126,6 +126,19 @@ inline VF vdecode(const Lut& l, const uint8_t* p, int avail, int back) {
   }
   return _mm512_permutexvar_ps(_mm512_srlv_epi32(x, sh), l.t);
 }
+// FWHT stages h = 1, 2, 4, 8 inside one vector: lane j gets partner j ^ h; low lanes a + b,
+// high lanes a − b, computed as fma(x, ±1, partner) (exact: one rounding, like a ± b).
+inline VF vfwht_inner(VF x) {
+  const __m512 s1 = _mm512_setr_ps(1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1);
+  const __m512 s2 = _mm512_setr_ps(1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1);
+  const __m512 s4 = _mm512_setr_ps(1, 1, 1, 1, -1, -1, -1, -1, 1, 1, 1, 1, -1, -1, -1, -1);
+  const __m512 s8 = _mm512_setr_ps(1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1);
+  x = _mm512_fmadd_ps(x, s1, _mm512_permute_ps(x, 0xB1));
+  x = _mm512_fmadd_ps(x, s2, _mm512_permute_ps(x, 0x4E));
+  x = _mm512_fmadd_ps(x, s4, _mm512_shuffle_f32x4(x, x, 0xB1));
+  x = _mm512_fmadd_ps(x, s8, _mm512_shuffle_f32x4(x, x, 0x4E));
+  return x;
+}
 // Sums of four vectors: {Σa, Σb, Σc, Σd}.
 inline void vhsum4(VF a, VF b, VF c, VF d, float* out) {
   const __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));

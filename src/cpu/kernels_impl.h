@@ -14,6 +14,7 @@
 //       values of the W codes of a B-bit LSB-first stream starting at byte p (W·B/8 bytes),
 //       with avail readable bytes from p on and back readable bytes before p
 //   void vhsum4(VF a, VF b, VF c, VF d, float out[4])   the four horizontal sums
+//   VF vfwht_inner(VF) (W > 1)  the Walsh-Hadamard stages h = 1 .. W/2 within one vector
 //   double vnorm2(const float* x, int d)     Σ x² (accumulated in double)
 //   void pack_codes(const uint8_t* idx, int d, int bits, uint8_t* out)
 //   float load_half(const uint8_t*); void store_half(uint8_t*, float)
@@ -295,6 +296,12 @@ float k_scale_max(float* y, size_t n, float a) {
 // Same butterflies in the same order as fwht_ref: bit-identical results.
 void k_fwht(float* x, int n) {
   int h = 1;
+#if !TQ_KERNEL_W1
+  if (n >= W) {  // stages h < W inside each vector: x·(±1) + partner, the same a+b / a−b
+    for (int i = 0; i < n; i += W) vstoref(x + i, vfwht_inner(vloadf(x + i)));
+    h = W;
+  }
+#endif
   for (; h < n && h < W; h <<= 1)
     for (int i = 0; i < n; i += 2 * h)
       for (int j = i; j < i + h; ++j) {
