@@ -9,7 +9,9 @@
 //   16 bits fp16 radius | 8×4 bits level-1 | 4×2 level-2 | 2×2 level-3 | 1×2 level-4.
 // Level-1 codebook: 16 uniform centroids (the angle of a Gaussian pair is uniform). Level ℓ ≥ 2:
 // Lloyd-Max on the density ∝ sin^(2^(ℓ−1)−1)(2ψ) on [0, π/2] — no data needed.
+#include <algorithm>
 #include <array>
+#include <cstring>
 #include <cmath>
 #include <mutex>
 
@@ -155,21 +157,19 @@ class PolarCodec final : public Codec {
     }
   }
   void decode_rotated(const uint8_t* blk, float* y) const {
-    BitReader rd(blk);
+    const size_t bytes = block_bytes();
     for (int g = 0; g < groups_; ++g) {
-      const float r0 = f16_to_f32(uint16_t(rd.get(16)));
-      uint8_t c1[8], cl[3][4];
-      for (int i = 0; i < 8; ++i) c1[i] = uint8_t(rd.get(4));
-      int count = 8;
-      for (int lv = 0; lv < 3; ++lv) {
-        count /= 2;
-        for (int i = 0; i < count; ++i) cl[lv][i] = uint8_t(rd.get(2));
-      }
+      // The group's 62 bits, read at once (a shift of the ≤ 9 bytes that hold them).
+      const size_t o = size_t(g) * kGroupBits, b0 = o / 8;
+      unsigned __int128 v = 0;
+      std::memcpy(&v, blk + b0, std::min<size_t>(9, bytes - b0));
+      const uint64_t bits = uint64_t(v >> (o % 8));
+      const float r0 = f16_to_f32(uint16_t(bits & 0xFFFF));
       float r[8] = {r0};
-      count = 1;
+      int count = 1, pos[3] = {48, 56, 60};  // level-2, -3, -4 codes (2 bits each)
       for (int lv = 2; lv >= 0; --lv) {  // level 4 → 2
         for (int i = count - 1; i >= 0; --i) {
-          const int k = cl[lv][i];
+          const int k = int((bits >> (pos[lv] + 2 * i)) & 3);
           const float ri = r[i];
           r[2 * i] = ri * bk_.lc[lv][k];
           r[2 * i + 1] = ri * bk_.ls[lv][k];
@@ -178,8 +178,9 @@ class PolarCodec final : public Codec {
       }
       float* out = y + g * kGroup;
       for (int i = 0; i < 8; ++i) {
-        out[2 * i] = r[i] * bk_.l1c[c1[i]];
-        out[2 * i + 1] = r[i] * bk_.l1s[c1[i]];
+        const int k = int((bits >> (16 + 4 * i)) & 15);
+        out[2 * i] = r[i] * bk_.l1c[k];
+        out[2 * i + 1] = r[i] * bk_.l1s[k];
       }
     }
   }
