@@ -477,7 +477,7 @@ TQ_VNNI void acc_i8_any(const CodeRows& r, size_t n, const float* w, size_t ldw,
   for (int i = 0; i < 16; ++i)
     lt[i] = uint8_t(int(std::lrint(r.table[i & ((1 << B) - 1)] / cs)) + 128);
   const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(lt)));
-  constexpr size_t kMax = 128;
+  constexpr size_t kMax = 256;
   for (size_t t0 = 0; t0 < n; t0 += kMax) {
     const size_t m = std::min(kMax, n - t0), m4 = m / 4 * 4;
     alignas(64) float sc[kMax];
