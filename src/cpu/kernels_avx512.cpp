@@ -208,7 +208,7 @@ void k_acc_rows_fast(const CodeRows& r, size_t n, const float* w, size_t ldw, in
 // With AVX-512 VBMI + VNNI (Ice Lake, Zen 4 and later), code-table scores run on bytes: the
 // query is quantized to int8 per head (scale max|q|/127) and the codebook to unsigned bytes
 // (c ≈ cs·(u − 128), cs = max|c|/127); per 64 codes of a token one masked load, vpermb +
-// vpmultishiftqb + and unpack them to bytes, vpshufb looks the bytes up, and one vpdpbusd per
+// vpmultishiftqb unpack them to bytes, a second vpermb looks the bytes up, and one vpdpbusd per
 // query head multiplies-and-adds 64 byte pairs — 4× the work of a float FMA per instruction.
 //   q·c ≈ qs·cs·(Σ q8_j·u_j − 128·Σ q8_j)
 // This is an approximation of the float score (like FAISS fast-scan tables or ggml's q8 query):
@@ -236,13 +236,12 @@ TQ_VNNI void score_i8(const CodeRows& r, size_t n, const int8_t* qi, int dpad, c
       pctl[8 * k + i] = uint8_t(B * i);      // byte i ← bits B·i .. of that qword
     }
   const __m512i vidx = _mm512_load_si512(pidx), vctl = _mm512_load_si512(pctl);
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
   auto token_bytes = [&](const uint8_t* codes, int c) TQ_VNNI_LAMBDA {
     const int off = 8 * B * c, avail = code_bytes - off;
     const __mmask64 m = avail >= 64 ? ~__mmask64(0) : ((__mmask64(1) << avail) - 1);
     const __m512i x = _mm512_maskz_loadu_epi8(m, codes + off);
-    return _mm512_shuffle_epi8(
-        lut, _mm512_and_si512(_mm512_multishift_epi64_epi8(vctl, _mm512_permutexvar_epi8(vidx, x)), low4));
+    return _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(vctl, _mm512_permutexvar_epi8(vidx, x)),
+                                   lut);
   };
   size_t t = 0;
   // Four tokens at a time: their 4 × G int32 accumulators are reduced together by one tree
@@ -327,10 +326,12 @@ TQ_VNNI void score_i8_any(const CodeRows& r, size_t n, const float* q, int G, fl
   float cmax = 0;
   for (int k = 0; k < (1 << B); ++k) cmax = std::max(cmax, std::fabs(r.table[k]));
   const float cs = cmax > 0 ? cmax / 127.0f : 1.0f;
-  alignas(16) uint8_t lt[16];
-  for (int i = 0; i < 16; ++i)
+  // 64-entry byte table for vpermb (which ignores index bits 6-7), repeated mod 2^B so that the
+  // bits above a code never need masking.
+  alignas(64) uint8_t lt[64];
+  for (int i = 0; i < 64; ++i)
     lt[i] = uint8_t(int(std::lrint(r.table[i & ((1 << B) - 1)] / cs)) + 128);
-  const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(lt)));
+  const __m512i lut = _mm512_load_si512(lt);
   const int d = r.dim, dpad = (d + 63) / 64 * 64;
   alignas(64) int8_t qi[4 * 1024];
   const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
@@ -409,18 +410,16 @@ TQ_VNNI void acc_i8(const CodeRows& r, size_t n4, const uint32_t* wq /*G × n4/4
       pctl[8 * k + i] = uint8_t(B * i);
     }
   const __m512i vidx = _mm512_load_si512(pidx), vctl = _mm512_load_si512(pctl);
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int c = 0; c < nch; ++c) {
     const int off = 8 * B * c, avail = code_bytes - off;
     const __mmask64 m = avail >= 64 ? ~__mmask64(0) : ((__mmask64(1) << avail) - 1);
     const uint8_t* cb = r.base + r.code_off + off;
     const size_t stride = r.stride;
-#define TQ_BYTES(t)                                                                          \
-  _mm512_shuffle_epi8(                                                                       \
-      lut, _mm512_and_si512(_mm512_multishift_epi64_epi8(                                    \
-                                vctl, _mm512_permutexvar_epi8(                               \
-                                          vidx, _mm512_maskz_loadu_epi8(m, cb + (t) * stride))), \
-                            low4))
+#define TQ_BYTES(t)                                                                         \
+  _mm512_permutexvar_epi8(                                                                  \
+      _mm512_multishift_epi64_epi8(                                                         \
+          vctl, _mm512_permutexvar_epi8(vidx, _mm512_maskz_loadu_epi8(m, cb + (t) * stride))), \
+      lut)
     __m512i a[G][4];
     for (int g = 0; g < G; ++g)
       for (int k = 0; k < 4; ++k) a[g][k] = _mm512_setzero_si512();
@@ -473,10 +472,12 @@ TQ_VNNI void acc_i8_any(const CodeRows& r, size_t n, const float* w, size_t ldw,
   float cmax = 0;
   for (int k = 0; k < (1 << B); ++k) cmax = std::max(cmax, std::fabs(r.table[k]));
   const float cs = cmax > 0 ? cmax / 127.0f : 1.0f;
-  alignas(16) uint8_t lt[16];
-  for (int i = 0; i < 16; ++i)
+  // 64-entry byte table for vpermb (which ignores index bits 6-7), repeated mod 2^B so that the
+  // bits above a code never need masking.
+  alignas(64) uint8_t lt[64];
+  for (int i = 0; i < 64; ++i)
     lt[i] = uint8_t(int(std::lrint(r.table[i & ((1 << B) - 1)] / cs)) + 128);
-  const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(lt)));
+  const __m512i lut = _mm512_load_si512(lt);
   constexpr size_t kMax = 256;
   for (size_t t0 = 0; t0 < n; t0 += kMax) {
     const size_t m = std::min(kMax, n - t0), m4 = m / 4 * 4;
