@@ -254,6 +254,55 @@ TQ_VNNI void score_i8(const CodeRows& r, size_t n, const int8_t* qi, int dpad, c
                                      mul[1 % G], mul[2 % G], mul[3 % G], mul[0], mul[1 % G],
                                      mul[2 % G], mul[3 % G], mul[0], mul[1 % G], mul[2 % G],
                                      mul[3 % G]);
+  // Sixteen tokens at a time without horizontal sums: their byte vectors are transposed
+  // (16 × 16 dwords per 64 codes) so that lane i holds token i, and each vpdpbusd takes one
+  // broadcast dword (4 coordinates) of a query head.
+  const int32_t* qd = reinterpret_cast<const int32_t*>(qi);
+  for (; t + 16 <= n; t += 16) {
+    __m512i acc16[G];
+    for (int g = 0; g < G; ++g) acc16[g] = _mm512_setzero_si512();
+    for (int c = 0; c < nch; ++c) {
+      __m512i rw[16], tt[16];
+      for (int i = 0; i < 16; ++i) rw[i] = token_bytes(r.base + (t + i) * r.stride + r.code_off, c);
+      for (int k = 0; k < 8; ++k) {
+        tt[2 * k] = _mm512_unpacklo_epi32(rw[2 * k], rw[2 * k + 1]);
+        tt[2 * k + 1] = _mm512_unpackhi_epi32(rw[2 * k], rw[2 * k + 1]);
+      }
+      for (int k = 0; k < 4; ++k) {  // rw[4k + e], lane L = dword 4L + e of tokens 4k..4k+3
+        rw[4 * k + 0] = _mm512_unpacklo_epi64(tt[4 * k + 0], tt[4 * k + 2]);
+        rw[4 * k + 1] = _mm512_unpackhi_epi64(tt[4 * k + 0], tt[4 * k + 2]);
+        rw[4 * k + 2] = _mm512_unpacklo_epi64(tt[4 * k + 1], tt[4 * k + 3]);
+        rw[4 * k + 3] = _mm512_unpackhi_epi64(tt[4 * k + 1], tt[4 * k + 3]);
+      }
+      for (int e = 0; e < 4; ++e) {
+        const __m512i a = _mm512_shuffle_i32x4(rw[e], rw[4 + e], 0x44);
+        const __m512i b = _mm512_shuffle_i32x4(rw[e], rw[4 + e], 0xEE);
+        const __m512i cc = _mm512_shuffle_i32x4(rw[8 + e], rw[12 + e], 0x44);
+        const __m512i dd = _mm512_shuffle_i32x4(rw[8 + e], rw[12 + e], 0xEE);
+        tt[0 + e] = _mm512_shuffle_i32x4(a, cc, 0x88);   // dword m = e of every token
+        tt[4 + e] = _mm512_shuffle_i32x4(a, cc, 0xDD);   // m = 4 + e
+        tt[8 + e] = _mm512_shuffle_i32x4(b, dd, 0x88);   // m = 8 + e
+        tt[12 + e] = _mm512_shuffle_i32x4(b, dd, 0xDD);  // m = 12 + e
+      }
+      for (int m = 0; m < 16; ++m)
+        for (int g = 0; g < G; ++g)
+          acc16[g] = _mm512_dpbusd_epi32(acc16[g], tt[m],
+                                         _mm512_set1_epi32(qd[(g * dpad + 64 * c) / 4 + m]));
+    }
+    alignas(64) float nr[16];
+    for (int i = 0; i < 16; ++i)
+      nr[i] = r.scale_mul * load_half(r.base + (t + i) * r.stride + r.scale_off);
+    const __m512 nv = _mm512_load_ps(nr);
+    for (int g = 0; g < G; ++g) {
+      __m512 v = _mm512_mul_ps(
+          _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc16[g]), _mm512_set1_ps(corr[g])),
+                        _mm512_set1_ps(mul[g])),
+          nv);
+      float* o = out + g * ldo + t;
+      if (add) v = _mm512_add_ps(v, _mm512_loadu_ps(o));
+      _mm512_storeu_ps(o, v);
+    }
+  }
   for (; t + 4 <= n; t += 4) {
     __m512i a[4][4];
     for (int i = 0; i < 4; ++i)
