@@ -15,7 +15,7 @@
 
 namespace {
 
-const char* kTypes[] = {"f32",    "f16",    "q8_0",     "q4_0",     "turbo2", "turbo3",
+const char* kTypes[] = {"f32",    "f16",      "q8_0",     "q4_0",    "turbo2", "turbo3",
                         "turbo4", "turbo2.5", "turbo3.5", "turbo3p", "polar"};
 
 std::vector<float> randn(size_t n, uint64_t seed) {
@@ -79,8 +79,6 @@ void BM_Encode(benchmark::State& st) {
   st.SetLabel(type + " " + tq::cpu::level_name(level));
   tq::cpu::reset_level();
 }
-BENCHMARK(BM_Encode)
-    ->ArgsProduct({{1, 2, 4, 5, 6, 7}, {0, 1, 2}})
-    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Encode)->ArgsProduct({{1, 2, 4, 5, 6, 7}, {0, 1, 2}})->Unit(benchmark::kMicrosecond);
 
 }  // namespace

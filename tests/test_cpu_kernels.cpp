@@ -1,18 +1,18 @@
 // CPU kernels (issue 6): every SIMD level this CPU has against the scalar references, on fresh
 // random inputs (the seed is printed on failure), odd token counts and several head dims.
 //
-// Tolerances (normalised errors; all kernels compute the same math as the references, so only
-// float rounding differs — they do not depend on the bit-width):
-//   scores:      |s − s_ref| / (‖q‖·‖x̃_t‖)               ≤ 2e-5   (prod: ‖q‖·(‖x̃_t‖ + γ_t‖S‖/…), 1e-4)
-//   accumulate:  ‖acc − acc_ref‖∞ / Σ_t |w_t|·‖x̃_t‖      ≤ 2e-5
-//   attention:   ‖out − out_ref‖∞ / max_t ‖ṽ_t‖          ≤ 2e-5 (vectorised exp: rel. err 2e-7)
-//   split/merge: ‖out_split − out_unsplit‖∞ / max|out|   ≤ 1e-5
-//   encode:      ≥ 99% of tokens bit-identical to encode_ref; decoded difference tiny elsewhere
-// Exception: at the AVX-512 level with VBMI+VNNI, TurboQuant scores use 8-bit fast-scan tables
-// (int8 query, byte codebook; cpu::int8_scores_active()). Their tolerance is
-//   scores:      normalised error ≤ 1e-2 (typically ~1e-3; the codes' own error is ~1e-2..5e-2)
-//   attention:   ≤ 5e-3 of max‖ṽ‖
-// and the same checks are repeated with the int8 tables switched off at the exact tolerances.
+// Tolerances (normalised errors; the float kernels compute the same math as the references, so
+// only float rounding differs and the bounds do not depend on the bit-width):
+//   scores       |s − s_ref| / (‖q‖·‖x̃_t‖) ≤ 2e-5 (prod: / ‖q‖·(‖x̃_t‖ + 1), 1e-4)
+//   accumulate   ‖acc − acc_ref‖∞ / Σ_t |w_t|·‖x̃_t‖ ≤ 2e-5 (prod 1e-4)
+//   attention    ‖out − out_ref‖∞ / max_t ‖ṽ_t‖ ≤ 2e-5 (vectorised exp: rel. err 2e-7)
+//   split/merge  ‖out_split − out_unsplit‖∞ / max|out| ≤ 1e-5
+//   encode       ≥ 99% of tokens bit-identical to encode_ref, the others within one centroid step
+// Exception: at the AVX-512 level with VBMI+VNNI, TurboQuant scores and values use 8-bit
+// fast-scan tables (int8 query/weights, byte codebook; cpu::int8_scores_active()):
+//   scores, accumulate   normalised error ≤ 1e-2 (typically ≲ 1e-3; the codes' own error is larger)
+//   attention            ≤ 5e-3 of max‖ṽ‖
+// and every check is repeated with the 8-bit tables switched off, at the exact tolerances.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -69,10 +69,10 @@ struct Int8Guard {
   ~Int8Guard() { cpu::set_int8_scores(true); }
 };
 
-const std::vector<std::string> kTypes = {
-    "f32",     "f16",      "turbo1", "turbo2",   "turbo3",   "turbo4", "turbo3nc", "turbo6",
-    "turbo2p", "turbo3p", "turbo4p", "turbo2.5", "turbo3.5", "q8_0",   "q4_0",     "q8_0+h",
-    "polar"};
+const std::vector<std::string> kTypes = {"f32",     "f16",      "turbo1",   "turbo2",  "turbo3",
+                                         "turbo4",  "turbo3nc", "turbo6",   "turbo2p", "turbo3p",
+                                         "turbo4p", "turbo2.5", "turbo3.5", "q8_0",    "q4_0",
+                                         "q8_0+h",  "polar"};
 
 std::unique_ptr<Codec> try_make(const std::string& t, int d) {
   try {
@@ -83,17 +83,22 @@ std::unique_ptr<Codec> try_make(const std::string& t, int d) {
 }
 
 // Scalar references of the codec's score/accumulate, where the codec has them.
-bool ref_score(const Codec& c, const QueryState& qs, const uint8_t* codes, size_t n,
-               float* out) {
-  if (auto* m = dynamic_cast<const TurboMseCodec*>(&c)) return m->score_ref(qs, codes, n, out), true;
-  if (auto* p = dynamic_cast<const TurboProdCodec*>(&c)) return p->score_ref(qs, codes, n, out), true;
-  if (auto* s = dynamic_cast<const TurboSplitCodec*>(&c)) return s->score_ref(qs, codes, n, out), true;
+bool ref_score(const Codec& c, const QueryState& qs, const uint8_t* codes, size_t n, float* out) {
+  if (auto* m = dynamic_cast<const TurboMseCodec*>(&c))
+    return m->score_ref(qs, codes, n, out), true;
+  if (auto* p = dynamic_cast<const TurboProdCodec*>(&c))
+    return p->score_ref(qs, codes, n, out), true;
+  if (auto* s = dynamic_cast<const TurboSplitCodec*>(&c))
+    return s->score_ref(qs, codes, n, out), true;
   return false;
 }
 bool ref_acc(const Codec& c, const uint8_t* codes, size_t n, const float* w, float* acc) {
-  if (auto* m = dynamic_cast<const TurboMseCodec*>(&c)) return m->accumulate_ref(codes, n, w, acc), true;
-  if (auto* p = dynamic_cast<const TurboProdCodec*>(&c)) return p->accumulate_ref(codes, n, w, acc), true;
-  if (auto* s = dynamic_cast<const TurboSplitCodec*>(&c)) return s->accumulate_ref(codes, n, w, acc), true;
+  if (auto* m = dynamic_cast<const TurboMseCodec*>(&c))
+    return m->accumulate_ref(codes, n, w, acc), true;
+  if (auto* p = dynamic_cast<const TurboProdCodec*>(&c))
+    return p->accumulate_ref(codes, n, w, acc), true;
+  if (auto* s = dynamic_cast<const TurboSplitCodec*>(&c))
+    return s->accumulate_ref(codes, n, w, acc), true;
   return false;
 }
 
@@ -177,35 +182,43 @@ TEST(CpuKernels, ScoreAndAccumulateMatchReference) {
           wsum += w[t] * norm(&xd[t * d], d);
         }
         for (Level l : cpu::available_levels())
-        for (bool int8 : {true, false}) {
-          LevelGuard lg(l);
-          Int8Guard ig(int8);
-          SCOPED_TRACE(std::string(cpu::level_name(l)) + (int8 ? " int8-on" : " int8-off"));
-          const bool turbo = type.rfind("turbo", 0) == 0 && type != "turbo6";
-          const bool i8 = cpu::int8_scores_active() && turbo;
-          auto qs = c->prepare_query(q.data());
-          std::vector<float> s(n), s2(n);
-          c->score(*qs, codes.data(), n, s.data());
-          const bool has_ref = ref_score(*c, *qs, codes.data(), n, s2.data());
-          for (size_t t = 0; t < n; ++t) {
-            // prod: q·x̃ mixes the mse part and the sketch part, whose terms are larger than
-            // ‖x̃‖; normalise by the sum of both magnitudes.
-            const double scale = qn * (norm(&xd[t * d], d) + (prod ? 1.0 : 0.0)) + 1e-30;
-            const double tol = i8 ? 1e-2 : prod ? 1e-4 : 2e-5;
-            EXPECT_LE(std::fabs(s[t] - sref[t]) / scale, tol) << "token " << t;
-            if (has_ref) EXPECT_LE(std::fabs(s[t] - s2[t]) / scale, tol) << "token " << t;
-          }
-          std::vector<float> acc(c->acc_size(), 0.0f), acc2(c->acc_size(), 0.0f), out(d), out2(d);
-          c->accumulate(codes.data(), n, w.data(), acc.data());
-          c->finish(acc.data(), out.data());
-          for (int j = 0; j < d; ++j)
-            EXPECT_LE(std::fabs(out[j] - oref[j]) / (wsum + 1e-30), i8 ? 1e-2 : prod ? 1e-4 : 2e-5) << j;
-          if (ref_acc(*c, codes.data(), n, w.data(), acc2.data())) {
-            c->finish(acc2.data(), out2.data());
+          for (bool int8 : {true, false}) {
+            LevelGuard lg(l);
+            Int8Guard ig(int8);
+            SCOPED_TRACE(std::string(cpu::level_name(l)) + (int8 ? " int8-on" : " int8-off"));
+            const bool turbo = type.rfind("turbo", 0) == 0 && type != "turbo6";
+            const bool i8 = cpu::int8_scores_active() && turbo;
+            auto qs = c->prepare_query(q.data());
+            std::vector<float> s(n), s2(n);
+            c->score(*qs, codes.data(), n, s.data());
+            const bool has_ref = ref_score(*c, *qs, codes.data(), n, s2.data());
+            for (size_t t = 0; t < n; ++t) {
+              // prod: q·x̃ mixes the mse part and the sketch part, whose terms are larger than
+              // ‖x̃‖; normalise by the sum of both magnitudes.
+              const double scale = qn * (norm(&xd[t * d], d) + (prod ? 1.0 : 0.0)) + 1e-30;
+              const double tol = i8 ? 1e-2 : prod ? 1e-4 : 2e-5;
+              EXPECT_LE(std::fabs(s[t] - sref[t]) / scale, tol) << "token " << t;
+              if (has_ref) {
+                EXPECT_LE(std::fabs(s[t] - s2[t]) / scale, tol) << "token " << t;
+              }
+            }
+            std::vector<float> acc(c->acc_size(), 0.0f), acc2(c->acc_size(), 0.0f), out(d), out2(d);
+            c->accumulate(codes.data(), n, w.data(), acc.data());
+            c->finish(acc.data(), out.data());
             for (int j = 0; j < d; ++j)
-              EXPECT_LE(std::fabs(out[j] - out2[j]) / (wsum + 1e-30), i8 ? 1e-2 : prod ? 1e-4 : 2e-5) << j;
+              EXPECT_LE(std::fabs(out[j] - oref[j]) / (wsum + 1e-30), i8     ? 1e-2
+                                                                      : prod ? 1e-4
+                                                                             : 2e-5)
+                  << j;
+            if (ref_acc(*c, codes.data(), n, w.data(), acc2.data())) {
+              c->finish(acc2.data(), out2.data());
+              for (int j = 0; j < d; ++j)
+                EXPECT_LE(std::fabs(out[j] - out2[j]) / (wsum + 1e-30), i8     ? 1e-2
+                                                                        : prod ? 1e-4
+                                                                               : 2e-5)
+                    << j;
+            }
           }
-        }
       }
     }
 }
@@ -231,8 +244,9 @@ TEST(CpuKernels, EncodeMatchesReference) {
           c.encode(x.data(), n, a.data());
           size_t same = 0;
           for (size_t t = 0; t < n; ++t)
-            same += std::equal(a.begin() + t * c.block_bytes(),
-                               a.begin() + (t + 1) * c.block_bytes(), b.begin() + t * c.block_bytes());
+            same +=
+                std::equal(a.begin() + t * c.block_bytes(), a.begin() + (t + 1) * c.block_bytes(),
+                           b.begin() + t * c.block_bytes());
           EXPECT_GE(double(same) / n, 0.99);
           std::vector<float> da(n * d), db(n * d);
           c.decode(a.data(), n, da.data());
@@ -250,9 +264,9 @@ TEST(CpuKernels, EncodeMatchesReference) {
 namespace {
 
 // Reference attention over decoded K/V, in double.
-std::vector<double> ref_attention(const Codec& kc, const Codec& vc,
-                                  const std::vector<uint8_t>& k, const std::vector<uint8_t>& v,
-                                  size_t n, const std::vector<float>& q, int G, float scale) {
+std::vector<double> ref_attention(const Codec& kc, const Codec& vc, const std::vector<uint8_t>& k,
+                                  const std::vector<uint8_t>& v, size_t n,
+                                  const std::vector<float>& q, int G, float scale) {
   const int d = kc.dim();
   std::vector<float> kd(n * d), vd(n * d);
   kc.decode(k.data(), n, kd.data());
@@ -276,8 +290,7 @@ std::vector<double> ref_attention(const Codec& kc, const Codec& vc,
 
 // Cut n tokens into pages of odd sizes.
 std::vector<cpu::KvPage> make_pages(const std::vector<uint8_t>& k, size_t kb,
-                                    const std::vector<uint8_t>& v, size_t vb, size_t n,
-                                    Rand& r) {
+                                    const std::vector<uint8_t>& v, size_t vb, size_t n, Rand& r) {
   std::vector<cpu::KvPage> pages;
   size_t t = 0;
   std::uniform_int_distribution<size_t> len(1, 300);
@@ -296,9 +309,9 @@ TEST(DecodeAttention, MatchesReferenceAtEveryLevelAndThreadCount) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   Rand r(seed);
   const std::vector<std::pair<std::string, std::string>> kv = {
-      {"f32", "f32"},         {"f16", "f16"},       {"q8_0", "q8_0"},     {"q4_0", "q4_0"},
-      {"turbo3", "turbo3"},   {"turbo2", "turbo4"}, {"turbo3p", "turbo3"}, {"turbo2.5", "turbo3.5"},
-      {"polar", "polar"},     {"q8_0+h", "turbo3"}, {"turbo4p", "turbo2.5"}};
+      {"f32", "f32"},       {"f16", "f16"},       {"q8_0", "q8_0"},       {"q4_0", "q4_0"},
+      {"turbo3", "turbo3"}, {"turbo2", "turbo4"}, {"turbo3p", "turbo3"},  {"turbo2.5", "turbo3.5"},
+      {"polar", "polar"},   {"q8_0+h", "turbo3"}, {"turbo4p", "turbo2.5"}};
   for (const auto& [kt, vt] : kv)
     for (int d : {64, 128, 96}) {
       auto kc = try_make(kt, d), vc = try_make(vt, d);
@@ -319,44 +332,44 @@ TEST(DecodeAttention, MatchesReferenceAtEveryLevelAndThreadCount) {
         for (size_t t = 0; t < n; ++t) vmax = std::max(vmax, norm(&vd[t * d], d));
         const auto pages = make_pages(k, kc->block_bytes(), v, vc->block_bytes(), n, r);
         for (Level l : cpu::available_levels())
-        for (bool int8 : {true, false}) {
-          LevelGuard lg(l);
-          Int8Guard ig(int8);
-          const bool i8 = cpu::int8_scores_active() &&
-                          (kt.rfind("turbo", 0) == 0 || vt.rfind("turbo", 0) == 0);
-          std::vector<float> base;
-          for (int threads : {1, 2})
-            for (int splits : {1, 3, 0}) {
-              SCOPED_TRACE(std::string(cpu::level_name(l)) + (i8 ? " int8" : "") + " threads=" +
-                           std::to_string(threads) + " splits=" + std::to_string(splits));
-              cpu::DecodeOptions opt;
-              opt.threads = threads;
-              opt.splits = splits;
-              opt.min_split_tokens = 100;
-              opt.min_parallel_work = 0;
-              std::vector<float> out(size_t(G) * d);
-              cpu::decode_attention(*kc, *vc, pages, q.data(), G, scale, out.data(), opt);
-              const bool prod = kt.find('p') != std::string::npos && kt != "polar";
-              for (size_t i = 0; i < out.size(); ++i)
-                ASSERT_LE(std::fabs(out[i] - ref[i]) / vmax, i8 ? 5e-3 : prod ? 1e-4 : 2e-5) << i;
-              if (base.empty()) {
-                base = out;
-              } else {  // split/merge and threads change nothing beyond rounding
-                double mx = 0;
-                for (float b : base) mx = std::max(mx, double(std::fabs(b)));
+          for (bool int8 : {true, false}) {
+            LevelGuard lg(l);
+            Int8Guard ig(int8);
+            const bool i8 = cpu::int8_scores_active() &&
+                            (kt.rfind("turbo", 0) == 0 || vt.rfind("turbo", 0) == 0);
+            std::vector<float> base;
+            for (int threads : {1, 2})
+              for (int splits : {1, 3, 0}) {
+                SCOPED_TRACE(std::string(cpu::level_name(l)) + (i8 ? " int8" : "") + " threads=" +
+                             std::to_string(threads) + " splits=" + std::to_string(splits));
+                cpu::DecodeOptions opt;
+                opt.threads = threads;
+                opt.splits = splits;
+                opt.min_split_tokens = 100;
+                opt.min_parallel_work = 0;
+                std::vector<float> out(size_t(G) * d);
+                cpu::decode_attention(*kc, *vc, pages, q.data(), G, scale, out.data(), opt);
+                const bool prod = kt.find('p') != std::string::npos && kt != "polar";
                 for (size_t i = 0; i < out.size(); ++i)
-                  ASSERT_LE(std::fabs(out[i] - base[i]) / mx, 1e-5) << i;
+                  ASSERT_LE(std::fabs(out[i] - ref[i]) / vmax, i8 ? 5e-3 : prod ? 1e-4 : 2e-5) << i;
+                if (base.empty()) {
+                  base = out;
+                } else {  // split/merge and threads change nothing beyond rounding
+                  double mx = 0;
+                  for (float b : base) mx = std::max(mx, double(std::fabs(b)));
+                  for (size_t i = 0; i < out.size(); ++i)
+                    ASSERT_LE(std::fabs(out[i] - base[i]) / mx, 1e-5) << i;
+                }
               }
-            }
-          // the generic (Codec-interface) path agrees with the fast path
-          cpu::DecodeOptions gen;
-          gen.use_generic = true;
-          gen.threads = 1;
-          std::vector<float> out(size_t(G) * d);
-          cpu::decode_attention(*kc, *vc, pages, q.data(), G, scale, out.data(), gen);
-          for (size_t i = 0; i < out.size(); ++i)
-            ASSERT_LE(std::fabs(out[i] - ref[i]) / vmax, i8 ? 5e-3 : 1e-4) << i;
-        }
+            // the generic (Codec-interface) path agrees with the fast path
+            cpu::DecodeOptions gen;
+            gen.use_generic = true;
+            gen.threads = 1;
+            std::vector<float> out(size_t(G) * d);
+            cpu::decode_attention(*kc, *vc, pages, q.data(), G, scale, out.data(), gen);
+            for (size_t i = 0; i < out.size(); ++i)
+              ASSERT_LE(std::fabs(out[i] - ref[i]) / vmax, i8 ? 5e-3 : 1e-4) << i;
+          }
       }
     }
 }

@@ -111,8 +111,8 @@ class TurboProdOps final : public AttnOps {
     const auto& k = kernels();
     const size_t st = c_.block_bytes();
     k.score_rows(c_.mse_rows(c, st), n, p.a.data(), p.G, s, lds, false);
-    k.score_rows(c_.sign_rows(c, st, float(TurboProdCodec::qjl_factor(d_))), n, p.b.data(), p.G,
-                 s, lds, true);
+    k.score_rows(c_.sign_rows(c, st, float(TurboProdCodec::qjl_factor(d_))), n, p.b.data(), p.G, s,
+                 lds, true);
   }
   void accumulate(const uint8_t* c, size_t n, const float* w, size_t ldw, int G,
                   float* acc) const override {
@@ -183,8 +183,7 @@ class PolarOps final : public AttnOps {
     thread_local std::vector<float> y;
     y.resize(n * d_);
     polar_decode_rotated(c_, c, n, y.data());
-    kernels().score_f32(reinterpret_cast<const uint8_t*>(y.data()), n, d_, p.a.data(), p.G, s,
-                        lds);
+    kernels().score_f32(reinterpret_cast<const uint8_t*>(y.data()), n, d_, p.a.data(), p.G, s, lds);
   }
   void accumulate(const uint8_t* c, size_t n, const float* w, size_t ldw, int G,
                   float* acc) const override {
@@ -256,8 +255,11 @@ std::unique_ptr<AttnOps> make_attn_ops(const Codec& c, bool generic) {
 
 // ------------------------------------------------------------------ softmax state
 SoftmaxState::SoftmaxState(int h, size_t a)
-    : heads(h), acc_size(a), m(size_t(h), -std::numeric_limits<float>::infinity()),
-      l(size_t(h), 0.0f), acc(size_t(h) * a, 0.0f) {}
+    : heads(h),
+      acc_size(a),
+      m(size_t(h), -std::numeric_limits<float>::infinity()),
+      l(size_t(h), 0.0f),
+      acc(size_t(h) * a, 0.0f) {}
 
 void SoftmaxState::merge(const SoftmaxState& o) {
   TQ_ASSERT(o.heads == heads && o.acc_size == acc_size);

@@ -39,10 +39,10 @@ struct SoftmaxState {
 };
 
 struct DecodeOptions {
-  int threads = 0;               // OpenMP threads; 0 = omp_get_max_threads()
-  int splits = 0;                // token ranges per KV head; 0 = chosen from threads and length
-  size_t min_split_tokens = 512; // automatic splits never go below this
-  bool use_generic = false;      // force the codec-interface path (tests)
+  int threads = 0;                // OpenMP threads; 0 = omp_get_max_threads()
+  int splits = 0;                 // token ranges per KV head; 0 = chosen from threads and length
+  size_t min_split_tokens = 512;  // automatic splits never go below this
+  bool use_generic = false;       // force the codec-interface path (tests)
   size_t min_parallel_work = 1 << 16;  // tokens × query heads below which no threads start
 };
 
@@ -72,8 +72,8 @@ class AttnOps {
   // Per-query state for G heads (q: G × d).
   struct Prepared {
     int G = 0;
-    std::vector<float> a, b;                     // kernel-specific (rotated queries etc.)
-    std::vector<std::unique_ptr<QueryState>> qs; // generic path
+    std::vector<float> a, b;                      // kernel-specific (rotated queries etc.)
+    std::vector<std::unique_ptr<QueryState>> qs;  // generic path
   };
   virtual void prepare(const float* q, int G, Prepared& p) const = 0;
   // s[g·lds + t] = q_g · k_t for n tokens.

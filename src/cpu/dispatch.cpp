@@ -27,8 +27,8 @@ Level default_level() {
   if (env && *env) {
     const Level l = parse_level(env);
     if (int(l) > int(detected_level()))
-      throw Error(std::string("TQ_SIMD=") + env + ": this CPU does not support it (best: " +
-                  level_name(detected_level()) + ")");
+      throw Error(std::string("TQ_SIMD=") + env +
+                  ": this CPU does not support it (best: " + level_name(detected_level()) + ")");
     return l;
   }
   return detected_level();
@@ -59,9 +59,12 @@ bool int8_scores_active() {
 
 const char* level_name(Level l) {
   switch (l) {
-    case Level::kScalar: return "scalar";
-    case Level::kAvx2: return "avx2";
-    case Level::kAvx512: return "avx512";
+    case Level::kScalar:
+      return "scalar";
+    case Level::kAvx2:
+      return "avx2";
+    case Level::kAvx512:
+      return "avx512";
   }
   return "?";
 }
@@ -99,9 +102,12 @@ void reset_level() { current().store(int(default_level())); }
 const Kernels& kernels_for(Level l) {
   TQ_ASSERT(int(l) <= int(detected_level()));
   switch (l) {
-    case Level::kAvx512: return kernels_avx512();
-    case Level::kAvx2: return kernels_avx2();
-    default: return kernels_scalar();
+    case Level::kAvx512:
+      return kernels_avx512();
+    case Level::kAvx2:
+      return kernels_avx2();
+    default:
+      return kernels_scalar();
   }
 }
 

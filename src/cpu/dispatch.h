@@ -52,8 +52,8 @@ struct CodeRows {
 struct Kernels {
   Level level;
   // Scores of n tokens. add: out += score (else out = score).
-  void (*score_rows)(const CodeRows& r, size_t n, const float* q, int G, float* out,
-                     size_t ldo, bool add);
+  void (*score_rows)(const CodeRows& r, size_t n, const float* q, int G, float* out, size_t ldo,
+                     bool add);
   // acc_g[j] += Σ_t w_g[t] · value_t[j].
   void (*acc_rows)(const CodeRows& r, size_t n, const float* w, size_t ldw, int G, float* acc,
                    size_t lda);
@@ -101,8 +101,8 @@ bool int8_scores_enabled();
 void set_int8_scores(bool on);
 bool int8_scores_active();
 
-const Kernels& kernels();                // the active level
-const Kernels& kernels_for(Level l);     // a given level (must be available)
+const Kernels& kernels();             // the active level
+const Kernels& kernels_for(Level l);  // a given level (must be available)
 
 // Per-level tables (defined in kernels_scalar.cpp, kernels_avx2.cpp, kernels_avx512.cpp).
 const Kernels& kernels_scalar();

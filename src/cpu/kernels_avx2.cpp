@@ -3,8 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <cstring>
+#include <limits>
 
 #include "core/bitpack.h"
 #include "core/half.h"
@@ -51,7 +51,8 @@ inline VF vexp(VF x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 inline float load_half(const uint8_t* p) {
@@ -67,11 +68,13 @@ inline VF vload_f16(const uint8_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 inline VF vload_i8(const uint8_t* p) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  return _mm256_cvtepi32_ps(
+      _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 inline VF vload_nib(const uint8_t* p, int s) {
   const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-  const __m256i q = _mm256_and_si256(_mm256_srl_epi32(b, _mm_cvtsi32_si128(s)), _mm256_set1_epi32(15));
+  const __m256i q =
+      _mm256_and_si256(_mm256_srl_epi32(b, _mm_cvtsi32_si128(s)), _mm256_set1_epi32(15));
   return _mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(8)));
 }
 // Code → value: vpermps over 8 table entries (entries repeated for bits < 3, so bits above the
@@ -166,7 +169,8 @@ inline void vquantize(const float* y, int d, const float* bnd, int nb, uint8_t* 
     const __m256 v = _mm256_loadu_ps(y + j);
     __m256i k = _mm256_setzero_si256();
     for (int b = 0; b < nb; ++b)  // k −= (bnd[b] < y) as −1 masks
-      k = _mm256_sub_epi32(k, _mm256_castps_si256(_mm256_cmp_ps(_mm256_set1_ps(bnd[b]), v, _CMP_LT_OQ)));
+      k = _mm256_sub_epi32(
+          k, _mm256_castps_si256(_mm256_cmp_ps(_mm256_set1_ps(bnd[b]), v, _CMP_LT_OQ)));
     alignas(32) int32_t t[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(t), k);
     for (int i = 0; i < 8; ++i) idx[j + i] = uint8_t(t[i]);

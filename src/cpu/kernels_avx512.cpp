@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <cstring>
+#include <limits>
 
 #include "core/bitpack.h"
 #include "core/half.h"
@@ -66,11 +66,13 @@ inline VF vload_f16(const uint8_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 inline VF vload_i8(const uint8_t* p) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  return _mm512_cvtepi32_ps(
+      _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 inline VF vload_nib(const uint8_t* p, int s) {
   const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  const __m512i q = _mm512_and_si512(_mm512_srl_epi32(b, _mm_cvtsi32_si128(s)), _mm512_set1_epi32(15));
+  const __m512i q =
+      _mm512_and_si512(_mm512_srl_epi32(b, _mm_cvtsi32_si128(s)), _mm512_set1_epi32(15));
   return _mm512_cvtepi32_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(8)));
 }
 // Code → value: one vpermps over 16 table entries (repeated for bits < 4, so bits above the
@@ -107,10 +109,10 @@ template <int B>
 inline VF vdecode(const Lut& l, const uint8_t* p, int avail, int back) {
   constexpr int NB = 2 * B;
   static const __m512i shuf0 = code_shuffle<B>(0), shuf1 = code_shuffle<B>(8 - NB);
-  const __m512i sh = _mm512_setr_epi32(0, B % 8, (2 * B) % 8, (3 * B) % 8, (4 * B) % 8,
-                                       (5 * B) % 8, (6 * B) % 8, (7 * B) % 8, (8 * B) % 8,
-                                       (9 * B) % 8, (10 * B) % 8, (11 * B) % 8, (12 * B) % 8,
-                                       (13 * B) % 8, (14 * B) % 8, (15 * B) % 8);
+  const __m512i sh =
+      _mm512_setr_epi32(0, B % 8, (2 * B) % 8, (3 * B) % 8, (4 * B) % 8, (5 * B) % 8, (6 * B) % 8,
+                        (7 * B) % 8, (8 * B) % 8, (9 * B) % 8, (10 * B) % 8, (11 * B) % 8,
+                        (12 * B) % 8, (13 * B) % 8, (14 * B) % 8, (15 * B) % 8);
   uint64_t v;
   __m512i x;
   if (avail >= 8) {
@@ -156,7 +158,8 @@ inline double vnorm2(const float* x, int d) {
   for (; j + 16 <= d; j += 16) {
     const __m512 v = _mm512_loadu_ps(x + j);
     const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-    const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    const __m512d hi =
+        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
     a = _mm512_fmadd_pd(lo, lo, a);
     b = _mm512_fmadd_pd(hi, hi, b);
   }
@@ -196,8 +199,8 @@ inline void vquantize(const float* y, int d, const float* bnd, int nb, uint8_t* 
 }
 
 #define TQ_KERNEL_W1 0
-void k_score_rows_fast(const CodeRows& r, size_t n, const float* q, int G, float* out,
-                       size_t ldo, bool add);
+void k_score_rows_fast(const CodeRows& r, size_t n, const float* q, int G, float* out, size_t ldo,
+                       bool add);
 void k_acc_rows_fast(const CodeRows& r, size_t n, const float* w, size_t ldw, int G, float* acc,
                      size_t lda);
 #define TQ_SCORE_ROWS_FN k_score_rows_fast
@@ -240,20 +243,19 @@ TQ_VNNI void score_i8(const CodeRows& r, size_t n, const int8_t* qi, int dpad, c
     const int off = 8 * B * c, avail = code_bytes - off;
     const __mmask64 m = avail >= 64 ? ~__mmask64(0) : ((__mmask64(1) << avail) - 1);
     const __m512i x = _mm512_maskz_loadu_epi8(m, codes + off);
-    return _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(vctl, _mm512_permutexvar_epi8(vidx, x)),
-                                   lut);
+    return _mm512_permutexvar_epi8(
+        _mm512_multishift_epi64_epi8(vctl, _mm512_permutexvar_epi8(vidx, x)), lut);
   };
   size_t t = 0;
   // Four tokens at a time: their 4 × G int32 accumulators are reduced together by one tree
   // (16 sums in one vector: lane 4·i + g = token t+i, head g).
-  const __m512 corrv = _mm512_setr_ps(corr[0], corr[1 % G], corr[2 % G], corr[3 % G], corr[0],
-                                      corr[1 % G], corr[2 % G], corr[3 % G], corr[0], corr[1 % G],
-                                      corr[2 % G], corr[3 % G], corr[0], corr[1 % G], corr[2 % G],
-                                      corr[3 % G]);
-  const __m512 mulv = _mm512_setr_ps(mul[0], mul[1 % G], mul[2 % G], mul[3 % G], mul[0],
-                                     mul[1 % G], mul[2 % G], mul[3 % G], mul[0], mul[1 % G],
+  const __m512 corrv =
+      _mm512_setr_ps(corr[0], corr[1 % G], corr[2 % G], corr[3 % G], corr[0], corr[1 % G],
+                     corr[2 % G], corr[3 % G], corr[0], corr[1 % G], corr[2 % G], corr[3 % G],
+                     corr[0], corr[1 % G], corr[2 % G], corr[3 % G]);
+  const __m512 mulv = _mm512_setr_ps(mul[0], mul[1 % G], mul[2 % G], mul[3 % G], mul[0], mul[1 % G],
                                      mul[2 % G], mul[3 % G], mul[0], mul[1 % G], mul[2 % G],
-                                     mul[3 % G]);
+                                     mul[3 % G], mul[0], mul[1 % G], mul[2 % G], mul[3 % G]);
   // Sixteen tokens at a time without horizontal sums: their byte vectors are transposed
   // (16 × 16 dwords per 64 codes) so that lane i holds token i, and each vpdpbusd takes one
   // broadcast dword (4 coordinates) of a query head.
@@ -333,8 +335,9 @@ TQ_VNNI void score_i8(const CodeRows& r, size_t n, const int8_t* qi, int dpad, c
       const float nv = r.scale_mul * load_half(r.base + (t + i) * r.stride + r.scale_off);
       nr[4 * i] = nr[4 * i + 1] = nr[4 * i + 2] = nr[4 * i + 3] = nv;
     }
-    _mm512_store_ps(res, _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(tot), corrv), mulv),
-                                       _mm512_load_ps(nr)));
+    _mm512_store_ps(
+        res, _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(tot), corrv), mulv),
+                           _mm512_load_ps(nr)));
     for (int i = 0; i < 4; ++i)
       for (int g = 0; g < G; ++g) {
         float& o = out[g * ldo + t + i];
@@ -399,7 +402,8 @@ TQ_VNNI void score_i8_any(const CodeRows& r, size_t n, const float* q, int G, fl
       const float qs = qmax > 0 ? qmax / 127.0f : 1.0f, inv = 1.0f / qs;
       __m512i vsum = _mm512_setzero_si512();
       for (int j = 0; j < d16; j += 16) {
-        const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(qg + j), _mm512_set1_ps(inv)));
+        const __m512i v =
+            _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(qg + j), _mm512_set1_ps(inv)));
         vsum = _mm512_add_epi32(vsum, v);
         _mm_store_si128(reinterpret_cast<__m128i*>(qd + j), _mm512_cvtepi32_epi8(v));
       }
@@ -411,24 +415,37 @@ TQ_VNNI void score_i8_any(const CodeRows& r, size_t n, const float* q, int G, fl
     }
     float* og = out + size_t(g0) * ldo;
     switch (gn) {
-      case 1: score_i8<B, 1>(r, n, qi, dpad, mul, corr, lut, og, ldo, add); break;
-      case 2: score_i8<B, 2>(r, n, qi, dpad, mul, corr, lut, og, ldo, add); break;
-      case 3: score_i8<B, 3>(r, n, qi, dpad, mul, corr, lut, og, ldo, add); break;
-      default: score_i8<B, 4>(r, n, qi, dpad, mul, corr, lut, og, ldo, add); break;
+      case 1:
+        score_i8<B, 1>(r, n, qi, dpad, mul, corr, lut, og, ldo, add);
+        break;
+      case 2:
+        score_i8<B, 2>(r, n, qi, dpad, mul, corr, lut, og, ldo, add);
+        break;
+      case 3:
+        score_i8<B, 3>(r, n, qi, dpad, mul, corr, lut, og, ldo, add);
+        break;
+      default:
+        score_i8<B, 4>(r, n, qi, dpad, mul, corr, lut, og, ldo, add);
+        break;
     }
   }
 }
 
-void k_score_rows_fast(const CodeRows& r, size_t n, const float* q, int G, float* out,
-                       size_t ldo, bool add) {
+void k_score_rows_fast(const CodeRows& r, size_t n, const float* q, int G, float* out, size_t ldo,
+                       bool add) {
   if (!int8_scores_enabled() || !has_vnni_vbmi() || r.dim > 1024)
     return k_score_rows(r, n, q, G, out, ldo, add);
   switch (r.bits) {
-    case 1: return score_i8_any<1>(r, n, q, G, out, ldo, add);
-    case 2: return score_i8_any<2>(r, n, q, G, out, ldo, add);
-    case 3: return score_i8_any<3>(r, n, q, G, out, ldo, add);
-    case 4: return score_i8_any<4>(r, n, q, G, out, ldo, add);
-    default: return k_score_rows(r, n, q, G, out, ldo, add);
+    case 1:
+      return score_i8_any<1>(r, n, q, G, out, ldo, add);
+    case 2:
+      return score_i8_any<2>(r, n, q, G, out, ldo, add);
+    case 3:
+      return score_i8_any<3>(r, n, q, G, out, ldo, add);
+    case 4:
+      return score_i8_any<4>(r, n, q, G, out, ldo, add);
+    default:
+      return k_score_rows(r, n, q, G, out, ldo, add);
   }
 }
 
@@ -449,8 +466,8 @@ namespace tq::cpu::avx512_level {
 // A token's weight error is ≤ min(|a_t|, max|a|/254), so tokens with tiny weights do not
 // accumulate error. Token counts that are not a multiple of 4 finish on the float kernel.
 template <int B, int G>
-TQ_VNNI void acc_i8(const CodeRows& r, size_t n4, const uint32_t* wq /*G × n4/4*/,
-                    const float* mul, const float* corr, __m512i lut, float* acc, size_t lda) {
+TQ_VNNI void acc_i8(const CodeRows& r, size_t n4, const uint32_t* wq /*G × n4/4*/, const float* mul,
+                    const float* corr, __m512i lut, float* acc, size_t lda) {
   const int d = r.dim, code_bytes = (d * B + 7) / 8, nch = (d + 63) / 64;
   alignas(64) uint8_t pidx[64], pctl[64];
   for (int k = 0; k < 8; ++k)
@@ -464,10 +481,10 @@ TQ_VNNI void acc_i8(const CodeRows& r, size_t n4, const uint32_t* wq /*G × n4/4
     const __mmask64 m = avail >= 64 ? ~__mmask64(0) : ((__mmask64(1) << avail) - 1);
     const uint8_t* cb = r.base + r.code_off + off;
     const size_t stride = r.stride;
-#define TQ_BYTES(t)                                                                         \
-  _mm512_permutexvar_epi8(                                                                  \
-      _mm512_multishift_epi64_epi8(                                                         \
-          vctl, _mm512_permutexvar_epi8(vidx, _mm512_maskz_loadu_epi8(m, cb + (t) * stride))), \
+#define TQ_BYTES(t)                                                                          \
+  _mm512_permutexvar_epi8(                                                                   \
+      _mm512_multishift_epi64_epi8(                                                          \
+          vctl, _mm512_permutexvar_epi8(vidx, _mm512_maskz_loadu_epi8(m, cb + (t)*stride))), \
       lut)
     __m512i a[G][4];
     for (int g = 0; g < G; ++g)
@@ -489,7 +506,8 @@ TQ_VNNI void acc_i8(const CodeRows& r, size_t n4, const uint32_t* wq /*G × n4/4
     for (int g = 0; g < G; ++g) {
       const __m512 s = _mm512_set1_ps(mul[g]), cc = _mm512_set1_ps(corr[g]);
       __m512 f[4];
-      for (int k = 0; k < 4; ++k) f[k] = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(a[g][k]), cc), s);
+      for (int k = 0; k < 4; ++k)
+        f[k] = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(a[g][k]), cc), s);
       // lanes: f[k] = [L0k, L1k, L2k, L3k]; want out[L] = [L,0 | L,1 | L,2 | L,3]
       const __m512 t01lo = _mm512_shuffle_f32x4(f[0], f[1], 0x44);  // L0k0 L1k0 L0k1 L1k1
       const __m512 t01hi = _mm512_shuffle_f32x4(f[0], f[1], 0xEE);  // L2k0 L3k0 L2k1 L3k1
@@ -516,8 +534,8 @@ TQ_VNNI void acc_i8(const CodeRows& r, size_t n4, const uint32_t* wq /*G × n4/4
 }
 
 template <int B>
-TQ_VNNI void acc_i8_any(const CodeRows& r, size_t n, const float* w, size_t ldw, int G,
-                        float* acc, size_t lda) {
+TQ_VNNI void acc_i8_any(const CodeRows& r, size_t n, const float* w, size_t ldw, int G, float* acc,
+                        size_t lda) {
   float cmax = 0;
   for (int k = 0; k < (1 << B); ++k) cmax = std::max(cmax, std::fabs(r.table[k]));
   const float cs = cmax > 0 ? cmax / 127.0f : 1.0f;
@@ -558,7 +576,8 @@ TQ_VNNI void acc_i8_any(const CodeRows& r, size_t n, const float* w, size_t ldw,
         int sum = 0;
         i = 0;
         for (; i + 16 <= m4; i += 16) {
-          const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(a + i), _mm512_set1_ps(inv)));
+          const __m512i v =
+              _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(a + i), _mm512_set1_ps(inv)));
           vs = _mm512_add_epi32(vs, v);
           _mm_storeu_si128(reinterpret_cast<__m128i*>(wq + i / 4), _mm512_cvtepi32_epi8(v));
         }
@@ -577,10 +596,18 @@ TQ_VNNI void acc_i8_any(const CodeRows& r, size_t n, const float* w, size_t ldw,
       }
       float* ag = acc + size_t(g0) * lda;
       switch (gn) {
-        case 1: acc_i8<B, 1>(rr, m4, wc, mul, corr, lut, ag, lda); break;
-        case 2: acc_i8<B, 2>(rr, m4, wc, mul, corr, lut, ag, lda); break;
-        case 3: acc_i8<B, 3>(rr, m4, wc, mul, corr, lut, ag, lda); break;
-        default: acc_i8<B, 4>(rr, m4, wc, mul, corr, lut, ag, lda); break;
+        case 1:
+          acc_i8<B, 1>(rr, m4, wc, mul, corr, lut, ag, lda);
+          break;
+        case 2:
+          acc_i8<B, 2>(rr, m4, wc, mul, corr, lut, ag, lda);
+          break;
+        case 3:
+          acc_i8<B, 3>(rr, m4, wc, mul, corr, lut, ag, lda);
+          break;
+        default:
+          acc_i8<B, 4>(rr, m4, wc, mul, corr, lut, ag, lda);
+          break;
       }
     }
     if (m4 < m) {  // leftover tokens on the float kernel
@@ -596,11 +623,16 @@ void k_acc_rows_fast(const CodeRows& r, size_t n, const float* w, size_t ldw, in
   if (!int8_scores_enabled() || !has_vnni_vbmi() || n < 4)
     return k_acc_rows(r, n, w, ldw, G, acc, lda);
   switch (r.bits) {
-    case 1: return acc_i8_any<1>(r, n, w, ldw, G, acc, lda);
-    case 2: return acc_i8_any<2>(r, n, w, ldw, G, acc, lda);
-    case 3: return acc_i8_any<3>(r, n, w, ldw, G, acc, lda);
-    case 4: return acc_i8_any<4>(r, n, w, ldw, G, acc, lda);
-    default: return k_acc_rows(r, n, w, ldw, G, acc, lda);
+    case 1:
+      return acc_i8_any<1>(r, n, w, ldw, G, acc, lda);
+    case 2:
+      return acc_i8_any<2>(r, n, w, ldw, G, acc, lda);
+    case 3:
+      return acc_i8_any<3>(r, n, w, ldw, G, acc, lda);
+    case 4:
+      return acc_i8_any<4>(r, n, w, ldw, G, acc, lda);
+    default:
+      return k_acc_rows(r, n, w, ldw, G, acc, lda);
   }
 }
 

@@ -50,7 +50,9 @@ struct RowsSrc {
 #endif
   }
   float at(size_t t, int j) const { return r.table[code_at(codes(t), j, B)]; }
-  float scale(size_t t) const { return r.scale_mul * load_half(r.base + t * r.stride + r.scale_off); }
+  float scale(size_t t) const {
+    return r.scale_mul * load_half(r.base + t * r.stride + r.scale_off);
+  }
 };
 
 struct F32Src {
@@ -171,32 +173,46 @@ void acc_g(const Src& src, size_t n, const float* w, size_t ldw, float* acc, siz
 
 // Query heads in groups of up to 4 (their accumulators stay in registers).
 template <class Src>
-void score_any(const Src& src, size_t n, const float* q, int G, float* out, size_t ldo,
-               bool add) {
+void score_any(const Src& src, size_t n, const float* q, int G, float* out, size_t ldo, bool add) {
   const int d = src.dim();
   for (int g0 = 0; g0 < G; g0 += 4) {
     const float* qg = q + size_t(g0) * d;
     float* og = out + size_t(g0) * ldo;
     switch (G - g0 < 4 ? G - g0 : 4) {
-      case 1: score_g<1>(src, n, qg, og, ldo, add); break;
-      case 2: score_g<2>(src, n, qg, og, ldo, add); break;
-      case 3: score_g<3>(src, n, qg, og, ldo, add); break;
-      default: score_g<4>(src, n, qg, og, ldo, add); break;
+      case 1:
+        score_g<1>(src, n, qg, og, ldo, add);
+        break;
+      case 2:
+        score_g<2>(src, n, qg, og, ldo, add);
+        break;
+      case 3:
+        score_g<3>(src, n, qg, og, ldo, add);
+        break;
+      default:
+        score_g<4>(src, n, qg, og, ldo, add);
+        break;
     }
   }
 }
 
 template <class Src>
-void acc_any(const Src& src, size_t n, const float* w, size_t ldw, int G, float* acc,
-             size_t lda) {
+void acc_any(const Src& src, size_t n, const float* w, size_t ldw, int G, float* acc, size_t lda) {
   for (int g0 = 0; g0 < G; g0 += 4) {
     const float* wg = w + size_t(g0) * ldw;
     float* ag = acc + size_t(g0) * lda;
     switch (G - g0 < 4 ? G - g0 : 4) {
-      case 1: acc_g<1>(src, n, wg, ldw, ag, lda); break;
-      case 2: acc_g<2>(src, n, wg, ldw, ag, lda); break;
-      case 3: acc_g<3>(src, n, wg, ldw, ag, lda); break;
-      default: acc_g<4>(src, n, wg, ldw, ag, lda); break;
+      case 1:
+        acc_g<1>(src, n, wg, ldw, ag, lda);
+        break;
+      case 2:
+        acc_g<2>(src, n, wg, ldw, ag, lda);
+        break;
+      case 3:
+        acc_g<3>(src, n, wg, ldw, ag, lda);
+        break;
+      default:
+        acc_g<4>(src, n, wg, ldw, ag, lda);
+        break;
     }
   }
 }
@@ -212,39 +228,61 @@ struct RowsSrcWide {
     return vloadf(v);
   }
   float at(size_t t, int j) const { return r.table[code_at(codes(t), j, r.bits)]; }
-  float scale(size_t t) const { return r.scale_mul * load_half(r.base + t * r.stride + r.scale_off); }
+  float scale(size_t t) const {
+    return r.scale_mul * load_half(r.base + t * r.stride + r.scale_off);
+  }
 };
 
 void k_score_rows(const CodeRows& r, size_t n, const float* q, int G, float* out, size_t ldo,
                   bool add) {
   switch (r.bits) {
-    case 1: score_any(RowsSrc<1>(r), n, q, G, out, ldo, add); break;
-    case 2: score_any(RowsSrc<2>(r), n, q, G, out, ldo, add); break;
-    case 3: score_any(RowsSrc<3>(r), n, q, G, out, ldo, add); break;
-    case 4: score_any(RowsSrc<4>(r), n, q, G, out, ldo, add); break;
-    default: score_any(RowsSrcWide{r}, n, q, G, out, ldo, add); break;
+    case 1:
+      score_any(RowsSrc<1>(r), n, q, G, out, ldo, add);
+      break;
+    case 2:
+      score_any(RowsSrc<2>(r), n, q, G, out, ldo, add);
+      break;
+    case 3:
+      score_any(RowsSrc<3>(r), n, q, G, out, ldo, add);
+      break;
+    case 4:
+      score_any(RowsSrc<4>(r), n, q, G, out, ldo, add);
+      break;
+    default:
+      score_any(RowsSrcWide{r}, n, q, G, out, ldo, add);
+      break;
   }
 }
 
 void k_acc_rows(const CodeRows& r, size_t n, const float* w, size_t ldw, int G, float* acc,
                 size_t lda) {
   switch (r.bits) {
-    case 1: acc_any(RowsSrc<1>(r), n, w, ldw, G, acc, lda); break;
-    case 2: acc_any(RowsSrc<2>(r), n, w, ldw, G, acc, lda); break;
-    case 3: acc_any(RowsSrc<3>(r), n, w, ldw, G, acc, lda); break;
-    case 4: acc_any(RowsSrc<4>(r), n, w, ldw, G, acc, lda); break;
-    default: acc_any(RowsSrcWide{r}, n, w, ldw, G, acc, lda); break;
+    case 1:
+      acc_any(RowsSrc<1>(r), n, w, ldw, G, acc, lda);
+      break;
+    case 2:
+      acc_any(RowsSrc<2>(r), n, w, ldw, G, acc, lda);
+      break;
+    case 3:
+      acc_any(RowsSrc<3>(r), n, w, ldw, G, acc, lda);
+      break;
+    case 4:
+      acc_any(RowsSrc<4>(r), n, w, ldw, G, acc, lda);
+      break;
+    default:
+      acc_any(RowsSrcWide{r}, n, w, ldw, G, acc, lda);
+      break;
   }
 }
 
-#define TQ_FLOAT_KERNELS(NAME, SRC)                                                          \
-  void k_score_##NAME(const uint8_t* codes, size_t n, int d, const float* q, int G,         \
-                      float* out, size_t ldo) {                                              \
-    score_any(SRC{codes, d}, n, q, G, out, ldo, false);                                      \
-  }                                                                                          \
-  void k_acc_##NAME(const uint8_t* codes, size_t n, int d, const float* w, size_t ldw,      \
-                    int G, float* acc, size_t lda) {                                         \
-    acc_any(SRC{codes, d}, n, w, ldw, G, acc, lda);                                          \
+#define TQ_FLOAT_KERNELS(NAME, SRC)                                                             \
+  void k_score_##NAME(const uint8_t* codes, size_t n, int d, const float* q, int G, float* out, \
+                      size_t ldo) {                                                             \
+    score_any(SRC{codes, d}, n, q, G, out, ldo, false);                                         \
+  }                                                                                             \
+  void k_acc_##NAME(const uint8_t* codes, size_t n, int d, const float* w, size_t ldw, int G,   \
+                    float* acc, size_t lda) {                                                   \
+    acc_any(SRC{codes, d}, n, w, ldw, G, acc, lda);                                             \
   }
 TQ_FLOAT_KERNELS(f32, F32Src)
 TQ_FLOAT_KERNELS(f16, F16Src)
@@ -320,9 +358,9 @@ void k_fwht(float* x, int n) {
 
 // TurboQuant_mse encode with the randomised Hadamard rotation; same arithmetic as
 // TurboMseCodec::encode_one (norm in double, u = x/n, y = (1/√d)·H·D·u, nearest centroid).
-void k_encode_mse(const float* x, size_t n, int d, const float* signs, int bits,
-                  const float* bnd, const float* cent, bool nc, uint8_t* out, size_t stride,
-                  size_t scale_off, size_t code_off) {
+void k_encode_mse(const float* x, size_t n, int d, const float* signs, int bits, const float* bnd,
+                  const float* cent, bool nc, uint8_t* out, size_t stride, size_t scale_off,
+                  size_t code_off) {
   alignas(64) float y[1024];
   alignas(64) uint8_t idx[1024];
   const float s = 1.0f / std::sqrt(float(d));
@@ -363,7 +401,7 @@ void k_encode_mse(const float* x, size_t n, int d, const float* signs, int bits,
 #define TQ_ACC_ROWS_FN k_acc_rows
 #endif
 const Kernels kTable = {
-    kLevel,       TQ_SCORE_ROWS_FN, TQ_ACC_ROWS_FN, k_score_f32, k_acc_f32, k_score_f16,
-    k_acc_f16,    k_score_q8_0, k_acc_q8_0, k_score_q4_0, k_acc_q4_0, k_exp_sum,
-    k_scale,      k_scale_max,  k_fwht,       k_encode_mse,
+    kLevel,    TQ_SCORE_ROWS_FN, TQ_ACC_ROWS_FN, k_score_f32,  k_acc_f32,  k_score_f16,
+    k_acc_f16, k_score_q8_0,     k_acc_q8_0,     k_score_q4_0, k_acc_q4_0, k_exp_sum,
+    k_scale,   k_scale_max,      k_fwht,         k_encode_mse,
 };

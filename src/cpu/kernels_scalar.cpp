@@ -1,8 +1,8 @@
 // Scalar level of the CPU kernels: the generic kernels of kernels_impl.h with W = 1.
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <cstring>
+#include <limits>
 
 #include "core/bitpack.h"
 #include "core/half.h"

@@ -9,10 +9,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <random>
 #include <sstream>
-#include <ctime>
 
 #include "command.h"
 #include "cpu/decode_attention.h"
@@ -24,8 +24,7 @@ namespace {
 struct Opts {
   std::string ctx = "1024,8192,32768,65536";
   std::string dim = "128,64";
-  std::string types =
-      "f32,f16,q8_0,q4_0,turbo2,turbo3,turbo4,turbo2.5,turbo3.5,turbo3p,polar";
+  std::string types = "f32,f16,q8_0,q4_0,turbo2,turbo3,turbo4,turbo2.5,turbo3.5,turbo3p,polar";
   int threads = 0;
   int repeats = 7;
   int kv_heads = 0, q_per_kv = 0;  // 0 = by dim: d=64 → 3×3 (default model), else 8×4 (Llama-3-8B)
@@ -59,8 +58,7 @@ std::vector<T> parse_list(const std::string& s, const char* what) {
 }
 
 double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 // CPU time of the calling thread: "per core" throughput on a machine shared with other jobs.
 double thread_cpu_s() {
@@ -122,10 +120,11 @@ void bench_attention(const Opts& o) {
     const int kvh = o.kv_heads > 0 ? o.kv_heads : (d == 64 ? 3 : 8);
     const int G = o.q_per_kv > 0 ? o.q_per_kv : (d == 64 ? 3 : 4);
     if (!o.json)
-      std::printf("\n## d=%d, %d KV heads x %d query heads each (wall clock; then CPU time of all "
-                  "threads)\n%-10s %8s %12s %9s %10s %10s %12s %10s %10s\n",
-                  d, kvh, G, "type", "ctx", "us/token", "GB/s", "vs f16", "vs q8_0", "cpu us/tok",
-                  "cpu vs f16", "cpu vs q8");
+      std::printf(
+          "\n## d=%d, %d KV heads x %d query heads each (wall clock; then CPU time of all "
+          "threads)\n%-10s %8s %12s %9s %10s %10s %12s %10s %10s\n",
+          d, kvh, G, "type", "ctx", "us/token", "GB/s", "vs f16", "vs q8_0", "cpu us/tok",
+          "cpu vs f16", "cpu vs q8");
     for (size_t ctx : ctxs) {
       std::mt19937_64 rng(o.seed + ctx * 131 + d);
       std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -151,8 +150,7 @@ void bench_attention(const Opts& o) {
           c.kb.push_back(k1);
           c.vb.push_back(v1);
         }
-        for (int h = 0; h < kvh; ++h)
-          c.pages.push_back({{c.kb[h].data(), c.vb[h].data(), ctx}});
+        for (int h = 0; h < kvh; ++h) c.pages.push_back({{c.kb[h].data(), c.vb[h].data(), ctx}});
         c.bytes = size_t(kvh) * (k1.size() + v1.size());
         caches.push_back(std::move(c));
       }
@@ -163,8 +161,8 @@ void bench_attention(const Opts& o) {
       auto run_one = [&](TypeCache& c) {
         std::vector<tq::cpu::HeadTask> tasks;
         for (int h = 0; h < kvh; ++h)
-          tasks.push_back({c.k.get(), c.v.get(), c.pages[h], &q[size_t(h) * G * d],
-                           &out[size_t(h) * G * d]});
+          tasks.push_back(
+              {c.k.get(), c.v.get(), c.pages[h], &q[size_t(h) * G * d], &out[size_t(h) * G * d]});
         const double t0 = now_s(), c0 = process_cpu_s();
         tq::cpu::decode_attention_batch(tasks, G, scale, opt);
         cpu_times[c.type].push_back(process_cpu_s() - c0);
@@ -216,10 +214,11 @@ void bench_encode(const Opts& o) {
   const auto types = parse_list<std::string>(o.types, "types");
   nlohmann::json rows = nlohmann::json::array();
   if (!o.json)
-    std::printf("# tq bench encode: %s, SIMD %s, 1 thread, median of %d\n"
-                "%-10s %5s %12s %14s %15s\n",
-                machine().c_str(), tq::cpu::level_name(tq::cpu::active_level()), o.repeats,
-                "type", "dim", "ns/token", "GB/s per core", "GB/s wall-clock");
+    std::printf(
+        "# tq bench encode: %s, SIMD %s, 1 thread, median of %d\n"
+        "%-10s %5s %12s %14s %15s\n",
+        machine().c_str(), tq::cpu::level_name(tq::cpu::active_level()), o.repeats, "type", "dim",
+        "ns/token", "GB/s per core", "GB/s wall-clock");
   for (int d : dims) {
     std::mt19937_64 rng(o.seed + d);
     std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -265,10 +264,13 @@ void setup(CLI::App& app) {
     s->add_option("--repeats", o.repeats, "Repetitions (the median is reported)")
         ->check(CLI::Range(1, 1000));
     s->add_option("--seed", o.seed, "Seed of the random data");
-    s->add_option("--simd", [](const CLI::results_t& r) {
-      tq::cpu::force_level(tq::cpu::parse_level(r[0].c_str()));
-      return true;
-    }, "Force a SIMD level: scalar, avx2, avx512 (default: TQ_SIMD or the best available)");
+    s->add_option(
+        "--simd",
+        [](const CLI::results_t& r) {
+          tq::cpu::force_level(tq::cpu::parse_level(r[0].c_str()));
+          return true;
+        },
+        "Force a SIMD level: scalar, avx2, avx512 (default: TQ_SIMD or the best available)");
     s->add_flag("--json", o.json, "One JSON document {\"rows\":[...]} on stdout");
   };
   auto* att = cmd->add_subcommand(
@@ -284,12 +286,13 @@ void setup(CLI::App& app) {
       ->check(CLI::Range(1, 64));
   common(att);
   att->callback([] { bench_attention(o); });
-  auto* enc = cmd->add_subcommand("encode",
-                                  "Append (encode) throughput per core: GB/s of f32 input");
+  auto* enc =
+      cmd->add_subcommand("encode", "Append (encode) throughput per core: GB/s of f32 input");
   enc->add_option("--tokens", o.tokens, "Tokens per repetition")->check(CLI::Range(1, 100000000));
   common(enc);
   enc->callback([] {
-    if (o.types == Opts().types) o.types = "f16,q8_0,q4_0,turbo2,turbo3,turbo4,turbo2.5,turbo3.5,turbo3p,polar";
+    if (o.types == Opts().types)
+      o.types = "f16,q8_0,q4_0,turbo2,turbo3,turbo4,turbo2.5,turbo3.5,turbo3p,polar";
     bench_encode(o);
   });
 }
