@@ -396,7 +396,8 @@ void register_baseline_codecs() {
                   "4-bit asymmetric groups of 64 channels, fp16 scale and min per group "
                   "(4.5 bpv)",
                   [](std::string_view t, int d, const CodecOptions&) -> std::unique_ptr<Codec> {
-                    if (d % kG64 != 0) unsupported_dim(t, d, "needs a multiple of 64 (groups of 64)");
+                    if (d % kG64 != 0)
+                      unsupported_dim(t, d, "needs a multiple of 64 (groups of 64)");
                     return std::make_unique<Int4G64Codec>(d);
                   },
                   60});

@@ -164,6 +164,16 @@ class GgmlCodec final : public Codec {
   Rotation rot_;
 };
 
+std::unique_ptr<Codec> make_ggml_codec(std::string_view t, int d, const CodecOptions& o) {
+  const bool rot = t.size() > 2 && t.substr(t.size() - 2) == "+h";
+  const std::string_view base = rot ? t.substr(0, t.size() - 2) : t;
+  if (d % ggml::kBlock != 0) unsupported_dim(t, d, "ggml block formats need a multiple of 32");
+  for (const GgmlFormat& g : kFormats)
+    if (base == g.name) return std::make_unique<GgmlCodec>(g, d, rot, o.seed);
+  TQ_ASSERT(false);
+  return nullptr;
+}
+
 }  // namespace
 
 void register_ggml_codecs() {
@@ -175,18 +185,7 @@ void register_ggml_codecs() {
           rot ? std::string(f.name) + " after a randomised Hadamard rotation (llama.cpp's "
                                       "rotated quantized cache; no extra bytes)"
               : std::string(f.description);
-      register_codec({nm, desc,
-                      [](std::string_view t, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
-                        const bool rot = t.size() > 2 && t.substr(t.size() - 2) == "+h";
-                        const std::string_view base = rot ? t.substr(0, t.size() - 2) : t;
-                        if (d % ggml::kBlock != 0)
-                          unsupported_dim(t, d, "ggml block formats need a multiple of 32");
-                        for (const GgmlFormat& g : kFormats)
-                          if (base == g.name) return std::make_unique<GgmlCodec>(g, d, rot, o.seed);
-                        TQ_ASSERT(false);
-                        return nullptr;
-                      },
-                      order++});
+      register_codec({nm, desc, &make_ggml_codec, order++});
     }
   }
 }

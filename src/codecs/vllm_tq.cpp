@@ -20,7 +20,9 @@
 //             v_j ≈ s·q_j + mn. Token layout: [⌈d·b/8⌉ bytes of codes, LSB-first][fp16 s]
 //             [fp16 mn]. bpv = b + 32/d (4.5/4.25 and 3.5/3.25 at d = 64/128). d % 8 == 0.
 // vLLM puts K and V of one token and head into one slot rounded up to an even byte count; for
-// the head dimensions allowed here that padding is always zero.
+// the four presets that padding is zero at every allowed head dimension ≥ 16.
+#include "codecs/vllm_tq.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -55,10 +57,6 @@ struct PlainQuery : QueryState {
 // cells integrated by the trapezoid rule (200 intervals) over [−10.5σ, 10.5σ], at most 200
 // iterations, stopping (without taking the last update) once no centroid moves by 1e-10.
 // Returned as float32, like the torch tensor vLLM uses, with float32 midpoints.
-struct VllmCodebook {
-  std::vector<float> centroids, midpoints;
-};
-
 VllmCodebook solve_vllm_lloyd_max(int d, int bits) {
   const int n = 1 << bits;
   const double sigma2 = 1.0 / d, sigma = std::sqrt(sigma2);
@@ -97,14 +95,19 @@ VllmCodebook solve_vllm_lloyd_max(int d, int bits) {
   return cb;
 }
 
+}  // namespace
+
 const VllmCodebook& vllm_codebook(int d, int bits) {
   static std::mutex mu;
   static std::map<std::pair<int, int>, VllmCodebook> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find({d, bits});
-  if (it == cache.end()) it = cache.emplace(std::make_pair(d, bits), solve_vllm_lloyd_max(d, bits)).first;
+  if (it == cache.end())
+    it = cache.emplace(std::make_pair(d, bits), solve_vllm_lloyd_max(d, bits)).first;
   return it->second;
 }
+
+namespace {
 
 // Orthonormal Sylvester Hadamard: y = H x / √d (H symmetric, so it is its own inverse).
 void hadamard(const float* x, float* y, int d) {
@@ -247,7 +250,8 @@ class VllmMseKeyCodec final : public Codec {
 // ---------------------------------------------------------------- uniform values
 class VllmValueCodec final : public Codec {
  public:
-  VllmValueCodec(int dim, int bits) : dim_(dim), bits_(bits), code_bytes_(packed_bytes(dim, bits)) {}
+  VllmValueCodec(int dim, int bits)
+      : dim_(dim), bits_(bits), code_bytes_(packed_bytes(dim, bits)) {}
   std::string name() const override { return "vllm-v" + std::to_string(bits_); }
   int dim() const override { return dim_; }
   size_t block_bytes() const override { return code_bytes_ + 4; }
@@ -293,7 +297,8 @@ class VllmValueCodec final : public Codec {
     for (size_t t = 0; t < n; ++t) {
       const uint8_t* blk = codes + t * block_bytes();
       unpack_bits(blk, dim_, bits_, q.data());
-      const float s = w[t] * load_f16(blk + code_bytes_), m = w[t] * load_f16(blk + code_bytes_ + 2);
+      const float s = w[t] * load_f16(blk + code_bytes_);
+      const float m = w[t] * load_f16(blk + code_bytes_ + 2);
       for (int j = 0; j < dim_; ++j) acc[j] += float(q[j]) * s + m;
     }
   }
