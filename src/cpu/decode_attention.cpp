@@ -291,7 +291,7 @@ void run_range(const AttnOps& kops, const AttnOps& vops, const AttnOps::Prepared
                SoftmaxState& st) {
   const int G = st.heads;
   const auto& kern = kernels();
-  std::vector<float> s(size_t(G) * kChunk);
+  std::vector<float> s(size_t(G) * kChunk), acc_step(st.acc.size()), mstep(G), lstep(G);
   const size_t kb = kops.token_bytes(), vb = vops.token_bytes();
   size_t base = 0;
   for (const KvPage& pg : pages) {
@@ -302,20 +302,26 @@ void run_range(const AttnOps& kops, const AttnOps& vops, const AttnOps::Prepared
       n = std::min(kChunk - t % kChunk, hi - t);
       const size_t off = t - base;
       kops.score(pq, pg.k + off * kb, n, s.data(), kChunk);
+      // Each step is a softmax state of its own (weights relative to the step's max, values
+      // summed into a zeroed accumulator) merged into the running state: a step's partial
+      // sums do not depend on what came before it, so a split context gives the same steps
+      // bit for bit, also on the 8-bit kernels (they quantize the weights per step).
       for (int g = 0; g < G; ++g) {
         float* sg = &s[size_t(g) * kChunk];
-        const float mx = kern.scale_max(sg, n, scale);
-        if (mx > st.m[g]) {
-          if (st.l[g] > 0) {
-            const float corr = std::exp(st.m[g] - mx);
-            st.l[g] *= corr;
-            kern.scale(&st.acc[size_t(g) * st.acc_size], st.acc_size, corr);
-          }
-          st.m[g] = mx;
-        }
-        st.l[g] += kern.exp_sum(sg, n, st.m[g]);
+        mstep[g] = kern.scale_max(sg, n, scale);
+        lstep[g] = kern.exp_sum(sg, n, mstep[g]);
       }
-      vops.accumulate(pg.v + off * vb, n, s.data(), kChunk, G, st.acc.data());
+      std::fill(acc_step.begin(), acc_step.end(), 0.0f);
+      vops.accumulate(pg.v + off * vb, n, s.data(), kChunk, G, acc_step.data());
+      for (int g = 0; g < G; ++g) {
+        const float mx = std::max(st.m[g], mstep[g]);
+        const float a = std::exp(st.m[g] - mx), b = std::exp(mstep[g] - mx);  // exp(−inf) = 0
+        float* x = &st.acc[size_t(g) * st.acc_size];
+        const float* y = &acc_step[size_t(g) * st.acc_size];
+        for (size_t j = 0; j < st.acc_size; ++j) x[j] = a * x[j] + b * y[j];
+        st.l[g] = a * st.l[g] + b * lstep[g];
+        st.m[g] = mx;
+      }
     }
     base += pg.tokens;
     if (base >= end) break;
