@@ -111,6 +111,8 @@ void bench_attention(const Opts& o) {
   for (const char* b : {"f16", "q8_0"})
     if (std::find(all.begin(), all.end(), b) == all.end()) all.push_back(b);
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
+  for (int d : dims)  // every type must exist at every dim before anything is printed
+    for (const auto& t : all) tq::make_codec(t, d);
   nlohmann::json rows = nlohmann::json::array();
   if (!o.json)
     std::printf("# tq bench attention: %s, SIMD %s, %d thread(s), median of %d\n",
@@ -212,6 +214,8 @@ void bench_attention(const Opts& o) {
 void bench_encode(const Opts& o) {
   const auto dims = parse_list<int>(o.dim, "dim");
   const auto types = parse_list<std::string>(o.types, "types");
+  for (int d : dims)
+    for (const auto& t : types) tq::make_codec(t, d);
   nlohmann::json rows = nlohmann::json::array();
   if (!o.json)
     std::printf(
