@@ -231,7 +231,7 @@ bool has_vnni_vbmi() {
 template <int B, int G>
 TQ_VNNI void score_i8(const CodeRows& r, size_t n, const int8_t* qi, int dpad, const float* mul,
                       const float* corr, __m512i lut, float* out, size_t ldo, bool add) {
-  const int code_bytes = (r.dim * B + 7) / 8, nch = dpad / 64;
+  const int d = r.dim, code_bytes = (d * B + 7) / 8, nch = dpad / 64;
   alignas(64) uint8_t pidx[64], pctl[64];
   for (int k = 0; k < 8; ++k)
     for (int i = 0; i < 8; ++i) {
@@ -286,7 +286,9 @@ TQ_VNNI void score_i8(const CodeRows& r, size_t n, const int8_t* qi, int dpad, c
         tt[8 + e] = _mm512_shuffle_i32x4(b, dd, 0x88);   // m = 8 + e
         tt[12 + e] = _mm512_shuffle_i32x4(b, dd, 0xDD);  // m = 12 + e
       }
-      for (int m = 0; m < 16; ++m)
+      // dwords past the head dimension have zero queries: skip them (d = 32, 96 halves)
+      const int mreal = std::min(16, (d - 64 * c + 3) / 4);
+      for (int m = 0; m < mreal; ++m)
         for (int g = 0; g < G; ++g)
           acc16[g] = _mm512_dpbusd_epi32(acc16[g], tt[m],
                                          _mm512_set1_epi32(qd[(g * dpad + 64 * c) / 4 + m]));
