@@ -44,6 +44,12 @@ struct VecQuery : QueryState {
               std::to_string(dim) + ": " + why);
 }
 
+class Rotation;
+// PolarQuant internals for the CPU attention driver: the codec's rotation (nullptr if c is not
+// a PolarQuant codec) and its decode into the rotated domain (no inverse rotation).
+const Rotation* polar_rotation(const Codec& c);
+void polar_decode_rotated(const Codec& c, const uint8_t* codes, size_t n, float* y);
+
 // Registration entry points, one per codec source file (called by registry.cpp).
 void register_float_codecs();
 void register_turbo_codecs();

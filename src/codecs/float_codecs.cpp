@@ -3,6 +3,7 @@
 
 #include "codecs/common.h"
 #include "core/half.h"
+#include "cpu/dispatch.h"
 
 namespace tq {
 namespace {
@@ -47,7 +48,20 @@ class FloatCodec final : public Codec {
     s->q.assign(q, q + dim_);
     return s;
   }
+  // f32/f16 run the dispatched SIMD kernels (the baselines of the attention benchmarks);
+  // score_ref/accumulate_ref are the scalar references.
   void score(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const override {
+    const auto& q = static_cast<const VecQuery&>(qs).q;
+    if (kind_ == FloatKind::kF32) return cpu::kernels().score_f32(codes, n, dim_, q.data(), 1, out, n);
+    if (kind_ == FloatKind::kF16) return cpu::kernels().score_f16(codes, n, dim_, q.data(), 1, out, n);
+    score_ref(qs, codes, n, out);
+  }
+  void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override {
+    if (kind_ == FloatKind::kF32) return cpu::kernels().acc_f32(codes, n, dim_, w, n, 1, acc, dim_);
+    if (kind_ == FloatKind::kF16) return cpu::kernels().acc_f16(codes, n, dim_, w, n, 1, acc, dim_);
+    accumulate_ref(codes, n, w, acc);
+  }
+  void score_ref(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const {
     const auto& q = static_cast<const VecQuery&>(qs).q;
     for (size_t t = 0; t < n; ++t) {
       double s = 0;
@@ -55,7 +69,7 @@ class FloatCodec final : public Codec {
       out[t] = float(s);
     }
   }
-  void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override {
+  void accumulate_ref(const uint8_t* codes, size_t n, const float* w, float* acc) const {
     for (size_t t = 0; t < n; ++t)
       for (int j = 0; j < dim_; ++j) acc[j] += w[t] * get(codes, t * dim_ + j);
   }

@@ -18,6 +18,7 @@
 #include "codecs/ggml_blocks.h"
 #include "core/rng.h"
 #include "core/rotation.h"
+#include "cpu/dispatch.h"
 
 namespace tq {
 namespace {
@@ -124,11 +125,26 @@ class GgmlCodec final : public Codec {
     if (rotate_) rot_.forward(s->q.data(), s->q.data());
     return s;
   }
+  // q8_0 and q4_0 run the dispatched SIMD kernels (src/cpu); the other formats and the *_ref
+  // methods use the scalar reference kernels.
   void score(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const override {
+    const float* q = static_cast<const GgmlQuery&>(qs).q.data();
+    const auto& k = cpu::kernels();
+    if (is(kQ8_0)) return k.score_q8_0(codes, n, dim_, q, 1, out, n);
+    if (is(kQ4_0)) return k.score_q4_0(codes, n, dim_, q, 1, out, n);
+    score_ref(qs, codes, n, out);
+  }
+  void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override {
+    const auto& k = cpu::kernels();
+    if (is(kQ8_0)) return k.acc_q8_0(codes, n, dim_, w, n, 1, acc, size_t(dim_));
+    if (is(kQ4_0)) return k.acc_q4_0(codes, n, dim_, w, n, 1, acc, size_t(dim_));
+    accumulate_ref(codes, n, w, acc);
+  }
+  void score_ref(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const {
     const float* q = static_cast<const GgmlQuery&>(qs).q.data();
     for (size_t i = 0; i < n; ++i) out[i] = f_.dot(codes + i * block_bytes(), q, nb_);
   }
-  void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override {
+  void accumulate_ref(const uint8_t* codes, size_t n, const float* w, float* acc) const {
     for (size_t i = 0; i < n; ++i) f_.axpy(codes + i * block_bytes(), w[i], acc, nb_);
   }
   void finish(const float* acc, float* out) const override {
@@ -137,6 +153,10 @@ class GgmlCodec final : public Codec {
   }
 
  private:
+  static constexpr const char* kQ8_0 = "q8_0";
+  static constexpr const char* kQ4_0 = "q4_0";
+  bool is(const char* nm) const { return std::strcmp(f_.name, nm) == 0; }
+
   const GgmlFormat& f_;
   int dim_;
   size_t nb_;

@@ -9,7 +9,9 @@
 //   16 bits fp16 radius | 8×4 bits level-1 | 4×2 level-2 | 2×2 level-3 | 1×2 level-4.
 // Level-1 codebook: 16 uniform centroids (the angle of a Gaussian pair is uniform). Level ℓ ≥ 2:
 // Lloyd-Max on the density ∝ sin^(2^(ℓ−1)−1)(2ψ) on [0, π/2] — no data needed.
+#include <algorithm>
 #include <array>
+#include <cstring>
 #include <cmath>
 #include <mutex>
 
@@ -30,6 +32,9 @@ struct PolarBooks {
   std::array<float, 16> l1;
   std::array<std::array<float, 4>, 3> l;  // levels 2, 3, 4
   std::array<std::array<float, 3>, 3> lb; // their decision boundaries
+  // cos/sin of every centroid (decode without trigonometric calls)
+  std::array<float, 16> l1c, l1s;
+  std::array<std::array<float, 4>, 3> lc, ls;
 };
 
 double angle_density(double psi, const void* ctx) {
@@ -48,6 +53,15 @@ const PolarBooks& books() {
       for (int k = 0; k < 4; ++k) pb.l[lv - 2][k] = float(c[k]);
       for (int k = 0; k < 3; ++k) pb.lb[lv - 2][k] = float(0.5 * (c[k] + c[k + 1]));
     }
+    for (int k = 0; k < 16; ++k) {
+      pb.l1c[k] = std::cos(pb.l1[k]);
+      pb.l1s[k] = std::sin(pb.l1[k]);
+    }
+    for (int lv = 0; lv < 3; ++lv)
+      for (int k = 0; k < 4; ++k) {
+        pb.lc[lv][k] = std::cos(pb.l[lv][k]);
+        pb.ls[lv][k] = std::sin(pb.l[lv][k]);
+      }
     return pb;
   }();
   return b;
@@ -101,6 +115,11 @@ class PolarCodec final : public Codec {
   }
   void finish(const float* acc, float* out) const override { rot_.inverse(acc, out); }
 
+  const Rotation& rotation() const { return rot_; }
+  void decode_rotated_n(const uint8_t* codes, size_t n, float* y) const {
+    for (size_t t = 0; t < n; ++t) decode_rotated(codes + t * block_bytes(), y + t * dim_);
+  }
+
  private:
   static int nearest(const std::array<float, 3>& bnd, float v) {
     int k = 0;
@@ -138,32 +157,30 @@ class PolarCodec final : public Codec {
     }
   }
   void decode_rotated(const uint8_t* blk, float* y) const {
-    BitReader rd(blk);
+    const size_t bytes = block_bytes();
     for (int g = 0; g < groups_; ++g) {
-      const float r0 = f16_to_f32(uint16_t(rd.get(16)));
-      uint8_t c1[8], cl[3][4];
-      for (int i = 0; i < 8; ++i) c1[i] = uint8_t(rd.get(4));
-      int count = 8;
-      for (int lv = 0; lv < 3; ++lv) {
-        count /= 2;
-        for (int i = 0; i < count; ++i) cl[lv][i] = uint8_t(rd.get(2));
-      }
+      // The group's 62 bits, read at once (a shift of the ≤ 9 bytes that hold them).
+      const size_t o = size_t(g) * kGroupBits, b0 = o / 8;
+      unsigned __int128 v = 0;
+      std::memcpy(&v, blk + b0, std::min<size_t>(9, bytes - b0));
+      const uint64_t bits = uint64_t(v >> (o % 8));
+      const float r0 = f16_to_f32(uint16_t(bits & 0xFFFF));
       float r[8] = {r0};
-      count = 1;
+      int count = 1, pos[3] = {48, 56, 60};  // level-2, -3, -4 codes (2 bits each)
       for (int lv = 2; lv >= 0; --lv) {  // level 4 → 2
         for (int i = count - 1; i >= 0; --i) {
-          const float psi = bk_.l[lv][cl[lv][i]];
+          const int k = int((bits >> (pos[lv] + 2 * i)) & 3);
           const float ri = r[i];
-          r[2 * i] = ri * std::cos(psi);
-          r[2 * i + 1] = ri * std::sin(psi);
+          r[2 * i] = ri * bk_.lc[lv][k];
+          r[2 * i + 1] = ri * bk_.ls[lv][k];
         }
         count *= 2;
       }
       float* out = y + g * kGroup;
       for (int i = 0; i < 8; ++i) {
-        const float psi = bk_.l1[c1[i]];
-        out[2 * i] = r[i] * std::cos(psi);
-        out[2 * i + 1] = r[i] * std::sin(psi);
+        const int k = int((bits >> (16 + 4 * i)) & 15);
+        out[2 * i] = r[i] * bk_.l1c[k];
+        out[2 * i + 1] = r[i] * bk_.l1s[k];
       }
     }
   }
@@ -174,6 +191,17 @@ class PolarCodec final : public Codec {
 };
 
 }  // namespace
+
+const Rotation* polar_rotation(const Codec& c) {
+  auto* p = dynamic_cast<const PolarCodec*>(&c);
+  return p ? &p->rotation() : nullptr;
+}
+
+void polar_decode_rotated(const Codec& c, const uint8_t* codes, size_t n, float* y) {
+  auto* p = dynamic_cast<const PolarCodec*>(&c);
+  TQ_ASSERT(p != nullptr);
+  p->decode_rotated_n(codes, n, y);
+}
 
 void register_polar_codecs() {
   register_codec({"polar",

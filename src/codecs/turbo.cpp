@@ -60,6 +60,13 @@ float TurboMseCodec::encode_one(const float* x, uint8_t* idx) const {
 }
 
 void TurboMseCodec::encode(const float* x, size_t n, uint8_t* codes) const {
+  if (rot_.kind() != Rotation::Kind::kHadamard || dim_ > 1024) return encode_ref(x, n, codes);
+  check_finite(x, n * dim_, "encode");
+  cpu::kernels().encode_mse(x, n, dim_, rot_.signs().data(), bits_, cb_->boundaries.data(),
+                            cb_->centroids.data(), nc_, codes, block_bytes(), 0, 2);
+}
+
+void TurboMseCodec::encode_ref(const float* x, size_t n, uint8_t* codes) const {
   check_finite(x, n * dim_, "encode");
   std::vector<uint8_t> idx(dim_);
   for (size_t t = 0; t < n; ++t) {
@@ -89,8 +96,27 @@ std::unique_ptr<QueryState> TurboMseCodec::prepare_query(const float* q) const {
   return s;
 }
 
+cpu::CodeRows TurboMseCodec::rows(const uint8_t* base, size_t stride, size_t off) const {
+  return {base, stride, off, off + 2, dim_, bits_, 1.0f, cb_->centroids.data()};
+}
+
+const std::vector<float>& TurboMseCodec::rotated_query(const QueryState& qs) {
+  return static_cast<const TurboQuery&>(qs).q;
+}
+
 void TurboMseCodec::score(const QueryState& qs, const uint8_t* codes, size_t n,
                           float* out) const {
+  cpu::kernels().score_rows(rows(codes, block_bytes()), n, rotated_query(qs).data(), 1, out, n,
+                            false);
+}
+
+void TurboMseCodec::accumulate(const uint8_t* codes, size_t n, const float* w,
+                               float* acc) const {
+  cpu::kernels().acc_rows(rows(codes, block_bytes()), n, w, n, 1, acc, size_t(dim_));
+}
+
+void TurboMseCodec::score_ref(const QueryState& qs, const uint8_t* codes, size_t n,
+                              float* out) const {
   const auto& q = static_cast<const TurboQuery&>(qs).q;
   std::vector<uint8_t> idx(dim_);
   for (size_t t = 0; t < n; ++t) {
@@ -102,8 +128,8 @@ void TurboMseCodec::score(const QueryState& qs, const uint8_t* codes, size_t n,
   }
 }
 
-void TurboMseCodec::accumulate(const uint8_t* codes, size_t n, const float* w,
-                               float* acc) const {
+void TurboMseCodec::accumulate_ref(const uint8_t* codes, size_t n, const float* w,
+                                   float* acc) const {
   std::vector<uint8_t> idx(dim_);
   for (size_t t = 0; t < n; ++t) {
     const uint8_t* blk = codes + t * block_bytes();
@@ -169,23 +195,58 @@ void TurboProdCodec::decode(const uint8_t* codes, size_t n, float* x) const {
   const float one = 1.0f;
   for (size_t t = 0; t < n; ++t) {
     std::fill(acc.begin(), acc.end(), 0.0f);
-    accumulate(codes + t * block_bytes(), 1, &one, acc.data());
+    accumulate_ref(codes + t * block_bytes(), 1, &one, acc.data());
     finish(acc.data(), x + t * dim_);
   }
 }
 
-std::unique_ptr<QueryState> TurboProdCodec::prepare_query(const float* q) const {
+void TurboProdCodec::prepare_vectors(const float* q, float* rq, float* sq) const {
   const int d = dim_;
+  rot_.forward(q, rq);
+  for (int i = 0; i < d; ++i) sq[i] = float(dot(&s_[size_t(i) * d], rq, d));
+}
+
+double TurboProdCodec::qjl_factor(int d) { return std::sqrt(M_PI / 2) / d; }
+
+std::unique_ptr<QueryState> TurboProdCodec::prepare_query(const float* q) const {
   auto s = std::make_unique<TurboQuery>();
-  s->q.resize(d);
-  rot_.forward(q, s->q.data());
-  s->sq.resize(d);
-  for (int i = 0; i < d; ++i) s->sq[i] = float(dot(&s_[size_t(i) * d], s->q.data(), d));
+  s->q.resize(dim_);
+  s->sq.resize(dim_);
+  prepare_vectors(q, s->q.data(), s->sq.data());
   return s;
+}
+
+namespace {
+const float kSignTable[2] = {-1.0f, 1.0f};
+}
+
+cpu::CodeRows TurboProdCodec::mse_rows(const uint8_t* base, size_t stride) const {
+  return {base, stride, 0, 4, dim_, bits_ - 1, 1.0f, cb_->centroids.data()};
+}
+
+cpu::CodeRows TurboProdCodec::sign_rows(const uint8_t* base, size_t stride,
+                                        float scale_mul) const {
+  return {base, stride, 2, 4 + mse_bytes_, dim_, 1, scale_mul, kSignTable};
 }
 
 void TurboProdCodec::score(const QueryState& qs, const uint8_t* codes, size_t n,
                            float* out) const {
+  const auto& st = static_cast<const TurboQuery&>(qs);
+  const auto& k = cpu::kernels();
+  k.score_rows(mse_rows(codes, block_bytes()), n, st.q.data(), 1, out, n, false);
+  k.score_rows(sign_rows(codes, block_bytes(), float(qjl_factor(dim_))), n, st.sq.data(), 1,
+               out, n, true);
+}
+
+void TurboProdCodec::accumulate(const uint8_t* codes, size_t n, const float* w,
+                                float* acc) const {
+  const auto& k = cpu::kernels();
+  k.acc_rows(mse_rows(codes, block_bytes()), n, w, n, 1, acc, size_t(dim_));
+  k.acc_rows(sign_rows(codes, block_bytes(), 1.0f), n, w, n, 1, acc + dim_, size_t(dim_));
+}
+
+void TurboProdCodec::score_ref(const QueryState& qs, const uint8_t* codes, size_t n,
+                               float* out) const {
   const auto& st = static_cast<const TurboQuery&>(qs);
   const int d = dim_;
   const double qjl = std::sqrt(M_PI / 2) / d;
@@ -203,8 +264,8 @@ void TurboProdCodec::score(const QueryState& qs, const uint8_t* codes, size_t n,
   }
 }
 
-void TurboProdCodec::accumulate(const uint8_t* codes, size_t n, const float* w,
-                                float* acc) const {
+void TurboProdCodec::accumulate_ref(const uint8_t* codes, size_t n, const float* w,
+                                    float* acc) const {
   const int d = dim_;
   std::vector<uint8_t> idx(d), z(d);
   for (size_t t = 0; t < n; ++t) {
@@ -294,21 +355,39 @@ std::unique_ptr<QueryState> TurboSplitCodec::prepare_query(const float* q) const
 void TurboSplitCodec::score(const QueryState& qs, const uint8_t* codes, size_t n,
                             float* out) const {
   const auto& s = static_cast<const SplitQuery&>(qs);
-  for (size_t t = 0; t < n; ++t) {
-    const uint8_t* blk = codes + t * block_bytes();
-    float a, b;
-    hi_->score(*s.hi, blk, 1, &a);
-    lo_->score(*s.lo, blk + hi_->block_bytes(), 1, &b);
-    out[t] = a + b;
-  }
+  const auto& k = cpu::kernels();
+  k.score_rows(hi_->rows(codes, block_bytes()), n,
+               TurboMseCodec::rotated_query(*s.hi).data(), 1, out, n, false);
+  k.score_rows(lo_->rows(codes, block_bytes(), hi_->block_bytes()), n,
+               TurboMseCodec::rotated_query(*s.lo).data(), 1, out, n, true);
 }
 
 void TurboSplitCodec::accumulate(const uint8_t* codes, size_t n, const float* w,
                                  float* acc) const {
+  const auto& k = cpu::kernels();
+  k.acc_rows(hi_->rows(codes, block_bytes()), n, w, n, 1, acc, size_t(n_hi_));
+  k.acc_rows(lo_->rows(codes, block_bytes(), hi_->block_bytes()), n, w, n, 1, acc + n_hi_,
+             size_t(dim_ - n_hi_));
+}
+
+void TurboSplitCodec::score_ref(const QueryState& qs, const uint8_t* codes, size_t n,
+                                float* out) const {
+  const auto& s = static_cast<const SplitQuery&>(qs);
   for (size_t t = 0; t < n; ++t) {
     const uint8_t* blk = codes + t * block_bytes();
-    hi_->accumulate(blk, 1, w + t, acc);
-    lo_->accumulate(blk + hi_->block_bytes(), 1, w + t, acc + n_hi_);
+    float a, b;
+    hi_->score_ref(*s.hi, blk, 1, &a);
+    lo_->score_ref(*s.lo, blk + hi_->block_bytes(), 1, &b);
+    out[t] = a + b;
+  }
+}
+
+void TurboSplitCodec::accumulate_ref(const uint8_t* codes, size_t n, const float* w,
+                                     float* acc) const {
+  for (size_t t = 0; t < n; ++t) {
+    const uint8_t* blk = codes + t * block_bytes();
+    hi_->accumulate_ref(blk, 1, w + t, acc);
+    lo_->accumulate_ref(blk + hi_->block_bytes(), 1, w + t, acc + n_hi_);
   }
 }
 

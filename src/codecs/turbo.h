@@ -7,6 +7,7 @@
 #include "codecs/common.h"
 #include "core/lloyd_max.h"
 #include "core/rotation.h"
+#include "cpu/dispatch.h"
 
 namespace tq {
 
@@ -14,6 +15,8 @@ namespace tq {
 //   bytes [0, 2)          fp16 norm n  (with norm correction: n / ‖c[idx]‖)
 //   bytes [2, 2 + ⌈d·b/8⌉) codes idx_j, b bits each, LSB-first bit stream (core/bitpack.h)
 // Decode: x̃ = n · Πᵀ c[idx]. A zero vector stores n = 0.
+// score/accumulate/encode run the dispatched SIMD kernels (src/cpu); the *_ref methods are the
+// plain scalar references they are tested against.
 class TurboMseCodec final : public Codec {
  public:
   TurboMseCodec(int dim, int bits, uint64_t seed, bool norm_correction);
@@ -26,6 +29,14 @@ class TurboMseCodec final : public Codec {
   void score(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const override;
   void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override;
   void finish(const float* acc, float* out) const override;
+
+  void encode_ref(const float* x, size_t n, uint8_t* codes) const;
+  void score_ref(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const;
+  void accumulate_ref(const uint8_t* codes, size_t n, const float* w, float* acc) const;
+  // The kernels' view of n tokens whose rows start at base + t·stride + off.
+  cpu::CodeRows rows(const uint8_t* base, size_t stride, size_t off = 0) const;
+  // The rotated query Π q of a prepared query state.
+  static const std::vector<float>& rotated_query(const QueryState& qs);
 
   int bits() const { return bits_; }
   const ScalarCodebook& codebook() const { return *cb_; }
@@ -61,7 +72,17 @@ class TurboProdCodec final : public Codec {
   void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override;
   void finish(const float* acc, float* out) const override;
 
+  void score_ref(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const;
+  void accumulate_ref(const uint8_t* codes, size_t n, const float* w, float* acc) const;
+  // Kernel views: the (b−1)-bit mse part, and the sign bits as ±1 codes scaled by γ·scale_mul.
+  cpu::CodeRows mse_rows(const uint8_t* base, size_t stride) const;
+  cpu::CodeRows sign_rows(const uint8_t* base, size_t stride, float scale_mul) const;
+  // Rotated query Π q and sketched query S Π q (d each) for a query q.
+  void prepare_vectors(const float* q, float* rq, float* sq) const;
+  static double qjl_factor(int d);
+
   const std::vector<float>& sketch() const { return s_; }
+  int bits() const { return bits_; }
 
  private:
   int dim_, bits_;
@@ -89,6 +110,13 @@ class TurboSplitCodec final : public Codec {
   void score(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const override;
   void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override;
   void finish(const float* acc, float* out) const override;
+
+  void score_ref(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const;
+  void accumulate_ref(const uint8_t* codes, size_t n, const float* w, float* acc) const;
+  const TurboMseCodec& hi() const { return *hi_; }
+  const TurboMseCodec& lo() const { return *lo_; }
+  int n_hi() const { return n_hi_; }
+  const std::vector<int>& perm() const { return perm_; }
 
  private:
   std::string name_;
