@@ -6,10 +6,20 @@
 #include <random>
 
 #include "core/rng.h"
+#include "cpu/dispatch.h"
 #include "tq/codec.h"
 
 namespace tq {
 namespace {
+
+// These tests pin the codecs' exact semantics (scores equal q·decode to float rounding), so
+// the 8-bit fast-scan score path (an approximation, ~1e-3 of |q||k|, tested against the exact
+// kernels in test_cpu_kernels) is switched off here.
+class ExactScores : public ::testing::Environment {
+ public:
+  void SetUp() override { cpu::set_int8_scores(false); }
+};
+const auto* const kExact = ::testing::AddGlobalTestEnvironment(new ExactScores);
 
 uint64_t fresh_seed() { return std::random_device{}() * 0x100000001ull + std::random_device{}(); }
 

@@ -89,7 +89,9 @@ void check_codes_match_decode(const PolarVqParams& p, int d, bool key, Rng& rng,
     // Random synthetic codebooks can be arbitrarily bad; the uniform defaults must be sane:
     // 2-bit uniform angles on Gaussian pairs give E[2(1 − cos δ)] ≈ 0.20 (≈ ±0.05 over one
     // d = 64 token), so 0.4 is a loose bound that a broken codec still fails.
-    if (!cal) EXPECT_LT(e2 / x2, 0.4) << p.preset << " key=" << key;
+    if (!cal) {
+      EXPECT_LT(e2 / x2, 0.4) << p.preset << " key=" << key;
+    }
   }
 }
 

@@ -27,9 +27,25 @@ int nearest_centroid(const float* x, const float* c, int k, int dim) {
   return best;
 }
 
+namespace {
+KMeansResult kmeans_once(const float* data, size_t n, int dim, int k, uint64_t seed, int max_iter,
+                         double tol);
+}  // namespace
+
 KMeansResult kmeans(const float* data, size_t n, int dim, int k, uint64_t seed, int max_iter,
-                    double tol) {
+                    double tol, int n_init) {
   if (k < 1 || dim < 1) throw Error("k-means: k and dim must be positive");
+  KMeansResult best;
+  for (int r = 0; r < std::max(1, n_init); ++r) {
+    auto res = kmeans_once(data, n, dim, k, derive_seed(seed, r, 0x4B4D), max_iter, tol);
+    if (r == 0 || res.inertia < best.inertia) best = std::move(res);
+  }
+  return best;
+}
+
+namespace {
+KMeansResult kmeans_once(const float* data, size_t n, int dim, int k, uint64_t seed, int max_iter,
+                         double tol) {
   if (n < size_t(k))
     throw Error("k-means: " + std::to_string(n) + " samples are fewer than " +
                 std::to_string(k) + " clusters");
@@ -109,6 +125,7 @@ KMeansResult kmeans(const float* data, size_t n, int dim, int k, uint64_t seed, 
   }
   return r;
 }
+}  // namespace
 
 float angle_diff(float a, float b) {
   double d = std::fmod(double(a) - double(b), 2 * M_PI);
@@ -117,8 +134,33 @@ float angle_diff(float a, float b) {
   return float(d);
 }
 
+namespace {
+
+// One k-means++ + Lloyd run on the circle; returns the centroids and their mean squared
+// circular distance.
+std::vector<float> kmeans_circular_once(const float* angles, size_t n, int k, uint64_t seed,
+                                        int max_iter, double& inertia);
+
+}  // namespace
+
 std::vector<float> kmeans_circular(const float* angles, size_t n, int k, uint64_t seed,
                                    int max_iter) {
+  // k-means++ can still land in a local minimum (two true clusters sharing a centroid), so
+  // keep the best of a few seeded restarts.
+  std::vector<float> best;
+  double best_inertia = 1e300;
+  for (int r = 0; r < 4; ++r) {
+    double inertia;
+    auto c = kmeans_circular_once(angles, n, k, derive_seed(seed, r, 0x43495243), max_iter, inertia);
+    if (inertia < best_inertia) best_inertia = inertia, best = std::move(c);
+  }
+  return best;
+}
+
+namespace {
+
+std::vector<float> kmeans_circular_once(const float* angles, size_t n, int k, uint64_t seed,
+                                        int max_iter, double& inertia) {
   if (n < size_t(k))
     throw Error("circular k-means: " + std::to_string(n) + " samples are fewer than " +
                 std::to_string(k) + " clusters");
@@ -173,7 +215,16 @@ std::vector<float> kmeans_circular(const float* angles, size_t n, int k, uint64_
   for (auto& v : c)
     if (v >= float(M_PI)) v -= float(2 * M_PI);
   std::sort(c.begin(), c.end());
+  inertia = 0;
+  for (size_t i = 0; i < n; ++i) {
+    float bd = 1e30f;
+    for (int j = 0; j < k; ++j) bd = std::min(bd, std::fabs(angle_diff(angles[i], c[j])));
+    inertia += double(bd) * bd;
+  }
+  inertia /= double(n);
   return c;
 }
+
+}  // namespace
 
 }  // namespace tq

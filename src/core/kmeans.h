@@ -15,9 +15,10 @@ struct KMeansResult {
 };
 
 // data: n × dim. k ≤ n is required (fewer points than clusters → tq::Error). Empty clusters are
-// re-seeded from the point farthest from its centroid.
+// re-seeded from the point farthest from its centroid. k-means++ can still end in a local
+// minimum, so the best (lowest inertia) of n_init seeded runs is kept.
 KMeansResult kmeans(const float* data, size_t n, int dim, int k, uint64_t seed,
-                    int max_iter = 50, double tol = 1e-6);
+                    int max_iter = 50, double tol = 1e-6, int n_init = 3);
 
 // Index of the nearest of k centroids (dim each) to x.
 int nearest_centroid(const float* x, const float* centroids, int k, int dim);

@@ -113,7 +113,7 @@ CodebookFile calibrate_polarvq(const PolarVqParams& p, int n_layer, int n_head_k
             throw Error("calibration: " + std::to_string(np) + " residual vectors are fewer than " +
                         std::to_string(p.vq_size) + " codebook entries; use more samples");
           const auto km = kmeans(pts.data(), np, g, p.vq_size, derive_seed(opt.seed, h, sp, key ? 2 : 3),
-                                 opt.vq_iterations);
+                                 opt.vq_iterations, 1e-6, 1);
           books.insert(books.end(), km.centroids.begin(), km.centroids.end());
         }
         (key ? cal->key_vq : cal->value_vq) = std::move(books);
