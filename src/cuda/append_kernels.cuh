@@ -272,24 +272,25 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
   }
 }
 
-// Code of lane element i of lane l, from the code bytes [tok][dim].
-template <bool IsV, int D>
+// Code of lane element i of lane l, from the code bytes [tok][dim]. I8: int8 key map.
+template <bool IsV, int D, bool I8 = false>
 TQ_HD uint32_t code_at(const uint8_t* codes, int lane, int i) {
   int tok, dim;
-  elem_to_td(IsV, lane, i, tok, dim);
+  elem_to_td(IsV, lane, i, tok, dim, I8);
   return codes[tok * D + dim];
 }
 
 // Index into the code bytes [tok][dim] of element 8·blk + r of a lane: base(blk) + off(r).
-template <bool IsV, int D>
+template <bool IsV, int D, bool I8 = false>
 TQ_HD int blk_base(int lane, int blk) {
   int tok, dim;
-  elem_to_td(IsV, lane, 8 * blk, tok, dim);
+  elem_to_td(IsV, lane, 8 * blk, tok, dim, I8);
   return tok * D + dim;
 }
-template <bool IsV, int D>
+template <bool IsV, int D, bool I8 = false>
 TQ_HD constexpr int elem_off(int r) {
-  return IsV ? (8 * (r >> 2) + (r & 1)) * D + 8 * ((r >> 1) & 1)
+  return I8 ? 8 * (r >> 2) * D + (r & 3)
+       : IsV ? (8 * (r >> 2) + (r & 1)) * D + 8 * ((r >> 1) & 1)
              : 8 * ((r >> 1) & 1) * D + 8 * (r >> 2) + (r & 1);
 }
 
@@ -298,6 +299,7 @@ template <Fmt F, int D, int P, bool IsV>
 TQ_HD uint32_t build_word(const uint8_t* codes, const uint16_t* raw16, int lane, int w) {
   constexpr Kind K = part_kind(F, P);
   constexpr int bits = kind_bits(K), first = part_first(F, P, D);
+  constexpr bool I8 = k_int8(F, IsV);
   const int G = w / bits, wg = w % bits, e0 = first + 32 * G, b0 = e0 >> 3;
   uint32_t x = 0;
   if constexpr (K == Kind::BF16) {
@@ -312,46 +314,46 @@ TQ_HD uint32_t build_word(const uint8_t* codes, const uint16_t* raw16, int lane,
     if (K == Kind::LUT4 && wg == 3) {
 TQ_UNROLL
       for (int q = 0; q < 4; ++q) {
-        const int base = blk_base<IsV, D>(lane, b0 + q);
+        const int base = blk_base<IsV, D, I8>(lane, b0 + q);
 TQ_UNROLL
         for (int r = 0; r < 8; ++r) {
           const int ee = 8 * q + r;
-          x |= ((uint32_t(codes[base + elem_off<IsV, D>(r)]) >> 3) & 1u)
+          x |= ((uint32_t(codes[base + elem_off<IsV, D, I8>(r)]) >> 3) & 1u)
                << ((15 - ee / 2) + 16 * (ee & 1));
         }
       }
       return x;
     }
-    const int bm = blk_base<IsV, D>(lane, b0 + wg), bp = blk_base<IsV, D>(lane, b0 + 3);
+    const int bm = blk_base<IsV, D, I8>(lane, b0 + wg), bp = blk_base<IsV, D, I8>(lane, b0 + 3);
 TQ_UNROLL
     for (int pos = 0; pos < 8; ++pos) {
-      x |= (uint32_t(codes[bm + elem_off<IsV, D>(pos)]) & 7u) << (4 * pos);
-      x |= ((uint32_t(codes[bp + elem_off<IsV, D>(pos)]) >> wg) & 1u) << (4 * pos + 3);
+      x |= (uint32_t(codes[bm + elem_off<IsV, D, I8>(pos)]) & 7u) << (4 * pos);
+      x |= ((uint32_t(codes[bp + elem_off<IsV, D, I8>(pos)]) >> wg) & 1u) << (4 * pos + 3);
     }
   } else if constexpr (K == Kind::LUT2) {
 TQ_UNROLL
     for (int h = 0; h < 2; ++h) {
-      const int base = blk_base<IsV, D>(lane, b0 + 2 * wg + h);
+      const int base = blk_base<IsV, D, I8>(lane, b0 + 2 * wg + h);
 TQ_UNROLL
       for (int pos = 0; pos < 8; ++pos)
-        x |= (uint32_t(codes[base + elem_off<IsV, D>(pos)]) & 3u) << (4 * pos + 2 * h);
+        x |= (uint32_t(codes[base + elem_off<IsV, D, I8>(pos)]) & 3u) << (4 * pos + 2 * h);
     }
   } else if constexpr (K == Kind::LUT1) {  // T3P signs: bit 7 of the code byte
 TQ_UNROLL
     for (int kk = 0; kk < 4; ++kk) {
-      const int base = blk_base<IsV, D>(lane, b0 + kk);
+      const int base = blk_base<IsV, D, I8>(lane, b0 + kk);
 TQ_UNROLL
       for (int pos = 0; pos < 8; ++pos)
-        x |= (uint32_t(codes[base + elem_off<IsV, D>(pos)]) >> 7) << (4 * pos + kk);
+        x |= (uint32_t(codes[base + elem_off<IsV, D, I8>(pos)]) >> 7) << (4 * pos + kk);
     }
   } else if constexpr (K == Kind::Q8) {
 TQ_UNROLL
-    for (int b = 0; b < 4; ++b) x |= code_at<IsV, D>(codes, lane, e0 + 4 * wg + b) << (8 * b);
+    for (int b = 0; b < 4; ++b) x |= code_at<IsV, D, I8>(codes, lane, e0 + 4 * wg + b) << (8 * b);
   } else if constexpr (K == Kind::Q4) {
-    const int base = blk_base<IsV, D>(lane, b0 + wg);
+    const int base = blk_base<IsV, D, I8>(lane, b0 + wg);
 TQ_UNROLL
     for (int ee = 0; ee < 8; ++ee)
-      x |= uint32_t(codes[base + elem_off<IsV, D>(ee)]) << (4 * ((ee >> 1) + 4 * (ee & 1)));
+      x |= uint32_t(codes[base + elem_off<IsV, D, I8>(ee)]) << (4 * ((ee >> 1) + 4 * (ee & 1)));
   }
   return x;
 }

@@ -80,6 +80,31 @@ void make_lut(const std::vector<float>& entries, uint32_t lo[2], uint32_t hi[2])
   }
 }
 
+// turbo3 keys go through the int8 tensor cores: every fp16 centroid h is an exact multiple of
+// α = ulp(smallest |h|) (a power of two; larger entries have coarser ulps), and h/α =
+// 256·K1 + K2 with K1, K2 int8. Tables: byte c of t[0] (codes 0-3) / t[1] (4-7) = K1 (K2) of
+// code c, for prmt lookups. Returns α.
+float make_i8_tables(const float* cent, uint32_t t1[2], uint32_t t2[2]) {
+  float h[8], mn = INFINITY;
+  for (int i = 0; i < 8; ++i) {
+    h[i] = f16_to_f32(f32_to_f16(cent[i]));
+    if (h[i] != 0.f) mn = std::min(mn, std::fabs(h[i]));
+  }
+  int e = 0;
+  std::frexp(mn, &e);                              // mn = m·2^e, m in [0.5, 1)
+  const float alpha = std::ldexp(1.0f, std::max(e - 11, -24));  // fp16 ulp of mn
+  t1[0] = t1[1] = t2[0] = t2[1] = 0;
+  for (int i = 0; i < 8; ++i) {
+    const double c = double(h[i]) / alpha;
+    const long ci = std::lround(c);
+    const long k1 = (ci + 128) >> 8, k2 = ci - 256 * k1;  // k2 in [-128, 127]
+    TQ_ASSERT(double(ci) == c && k1 >= -128 && k1 <= 127);
+    t1[i / 4] |= uint32_t(uint8_t(int8_t(k1))) << (8 * (i % 4));
+    t2[i / 4] |= uint32_t(uint8_t(int8_t(k2))) << (8 * (i % 4));
+  }
+  return alpha;
+}
+
 // Quantizer cells (see FormatConsts::qcells): a cell width and offset such that no cell holds
 // two boundaries and no boundary lies within w/16 of a cell edge (so a cell index that is off
 // by one at an edge still gives the exact count).
@@ -499,6 +524,8 @@ void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int*
   std::memcpy(p.khi, kc_->lut_hi, sizeof p.khi);
   std::memcpy(p.vlo, vc_->lut_lo, sizeof p.vlo);
   std::memcpy(p.vhi, vc_->lut_hi, sizeof p.vhi);
+  if (cfg_.kfmt == Fmt::T3)
+    p.kalpha128 = 128.f * make_i8_tables(kc_->cent[0], p.ki8[0], p.ki8[1]);
   if (!launch_decode(cfg_.kfmt, cfg_.vfmt, D, p, dim3(splits, Hkv, B), st))
     throw Error("CUDA decode: no kernel for this type pair and head dimension");
   TQ_CUDA_CHECK(cudaGetLastError());
@@ -539,7 +566,7 @@ GpuCache::TileView GpuCache::read_tile(int page, int kvh, bool is_v) const {
     for (int tok = 0; tok < kPageTokens; ++tok)
       for (int dd = 0; dd < pd; ++dd) {
         int lane, i;
-        td_to_elem(is_v, tok, d0 + dd, lane, i);
+        td_to_elem(is_v, tok, d0 + dd, lane, i, k_int8(f, is_v));
         const int e = i - part_first(f, part, D);
         Slot sl[3];
         const int n = code_slot(kind, e, sl);

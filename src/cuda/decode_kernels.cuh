@@ -33,6 +33,8 @@ struct DecodeParams {
   long long page_bytes;
   int tile_k;  // bytes of a K tile (V tile follows)
   uint32_t klo[2][2], khi[2][2], vlo[2][2], vhi[2][2];
+  uint32_t ki8[2][2];  // turbo3 keys: int8 tables K1, K2 (fp16 centroid = α(256·K1 + K2))
+  float kalpha128;     // 128·α
 };
 
 namespace dk {
@@ -80,6 +82,14 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+}
+// Exact int8 products, int32 accumulation (turbo3 keys).
+__device__ __forceinline__ void imma(int (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                     uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 __device__ __forceinline__ uint32_t movtrans(uint32_t x) {
   uint32_t r;
@@ -263,7 +273,10 @@ __host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int n
   return merge > ring ? merge : ring;
 }
 
-template <Fmt KF, Fmt VF, int D, int NW, int kStages = 3, int MINB = 1>
+// NPG: pages per softmax update (2 needs kStages = 4); kLazy: skip the max reduction when no
+// score exceeds the running max.
+template <Fmt KF, Fmt VF, int D, int NW, int kStages = 3, int MINB = 1, int NPG = 1,
+          bool kLazy = true>
 __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   constexpr bool KBF = KF == Fmt::BF16, VBF = VF == Fmt::BF16;
   constexpr int KS = D / 16;  // k-steps over dims (K side) = m-tiles over dims (V side)
@@ -284,9 +297,55 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   const int pg0 = split * p.pages_per_split;
   const int pg1 = min(np, pg0 + p.pages_per_split);
 
+  // turbo3 keys: int8 tensor cores (see DecodeParams::ki8). The query of head g is quantised
+  // to Q = round(q/β) = 128·Q1 + Q2 (β = max|q|/16256, so Q1 in [-127, 127], Q2 in [-64, 63]);
+  // score = 128αβ·(256·K1·Q1 + K1·2Q2 + K2·Q1), the K2·Q2/128 term (< 1e-4 relative) dropped.
+  // qf[2kk] = Q1, qf[2kk + 1] = 2·Q2 as B fragments of k-step kk (dims 32kk + 4t + 0..3 and
+  // 32kk + 16 + 4t + 0..3).
+  constexpr bool KI8 = KF == Fmt::T3;
+  float kscale[2] = {1.f, 1.f};  // 128αβ of heads 2t, 2t+1
+
   // Q'^T fragments (B operand): b0b1 = dims 16ks + 2t (+1), b2b3 = +8; head g.
   uint32_t qf[KS][2], qf2[K2 && KF == Fmt::T3P ? KS : 1][2];
-  {
+  if constexpr (KI8) {
+    const int qh = kvh * p.G + g;
+    const bool ok = g < p.G;
+    const uint2* q = reinterpret_cast<const uint2*>(p.q + (size_t(b) * p.Hq + qh) * D);
+    float qv[D / 32][2][4], mx = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 32; ++kk)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const uint2 v = ok ? q[(32 * kk + 16 * hh + 4 * t) / 4] : make_uint2(0u, 0u);
+        const float2 f0 = __half22float2(u2h(v.x)), f1 = __half22float2(u2h(v.y));
+        qv[kk][hh][0] = f0.x; qv[kk][hh][1] = f0.y; qv[kk][hh][2] = f1.x; qv[kk][hh][3] = f1.y;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mx = fmaxf(mx, fabsf(qv[kk][hh][j]));
+      }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    // inv may be off by an ulp: |q|·inv stays < 16256.5, and β·inv = 1 within 1e-7
+    const float beta = mx > 0.f ? mx * (1.f / 16256.f) : 1.f;
+    const float inv = mx > 0.f ? __fdividef(16256.f, mx) : 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 32; ++kk)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        uint32_t w1 = 0, w2 = 0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int Q = __float2int_rn(qv[kk][hh][j] * inv);
+          const int Q1 = (Q + 64) >> 7, Q2 = Q - 128 * Q1;
+          w1 |= uint32_t(Q1 & 0xFF) << (8 * j);
+          w2 |= uint32_t((2 * Q2) & 0xFF) << (8 * j);
+        }
+        qf[2 * kk][hh] = w1;
+        qf[2 * kk + 1][hh] = w2;
+      }
+#pragma unroll
+    for (int c = 0; c < 2; ++c)
+      kscale[c] = __shfl_sync(0xffffffffu, beta, 4 * (2 * t + c)) * p.kalpha128;
+  } else {
     const int qh = kvh * p.G + g;
     const bool ok = g < p.G;
     const uint32_t* q = reinterpret_cast<const uint32_t*>(p.q + (size_t(b) * p.Hq + qh) * D);
@@ -321,140 +380,192 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   // Same codebook for K and V: one set of table registers.
   const auto& vlo = KF == VF ? p.klo : p.vlo;
   const auto& vhi = KF == VF ? p.khi : p.vhi;
-  auto process = [&](const KT& kt_cur, const VT& vt_cur, int pg) {
-    const int nvalid = min(kPageTokens, seq - pg * kPageTokens);
-
+  // NP pages (1 or 2) at once: one softmax update (max reduction, rescale) for all of them,
+  // and independent decode/mma chains to interleave.
+  auto process = [&]<int NP>(const KT* kts, const VT* vts, int pg) {
     // ---- scores S^T[mt]: tokens 16mt + g (+8), heads 2t, 2t+1
-    float s[2][4] = {}, s2[2][4] = {};
+    float s[NP][2][4] = {}, s2[NP][2][4] = {};
 #pragma unroll
-    for (int grp = 0; grp < D / 32; ++grp) {
-      uint32_t h[16];
-      const bool in_p0 = grp * 32 < KP0::kFirst + KP0::kElems;
-      if (!K2 || KF == Fmt::T3P || in_p0) {
-        const int pg_ = grp - KP0::kFirst / 32;
-        decode_group<KP0::kKind, false>(kt_cur.w0 + pg_ * KP0::kBits, p.klo[0][0], p.klo[0][1],
-                                        p.khi[0][0], p.khi[0][1], kt_cur.qs[grp % KT::kNB], h);
+    for (int pp = 0; pp < NP; ++pp) {
+      const KT& kt_cur = kts[pp];
+      if constexpr (KI8) {
+        int a1[2][4] = {}, a2[2][4] = {};
 #pragma unroll
-        for (int jj = 0; jj < 2; ++jj)
+        for (int grp = 0; grp < D / 32; ++grp) {
+          const uint32_t* w = kt_cur.w0 + 3 * grp;
+          uint32_t n[4], k1[8], k2[8];
+          n[0] = w[0] & 0x77777777u;
+          n[1] = w[1] & 0x77777777u;
+          n[2] = w[2] & 0x77777777u;
+          n[3] = (shr_fma<3>(w[0]) & 0x11111111u) | (shr_fma<2>(w[1]) & 0x22222222u) |
+                 (shr_fma<1>(w[2]) & 0x44444444u);
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {  // register 2k: lane elements 8k..8k+3, 2k+1: +4
+            const uint32_t hi = shr_fma<16>(n[k]);
+            k1[2 * k] = prmt(p.ki8[0][0], p.ki8[0][1], n[k]);
+            k1[2 * k + 1] = prmt(p.ki8[0][0], p.ki8[0][1], hi);
+            k2[2 * k] = prmt(p.ki8[1][0], p.ki8[1][1], n[k]);
+            k2[2 * k + 1] = prmt(p.ki8[1][0], p.ki8[1][1], hi);
+          }
 #pragma unroll
           for (int mt = 0; mt < 2; ++mt) {
-            const uint32_t a[4] = {h[8 * jj + 4 * mt], h[8 * jj + 4 * mt + 1],
-                                   h[8 * jj + 4 * mt + 2], h[8 * jj + 4 * mt + 3]};
-            mma<KBF>(s[mt], a, qf[2 * grp + jj][0], qf[2 * grp + jj][1]);
+            const uint32_t A1[4] = {k1[4 * mt], k1[4 * mt + 1], k1[4 * mt + 2], k1[4 * mt + 3]};
+            const uint32_t A2[4] = {k2[4 * mt], k2[4 * mt + 1], k2[4 * mt + 2], k2[4 * mt + 3]};
+            imma(a1[mt], A1, qf[2 * grp][0], qf[2 * grp][1]);
+            imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
+            imma(a2[mt], A2, qf[2 * grp][0], qf[2 * grp][1]);
           }
+        }
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+          for (int c = 0; c < 4; ++c)
+            s[pp][mt][c] = float(a1[mt][c] * 256 + a2[mt][c]) * kscale[c & 1];
       }
-      if constexpr (K2) {
-        if (KF == Fmt::T3P || !in_p0) {
-          const int pg_ = grp - KP1::kFirst / 32;
-          decode_group<KP1::kKind, false>(kt_cur.w1 + pg_ * KP1::kBits, p.klo[1][0],
-                                          p.klo[1][1], p.khi[1][0], p.khi[1][1],
-                                          kt_cur.qs[0], h);
+#pragma unroll
+      for (int grp = 0; grp < (KI8 ? 0 : D / 32); ++grp) {
+        uint32_t h[16];
+        const bool in_p0 = grp * 32 < KP0::kFirst + KP0::kElems;
+        if (!K2 || KF == Fmt::T3P || in_p0) {
+          const int pg_ = grp - KP0::kFirst / 32;
+          decode_group<KP0::kKind, false>(kt_cur.w0 + pg_ * KP0::kBits, p.klo[0][0],
+                                          p.klo[0][1], p.khi[0][0], p.khi[0][1],
+                                          kt_cur.qs[grp % KT::kNB], h);
 #pragma unroll
           for (int jj = 0; jj < 2; ++jj)
 #pragma unroll
             for (int mt = 0; mt < 2; ++mt) {
               const uint32_t a[4] = {h[8 * jj + 4 * mt], h[8 * jj + 4 * mt + 1],
                                      h[8 * jj + 4 * mt + 2], h[8 * jj + 4 * mt + 3]};
-              if constexpr (KF == Fmt::T3P)
-                mma<KBF>(s2[mt], a, qf2[2 * grp + jj][0], qf2[2 * grp + jj][1]);
-              else
-                mma<KBF>(s2[mt], a, qf[2 * grp + jj][0], qf[2 * grp + jj][1]);
+              mma<KBF>(s[pp][mt], a, qf[2 * grp + jj][0], qf[2 * grp + jj][1]);
             }
+        }
+        if constexpr (K2) {
+          if (KF == Fmt::T3P || !in_p0) {
+            const int pg_ = grp - KP1::kFirst / 32;
+            decode_group<KP1::kKind, false>(kt_cur.w1 + pg_ * KP1::kBits, p.klo[1][0],
+                                            p.klo[1][1], p.khi[1][0], p.khi[1][1],
+                                            kt_cur.qs[0], h);
+#pragma unroll
+            for (int jj = 0; jj < 2; ++jj)
+#pragma unroll
+              for (int mt = 0; mt < 2; ++mt) {
+                const uint32_t a[4] = {h[8 * jj + 4 * mt], h[8 * jj + 4 * mt + 1],
+                                       h[8 * jj + 4 * mt + 2], h[8 * jj + 4 * mt + 3]};
+                if constexpr (KF == Fmt::T3P)
+                  mma<KBF>(s2[pp][mt], a, qf2[2 * grp + jj][0], qf2[2 * grp + jj][1]);
+                else
+                  mma<KBF>(s2[pp][mt], a, qf[2 * grp + jj][0], qf[2 * grp + jj][1]);
+              }
+          }
         }
       }
     }
     // per-token scaling and masking; c: 0,1 → token 16mt + g, heads 2t, 2t+1; 2,3 → +8
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+    for (int pp = 0; pp < NP; ++pp) {
+      const int nvalid = min(kPageTokens, seq - (pg + pp * NW) * kPageTokens);
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int k = 2 * mt + (c >> 1);  // token g + 8k
-        float v = s[mt][c];
-        if constexpr (is_turbo(KF)) {
-          v *= kt_cur.sc[k][0];
-          if constexpr (K2) v += s2[mt][c] * kt_cur.sc[k][1];
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int k = 2 * mt + (c >> 1);  // token g + 8k
+          float v = s[pp][mt][c];
+          if constexpr (is_turbo(KF)) {
+            v *= kts[pp].sc[k][0];
+            if constexpr (K2) v += s2[pp][mt][c] * kts[pp].sc[k][1];
+          }
+          if (nvalid < kPageTokens && g + 8 * k >= nvalid) v = -INFINITY;
+          s[pp][mt][c] = v;
+          mx[c & 1] = fmaxf(mx[c & 1], v);
         }
-        if (nvalid < kPageTokens && g + 8 * k >= nvalid) v = -INFINITY;
-        s[mt][c] = v;
-        mx[c & 1] = fmaxf(mx[c & 1], v);
-      }
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 4));
-      mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 8));
-      mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 16));
     }
-    float alpha[2];
+    // The running max rarely moves after the first pages. kLazy: when no score exceeds it
+    // (one warp vote), the update below would give alpha = 1 and the same max: skip the
+    // shuffle reduction too (bit-identical results).
+    if (!kLazy || __any_sync(0xffffffffu, mx[0] > m_run[0] || mx[1] > m_run[1])) {
 #pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      const float mn = fmaxf(m_run[c], mx[c]);
-      alpha[c] = fast_exp2(m_run[c] - mn);
-      m_run[c] = mn;
-      l_run[c] *= alpha[c];
-    }
-    // the running max rarely moves after the first pages: skip the rescale warp-uniformly
-    if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
+      for (int c = 0; c < 2; ++c) {
+        mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 4));
+        mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 8));
+        mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 16));
+      }
+      float alpha[2];
 #pragma unroll
-      for (int i = 0; i < KS; ++i) {
-        o[i][0] *= alpha[0]; o[i][1] *= alpha[1]; o[i][2] *= alpha[0]; o[i][3] *= alpha[1];
+      for (int c = 0; c < 2; ++c) {
+        const float mn = fmaxf(m_run[c], mx[c]);
+        alpha[c] = fast_exp2(m_run[c] - mn);
+        m_run[c] = mn;
+        l_run[c] *= alpha[c];
+      }
+      // skip the rescale warp-uniformly when nothing moved
+      if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
+#pragma unroll
+        for (int i = 0; i < KS; ++i) {
+          o[i][0] *= alpha[0]; o[i][1] *= alpha[1]; o[i][2] *= alpha[0]; o[i][3] *= alpha[1];
+        }
       }
     }
-    // P' = p·(value scalar), fp16/bf16, transposed into B fragments pf[kt][0..1]
-    uint32_t pf[2][2], pf2[V2 ? 2 : 1][2];
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+    for (int pp = 0; pp < NP; ++pp) {
+      const VT& vt_cur = vts[pp];
+      // P' = p·(value scalar), fp16/bf16, transposed into B fragments pf[kt][0..1]
+      uint32_t pf[2][2], pf2[V2 ? 2 : 1][2];
 #pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const int k = 2 * mt + hh;
-        const float p0 = fast_exp2(s[mt][2 * hh] - m_run[0]);
-        const float p1 = fast_exp2(s[mt][2 * hh + 1] - m_run[1]);
-        l_run[0] += p0;
-        l_run[1] += p1;
-        float a0 = p0, a1 = p1;
-        if constexpr (is_turbo(VF)) {
-          const float nv = vt_cur.sc[k][0];
-          a0 *= nv;
-          a1 *= nv;
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const int k = 2 * mt + hh;
+          const float p0 = fast_exp2(s[pp][mt][2 * hh] - m_run[0]);
+          const float p1 = fast_exp2(s[pp][mt][2 * hh + 1] - m_run[1]);
+          l_run[0] += p0;
+          l_run[1] += p1;
+          float a0 = p0, a1 = p1;
+          if constexpr (is_turbo(VF)) {
+            const float nv = vt_cur.sc[k][0];
+            a0 *= nv;
+            a1 *= nv;
+          }
+          uint32_t x;
+          if constexpr (VBF) {
+            __nv_bfloat162 bb = __floats2bfloat162_rn(a0, a1);
+            x = *reinterpret_cast<uint32_t*>(&bb);
+          } else {
+            x = h2u(__floats2half2_rn(a0, a1));
+          }
+          pf[mt][hh] = movtrans(x);
+          if constexpr (V2) {
+            const float nv = vt_cur.sc[k][1];
+            pf2[mt][hh] = movtrans(h2u(__floats2half2_rn(p0 * nv, p1 * nv)));
+          }
         }
-        uint32_t x;
-        if constexpr (VBF) {
-          __nv_bfloat162 bb = __floats2bfloat162_rn(a0, a1);
-          x = *reinterpret_cast<uint32_t*>(&bb);
-        } else {
-          x = h2u(__floats2half2_rn(a0, a1));
+      // ---- O^T[mt] += V^T(mt, kt) · P'^T(kt)
+#pragma unroll
+      for (int grp = 0; grp < D / 32; ++grp) {
+        uint32_t h[16];
+        const bool in_p0 = grp * 32 < VP0::kFirst + VP0::kElems;
+        if (in_p0) {
+          decode_group<VP0::kKind, true>(vt_cur.w0 + (grp - VP0::kFirst / 32) * VP0::kBits,
+                                         vlo[0][0], vlo[0][1], vhi[0][0], vhi[0][1],
+                                         vt_cur.qs[grp % VT::kNB], h);
+        } else if constexpr (VP1::kExists) {
+          decode_group<VP1::kKind, true>(vt_cur.w1 + (grp - VP1::kFirst / 32) * VP1::kBits,
+                                         vlo[1][0], vlo[1][1], vhi[1][0], vhi[1][1],
+                                         vt_cur.qs[0], h);
         }
-        pf[mt][hh] = movtrans(x);
-        if constexpr (V2) {
-          const float nv = vt_cur.sc[k][1];
-          pf2[mt][hh] = movtrans(h2u(__floats2half2_rn(p0 * nv, p1 * nv)));
-        }
+#pragma unroll
+        for (int jm = 0; jm < 2; ++jm)
+#pragma unroll
+          for (int kt = 0; kt < 2; ++kt) {
+            const uint32_t a[4] = {h[8 * jm + 4 * kt], h[8 * jm + 4 * kt + 1],
+                                   h[8 * jm + 4 * kt + 2], h[8 * jm + 4 * kt + 3]};
+            if (V2 && !in_p0)
+              mma<VBF>(o[2 * grp + jm], a, pf2[kt][0], pf2[kt][1]);
+            else
+              mma<VBF>(o[2 * grp + jm], a, pf[kt][0], pf[kt][1]);
+          }
       }
-    // ---- O^T[mt] += V^T(mt, kt) · P'^T(kt)
-#pragma unroll
-    for (int grp = 0; grp < D / 32; ++grp) {
-      uint32_t h[16];
-      const bool in_p0 = grp * 32 < VP0::kFirst + VP0::kElems;
-      if (in_p0) {
-        decode_group<VP0::kKind, true>(vt_cur.w0 + (grp - VP0::kFirst / 32) * VP0::kBits,
-                                       vlo[0][0], vlo[0][1], vhi[0][0], vhi[0][1],
-                                       vt_cur.qs[grp % VT::kNB], h);
-      } else if constexpr (VP1::kExists) {
-        decode_group<VP1::kKind, true>(vt_cur.w1 + (grp - VP1::kFirst / 32) * VP1::kBits,
-                                       vlo[1][0], vlo[1][1], vhi[1][0], vhi[1][1],
-                                       vt_cur.qs[0], h);
-      }
-#pragma unroll
-      for (int jm = 0; jm < 2; ++jm)
-#pragma unroll
-        for (int kt = 0; kt < 2; ++kt) {
-          const uint32_t a[4] = {h[8 * jm + 4 * kt], h[8 * jm + 4 * kt + 1],
-                                 h[8 * jm + 4 * kt + 2], h[8 * jm + 4 * kt + 3]};
-          if (V2 && !in_p0)
-            mma<VBF>(o[2 * grp + jm], a, pf2[kt][0], pf2[kt][1]);
-          else
-            mma<VBF>(o[2 * grp + jm], a, pf[kt][0], pf[kt][1]);
-        }
     }
   };
 
@@ -478,10 +589,47 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
                        "l"(src + 512 * j));
     };
 #pragma unroll
-    for (int it = 0; it < kStages - 1; ++it) {
+    for (int it = 0; it < kStages - (NPG == 2 ? 0 : 1); ++it) {
       if (it < n_my) issue(it, it);
       asm volatile("cp.async.commit_group;");
     }
+    if constexpr (NPG == 2) {
+      // pairs of pages: both are read into registers, their slots refilled at once (up to
+      // kStages pages in flight during the compute), then processed together
+      static_assert(kStages == 4, "two pages per step use a 4-slot ring");
+      int it = 0;
+      for (; it + 1 < n_my; it += 2) {
+        asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
+        __syncwarp();
+        KT kt[2];
+        VT vt[2];
+#pragma unroll
+        for (int pp = 0; pp < 2; ++pp) {
+          const uint8_t* tp = ring + ((it + pp) & 3) * SB;
+          kt[pp].template load<false>(tp, lane, false);
+          vt[pp].template load<false>(tp + tile_bytes(KF, D), lane, true);
+        }
+        __syncwarp();
+#pragma unroll
+        for (int pp = 0; pp < 2; ++pp) {
+          if (it + kStages + pp < n_my) issue(it + kStages + pp, (it + pp) & 3);
+          asm volatile("cp.async.commit_group;");
+        }
+        process.template operator()<2>(kt, vt, first + it * NW);
+      }
+      if (it < n_my) {
+        asm volatile("cp.async.wait_all;");
+        __syncwarp();
+        KT kt;
+        VT vt;
+        const uint8_t* tp = ring + (it & 3) * SB;
+        kt.template load<false>(tp, lane, false);
+        vt.template load<false>(tp + tile_bytes(KF, D), lane, true);
+        process.template operator()<1>(&kt, &vt, first + it * NW);
+      }
+      asm volatile("cp.async.wait_all;");
+      __syncthreads();
+    } else {
     int slot = 0, fill = kStages - 1;  // slot being read, slot being filled (no modulo)
     for (int it = 0; it < n_my; ++it) {
       asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
@@ -495,10 +643,11 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       VT vt;
       kt.template load<false>(tp, lane, false);
       vt.template load<false>(tp + tile_bytes(KF, D), lane, true);
-      process(kt, vt, first + it * NW);
+      process.template operator()<1>(&kt, &vt, first + it * NW);
     }
     asm volatile("cp.async.wait_all;");
     __syncthreads();
+    }
   } else {
     for (int pg = pg0 + warp; pg < pg1; pg += NW) {
       KT kt;
@@ -506,7 +655,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       const uint8_t* tp = tile_ptr(pg);
       kt.template load<true>(tp, lane, false);
       vt.template load<true>(tp + p.tile_k, lane, true);
-      process(kt, vt, pg);
+      process.template operator()<1>(&kt, &vt, pg);
     }
   }
 

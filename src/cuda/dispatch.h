@@ -14,7 +14,7 @@ int decode_variant();
 // Warps per decode CTA of the current variant.
 inline int decode_warps(Fmt kf, Fmt vf, int D) {
   const int v = decode_variant();
-  return (kf == Fmt::T3 && vf == Fmt::T3 && D == 128 && (v == 3 || v == 4)) ? 8 : kDecodeWarps;
+  return (kf == Fmt::T3 && vf == Fmt::T3 && D == 128 && v == 5) ? 8 : kDecodeWarps;
 }
 
 // Return false when (kf, vf, D) is not instantiated.

@@ -6,9 +6,9 @@
 
 namespace tq::cuda {
 
-template <Fmt KF, Fmt VF, int D, int NW, int ST, int MINB>
+template <Fmt KF, Fmt VF, int D, int NW, int ST, int MINB, int NPG = 1, bool LAZY = true>
 static bool run_decode(const DecodeParams* dp, dim3 grid, cudaStream_t st, int* occ) {
-  auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB>;
+  auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB, NPG, LAZY>;
   constexpr int smem = dk::decode_smem_bytes(KF, VF, D, NW, ST);
   static bool attr = false;  // once per instantiation
   if (!attr) {
@@ -31,10 +31,12 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
     if constexpr (KF == Fmt::T3 && VF == Fmt::T3 && D == 128) {
       // tuning variants (warps per CTA, ring stages, min CTAs per SM); see decode_warps()
       switch (decode_variant()) {
-        case 1: return run_decode<KF, VF, D, 4, 2, 1>(dp, grid, st, occ);
-        case 2: return run_decode<KF, VF, D, 4, 3, 4>(dp, grid, st, occ);
-        case 3: return run_decode<KF, VF, D, 8, 2, 1>(dp, grid, st, occ);
-        case 4: return run_decode<KF, VF, D, 8, 3, 2>(dp, grid, st, occ);
+        case 1: return run_decode<KF, VF, D, 4, 3, 1, 1, false>(dp, grid, st, occ);
+        case 2: return run_decode<KF, VF, D, 4, 4, 1, 2>(dp, grid, st, occ);
+        case 3: return run_decode<KF, VF, D, 4, 4, 1, 1>(dp, grid, st, occ);
+        case 4: return run_decode<KF, VF, D, 4, 3, 4>(dp, grid, st, occ);
+        case 5: return run_decode<KF, VF, D, 8, 3, 2>(dp, grid, st, occ);
+        case 6: return run_decode<KF, VF, D, 4, 4, 3, 2>(dp, grid, st, occ);
         default: break;
       }
     }
