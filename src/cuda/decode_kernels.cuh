@@ -275,8 +275,10 @@ __host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int n
 
 // NPG: pages per softmax update (2 needs kStages = 4); kLazy: skip the max reduction when no
 // score exceeds the running max.
+// kDiag (timing diagnostics of the turbo3 kernel only, results wrong): 1 = value codes fed
+// to the tensor cores raw (no V lookup), 2 = key codes raw (no K lookup).
 template <Fmt KF, Fmt VF, int D, int NW, int kStages = 3, int MINB = 1, int NPG = 1,
-          bool kLazy = true>
+          bool kLazy = true, int kDiag = 0>
 __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   constexpr bool KBF = KF == Fmt::BF16, VBF = VF == Fmt::BF16;
   constexpr int KS = D / 16;  // k-steps over dims (K side) = m-tiles over dims (V side)
@@ -401,6 +403,11 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
                  (shr_fma<1>(w[2]) & 0x44444444u);
 #pragma unroll
           for (int k = 0; k < 4; ++k) {  // register 2k: lane elements 8k..8k+3, 2k+1: +4
+            if constexpr (kDiag == 2) {
+              k1[2 * k] = k2[2 * k + 1] = w[k % 3];
+              k1[2 * k + 1] = k2[2 * k] = w[(k + 1) % 3];
+              continue;
+            }
             const uint32_t hi = shr_fma<16>(n[k]);
             k1[2 * k] = prmt(p.ki8[0][0], p.ki8[0][1], n[k]);
             k1[2 * k + 1] = prmt(p.ki8[0][0], p.ki8[0][1], hi);
@@ -545,7 +552,10 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       for (int grp = 0; grp < D / 32; ++grp) {
         uint32_t h[16];
         const bool in_p0 = grp * 32 < VP0::kFirst + VP0::kElems;
-        if (in_p0) {
+        if (kDiag == 1) {
+#pragma unroll
+          for (int j = 0; j < 16; ++j) h[j] = vt_cur.w0[3 * grp + j % 3];
+        } else if (in_p0) {
           decode_group<VP0::kKind, true>(vt_cur.w0 + (grp - VP0::kFirst / 32) * VP0::kBits,
                                          vlo[0][0], vlo[0][1], vhi[0][0], vhi[0][1],
                                          vt_cur.qs[grp % VT::kNB], h);

@@ -6,9 +6,10 @@
 
 namespace tq::cuda {
 
-template <Fmt KF, Fmt VF, int D, int NW, int ST, int MINB, int NPG = 1, bool LAZY = true>
+template <Fmt KF, Fmt VF, int D, int NW, int ST, int MINB, int NPG = 1, bool LAZY = true,
+          int DIAG = 0>
 static bool run_decode(const DecodeParams* dp, dim3 grid, cudaStream_t st, int* occ) {
-  auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB, NPG, LAZY>;
+  auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB, NPG, LAZY, DIAG>;
   constexpr int smem = dk::decode_smem_bytes(KF, VF, D, NW, ST);
   static bool attr = false;  // once per instantiation
   if (!attr) {
@@ -37,6 +38,9 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
         case 4: return run_decode<KF, VF, D, 4, 3, 4>(dp, grid, st, occ);
         case 5: return run_decode<KF, VF, D, 8, 3, 2>(dp, grid, st, occ);
         case 6: return run_decode<KF, VF, D, 4, 4, 3, 2>(dp, grid, st, occ);
+        // timing diagnostics (wrong results): no V lookup, no K lookup
+        case 7: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 1>(dp, grid, st, occ);
+        case 8: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 2>(dp, grid, st, occ);
         default: break;
       }
     }
