@@ -253,13 +253,22 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
     }
     m.pre_name = f.get_string("tokenizer.ggml.pre", "default");
     const std::string& p = m.pre_name;
-    if (p == "smollm") m.pre = Pre::Smollm;
+    // Digits one by one, then the GPT-2 regex (llama.cpp groups these vocabularies so).
+    if (p == "smollm" || p == "starcoder" || p == "refact" || p == "codeshell" ||
+        p == "command-r" || p == "exaone" || p == "minerva-7b")
+      m.pre = Pre::Smollm;
     else if (p == "llama-bpe" || p == "llama3" || p == "llama-v3" || p == "smaug-bpe" ||
              p == "falcon3" || p == "dbrx") {
       m.pre = Pre::Llama3;
       m.ignore_merges = true;
     } else if (p == "qwen2" || p == "deepseek-r1-qwen") m.pre = Pre::Qwen2;
-    else m.pre = Pre::Gpt2;  // "default", "gpt-2" and anything unknown: the GPT-2 regex
+    else if (p == "default" || p == "gpt-2" || p == "gpt2" || p == "mpt" || p == "olmo" ||
+             p == "phi-2")
+      m.pre = Pre::Gpt2;  // the GPT-2 regex
+    else
+      fail("unsupported pre-tokenizer '" + p +
+           "' (supported: smollm, starcoder, refact, command-r, llama-bpe, llama3, qwen2, "
+           "gpt-2, mpt, olmo, default)");
     // GPT-2's byte alphabet: printable Latin-1 bytes stand for themselves, the others are
     // moved to U+0100 upwards in byte order.
     uint32_t next = 256;
