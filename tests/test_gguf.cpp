@@ -9,6 +9,8 @@
 #include <fstream>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "core/half.h"
 #include "model/gguf.h"
 #include "model/gguf_writer.h"
@@ -600,6 +602,53 @@ TEST(GgufModel, DefaultModel) {
   const uint64_t fp = f->fingerprint({"blk.0.attn_k.weight", "blk.0.attn_v.weight"});
   EXPECT_EQ(fp, f->fingerprint({"blk.0.attn_k.weight", "blk.0.attn_v.weight"}));
   EXPECT_NE(fp, f->fingerprint({"blk.1.attn_k.weight", "blk.1.attn_v.weight"}));
+}
+
+// `tq info`: the tool end to end, on a written file and (when present) the default model.
+std::string run(const std::string& cmd, int& rc) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  rc = pclose(p);
+  return out;
+}
+
+TEST(ToolInfo, JsonAndErrors) {
+  const std::string p = tmp_path("info.gguf");
+  GgufWriter w = sample_writer();
+  w.set_u32("llama.embedding_length", 8);
+  w.set_u32("llama.attention.head_count", 2);
+  w.write(p);
+  int rc = -1;
+  std::string out = run(std::string(TQ_TOOL_PATH) + " info --json --metadata -m " + p, rc);
+  ASSERT_EQ(rc, 0) << out;
+  auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["architecture"], "llama");
+  EXPECT_EQ(j["n_layer"], 3);
+  EXPECT_EQ(j["head_dim"], 4);
+  EXPECT_EQ(j["n_tensors"], 3);
+  EXPECT_EQ(j["tensor_types"]["q8_0"], 1);
+  EXPECT_EQ(j["metadata"]["t.i8"], "-100");
+  out = run(std::string(TQ_TOOL_PATH) + " info -m " + p + ".missing 2>&1", rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("cannot open"), std::string::npos) << out;
+  std::filesystem::remove(p);
+
+  const std::string model = std::string(TQ_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!std::filesystem::exists(model)) GTEST_SKIP() << "model missing: " << model;
+  out = run(std::string(TQ_TOOL_PATH) + " info --json -m " + model, rc);
+  ASSERT_EQ(rc, 0) << out;
+  j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["n_layer"], 30);
+  EXPECT_EQ(j["n_head"], 9);
+  EXPECT_EQ(j["n_head_kv"], 3);
+  EXPECT_EQ(j["head_dim"], 64);
+  EXPECT_EQ(j["tokenizer"]["model"], "gpt2");
+  EXPECT_EQ(j["tokenizer"]["n_vocab"], 49152);
+  EXPECT_EQ(j["tensor_types"]["q4_1"], 210);
 }
 
 }  // namespace
