@@ -107,56 +107,68 @@ void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const
   const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
   const int L = pos0 + T;  // positions beyond the last query are never visible
   const auto hs = collect(cache, seq, layer);
-  constexpr int kRows = 128;  // query rows per block: columns past the block's last row skipped
-  std::vector<float> K(size_t(L) * d), V(size_t(L) * d), S(size_t(kRows) * L);
-  const int ld = n_head * d;
+  // Decode every (kv-head, K|V) segment into the transient tiles, in parallel.
+  std::vector<std::vector<float>> K(H, std::vector<float>(size_t(L) * d));
+  std::vector<std::vector<float>> V(H, std::vector<float>(size_t(L) * d));
+  struct Job {
+    int kh;
+    bool is_key;
+    const KvSegment* sg;
+  };
+  std::vector<Job> jobs;
   for (int kh = 0; kh < H; ++kh) {
-    const Codec& ck = cache.codec(layer, kh, true);
-    const Codec& cv = cache.codec(layer, kh, false);
-    const Plain pk = plain_kind(ck), pv = plain_kind(cv);
-    auto fill = [&](const std::vector<KvSegment>& segs, const Codec& cd, Plain pl, float* X) {
-      // Segments are independent: decode them in parallel (only positions < L are needed, but
-      // a compressed segment is decoded whole; the tile has room since segments end ≤ L_seq).
+    for (const auto& sg : hs[kh].k)
+      if (sg.pos0 < L) jobs.push_back({kh, true, &sg});
+    for (const auto& sg : hs[kh].v)
+      if (sg.pos0 < L) jobs.push_back({kh, false, &sg});
+  }
 #pragma omp parallel for schedule(dynamic)
-      for (int i = 0; i < int(segs.size()); ++i) {
-        const KvSegment& sg = segs[i];
-        if (sg.pos0 >= L) continue;
-        if (sg.pos0 + sg.n <= L) {
-          decode_segment(cd, pl, sg, d, X + size_t(sg.pos0) * d);
-        } else {
-          std::vector<float> tmp(size_t(sg.n) * d);
-          decode_segment(cd, pl, sg, d, tmp.data());
-          std::memcpy(X + size_t(sg.pos0) * d, tmp.data(), sizeof(float) * size_t(L - sg.pos0) * d);
+  for (int i = 0; i < int(jobs.size()); ++i) {
+    const Job& jb = jobs[i];
+    const Codec& cd = cache.codec(layer, jb.kh, jb.is_key);
+    const KvSegment& sg = *jb.sg;
+    float* X = (jb.is_key ? K : V)[jb.kh].data() + size_t(sg.pos0) * d;
+    if (sg.pos0 + sg.n <= L) {
+      decode_segment(cd, plain_kind(cd), sg, d, X);
+    } else {  // a compressed block reaching past the last query: decode whole, copy the part
+      std::vector<float> tmp(size_t(sg.n) * d);
+      decode_segment(cd, plain_kind(cd), sg, d, tmp.data());
+      std::memcpy(X, tmp.data(), sizeof(float) * size_t(L - sg.pos0) * d);
+    }
+  }
+  // (query head, row block) items; BLAS is single-threaded inside the OpenMP threads. Row
+  // blocks only read the columns up to their last row, so masked work is mostly skipped.
+  constexpr int kRows = 64;
+  const int n_blocks = (T + kRows - 1) / kRows;
+  const int ld = n_head * d;
+#pragma omp parallel
+  {
+    std::vector<float> S(size_t(kRows) * L);
+#pragma omp for schedule(dynamic)
+    for (int it = 0; it < n_head * n_blocks; ++it) {
+      const int qh = it % n_head, blk = n_blocks - 1 - it / n_head;  // big blocks first
+      const int kh = qh / g;
+      const int r0 = blk * kRows, r1 = std::min(T, r0 + kRows), nr = r1 - r0;
+      const int cols = pos0 + r1;
+      const float* Q = q + size_t(r0) * ld + size_t(qh) * d;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, cols, d, scale, Q, ld,
+                  K[kh].data(), d, 0.f, S.data(), cols);
+      for (int r = 0; r < nr; ++r) {
+        float* row = S.data() + size_t(r) * cols;
+        const int vis = pos0 + r0 + r + 1;
+        float m = kNegInf;
+        for (int i = 0; i < vis; ++i) m = std::max(m, row[i]);
+        float sum = 0.f;
+        for (int i = 0; i < vis; ++i) {
+          row[i] = std::exp(row[i] - m);
+          sum += row[i];
         }
+        const float inv = 1.f / sum;
+        for (int i = 0; i < vis; ++i) row[i] *= inv;
+        for (int i = vis; i < cols; ++i) row[i] = 0.f;
       }
-    };
-    fill(hs[kh].k, ck, pk, K.data());
-    fill(hs[kh].v, cv, pv, V.data());
-    for (int qh = kh * g; qh < (kh + 1) * g; ++qh) {
-      for (int r0 = 0; r0 < T; r0 += kRows) {
-        const int r1 = std::min(T, r0 + kRows), nr = r1 - r0;
-        const int cols = pos0 + r1;
-        const float* Q = q + size_t(r0) * ld + size_t(qh) * d;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, cols, d, scale, Q, ld, K.data(),
-                    d, 0.f, S.data(), cols);
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < nr; ++r) {
-          float* row = S.data() + size_t(r) * cols;
-          const int vis = pos0 + r0 + r + 1;
-          float m = kNegInf;
-          for (int i = 0; i < vis; ++i) m = std::max(m, row[i]);
-          float sum = 0.f;
-          for (int i = 0; i < vis; ++i) {
-            row[i] = std::exp(row[i] - m);
-            sum += row[i];
-          }
-          const float inv = 1.f / sum;
-          for (int i = 0; i < vis; ++i) row[i] *= inv;
-          for (int i = vis; i < cols; ++i) row[i] = 0.f;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, cols, 1.f, S.data(), cols,
-                    V.data(), d, 0.f, out + size_t(r0) * ld + size_t(qh) * d, ld);
-      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, cols, 1.f, S.data(), cols,
+                  V[kh].data(), d, 0.f, out + size_t(r0) * ld + size_t(qh) * d, ld);
     }
   }
 }

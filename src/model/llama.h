@@ -31,6 +31,13 @@ struct LlamaHparams {
   bool tied_output = false;
 };
 
+// Threads of the forward pass and attention (OpenMP; OpenBLAS is kept single-threaded and
+// called from the OpenMP threads, so that only one pool competes for the cores). n ≤ 0: auto
+// (auto_threads()).
+void set_threads(int n);
+// All cores, or 1 when the machine is already busy (1-minute load average ≥ cores − 0.5).
+int auto_threads();
+
 class LlamaModel {
  public:
   // Reads hyperparameters and dequantizes all weights. Throws tq::Error for an unsupported

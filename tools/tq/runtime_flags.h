@@ -1,9 +1,6 @@
 // Flags shared by the commands that run the model (`generate`, `perplexity`): the cache types
 // and options (SPEC §3) and the thread count.
 #pragma once
-#include <cblas.h>
-#include <omp.h>
-
 #include <CLI/CLI.hpp>
 #include <map>
 #include <sstream>
@@ -11,6 +8,7 @@
 #include <thread>
 
 #include "cache/kv_cache.h"
+#include "model/llama.h"
 #include "tq/error.h"
 
 namespace tq::cli {
@@ -39,7 +37,7 @@ struct RuntimeFlags {
     cmd->add_option("--sinks", sinks, "Keep the first S tokens in f16 (attention sinks)");
     cmd->add_flag("--center-keys", center_keys, "Mean-centre keys per channel before quantizing");
     cmd->add_option("--seed", seed, "Seed of the cache's rotations/sketches (and sampling)");
-    cmd->add_option("-t,--threads", threads, "Threads (default: all cores)");
+    cmd->add_option("-t,--threads", threads, "Threads (default 0 = all cores, or 1 if the machine is busy)");
   }
 
   static std::map<int, std::string> parse_layers(const std::string& s, const char* flag) {
@@ -75,13 +73,7 @@ struct RuntimeFlags {
     return o;
   }
 
-  // OpenMP and OpenBLAS (pthreads build) get the same count.
-  void apply_threads() const {
-    int n = threads > 0 ? threads : int(std::thread::hardware_concurrency());
-    if (n <= 0) n = 1;
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
-  }
+  void apply_threads() const { tq::set_threads(threads); }
 };
 
 }  // namespace tq::cli
