@@ -7,7 +7,8 @@ B=${1:-build}
 OUT=${2:-/tmp/tq-results}
 mkdir -p "$OUT"
 TYPES=${TYPES:-"f16 turbo2 turbo2.5 turbo3 turbo3.5 turbo4 turbo3p polar"}
-for spec in ${CTXS:-"512:20 2048:5"}; do
+CTXS=${CTXS:-512:20 2048:5}
+for spec in $CTXS; do
   ctx=${spec%%:*}; chunks=${spec##*:}
   base="$OUT/base_c$ctx.kld"
   rm -f "$base"
