@@ -512,7 +512,10 @@ uint64_t GgufFile::fingerprint(const std::vector<std::string>& tensor_names) con
   // What identifies the model: general.architecture and every "<arch>.*" hyperparameter (in key
   // order, so the hash does not depend on the order of the file), then each named tensor's
   // name, type, shape and bytes. Names, general.* descriptions and the tokenizer are left out.
-  XXH64_state_t* st = XXH64_createState();
+  for (const auto& name : tensor_names) (void)tensor(name);  // throws before hashing anything
+  std::unique_ptr<XXH64_state_t, XXH_errorcode (*)(XXH64_state_t*)> state(XXH64_createState(),
+                                                                          XXH64_freeState);
+  XXH64_state_t* st = state.get();
   TQ_ASSERT(st != nullptr);
   XXH64_reset(st, 0x7475726271756E74ull);  // "turbqunt"
   const std::string arch = has("general.architecture") ? architecture() : std::string();
@@ -539,9 +542,7 @@ uint64_t GgufFile::fingerprint(const std::vector<std::string>& tensor_names) con
     XXH64_update(st, t.ne.data(), t.ne.size() * sizeof(int64_t));
     XXH64_update(st, t.data, t.nbytes);
   }
-  const uint64_t h = XXH64_digest(st);
-  XXH64_freeState(st);
-  return h;
+  return XXH64_digest(st);
 }
 
 }  // namespace tq
