@@ -28,6 +28,33 @@ const float* f16_table() {
   return table.data();
 }
 
+}  // namespace
+namespace avx2 {
+float dot_f16(const float* q, const uint16_t* h, int n);
+void axpy_f16(float w, const uint16_t* h, float* acc, int n);
+void f16_to_f32(const uint16_t* h, float* x, size_t n);
+}  // namespace avx2
+namespace {
+
+// f16 kernels: AVX2+F16C+FMA when the CPU has them and d is a multiple of 8, else the table.
+bool use_avx2(int d) {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+                         __builtin_cpu_supports("fma");
+  return ok && d % 8 == 0;
+}
+float dot_f16(const float* q, const uint16_t* h, int d, bool simd) {
+  if (simd) return avx2::dot_f16(q, h, d);
+  const float* tab = f16_table();
+  float s = 0.f;
+  for (int j = 0; j < d; ++j) s += q[j] * tab[h[j]];
+  return s;
+}
+void axpy_f16(float w, const uint16_t* h, float* acc, int d, bool simd) {
+  if (simd) return avx2::axpy_f16(w, h, acc, d);
+  const float* tab = f16_table();
+  for (int j = 0; j < d; ++j) acc[j] += w * tab[h[j]];
+}
+
 // Whether a codec's codes are plain f16 / f32 rows (float_codecs.cpp: "d values, little
 // endian"), so that the float loops below can read them directly.
 enum class Plain { kNo, kF16, kF32 };
@@ -41,7 +68,10 @@ void decode_segment(const Codec& cd, Plain pk, const KvSegment& sg, int d, float
   const float* tab = f16_table();
   if (sg.f16 || pk == Plain::kF16) {
     const uint16_t* h = sg.f16 ? sg.f16 : reinterpret_cast<const uint16_t*>(sg.codes);
-    for (size_t i = 0; i < size_t(sg.n) * d; ++i) x[i] = tab[h[i]];
+    if (use_avx2(d))
+      avx2::f16_to_f32(h, x, size_t(sg.n) * d);
+    else
+      for (size_t i = 0; i < size_t(sg.n) * d; ++i) x[i] = tab[h[i]];
   } else if (pk == Plain::kF32) {
     std::memcpy(x, sg.codes, sizeof(float) * size_t(sg.n) * d);
   } else {
@@ -184,7 +214,7 @@ void attention_codes(const KvCache& cache, int seq, int layer, int n_head, const
   const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
   const int PT = cache.options().page_tokens;
   const auto hs = collect(cache, seq, layer);
-  const float* tab = f16_table();
+  const bool simd = use_avx2(d);
   const int n_items = T * n_head;
 #pragma omp parallel
   {
@@ -228,12 +258,8 @@ void attention_codes(const KvCache& cache, int seq, int layer, int n_head, const
             }
           } else {
             const uint16_t* h = sg.f16 ? sg.f16 : reinterpret_cast<const uint16_t*>(sg.codes);
-            for (int i = lo; i < hi; ++i) {
-              const uint16_t* row = h + size_t(i - sg.pos0) * d;
-              float s = 0.f;
-              for (int j = 0; j < d; ++j) s += qs_buf[j] * tab[row[j]];
-              dst[i - lo] = s;
-            }
+            for (int i = lo; i < hi; ++i)
+              dst[i - lo] = dot_f16(qs_buf.data(), h + size_t(i - sg.pos0) * d, d, simd);
           }
         }
         // Online softmax update.
@@ -268,11 +294,8 @@ void attention_codes(const KvCache& cache, int seq, int layer, int n_head, const
             }
           } else {
             const uint16_t* h = sg.f16 ? sg.f16 : reinterpret_cast<const uint16_t*>(sg.codes);
-            for (int i = lo; i < hi; ++i) {
-              const float wi = w[i - a];
-              const uint16_t* row = h + size_t(i - sg.pos0) * d;
-              for (int j = 0; j < d; ++j) acc_f[j] += wi * tab[row[j]];
-            }
+            for (int i = lo; i < hi; ++i)
+              axpy_f16(w[i - a], h + size_t(i - sg.pos0) * d, acc_f.data(), d, simd);
           }
         }
       }
