@@ -21,3 +21,24 @@ for spec in $CTXS; do
   done
   rm -f "$base"
 done
+
+# The Markdown table.
+python3 - "$OUT" <<'PY'
+import json, glob, os, sys
+out = sys.argv[1]
+for ctx in sorted({int(os.path.basename(p).split('_')[0][1:]) for p in glob.glob(out + '/c*_*.json')}):
+    ref = json.load(open(f'{out}/c{ctx}_ref.json'))
+    print(f"\n### -c {ctx}, {ref['chunks']} chunks ({ref['tokens']} scored tokens)\n")
+    print('| K = V | bpv K | bpv V | PPL | ΔPPL % | KLD mean | KLD p99 | top-1 % | KV bytes (one chunk) | vs f16 |')
+    print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    types = os.environ.get('TYPES', 'f16 turbo2 turbo2.5 turbo3 turbo3.5 turbo4 turbo3p polar').split()
+    for t in types:
+        p = f'{out}/c{ctx}_{t}.json'
+        if not os.path.exists(p):
+            continue
+        r = json.load(open(p))
+        d = 100 * (r['ppl'] - ref['ppl']) / ref['ppl']
+        print(f"| {t} | {r['bpv_k']:.3f} | {r['bpv_v']:.3f} | {r['ppl']:.4f} | {d:+.2f} | "
+              f"{r['kld_mean']:.5f} | {r['kld_p99']:.4f} | {100 * r['top1']:.2f} | "
+              f"{r['kv_bytes']:,} | {ref['kv_bytes'] / r['kv_bytes']:.2f}x |")
+PY

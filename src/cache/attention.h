@@ -11,7 +11,9 @@
 //  - tiled:     per (layer, kv-head), the stored codes are decoded into a transient f32 tile
 //               (freed after the call; not a cache copy), then sgemm Q·Kᵀ, causal mask, softmax,
 //               sgemm P·V, in row blocks so that masked columns are mostly skipped. Used for
-//               prefill (large T), where it is much faster than per-token scoring.
+//               prefill (large T), where it is much faster than per-token scoring: measured
+//               on the default model, 512-token prefill, 1 thread: f16 254 vs 174 tok/s,
+//               turbo3 145 vs 7.3 tok/s (tiled vs codes; the codecs' score() is scalar).
 //  - reference: plain scalar code in double precision over read() of the stored values; for
 //               tests only.
 #pragma once
