@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <random>
 
 #include "command.h"
@@ -48,7 +50,7 @@ int32_t sample(const std::vector<float>& logits, float temp, float top_p, std::m
 void setup(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text with a compressed KV cache");
   struct Opts {
-    std::string model, prompt = "The capital of France is";
+    std::string model, prompt = "The capital of France is", file;
     int n = 64, ctx = 0;
     float temp = 0.f, top_p = 0.95f;
     bool chat = false, json = false;
@@ -57,6 +59,7 @@ void setup(CLI::App& app) {
   static Opts o;
   cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
   cmd->add_option("-p,--prompt", o.prompt, "Prompt")->capture_default_str();
+  cmd->add_option("-f,--file", o.file, "Read the prompt from a file (instead of -p)");
   cmd->add_option("-n,--n-predict", o.n, "Tokens to generate")->capture_default_str();
   cmd->add_option("-c,--ctx-size", o.ctx, "Cache capacity in tokens (default: prompt + n)");
   cmd->add_option("--temp", o.temp, "Sampling temperature (0 = greedy)")->capture_default_str();
@@ -68,6 +71,13 @@ void setup(CLI::App& app) {
     o.rt.apply_threads();
     if (o.n < 0) throw tq::Error("-n must be ≥ 0");
     if (!(o.top_p > 0.f && o.top_p <= 1.f)) throw tq::Error("--top-p must be in (0, 1]");
+    if (!o.file.empty()) {
+      std::ifstream in(o.file, std::ios::binary);
+      if (!in) throw tq::Error("cannot read prompt file '" + o.file + "'");
+      std::stringstream ss;
+      ss << in.rdbuf();
+      o.prompt = ss.str();
+    }
     const std::string mpath = o.model.empty() ? tq::default_model_path() : o.model;
     auto f = tq::GgufFile::open(mpath);
     auto model = tq::LlamaModel::load(*f);
@@ -95,7 +105,7 @@ void setup(CLI::App& app) {
     const auto t0 = clk::now();
     model->forward(cache, seq, prompt.data(), int(prompt.size()), nullptr, &logits);
     const double t_prefill = std::chrono::duration<double>(clk::now() - t0).count();
-    if (!o.json) {
+    if (!o.json && o.file.empty()) {
       std::fputs(o.prompt.c_str(), stdout);
       std::fflush(stdout);
     }
@@ -128,7 +138,7 @@ void setup(CLI::App& app) {
                  prompt.size(), pf_tps, out.size(), dec_tps, o.rt.ctk.c_str(), o.rt.ctv.c_str(),
                  cache.kv_bytes(), cache.bpv_k(), cache.bpv_v());
     if (o.json)
-      tq::cli::print_json({{"prompt", o.prompt},
+      tq::cli::print_json({{"prompt", o.file.empty() ? o.prompt : o.file},
                            {"text", tok->decode(out)},
                            {"tokens", out},
                            {"prompt_tokens", prompt.size()},
