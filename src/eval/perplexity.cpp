@@ -16,8 +16,9 @@
 namespace tq {
 namespace {
 
-// KLD base file: a fixed header, then for every scored position n_vocab fp16 log-probs.
-constexpr char kMagic[8] = {'T', 'Q', 'K', 'L', 'D', 'v', '0', '1'};
+// KLD base file: a fixed header, then for every scored position a record: the int32 argmax of
+// the reference logits (exact top-1, immune to fp16 ties) and n_vocab fp16 log-probs.
+constexpr char kMagic[8] = {'T', 'Q', 'K', 'L', 'D', 'v', '0', '2'};
 struct BaseHeader {
   char magic[8];
   uint64_t model_fingerprint;
@@ -92,7 +93,8 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
   hdr.n_chunks = uint32_t(n_chunks);
   hdr.n_vocab = uint32_t(V);
   hdr.n_scored = uint32_t(n_scored);
-  const size_t rec_bytes = size_t(V) * sizeof(uint16_t);
+  const size_t rec_bytes = sizeof(int32_t) + size_t(V) * sizeof(uint16_t);
+  const size_t rec_u16 = rec_bytes / sizeof(uint16_t);  // a record as uint16 words
   const size_t total_recs = size_t(n_chunks) * n_scored;
 
   PerplexityResult res;
@@ -145,7 +147,7 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
   const auto t_start = std::chrono::steady_clock::now();
   const int kRows = 32;  // logits computed kRows positions at a time
   std::vector<float> logits(size_t(kRows) * V), logp(size_t(kRows) * V);
-  std::vector<uint16_t> base_rec(size_t(kRows) * V);
+  std::vector<uint16_t> base_rec(size_t(kRows) * rec_u16);
   const float* lut = f16_lut();
   if (opts.progress) progress_bar(0, n_chunks, 0.0, 0.0);
   for (int c = 0; c < n_chunks; ++c) {
@@ -175,19 +177,31 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
         float* lp = &logp[size_t(r) * V];
         log_softmax(lg, V, lp);
         row_nll[r] = -double(lp[chunks[c][r0 + r + 1]]);
-        if (res.wrote_base)
-          for (int i = 0; i < V; ++i) base_rec[size_t(r) * V + i] = f32_to_f16(lp[i]);
+        uint16_t* rec = &base_rec[size_t(r) * rec_u16];
+        if (res.wrote_base) {
+          int32_t am = 0;
+          for (int i = 1; i < V; ++i)
+            if (lg[i] > lg[am]) am = i;
+          std::memcpy(rec, &am, sizeof am);
+          for (int i = 0; i < V; ++i) rec[2 + i] = f32_to_f16(lp[i]);
+        }
         if (res.has_kld) {
-          const uint16_t* b = &base_rec[size_t(r) * V];
+          int32_t am_b;
+          std::memcpy(&am_b, rec, sizeof am_b);
+          const uint16_t* b = rec + 2;
+          // Renormalise the fp16 log-probs first: then the fp16 rounding only adds a
+          // second-order term (~1e-6) to the KL instead of a first-order bias.
+          double z = 0;
+          for (int i = 0; i < V; ++i) z += std::exp(double(lut[b[i]]));
+          const double lz = std::log(z);
           double kl = 0;
-          int am_b = 0, am_q = 0;
+          int am_q = 0;
           for (int i = 0; i < V; ++i) {
-            const float lb = lut[b[i]];
-            kl += std::exp(double(lb)) * (double(lb) - lp[i]);
-            if (lb > lut[b[am_b]]) am_b = i;
+            const double lb = double(lut[b[i]]) - lz;
+            kl += std::exp(lb) * (lb - lp[i]);
             if (lg[i] > lg[am_q]) am_q = i;
           }
-          row_kld[r] = std::max(0.0, kl);  // fp16 rounding can make a tiny KL negative
+          row_kld[r] = std::max(0.0, kl);  // rounding can leave a tiny negative value
           row_agree[r] = am_b == am_q;
         }
       }
