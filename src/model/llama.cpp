@@ -57,7 +57,8 @@ std::vector<float> load_tensor(const GgufFile& f, const std::string& name,
 // beta = 1 adds to Y. One thread pool only: OpenBLAS runs single-threaded (set_threads) and the
 // output columns are split over the OpenMP threads — on a shared 2-core machine, OpenBLAS's
 // own pthread pool spinning against OpenMP's made prefill several times slower (measured 26 vs
-// 295 tok/s). One token goes through sgemv.
+// 295 tok/s). One token goes through sgemv: 105 µs vs 520 µs for sgemm with M = 1 on a
+// 1536×576 weight, OpenBLAS 0.3.21, 1 thread.
 void linear(const float* X, int n, const std::vector<float>& W, int in, int out, float* Y,
             float beta = 0.f) {
   const int nt = std::min(omp_get_max_threads(), std::max(1, out / 64));
