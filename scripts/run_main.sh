@@ -15,6 +15,8 @@ echo
 echo "== tq perplexity -c 512 --chunks 4: f16 (reference) vs turbo3 vs turbo4 =="
 base=$(mktemp -u /tmp/tq-kld-base.XXXXXX)
 trap 'rm -f "$base" "$base.part"' EXIT
+hdr=""
 for t in f16 turbo3 turbo4; do
-  "$B/tq" perplexity -c 512 --chunks 4 -ctk $t -ctv $t --kld-base "$base" -q
+  "$B/tq" perplexity -c 512 --chunks 4 -ctk $t -ctv $t --kld-base "$base" -q $hdr
+  hdr=--no-header
 done

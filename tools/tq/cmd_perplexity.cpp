@@ -36,7 +36,7 @@ void setup(CLI::App& app) {
   struct Opts {
     std::string model, text, kld_base;
     int ctx = 512, chunks = -1;
-    bool json = false, quiet = false;
+    bool json = false, quiet = false, no_header = false;
     tq::cli::RuntimeFlags rt;
   };
   static Opts o;
@@ -48,6 +48,7 @@ void setup(CLI::App& app) {
                   "Reference log-probs: written if the file is missing, compared against if not");
   cmd->add_flag("--json", o.json, "Print one JSON document on stdout");
   cmd->add_flag("-q,--quiet", o.quiet, "No progress bar");
+  cmd->add_flag("--no-header", o.no_header, "Table row only (to stack several runs)");
   o.rt.add(cmd);
   cmd->callback([] {
     o.rt.apply_threads();
@@ -89,7 +90,8 @@ void setup(CLI::App& app) {
       tq::cli::print_json(j);
       return;
     }
-    std::printf("%-18s %6s %6s %10s %9s %10s %10s %7s %12s %7s %9s\n", "cache K/V", "bpv_k",
+    if (!o.no_header)
+      std::printf("%-18s %6s %6s %10s %9s %10s %10s %7s %12s %7s %9s\n", "cache K/V", "bpv_k",
                 "bpv_v", "PPL", "±", "KLD mean", "KLD p99", "top-1", "KV bytes", "tokens",
                 "prefill");
     auto num = [&](double v, const char* fmt) {
