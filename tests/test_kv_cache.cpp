@@ -340,7 +340,8 @@ TEST(KvCache, BlockCodecPendingTokensAndAttention) {
   const size_t bb = 4 + 4 * d * 4;
   std::mt19937 rng(11);
   const int s = c.new_seq();
-  append_random(c, s, 10, rng);  // sinks [0,4); window needs 3 → coded: [4, 4 + (10-3-4)/4*4) = none
+  // sinks [0,4); window 3 → coded [4, 4 + (10-3-4)/4*4) = nothing yet
+  append_random(c, s, 10, rng);
   EXPECT_EQ(c.k_bytes(), size_t(H) * 10 * d * 2);
   append_random(c, s, 1, rng);  // 11: (11-3-4)=4 → one block [4,8) coded; pending [8,11)
   EXPECT_EQ(c.k_bytes(), size_t(H) * ((4 + 3) * d * 2 + bb));

@@ -24,7 +24,8 @@ struct RuntimeFlags {
   int threads = 0;
 
   void add(CLI::App* cmd) {
-    cmd->add_option("--ctk,--cache-type-k", ctk, "KV cache type of keys, also -ctk (see `tq types`)")
+    cmd->add_option("--ctk,--cache-type-k", ctk,
+                    "KV cache type of keys, also -ctk (see `tq types`)")
         ->capture_default_str();
     cmd->add_option("--ctv,--cache-type-v", ctv, "KV cache type of values, also -ctv")
         ->capture_default_str();
@@ -37,7 +38,8 @@ struct RuntimeFlags {
     cmd->add_option("--sinks", sinks, "Keep the first S tokens in f16 (attention sinks)");
     cmd->add_flag("--center-keys", center_keys, "Mean-centre keys per channel before quantizing");
     cmd->add_option("--seed", seed, "Seed of the cache's rotations/sketches (and sampling)");
-    cmd->add_option("-t,--threads", threads, "Threads (default 0 = all cores, or 1 if the machine is busy)");
+    cmd->add_option("-t,--threads", threads,
+                    "Threads (default 0 = all cores, or 1 if the machine is busy)");
   }
 
   static std::map<int, std::string> parse_layers(const std::string& s, const char* flag) {
