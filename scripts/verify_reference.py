@@ -85,7 +85,8 @@ def main():
     ap = argparse.ArgumentParser()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--tq", default=os.path.join(root, "build", "tq"))
-    ap.add_argument("--model", default=os.path.join(root, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--model",
+                    default=os.path.join(root, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--text", default=os.path.join(root, "data", "eval.txt"))
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--chunks", type=int, default=10)
@@ -114,7 +115,8 @@ def main():
     F32 = 0  # GGML_TYPE_F32
     out = ["# Runtime verification against llama.cpp", ""]
     out.append(f"- reference: llama.cpp via llama-cpp-python {llama_cpp.__version__}, "
-               f"on an F32 copy of `{os.path.basename(a.model)}` (weights dequantized by gguf-py {gguf_version()}); "
+               f"on an F32 copy of `{os.path.basename(a.model)}` "
+               f"(weights dequantized by gguf-py {gguf_version()}); "
                f"tq `{a.tq}`; {a.threads} thread(s)")
     out.append(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     out.append("")
@@ -124,7 +126,8 @@ def main():
                 logits_all=True, n_threads=a.threads, type_k=F32, type_v=F32,
                 flash_attn=False, verbose=False)
     out += ["## Logits (f32 weights, f32 KV cache on both sides, same token ids)", "",
-            "| prompt | tokens | same tokenization | top-1 agree | max abs dlogit | mean abs dlogit |",
+            "| prompt | tokens | same tokenization | top-1 agree | max abs dlogit "
+            "| mean abs dlogit |",
             "|---|---:|:---:|---:|---:|---:|"]
     all_ok = True
     # The four prompts, plus the text's first 1500 characters (~380 tokens) for a longer context.
@@ -145,7 +148,8 @@ def main():
         all_ok &= ok
         out.append(f"| {json.dumps(p)[:48]} | {len(ids)} | {'yes' if theirs_ids == ids else 'NO'} "
                    f"| {100 * agree:.1f}% | {d.max():.4f} | {d.mean():.5f} |")
-    out += ["", f"Criterion (top-1 equal everywhere, max |Δlogit| ≤ 0.05): **{'pass' if all_ok else 'FAIL'}**", ""]
+    verdict = "pass" if all_ok else "FAIL"
+    out += ["", f"Criterion (top-1 equal everywhere, max |Δlogit| ≤ 0.05): **{verdict}**", ""]
     del llm
 
     # 2. Greedy continuations, f16 caches (llama.cpp's default).
@@ -168,15 +172,17 @@ def main():
             llm.eval([tok])
         same = gen == j["tokens"]
         n_same += same
-        out.append(f"| {json.dumps(p)[:40]} | {'yes' if same else 'NO'} | {json.dumps(j['text'])[:90]} |")
+        out.append(f"| {json.dumps(p)[:40]} | {'yes' if same else 'NO'} "
+                   f"| {json.dumps(j['text'])[:90]} |")
         if not same:
-            out.append(f"|  | llama.cpp: | {json.dumps(llm.detokenize(gen).decode(errors='replace'))[:90]} |")
+            theirs = llm.detokenize(gen).decode(errors="replace")
+            out.append(f"|  | llama.cpp: | {json.dumps(theirs)[:90]} |")
     out += ["", f"Identical: **{n_same}/{len(PROMPTS)}**", ""]
 
     # 3. Perplexity, f16 cache, same chunking.
     text = open(a.text, encoding="utf-8").read()
-    toks = llm.tokenize(text.encode(), add_bos=llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true",
-                        special=True)
+    add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+    toks = llm.tokenize(text.encode(), add_bos=add_bos, special=True)
     head = text[:4000]
     j = json.loads(tq("logits", "-p", head, "--out", os.devnull))
     tok_same = j["tokens"] == llm.tokenize(head.encode(), add_bos=False, special=True)
@@ -188,6 +194,8 @@ def main():
     t0 = time.time()
     for c in range(n_chunks):
         chunk = toks[c * a.ctx:(c + 1) * a.ctx]
+        if add_bos:  # as llama.cpp's perplexity (and tq): every chunk starts with BOS
+            chunk = [llm.token_bos()] + chunk[1:]
         llm_p.reset()
         llm_p.eval(chunk)
         lp = log_softmax(np.array(llm_p.scores[first:a.ctx - 1], dtype=np.float32))
@@ -197,13 +205,15 @@ def main():
     secs_ref = time.time() - t0
     jt = json.loads(tq("perplexity", "-c", str(a.ctx), "--chunks", str(n_chunks), "--json", "-q"))
     rel = (jt["ppl"] - ppl_ref) / ppl_ref
-    out += [f"## Perplexity, f16 KV cache, `{os.path.basename(a.text)}`, -c {a.ctx}, {n_chunks} chunks", "",
+    out += [f"## Perplexity, f16 KV cache, `{os.path.basename(a.text)}`, -c {a.ctx}, "
+            f"{n_chunks} chunks", "",
             "| engine | PPL | scored tokens |", "|---|---:|---:|",
             f"| tq | {jt['ppl']:.4f} | {jt['tokens']} |",
             f"| llama.cpp | {ppl_ref:.4f} | {len(nll)} |", "",
             f"Relative difference {100 * rel:+.3f}% (criterion: within 1%): "
             f"**{'pass' if abs(rel) <= 0.01 else 'FAIL'}**. "
-            f"Tokenization of the text's first 4000 characters identical: **{'yes' if tok_same else 'NO'}**; "
+            "Tokenization of the text's first 4000 characters identical: "
+            f"**{'yes' if tok_same else 'NO'}**; "
             f"text tokens: llama.cpp {len(toks)}.", ""]
     print("\n".join(out))
 
