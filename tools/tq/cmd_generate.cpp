@@ -107,6 +107,7 @@ void setup(CLI::App& app) {
     const double t_prefill = std::chrono::duration<double>(clk::now() - t0).count();
     if (!o.json && o.file.empty()) {
       std::fputs(o.prompt.c_str(), stdout);
+      if (o.chat) std::fputc('\n', stdout);  // the reply is a new turn
       std::fflush(stdout);
     }
     std::vector<int32_t> out;
