@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <string>
 #include <vector>
 
 #include "command.h"
@@ -31,8 +32,15 @@ int main(int argc, char** argv) {
   std::stable_sort(cmds.begin(), cmds.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [order, setup] : cmds) setup(app);
+  // llama.cpp spells some flags with one dash and several letters (-ctk, -ctv), which CLI11
+  // 2.1 cannot declare: rewrite them to their long forms (--ctk, --ctv) before parsing.
+  std::vector<std::string> args(argv, argv + argc);
+  for (auto& a : args)
+    if (a == "-ctk" || a == "-ctv") a = "-" + a;
+  std::vector<char*> argv2;
+  for (auto& a : args) argv2.push_back(a.data());
   try {
-    app.parse(argc, argv);
+    app.parse(int(argv2.size()), argv2.data());
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const tq::Error& e) {

@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Optional check of tq's forward pass against an independent engine: llama.cpp, through
+llama-cpp-python, on the same GGUF. Not a project dependency: run it from a throwaway venv,
+
+    python3 -m venv /tmp/refvenv
+    /tmp/refvenv/bin/pip install gguf numpy llama-cpp-python     # builds llama.cpp from source
+    /tmp/refvenv/bin/python scripts/verify_reference.py --tq build/tq > docs/runtime-verification.md
+
+What it does (issue 3, "Done when" 1):
+  * writes an F32 copy of the model (every tensor dequantized by gguf-py, metadata copied), so
+    that both engines multiply by exactly the same weights in f32 (llama.cpp would otherwise
+    quantize activations to 8 bits for its Q4_1 dot products);
+  * logits: for each prompt, tq (`tq logits`, f32 cache) vs llama.cpp (logits_all, f32 cache) on
+    the same token ids: top-1 at every position and max |Δlogit|;
+  * greedy: the 32-token greedy continuation of tq (`tq generate --temp 0`, f16 cache) vs
+    llama.cpp's (f16 cache, its default);
+  * perplexity with an f16 cache on the default text, same chunking (non-overlapping chunks of
+    -c tokens, second half scored), tq `perplexity` vs llama.cpp logits;
+  * tokenization of the text's beginning, tq vs llama.cpp.
+Prints a Markdown report on stdout.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "In 1905, Albert Einstein published four papers that changed physics. The first",
+    "Lists in Python are mutable sequences. You can append items, remove them, and",
+]
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def make_f32_copy(src, dst):
+    import gguf
+    r = gguf.GGUFReader(src)
+    arch = r.fields["general.architecture"].contents()
+    w = gguf.GGUFWriter(dst, arch)
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        vt = gguf.GGUFValueType(f.types[0])
+        val = f.contents()
+        if key == "general.file_type":
+            val = 0  # ALL_F32
+        if vt == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(key, val, vt, gguf.GGUFValueType(f.types[1]))
+        else:
+            w.add_key_value(key, val, vt)
+    for t in r.tensors:
+        arr = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        shape = [int(x) for x in reversed(t.shape)]  # numpy order: slowest first
+        w.add_tensor(t.name, arr.reshape(shape))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def gguf_version():
+    try:
+        from importlib.metadata import version
+        return version("gguf")
+    except Exception:
+        return "?"
+
+
+def log_softmax(x):
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--tq", default=os.path.join(root, "build", "tq"))
+    ap.add_argument("--model",
+                    default=os.path.join(root, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--text", default=os.path.join(root, "data", "eval.txt"))
+    ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--chunks", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workdir", default=tempfile.gettempdir())
+    a = ap.parse_args()
+
+    import llama_cpp
+    from llama_cpp import Llama
+
+    f32 = os.path.join(a.workdir, "tq-verify-f32.gguf")
+    if not os.path.exists(f32):
+        log("writing the F32 copy", f32)
+        make_f32_copy(a.model, f32 + ".part")
+        os.replace(f32 + ".part", f32)
+    env = dict(os.environ, TQ_MODEL=a.model, TQ_TEXT=a.text)
+    T = ["-t", str(a.threads)]
+
+    def tq(*args):
+        r = subprocess.run([a.tq, *args, *T], capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            sys.exit("tq failed: " + r.stderr)
+        return r.stdout
+
+    n_ctx_llm = max(1024, a.ctx)
+    F32 = 0  # GGML_TYPE_F32
+    out = ["# Runtime verification against llama.cpp", ""]
+    out.append(f"- reference: llama.cpp via llama-cpp-python {llama_cpp.__version__}, "
+               f"on an F32 copy of `{os.path.basename(a.model)}` "
+               f"(weights dequantized by gguf-py {gguf_version()}); "
+               f"tq `{a.tq}`; {a.threads} thread(s)")
+    out.append(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    out.append("")
+
+    # 1. Logits on the same token ids, f32 caches on both sides.
+    llm = Llama(model_path=f32, n_ctx=n_ctx_llm, n_batch=n_ctx_llm, n_ubatch=n_ctx_llm,
+                logits_all=True, n_threads=a.threads, type_k=F32, type_v=F32,
+                flash_attn=False, verbose=False)
+    out += ["## Logits (f32 weights, f32 KV cache on both sides, same token ids)", "",
+            "| prompt | tokens | same tokenization | top-1 agree | max abs dlogit "
+            "| mean abs dlogit |",
+            "|---|---:|:---:|---:|---:|---:|"]
+    all_ok = True
+    # The four prompts, plus the text's first 1500 characters (~380 tokens) for a longer context.
+    for p in PROMPTS + [open(a.text, encoding="utf-8").read()[:1500]]:
+        with tempfile.NamedTemporaryFile(suffix=".f32", dir=a.workdir, delete=False) as fh:
+            path = fh.name
+        j = json.loads(tq("logits", "-p", p, "--out", path, "-ctk", "f32", "-ctv", "f32"))
+        ids, V = j["tokens"], j["n_vocab"]
+        mine = np.fromfile(path, dtype=np.float32).reshape(len(ids), V)
+        os.unlink(path)
+        theirs_ids = llm.tokenize(p.encode(), add_bos=False, special=True)
+        llm.reset()
+        llm.eval(ids)
+        ref = np.array(llm.scores[: len(ids)], dtype=np.float32)
+        d = np.abs(mine - ref)
+        agree = (mine.argmax(1) == ref.argmax(1)).mean()
+        ok = agree == 1.0 and d.max() <= 0.05
+        all_ok &= ok
+        out.append(f"| {json.dumps(p)[:48]} | {len(ids)} | {'yes' if theirs_ids == ids else 'NO'} "
+                   f"| {100 * agree:.1f}% | {d.max():.4f} | {d.mean():.5f} |")
+    verdict = "pass" if all_ok else "FAIL"
+    out += ["", f"Criterion (top-1 equal everywhere, max |Δlogit| ≤ 0.05): **{verdict}**", ""]
+    del llm
+
+    # 2. Greedy continuations, f16 caches (llama.cpp's default).
+    llm = Llama(model_path=f32, n_ctx=n_ctx_llm, n_batch=n_ctx_llm, n_ubatch=n_ctx_llm,
+                logits_all=True, n_threads=a.threads, flash_attn=False, verbose=False)
+    out += ["## Greedy 32-token continuations (f16 KV cache on both sides)", "",
+            "| prompt | identical | tq continuation |", "|---|:---:|---|"]
+    n_same = 0
+    for p in PROMPTS:
+        j = json.loads(tq("generate", "-p", p, "-n", "32", "--temp", "0", "--json"))
+        ids = llm.tokenize(p.encode(), add_bos=False, special=True)
+        llm.reset()
+        llm.eval(ids)
+        gen = []
+        for _ in range(32):
+            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), tok):
+                break
+            gen.append(tok)
+            llm.eval([tok])
+        same = gen == j["tokens"]
+        n_same += same
+        out.append(f"| {json.dumps(p)[:40]} | {'yes' if same else 'NO'} "
+                   f"| {json.dumps(j['text'])[:90]} |")
+        if not same:
+            theirs = llm.detokenize(gen).decode(errors="replace")
+            out.append(f"|  | llama.cpp: | {json.dumps(theirs)[:90]} |")
+    out += ["", f"Identical: **{n_same}/{len(PROMPTS)}**", ""]
+
+    # 3. Perplexity, f16 cache, same chunking.
+    text = open(a.text, encoding="utf-8").read()
+    add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+    toks = llm.tokenize(text.encode(), add_bos=add_bos, special=True)
+    head = text[:4000]
+    j = json.loads(tq("logits", "-p", head, "--out", os.devnull))
+    tok_same = j["tokens"] == llm.tokenize(head.encode(), add_bos=False, special=True)
+    n_chunks = min(a.chunks, len(toks) // a.ctx)
+    first = a.ctx // 2
+    nll = []
+    llm_p = Llama(model_path=f32, n_ctx=a.ctx, n_batch=a.ctx, n_ubatch=a.ctx, logits_all=True,
+                  n_threads=a.threads, flash_attn=False, verbose=False)
+    t0 = time.time()
+    for c in range(n_chunks):
+        chunk = toks[c * a.ctx:(c + 1) * a.ctx]
+        if add_bos:  # as llama.cpp's perplexity (and tq): every chunk starts with BOS
+            chunk = [llm.token_bos()] + chunk[1:]
+        llm_p.reset()
+        llm_p.eval(chunk)
+        lp = log_softmax(np.array(llm_p.scores[first:a.ctx - 1], dtype=np.float32))
+        nll += [-lp[i, chunk[first + i + 1]] for i in range(a.ctx - 1 - first)]
+        log(f"llama.cpp chunk {c + 1}/{n_chunks}")
+    ppl_ref = float(np.exp(np.mean(nll)))
+    secs_ref = time.time() - t0
+    jt = json.loads(tq("perplexity", "-c", str(a.ctx), "--chunks", str(n_chunks), "--json", "-q"))
+    rel = (jt["ppl"] - ppl_ref) / ppl_ref
+    out += [f"## Perplexity, f16 KV cache, `{os.path.basename(a.text)}`, -c {a.ctx}, "
+            f"{n_chunks} chunks", "",
+            "| engine | PPL | scored tokens |", "|---|---:|---:|",
+            f"| tq | {jt['ppl']:.4f} | {jt['tokens']} |",
+            f"| llama.cpp | {ppl_ref:.4f} | {len(nll)} |", "",
+            f"Relative difference {100 * rel:+.3f}% (criterion: within 1%): "
+            f"**{'pass' if abs(rel) <= 0.01 else 'FAIL'}**. "
+            "Tokenization of the text's first 4000 characters identical: "
+            f"**{'yes' if tok_same else 'NO'}**; "
+            f"text tokens: llama.cpp {len(toks)}.", ""]
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

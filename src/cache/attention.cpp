@@ -1,0 +1,335 @@
+// turboquant — causal attention over the stored KV cache: codes path, tiled path, reference.
+#include "cache/attention.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "core/half.h"
+
+namespace tq {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// f16 → f32 by table (256 KiB, built once): branch-free, and several times faster than the
+// scalar bit-twiddling conversion on machines where we do not dispatch to F16C.
+const float* f16_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t i = 0; i < 65536; ++i) t[i] = f16_to_f32(uint16_t(i));
+    return t;
+  }();
+  return table.data();
+}
+
+}  // namespace
+namespace avx2 {
+float dot_f16(const float* q, const uint16_t* h, int n);
+void axpy_f16(float w, const uint16_t* h, float* acc, int n);
+void f16_to_f32(const uint16_t* h, float* x, size_t n);
+}  // namespace avx2
+namespace {
+
+// f16 kernels: AVX2+F16C+FMA when the CPU has them and d is a multiple of 8, else the table.
+bool use_avx2(int d) {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+                         __builtin_cpu_supports("fma");
+  return ok && d % 8 == 0;
+}
+float dot_f16(const float* q, const uint16_t* h, int d, bool simd) {
+  if (simd) return avx2::dot_f16(q, h, d);
+  const float* tab = f16_table();
+  float s = 0.f;
+  for (int j = 0; j < d; ++j) s += q[j] * tab[h[j]];
+  return s;
+}
+void axpy_f16(float w, const uint16_t* h, float* acc, int d, bool simd) {
+  if (simd) return avx2::axpy_f16(w, h, acc, d);
+  const float* tab = f16_table();
+  for (int j = 0; j < d; ++j) acc[j] += w * tab[h[j]];
+}
+
+// Whether a codec's codes are plain f16 / f32 rows (float_codecs.cpp: "d values, little
+// endian"), so that the float loops below can read them directly.
+enum class Plain { kNo, kF16, kF32 };
+Plain plain_kind(const Codec& c) {
+  const std::string n = c.name();
+  return n == "f16" ? Plain::kF16 : n == "f32" ? Plain::kF32 : Plain::kNo;
+}
+
+// x (n × d floats) = decoded segment.
+void decode_segment(const Codec& cd, Plain pk, const KvSegment& sg, int d, float* x) {
+  const float* tab = f16_table();
+  if (sg.f16 || pk == Plain::kF16) {
+    const uint16_t* h = sg.f16 ? sg.f16 : reinterpret_cast<const uint16_t*>(sg.codes);
+    if (use_avx2(d))
+      avx2::f16_to_f32(h, x, size_t(sg.n) * d);
+    else
+      for (size_t i = 0; i < size_t(sg.n) * d; ++i) x[i] = tab[h[i]];
+  } else if (pk == Plain::kF32) {
+    std::memcpy(x, sg.codes, sizeof(float) * size_t(sg.n) * d);
+  } else {
+    cd.decode(sg.codes, size_t(sg.n / cd.block_tokens()), x);
+  }
+}
+
+struct HeadSegs {
+  std::vector<KvSegment> k, v;
+};
+
+std::vector<HeadSegs> collect(const KvCache& cache, int seq, int layer) {
+  std::vector<HeadSegs> hs(cache.shape().n_kv_head);
+  for (int h = 0; h < int(hs.size()); ++h) {
+    cache.segments(seq, layer, h, true, hs[h].k);
+    cache.segments(seq, layer, h, false, hs[h].v);
+  }
+  return hs;
+}
+
+void check_args(const KvCache& cache, int seq, int layer, int n_head, int T, int pos0) {
+  const int L = cache.seq_len(seq, layer);
+  TQ_ASSERT(n_head % cache.shape().n_kv_head == 0);
+  TQ_ASSERT(T >= 0 && pos0 >= 0 && pos0 + T <= L);
+}
+
+// ---------------------------------------------------------------------------------------------
+void attention_reference(const KvCache& cache, int seq, int layer, int n_head, const float* q,
+                         int T, int pos0, float scale, float* out) {
+  const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
+  const int L = cache.seq_len(seq, layer);
+  std::vector<float> K(size_t(L) * d), V(size_t(L) * d);
+  std::vector<double> s(L);
+  for (int kh = 0; kh < H; ++kh) {
+    cache.read(seq, layer, kh, true, K.data());
+    cache.read(seq, layer, kh, false, V.data());
+    for (int qh = kh * g; qh < (kh + 1) * g; ++qh)
+      for (int t = 0; t < T; ++t) {
+        const float* qv = q + (size_t(t) * n_head + qh) * d;
+        const int vis = pos0 + t + 1;
+        double m = -1e300;
+        for (int i = 0; i < vis; ++i) {
+          double a = 0;
+          for (int j = 0; j < d; ++j) a += double(qv[j]) * K[size_t(i) * d + j];
+          s[i] = a * scale;
+          m = std::max(m, s[i]);
+        }
+        double sum = 0;
+        for (int i = 0; i < vis; ++i) sum += (s[i] = std::exp(s[i] - m));
+        float* o = out + (size_t(t) * n_head + qh) * d;
+        for (int j = 0; j < d; ++j) {
+          double a = 0;
+          for (int i = 0; i < vis; ++i) a += s[i] * V[size_t(i) * d + j];
+          o[j] = float(a / sum);
+        }
+      }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
+                     int pos0, float scale, float* out) {
+  const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
+  const int L = pos0 + T;  // positions beyond the last query are never visible
+  const auto hs = collect(cache, seq, layer);
+  // Decode every (kv-head, K|V) segment into the transient tiles, in parallel.
+  std::vector<std::vector<float>> K(H, std::vector<float>(size_t(L) * d));
+  std::vector<std::vector<float>> V(H, std::vector<float>(size_t(L) * d));
+  struct Job {
+    int kh;
+    bool is_key;
+    const KvSegment* sg;
+  };
+  std::vector<Job> jobs;
+  for (int kh = 0; kh < H; ++kh) {
+    for (const auto& sg : hs[kh].k)
+      if (sg.pos0 < L) jobs.push_back({kh, true, &sg});
+    for (const auto& sg : hs[kh].v)
+      if (sg.pos0 < L) jobs.push_back({kh, false, &sg});
+  }
+#pragma omp parallel for schedule(dynamic)
+  for (int i = 0; i < int(jobs.size()); ++i) {
+    const Job& jb = jobs[i];
+    const Codec& cd = cache.codec(layer, jb.kh, jb.is_key);
+    const KvSegment& sg = *jb.sg;
+    float* X = (jb.is_key ? K : V)[jb.kh].data() + size_t(sg.pos0) * d;
+    if (sg.pos0 + sg.n <= L) {
+      decode_segment(cd, plain_kind(cd), sg, d, X);
+    } else {  // a compressed block reaching past the last query: decode whole, copy the part
+      std::vector<float> tmp(size_t(sg.n) * d);
+      decode_segment(cd, plain_kind(cd), sg, d, tmp.data());
+      std::memcpy(X, tmp.data(), sizeof(float) * size_t(L - sg.pos0) * d);
+    }
+  }
+  // (query head, row block) items; BLAS is single-threaded inside the OpenMP threads. Row
+  // blocks only read the columns up to their last row, so masked work is mostly skipped.
+  constexpr int kRows = 64;
+  const int n_blocks = (T + kRows - 1) / kRows;
+  const int ld = n_head * d;
+#pragma omp parallel
+  {
+    std::vector<float> S(size_t(kRows) * L);
+#pragma omp for schedule(dynamic)
+    for (int it = 0; it < n_head * n_blocks; ++it) {
+      const int qh = it % n_head, blk = n_blocks - 1 - it / n_head;  // big blocks first
+      const int kh = qh / g;
+      const int r0 = blk * kRows, r1 = std::min(T, r0 + kRows), nr = r1 - r0;
+      const int cols = pos0 + r1;
+      const float* Q = q + size_t(r0) * ld + size_t(qh) * d;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, cols, d, scale, Q, ld,
+                  K[kh].data(), d, 0.f, S.data(), cols);
+      for (int r = 0; r < nr; ++r) {
+        float* row = S.data() + size_t(r) * cols;
+        const int vis = pos0 + r0 + r + 1;
+        float m = kNegInf;
+        for (int i = 0; i < vis; ++i) m = std::max(m, row[i]);
+        float sum = 0.f;
+        for (int i = 0; i < vis; ++i) {
+          row[i] = std::exp(row[i] - m);
+          sum += row[i];
+        }
+        const float inv = 1.f / sum;
+        for (int i = 0; i < vis; ++i) row[i] *= inv;
+        for (int i = vis; i < cols; ++i) row[i] = 0.f;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, cols, 1.f, S.data(), cols,
+                  V[kh].data(), d, 0.f, out + size_t(r0) * ld + size_t(qh) * d, ld);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Codes path. For one query: pages of the position axis are visited in order; in each, the
+// scores come from the K segments that overlap it, the running max/sum are updated (online
+// softmax: earlier partial sums are rescaled when the max grows) and the values are
+// accumulated from the V segments that overlap it — compressed ones in the codec's working
+// domain (one accumulator, finish() once at the end), f16 ones in plain f32.
+void attention_codes(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
+                     int pos0, float scale, float* out) {
+  const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
+  const int PT = cache.options().page_tokens;
+  const auto hs = collect(cache, seq, layer);
+  const bool simd = use_avx2(d);
+  const int n_items = T * n_head;
+#pragma omp parallel
+  {
+    std::vector<float> qs_buf(d), sc(PT), w(PT), acc_f(d), tmp(d);
+    std::vector<float> acc_c;
+#pragma omp for schedule(dynamic)
+    for (int it = 0; it < n_items; ++it) {
+      // Items ordered head-major so that the query heads of one KV head run back to back.
+      const int qh = it / T, t = it % T, kh = qh / g;
+      const Codec& ck = cache.codec(layer, kh, true);
+      const Codec& cv = cache.codec(layer, kh, false);
+      const Plain pk = plain_kind(ck), pv = plain_kind(cv);
+      const float* qv = q + (size_t(t) * n_head + qh) * d;
+      for (int j = 0; j < d; ++j) qs_buf[j] = qv[j] * scale;
+      std::unique_ptr<QueryState> qs;
+      if (pk == Plain::kNo) qs = ck.prepare_query(qs_buf.data());
+      acc_c.assign(cv.acc_size(), 0.f);
+      std::fill(acc_f.begin(), acc_f.end(), 0.f);
+      bool used_c = false;
+      const int vis = pos0 + t + 1;
+      float m = kNegInf, l = 0.f;
+      for (int a = 0; a < vis; a += PT) {
+        const int b = std::min(a + PT, vis);  // positions [a, b) are visible in this page
+        // Scores.
+        for (const KvSegment& sg : hs[kh].k) {
+          const int lo = std::max(a, sg.pos0), hi = std::min(b, sg.pos0 + sg.n);
+          if (lo >= hi) continue;
+          float* dst = sc.data() + (lo - a);
+          if (sg.codes && pk == Plain::kNo) {
+            // Compressed segments lie inside one page: score the whole segment (its last
+            // block may reach past b; those scores are masked below).
+            TQ_ASSERT(sg.pos0 >= a && sg.pos0 + sg.n <= a + PT);
+            ck.score(*qs, sg.codes, size_t(sg.n / ck.block_tokens()), sc.data() + (sg.pos0 - a));
+          } else if (sg.codes && pk == Plain::kF32) {
+            const float* x = reinterpret_cast<const float*>(sg.codes);
+            for (int i = lo; i < hi; ++i) {
+              const float* row = x + size_t(i - sg.pos0) * d;
+              float s = 0.f;
+              for (int j = 0; j < d; ++j) s += qs_buf[j] * row[j];
+              dst[i - lo] = s;
+            }
+          } else {
+            const uint16_t* h = sg.f16 ? sg.f16 : reinterpret_cast<const uint16_t*>(sg.codes);
+            for (int i = lo; i < hi; ++i)
+              dst[i - lo] = dot_f16(qs_buf.data(), h + size_t(i - sg.pos0) * d, d, simd);
+          }
+        }
+        // Online softmax update.
+        float pm = kNegInf;
+        for (int i = 0; i < b - a; ++i) pm = std::max(pm, sc[i]);
+        const float m_new = std::max(m, pm);
+        const float alpha = m == kNegInf ? 0.f : std::exp(m - m_new);
+        if (alpha != 1.f) {
+          l *= alpha;
+          for (float& x : acc_f) x *= alpha;
+          if (used_c)
+            for (float& x : acc_c) x *= alpha;
+        }
+        for (int i = 0; i < PT; ++i) w[i] = i < b - a ? std::exp(sc[i] - m_new) : 0.f;
+        for (int i = 0; i < b - a; ++i) l += w[i];
+        m = m_new;
+        // Values.
+        for (const KvSegment& sg : hs[kh].v) {
+          const int lo = std::max(a, sg.pos0), hi = std::min(b, sg.pos0 + sg.n);
+          if (lo >= hi) continue;
+          if (sg.codes && pv == Plain::kNo) {
+            TQ_ASSERT(sg.pos0 >= a && sg.pos0 + sg.n <= a + PT);
+            cv.accumulate(sg.codes, size_t(sg.n / cv.block_tokens()), w.data() + (sg.pos0 - a),
+                          acc_c.data());
+            used_c = true;
+          } else if (sg.codes && pv == Plain::kF32) {
+            const float* x = reinterpret_cast<const float*>(sg.codes);
+            for (int i = lo; i < hi; ++i) {
+              const float wi = w[i - a];
+              const float* row = x + size_t(i - sg.pos0) * d;
+              for (int j = 0; j < d; ++j) acc_f[j] += wi * row[j];
+            }
+          } else {
+            const uint16_t* h = sg.f16 ? sg.f16 : reinterpret_cast<const uint16_t*>(sg.codes);
+            for (int i = lo; i < hi; ++i)
+              axpy_f16(w[i - a], h + size_t(i - sg.pos0) * d, acc_f.data(), d, simd);
+          }
+        }
+      }
+      float* o = out + (size_t(t) * n_head + qh) * d;
+      if (used_c) {
+        cv.finish(acc_c.data(), tmp.data());
+        for (int j = 0; j < d; ++j) acc_f[j] += tmp[j];
+      }
+      const float inv = 1.f / l;
+      for (int j = 0; j < d; ++j) o[j] = acc_f[j] * inv;
+    }
+  }
+}
+
+}  // namespace
+
+int attention_tiled_threshold() { return 8; }
+
+void attention(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
+               int pos0, float scale, float* out, AttnPath path) {
+  check_args(cache, seq, layer, n_head, T, pos0);
+  if (T == 0) return;
+  if (path == AttnPath::kAuto)
+    path = T >= attention_tiled_threshold() ? AttnPath::kTiled : AttnPath::kCodes;
+  switch (path) {
+    case AttnPath::kReference:
+      attention_reference(cache, seq, layer, n_head, q, T, pos0, scale, out);
+      break;
+    case AttnPath::kTiled:
+      attention_tiled(cache, seq, layer, n_head, q, T, pos0, scale, out);
+      break;
+    default:
+      attention_codes(cache, seq, layer, n_head, q, T, pos0, scale, out);
+  }
+}
+
+}  // namespace tq

@@ -1,0 +1,337 @@
+// turboquant — the paged, compressed KV cache. See kv_cache.h for the storage model.
+#include "cache/kv_cache.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "core/half.h"
+
+namespace tq {
+
+struct KvCache::Stream {
+  std::string type;
+  CodecOptions copts;
+  std::unique_ptr<Codec> codec;
+  int bt = 1;                // codec block_tokens
+  size_t bb = 0;             // codec block_bytes
+  size_t page_bytes = 0;     // (page_tokens / bt) · bb
+  std::vector<uint8_t> pool;  // n_pages · page_bytes
+  bool outliers_from_data = false;  // fractional TurboQuant: outlier channels from the first append
+  bool outliers_set = false;
+};
+
+struct KvCache::Part {
+  int n = 0;      // tokens stored
+  int c = 0;      // positions [s_end, c) are encoded
+  int s_end = 0;  // positions [0, s_end) are f16 sinks
+  std::vector<std::vector<uint16_t>> sink, pend;  // per head, f16 [tok][d]
+  std::vector<std::vector<float>> mu;             // per head, key means (centring)
+  bool mu_set = false;
+};
+
+struct KvCache::Seq {
+  bool active = false;
+  std::vector<int> pages;
+  std::vector<Part> parts;  // [layer·2 + (is_key ? 0 : 1)]
+};
+
+namespace {
+bool is_fractional_turbo(const std::string& t) {
+  return t.rfind("turbo", 0) == 0 && t.find('.') != std::string::npos;
+}
+}  // namespace
+
+KvCache::KvCache(const KvShape& shape, const KvCacheOptions& opts) : shape_(shape), opts_(opts) {
+  if (shape.n_layer <= 0 || shape.n_kv_head <= 0 || shape.head_dim <= 0)
+    throw Error("KV cache: bad shape");
+  if (opts.page_tokens <= 0) throw Error("KV cache: page_tokens must be positive");
+  if (opts.residual_window < 0 || opts.sink_tokens < 0 || opts.boundary_layers < 0)
+    throw Error("KV cache: residual window, sinks and boundary layers must be ≥ 0");
+  if (opts.max_seqs <= 0) throw Error("KV cache: max_seqs must be positive");
+  n_pages_ = std::max(1, (opts.max_tokens + opts.page_tokens - 1) / opts.page_tokens);
+  for (int l = 0; l < shape.n_layer; ++l)
+    for (int h = 0; h < shape.n_kv_head; ++h)
+      for (int kind = 0; kind < 2; ++kind) {
+        auto s = std::make_unique<Stream>();
+        const bool is_key = kind == 0;
+        s->type = type_name(l, is_key);
+        s->copts.seed = opts.seed;
+        s->copts.layer = l;
+        s->copts.head = h;
+        s->copts.is_key = is_key;
+        s->copts.rope = shape.rope;
+        s->codec = make_codec(s->type, shape.head_dim, s->copts);
+        s->bt = s->codec->block_tokens();
+        s->bb = s->codec->block_bytes();
+        if (opts.page_tokens % s->bt != 0)
+          throw Error("KV cache: page size " + std::to_string(opts.page_tokens) +
+                      " tokens is not a multiple of the block of '" + s->type + "' (" +
+                      std::to_string(s->bt) + " tokens)");
+        s->page_bytes = size_t(opts.page_tokens / s->bt) * s->bb;
+        s->pool.assign(size_t(n_pages_) * s->page_bytes, 0);
+        s->outliers_from_data = is_fractional_turbo(s->type);
+        streams_.push_back(std::move(s));
+      }
+  for (int p = n_pages_ - 1; p >= 0; --p) free_pages_.push_back(p);
+}
+
+KvCache::~KvCache() = default;
+
+std::string KvCache::type_name(int layer, bool is_key) const {
+  const auto& ov = is_key ? opts_.layer_type_k : opts_.layer_type_v;
+  if (auto it = ov.find(layer); it != ov.end()) return it->second;
+  const int nb = opts_.boundary_layers;
+  if (nb > 0 && (layer < nb || layer >= shape_.n_layer - nb))
+    return is_key ? opts_.boundary_type_k : opts_.boundary_type_v;
+  return is_key ? opts_.type_k : opts_.type_v;
+}
+
+KvCache::Stream& KvCache::stream(int layer, int head, bool is_key) {
+  TQ_ASSERT(layer >= 0 && layer < shape_.n_layer && head >= 0 && head < shape_.n_kv_head);
+  return *streams_[(size_t(layer) * shape_.n_kv_head + head) * 2 + (is_key ? 0 : 1)];
+}
+const KvCache::Stream& KvCache::stream(int layer, int head, bool is_key) const {
+  TQ_ASSERT(layer >= 0 && layer < shape_.n_layer && head >= 0 && head < shape_.n_kv_head);
+  return *streams_[(size_t(layer) * shape_.n_kv_head + head) * 2 + (is_key ? 0 : 1)];
+}
+const Codec& KvCache::codec(int layer, int head, bool is_key) const {
+  return *stream(layer, head, is_key).codec;
+}
+
+KvCache::Seq& KvCache::seq_ref(int seq) {
+  TQ_ASSERT(seq >= 0 && seq < int(seqs_.size()) && seqs_[seq] && seqs_[seq]->active);
+  return *seqs_[seq];
+}
+const KvCache::Seq& KvCache::seq_ref(int seq) const {
+  TQ_ASSERT(seq >= 0 && seq < int(seqs_.size()) && seqs_[seq] && seqs_[seq]->active);
+  return *seqs_[seq];
+}
+
+int KvCache::new_seq() {
+  int id = -1;
+  for (int i = 0; i < int(seqs_.size()); ++i)
+    if (!seqs_[i]->active) id = i;
+  if (id < 0) {
+    if (int(seqs_.size()) >= opts_.max_seqs)
+      throw Error("KV cache full: all " + std::to_string(opts_.max_seqs) +
+                  " sequence slots are in use");
+    seqs_.push_back(std::make_unique<Seq>());
+    id = int(seqs_.size()) - 1;
+  }
+  Seq& s = *seqs_[id];
+  s.active = true;
+  s.pages.clear();
+  s.parts.assign(size_t(shape_.n_layer) * 2, Part{});
+  for (int l = 0; l < shape_.n_layer; ++l)
+    for (int kind = 0; kind < 2; ++kind) {
+      Part& p = s.parts[size_t(l) * 2 + kind];
+      const int bt = stream(l, 0, kind == 0).bt;
+      p.s_end = opts_.sink_tokens > 0 ? (opts_.sink_tokens + bt - 1) / bt * bt : 0;
+      p.c = p.s_end;
+      p.sink.resize(shape_.n_kv_head);
+      p.pend.resize(shape_.n_kv_head);
+      p.mu.resize(shape_.n_kv_head);
+    }
+  return id;
+}
+
+void KvCache::free_seq(int seq) {
+  Seq& s = seq_ref(seq);
+  for (int p : s.pages) free_pages_.push_back(p);
+  // Hand out low page ids first (keeps the pool compact; purely cosmetic).
+  std::sort(free_pages_.begin(), free_pages_.end(), std::greater<int>());
+  s.pages.clear();
+  s.parts.clear();
+  s.active = false;
+}
+
+int KvCache::seq_len(int seq, int layer) const { return seq_ref(seq).parts[size_t(layer) * 2].n; }
+
+void KvCache::reserve(int seq, int n_total) {
+  Seq& s = seq_ref(seq);
+  const int need = (n_total + opts_.page_tokens - 1) / opts_.page_tokens;
+  if (need - int(s.pages.size()) > int(free_pages_.size()))
+    throw Error("KV cache full: sequence " + std::to_string(seq) + " needs " +
+                std::to_string(n_total) + " tokens (" + std::to_string(need) +
+                " pages of " + std::to_string(opts_.page_tokens) + "), only " +
+                std::to_string(free_pages_.size()) + " of " + std::to_string(n_pages_) +
+                " pages are free");
+  while (int(s.pages.size()) < need) {
+    s.pages.push_back(free_pages_.back());
+    free_pages_.pop_back();
+  }
+}
+
+void KvCache::append(int seq, int layer, const float* k, const float* v, int T) {
+  TQ_ASSERT(layer >= 0 && layer < shape_.n_layer && T >= 0);
+  Seq& s = seq_ref(seq);
+  reserve(seq, s.parts[size_t(layer) * 2].n + T);
+  append_part(s, layer, true, k, T);
+  append_part(s, layer, false, v, T);
+}
+
+void KvCache::append_part(Seq& s, int layer, bool is_key, const float* x, int T) {
+  const int H = shape_.n_kv_head, d = shape_.head_dim, PT = opts_.page_tokens;
+  Part& part = s.parts[size_t(layer) * 2 + (is_key ? 0 : 1)];
+  const int n_old = part.n;
+  const bool center = is_key && opts_.center_keys;
+  const bool set_mu = center && !part.mu_set && T > 0;
+  for (int h = 0; h < H; ++h) {
+    Stream& st = stream(layer, h, is_key);
+    // Gather this head's rows (centred if asked).
+    std::vector<float> xh(size_t(T) * d);
+    for (int t = 0; t < T; ++t)
+      std::memcpy(&xh[size_t(t) * d], x + (size_t(t) * H + h) * d, sizeof(float) * d);
+    if (set_mu) {
+      auto& mu = part.mu[h];
+      mu.assign(d, 0.f);
+      for (int t = 0; t < T; ++t)
+        for (int j = 0; j < d; ++j) mu[j] += xh[size_t(t) * d + j];
+      for (int j = 0; j < d; ++j) mu[j] /= float(T);
+    }
+    if (center)
+      for (int t = 0; t < T; ++t)
+        for (int j = 0; j < d; ++j) xh[size_t(t) * d + j] -= part.mu[h][j];
+    // Fractional TurboQuant: the outlier channels (largest mean |x|) from the first append.
+    if (st.outliers_from_data && !st.outliers_set && T > 0) {
+      std::vector<double> mag(d, 0.0);
+      for (int t = 0; t < T; ++t)
+        for (int j = 0; j < d; ++j) mag[j] += std::fabs(xh[size_t(t) * d + j]);
+      std::vector<int> idx(d);
+      std::iota(idx.begin(), idx.end(), 0);
+      std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return mag[a] > mag[b]; });
+      idx.resize(d / 4);
+      std::sort(idx.begin(), idx.end());
+      st.copts.outlier_channels = idx;
+      st.codec = make_codec(st.type, d, st.copts);
+      TQ_ASSERT(st.codec->block_bytes() == st.bb && st.codec->block_tokens() == st.bt);
+      st.outliers_set = true;
+    }
+    auto& sink = part.sink[h];
+    auto& pend = part.pend[h];
+    for (int t = 0; t < T; ++t) {
+      const int pos = n_old + t;
+      auto& dst = pos < part.s_end ? sink : pend;
+      for (int j = 0; j < d; ++j) dst.push_back(f32_to_f16(xh[size_t(t) * d + j]));
+    }
+    // Encode every complete block that has left the residual window.
+    const int n = n_old + T;
+    const int avail = std::max(0, n - opts_.residual_window - part.s_end);
+    const int c_new = std::max(part.c, part.s_end + avail / st.bt * st.bt);
+    if (c_new > part.c) {
+      const int m = c_new - part.c;
+      std::vector<float> buf(size_t(m) * d);
+      for (int i = 0; i < m; ++i) {
+        const int pos = part.c + i;
+        float* row = &buf[size_t(i) * d];
+        if (pos >= n_old) {  // from this append: encode the f32 values, not their f16 copy
+          std::memcpy(row, &xh[size_t(pos - n_old) * d], sizeof(float) * d);
+        } else {
+          const uint16_t* src = &pend[size_t(i) * d];
+          for (int j = 0; j < d; ++j) row[j] = f16_to_f32(src[j]);
+        }
+      }
+      for (int pos = part.c; pos < c_new;) {
+        const int page_end = (pos / PT + 1) * PT;
+        const int run = std::min(c_new, page_end) - pos;  // a multiple of bt
+        uint8_t* dst = st.pool.data() + size_t(s.pages[pos / PT]) * st.page_bytes +
+                       size_t((pos % PT) / st.bt) * st.bb;
+        st.codec->encode(&buf[size_t(pos - part.c) * d], size_t(run / st.bt), dst);
+        pos += run;
+      }
+      pend.erase(pend.begin(), pend.begin() + size_t(m) * d);
+    }
+  }
+  if (set_mu) part.mu_set = true;
+  part.n = n_old + T;
+  const int n = part.n;
+  const int bt = stream(layer, 0, is_key).bt;
+  part.c = std::max(part.c,
+                    part.s_end + std::max(0, n - opts_.residual_window - part.s_end) / bt * bt);
+  TQ_ASSERT(part.c <= std::max(n, part.s_end));
+}
+
+void KvCache::segments(int seq, int layer, int head, bool is_key,
+                       std::vector<KvSegment>& out) const {
+  out.clear();
+  const Seq& s = seq_ref(seq);
+  const Part& part = s.parts[size_t(layer) * 2 + (is_key ? 0 : 1)];
+  const Stream& st = stream(layer, head, is_key);
+  const int PT = opts_.page_tokens;
+  const int n_sink = std::min(part.n, part.s_end);
+  if (n_sink > 0) out.push_back({0, n_sink, nullptr, part.sink[head].data()});
+  const int c = std::max(part.c, part.s_end);
+  for (int pos = part.s_end; pos < std::min(c, part.n);) {
+    const int run = std::min(c, (pos / PT + 1) * PT) - pos;
+    const uint8_t* codes = st.pool.data() + size_t(s.pages[pos / PT]) * st.page_bytes +
+                           size_t((pos % PT) / st.bt) * st.bb;
+    out.push_back({pos, run, codes, nullptr});
+    pos += run;
+  }
+  if (part.n > c) out.push_back({c, part.n - c, nullptr, part.pend[head].data()});
+}
+
+void KvCache::read(int seq, int layer, int head, bool is_key, float* x) const {
+  const int d = shape_.head_dim;
+  std::vector<KvSegment> segs;
+  segments(seq, layer, head, is_key, segs);
+  const Codec& cd = codec(layer, head, is_key);
+  for (const auto& sg : segs) {
+    float* dst = x + size_t(sg.pos0) * d;
+    if (sg.codes) {
+      cd.decode(sg.codes, size_t(sg.n / cd.block_tokens()), dst);
+    } else {
+      for (size_t i = 0; i < size_t(sg.n) * d; ++i) dst[i] = f16_to_f32(sg.f16[i]);
+    }
+  }
+}
+
+size_t KvCache::bytes_of(bool is_key) const {
+  size_t total = 0;
+  const int d = shape_.head_dim;
+  for (const auto& sp : seqs_) {
+    if (!sp->active) continue;
+    for (int l = 0; l < shape_.n_layer; ++l) {
+      const Part& p = sp->parts[size_t(l) * 2 + (is_key ? 0 : 1)];
+      for (int h = 0; h < shape_.n_kv_head; ++h) {
+        const Stream& st = stream(l, h, is_key);
+        const int coded = std::max(0, std::min(p.c, p.n) - p.s_end);
+        total += size_t(coded / st.bt) * st.bb;
+        total += (p.sink[h].size() + p.pend[h].size()) * sizeof(uint16_t);
+        if (p.mu_set) total += size_t(d) * sizeof(float);
+      }
+    }
+  }
+  return total;
+}
+
+size_t KvCache::k_bytes() const { return bytes_of(true); }
+size_t KvCache::v_bytes() const { return bytes_of(false); }
+size_t KvCache::kv_bytes() const { return k_bytes() + v_bytes(); }
+
+size_t KvCache::values_stored() const {
+  size_t n = 0;
+  for (const auto& sp : seqs_)
+    if (sp->active)
+      for (int l = 0; l < shape_.n_layer; ++l) n += size_t(sp->parts[size_t(l) * 2].n);
+  return n * shape_.n_kv_head * shape_.head_dim;
+}
+
+double KvCache::bpv_k() const {
+  const size_t n = values_stored();
+  return n ? 8.0 * double(k_bytes()) / double(n) : 0.0;
+}
+double KvCache::bpv_v() const {
+  const size_t n = values_stored();
+  return n ? 8.0 * double(v_bytes()) / double(n) : 0.0;
+}
+
+size_t KvCache::reserved_bytes() const {
+  size_t total = 0;
+  for (const auto& s : streams_) total += s->pool.size();
+  return total;
+}
+
+}  // namespace tq

@@ -1,0 +1,114 @@
+// turboquant — the paged, compressed KV cache (SPEC §3).
+//
+// Storage: one codec per (layer, kv-head) for K and one for V. Compressed codes live in a pool
+// of fixed-size pages (page_tokens tokens, a multiple of every codec's block_tokens()); each
+// sequence owns a block table (list of page ids), pages are returned to the pool on free.
+// A token is held in exactly one of three places:
+//   - sink:     the first S tokens (rounded up to the codec's block) stay f16 for ever;
+//   - codes:    encoded into the page of its position (complete codec blocks only);
+//   - pending:  f16, the newest R tokens (residual window) and the tokens of an incomplete
+//               codec block; they move to codes when they leave the window / complete a block.
+// kv_bytes() counts exactly what is stored: encoded blocks, f16 sink and pending tokens, and
+// the per-channel key means when keys are mean-centred. (The pool reserves page space for
+// tokens that are still f16; that reservation is reported separately by reserved_bytes().)
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tq/codec.h"
+
+namespace tq {
+
+struct KvCacheOptions {
+  std::string type_k = "f16";
+  std::string type_v = "f16";
+  // Per-layer overrides (layer → type); win over everything else.
+  std::map<int, std::string> layer_type_k, layer_type_v;
+  // The first and last `boundary_layers` layers use boundary_type_k/v instead.
+  int boundary_layers = 0;
+  std::string boundary_type_k = "f16", boundary_type_v = "f16";
+  int residual_window = 0;  // R: the newest R tokens stay f16
+  int sink_tokens = 0;      // S: the first S tokens stay f16
+  bool center_keys = false;  // subtract a per-channel key mean (from the first append) first
+  uint64_t seed = 0x5451'0001;
+  int page_tokens = 256;
+  int max_tokens = 4096;   // pool capacity over all sequences (rounded up to pages)
+  int max_seqs = 16;
+};
+
+struct KvShape {
+  int n_layer = 0, n_kv_head = 0, head_dim = 0;
+  RopePairing rope = RopePairing::kNormal;
+};
+
+// A run of consecutive stored positions of one (layer, head, K|V) of one sequence.
+struct KvSegment {
+  int pos0 = 0, n = 0;
+  const uint8_t* codes = nullptr;  // n / block_tokens encoded blocks, or
+  const uint16_t* f16 = nullptr;   // n × head_dim f16 values
+};
+
+class KvCache {
+ public:
+  KvCache(const KvShape& shape, const KvCacheOptions& opts);
+  ~KvCache();
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+
+  const KvShape& shape() const { return shape_; }
+  const KvCacheOptions& options() const { return opts_; }
+
+  // Sequences. new_seq() throws tq::Error when max_seqs are in use.
+  int new_seq();
+  void free_seq(int seq);
+  // Tokens stored for the sequence in a layer (layers are appended one after the other).
+  int seq_len(int seq, int layer = 0) const;
+  // Makes sure the sequence has pages for n_total tokens; throws "KV cache full: ..." if not.
+  void reserve(int seq, int n_total);
+
+  // Appends T tokens to (seq, layer). k, v: T × n_kv_head × head_dim, row-major [t][h][j].
+  void append(int seq, int layer, const float* k, const float* v, int T);
+
+  // The stored runs of (seq, layer, head, K|V), in position order, covering [0, seq_len).
+  void segments(int seq, int layer, int head, bool is_key, std::vector<KvSegment>& out) const;
+  const Codec& codec(int layer, int head, bool is_key) const;
+  // Decodes everything stored for (seq, layer, head, K|V) into x (seq_len × head_dim floats):
+  // the values as attention sees them (keys without the centring mean).
+  void read(int seq, int layer, int head, bool is_key, float* x) const;
+
+  // Byte accounting over all live sequences.
+  size_t kv_bytes() const;
+  size_t k_bytes() const;
+  size_t v_bytes() const;
+  // All-in bits per stored value (0 when nothing is stored).
+  double bpv_k() const;
+  double bpv_v() const;
+  size_t reserved_bytes() const;  // the pool's page space
+  int pages_total() const { return n_pages_; }
+  int pages_free() const { return int(free_pages_.size()); }
+  std::string type_name(int layer, bool is_key) const;
+
+ private:
+  struct Stream;  // one (layer, head, K|V): codec + page pool
+  struct Part;    // per (seq, layer, K|V) bookkeeping
+  struct Seq;
+  Stream& stream(int layer, int head, bool is_key);
+  const Stream& stream(int layer, int head, bool is_key) const;
+  Seq& seq_ref(int seq);
+  const Seq& seq_ref(int seq) const;
+  void append_part(Seq& s, int layer, bool is_key, const float* x, int T);
+  size_t bytes_of(bool is_key) const;
+  size_t values_stored() const;
+
+  KvShape shape_;
+  KvCacheOptions opts_;
+  int n_pages_ = 0;
+  std::vector<std::unique_ptr<Stream>> streams_;  // [(layer·n_kv + head)·2 + (is_key?0:1)]
+  std::vector<int> free_pages_;
+  std::vector<std::unique_ptr<Seq>> seqs_;
+};
+
+}  // namespace tq

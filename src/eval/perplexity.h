@@ -1,0 +1,55 @@
+// turboquant — perplexity and KL divergence of a KV-cache type (SPEC §4), llama.cpp style.
+//
+// The token stream is cut into non-overlapping chunks of n_ctx tokens (the first token of each
+// chunk replaced by BOS when the model adds one). Each chunk runs through the model in one
+// prefill with a fresh sequence of a compressed cache: every layer stores the chunk's K/V first,
+// then the chunk's queries attend to the stored codes. The second half of each chunk is scored:
+// positions j ∈ [n_ctx/2, n_ctx − 1) predict token j+1.
+//
+// KL divergence against a reference run: the reference's log-probabilities of every scored
+// position (full vocabulary, fp16) are written to a "KLD base" file whose header records the
+// model fingerprint, the hash of the scored token stream, n_ctx, the number of chunks and the
+// vocabulary size; a later run compares against it: KL(P_ref ‖ P), mean and 99th percentile,
+// and top-1 agreement (argmax equal).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cache/kv_cache.h"
+#include "model/llama.h"
+
+namespace tq {
+
+struct PerplexityOptions {
+  int n_ctx = 512;
+  int n_chunks = -1;  // −1: as many as the text holds
+  KvCacheOptions cache;
+  std::string kld_base;  // "" = no KLD; missing file = write it; existing = compare
+  bool progress = true;  // progress bar on stderr
+  uint64_t model_fingerprint = 0;
+};
+
+struct PerplexityResult {
+  double ppl = 0, ppl_stderr = 0;  // stderr of the mean NLL mapped through exp (delta method)
+  bool has_kld = false;            // compared against an existing base file
+  bool wrote_base = false;
+  double kld_mean = 0, kld_p99 = 0, top1 = 0;
+  double bpv_k = 0, bpv_v = 0;
+  size_t kv_bytes = 0;  // stored bytes of one full chunk's cache
+  int chunks = 0, n_ctx = 0;
+  long tokens = 0;  // scored positions
+  double prefill_tps = 0;  // tokens through the model per second of forward time
+  double seconds = 0;
+};
+
+// tokens: the whole tokenized text. Throws tq::Error if n_ctx exceeds the model's context or
+// the text is shorter than one chunk, or for a mismatched / truncated base file.
+PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32_t>& tokens,
+                                bool add_bos, int32_t bos, const PerplexityOptions& opts);
+
+// Helpers shared with tests: log-softmax of n logits (double accumulation) into out.
+void log_softmax(const float* logits, int n, float* out);
+
+}  // namespace tq

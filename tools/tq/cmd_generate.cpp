@@ -1,0 +1,157 @@
+// `tq generate`: text generation with a compressed KV cache, streamed to stdout; prefill and
+// decode speed on stderr.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <random>
+
+#include "command.h"
+#include "model/gguf.h"
+#include "model/llama.h"
+#include "model/paths.h"
+#include "model/tokenizer.h"
+#include "runtime_flags.h"
+
+namespace {
+
+// Temperature + nucleus (top-p) sampling; greedy at temp ≤ 0.
+int32_t sample(const std::vector<float>& logits, float temp, float top_p, std::mt19937_64& rng) {
+  const int n = int(logits.size());
+  int best = 0;
+  for (int i = 1; i < n; ++i)
+    if (logits[i] > logits[best]) best = i;
+  if (temp <= 0.f) return best;
+  std::vector<std::pair<float, int>> p(n);
+  double sum = 0;
+  for (int i = 0; i < n; ++i) {
+    const double e = std::exp(double(logits[i] - logits[best]) / temp);
+    p[i] = {float(e), i};
+    sum += e;
+  }
+  std::sort(p.begin(), p.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  double cum = 0;
+  int keep = 0;
+  while (keep < n) {
+    cum += p[keep].first / sum;
+    ++keep;
+    if (cum >= top_p) break;
+  }
+  std::uniform_real_distribution<double> u(0.0, cum);
+  double r = u(rng), acc = 0;
+  for (int i = 0; i < keep; ++i) {
+    acc += p[i].first / sum;
+    if (r <= acc) return p[i].second;
+  }
+  return p[keep - 1].second;
+}
+
+void setup(CLI::App& app) {
+  auto* cmd = app.add_subcommand("generate", "Generate text with a compressed KV cache");
+  struct Opts {
+    std::string model, prompt = "The capital of France is", file;
+    int n = 64, ctx = 0;
+    float temp = 0.f, top_p = 0.95f;
+    bool chat = false, json = false;
+    tq::cli::RuntimeFlags rt;
+  };
+  static Opts o;
+  cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
+  cmd->add_option("-p,--prompt", o.prompt, "Prompt")->capture_default_str();
+  cmd->add_option("-f,--file", o.file, "Read the prompt from a file (instead of -p)");
+  cmd->add_option("-n,--n-predict", o.n, "Tokens to generate")->capture_default_str();
+  cmd->add_option("-c,--ctx-size", o.ctx, "Cache capacity in tokens (default: prompt + n)");
+  cmd->add_option("--temp", o.temp, "Sampling temperature (0 = greedy)")->capture_default_str();
+  cmd->add_option("--top-p", o.top_p, "Nucleus sampling mass")->capture_default_str();
+  cmd->add_flag("--chat", o.chat, "Wrap the prompt in the model's chat template");
+  cmd->add_flag("--json", o.json, "Print one JSON summary on stdout (text included)");
+  o.rt.add(cmd);
+  cmd->callback([] {
+    o.rt.apply_threads();
+    if (o.n < 0) throw tq::Error("-n must be ≥ 0");
+    if (!(o.top_p > 0.f && o.top_p <= 1.f)) throw tq::Error("--top-p must be in (0, 1]");
+    if (!o.file.empty()) {
+      std::ifstream in(o.file, std::ios::binary);
+      if (!in) throw tq::Error("cannot read prompt file '" + o.file + "'");
+      std::stringstream ss;
+      ss << in.rdbuf();
+      o.prompt = ss.str();
+    }
+    const std::string mpath = o.model.empty() ? tq::default_model_path() : o.model;
+    auto f = tq::GgufFile::open(mpath);
+    auto model = tq::LlamaModel::load(*f);
+    auto tok = tq::Tokenizer::from_gguf(*f);
+    const std::string text =
+        o.chat ? tok->apply_chat_template({{"user", o.prompt}}, true) : o.prompt;
+    const std::vector<int32_t> prompt = tok->encode(text, true);
+    if (prompt.empty()) throw tq::Error("empty prompt");
+    const int need = int(prompt.size()) + o.n;
+    const int ctx = o.ctx > 0 ? o.ctx : need;
+    if (ctx > model->hparams().n_ctx_train)
+      throw tq::Error("context " + std::to_string(ctx) + " exceeds the model's context length " +
+                      std::to_string(model->hparams().n_ctx_train));
+    if (need > ctx)
+      throw tq::Error("prompt (" + std::to_string(prompt.size()) + " tokens) + -n " +
+                      std::to_string(o.n) + " does not fit in -c " + std::to_string(ctx));
+    tq::KvCacheOptions co = o.rt.cache_options();
+    co.max_tokens = ctx;
+    co.max_seqs = 1;
+    tq::KvCache cache(model->kv_shape(), co);
+    const int seq = cache.new_seq();
+    std::mt19937_64 rng(o.rt.seed);
+    std::vector<float> logits;
+    using clk = std::chrono::steady_clock;
+    const auto t0 = clk::now();
+    model->forward(cache, seq, prompt.data(), int(prompt.size()), nullptr, &logits);
+    const double t_prefill = std::chrono::duration<double>(clk::now() - t0).count();
+    if (!o.json && o.file.empty()) {
+      std::fputs(o.prompt.c_str(), stdout);
+      if (o.chat) std::fputc('\n', stdout);  // the reply is a new turn
+      std::fflush(stdout);
+    }
+    std::vector<int32_t> out;
+    const auto t1 = clk::now();
+    int decoded = 0;
+    for (int i = 0; i < o.n; ++i) {
+      const int32_t id = sample(logits, o.temp, o.top_p, rng);
+      if (tok->is_eog(id)) break;
+      out.push_back(id);
+      if (!o.json) {
+        const std::string piece = tok->token_to_piece(id);
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+      }
+      if (i + 1 == o.n) break;
+      model->forward(cache, seq, &id, 1, nullptr, &logits);
+      ++decoded;
+    }
+    const double t_decode = std::chrono::duration<double>(clk::now() - t1).count();
+    const double pf_tps = double(prompt.size()) / t_prefill;
+    const double dec_tps = decoded > 0 ? double(decoded) / t_decode : 0.0;
+    if (!o.json) {
+      std::fputc('\n', stdout);
+      std::fflush(stdout);
+    }
+    std::fprintf(stderr,
+                 "prompt %zu tokens, prefill %.1f tok/s; generated %zu tokens, decode %.1f tok/s;"
+                 " cache %s/%s %zu bytes (bpv %.3f/%.3f)\n",
+                 prompt.size(), pf_tps, out.size(), dec_tps, o.rt.ctk.c_str(), o.rt.ctv.c_str(),
+                 cache.kv_bytes(), cache.bpv_k(), cache.bpv_v());
+    if (o.json)
+      tq::cli::print_json({{"prompt", o.file.empty() ? o.prompt : o.file},
+                           {"text", tok->decode(out)},
+                           {"tokens", out},
+                           {"prompt_tokens", prompt.size()},
+                           {"prefill_tps", pf_tps},
+                           {"decode_tps", dec_tps},
+                           {"ctk", o.rt.ctk},
+                           {"ctv", o.rt.ctv},
+                           {"kv_bytes", cache.kv_bytes()},
+                           {"bpv_k", cache.bpv_k()},
+                           {"bpv_v", cache.bpv_v()}});
+  });
+}
+TQ_COMMAND(setup, 30);
+
+}  // namespace

@@ -1,0 +1,146 @@
+// `tq info [-m MODEL] [--json] [--metadata]`: what a GGUF model is — format version,
+// architecture, hyperparameters, tokenizer, tensor types and sizes.
+#include <cstdio>
+#include <map>
+#include <memory>
+
+#include "command.h"
+#include "model/gguf.h"
+#include "model/paths.h"
+#include "model/tokenizer.h"
+#include "tq/error.h"
+
+namespace {
+
+void setup(CLI::App& app) {
+  auto* cmd = app.add_subcommand("info", "Show a GGUF model's format, hyperparameters, "
+                                         "tokenizer and tensor types");
+  static std::string model;
+  static bool json = false, metadata = false;
+  cmd->add_option("-m,--model", model, "GGUF model file (default: the SmolLM2 model)");
+  cmd->add_flag("--json", json, "Print one JSON document");
+  cmd->add_flag("--metadata", metadata, "Also list every metadata key with its value");
+  cmd->callback([] {
+    const std::string path = model.empty() ? tq::default_model_path() : model;
+    auto f = tq::GgufFile::open(path);
+    const std::string arch = f->get_string("general.architecture", "");
+    const auto key = [&](const std::string& k) { return arch + "." + k; };
+    const int64_t n_layer = f->get_int(key("block_count"), 0);
+    const int64_t n_embd = f->get_int(key("embedding_length"), 0);
+    const int64_t n_head = f->get_int(key("attention.head_count"), 0);
+    const int64_t n_head_kv = f->get_int(key("attention.head_count_kv"), n_head);
+    const int64_t head_dim = f->get_int(key("attention.key_length"),
+                                        n_head > 0 ? n_embd / n_head : 0);
+    const int64_t n_ff = f->get_int(key("feed_forward_length"), 0);
+    const int64_t n_ctx = f->get_int(key("context_length"), 0);
+    const double rope_base = f->get_float(key("rope.freq_base"), 10000.0);
+    const int64_t rope_dim = f->get_int(key("rope.dimension_count"), head_dim);
+    // llama.cpp's rope style per architecture: adjacent pairs ("normal") for llama, halves
+    // ("neox") for qwen2 and most others.
+    const std::string rope_type = (arch == "llama" || arch == "mistral") ? "normal" : "neox";
+    const double eps = f->get_float(key("attention.layer_norm_rms_epsilon"), 0.0);
+
+    std::string tok_model = f->get_string("tokenizer.ggml.model", "");
+    std::string tok_pre = f->get_string("tokenizer.ggml.pre", "");
+    int64_t n_vocab = f->has("tokenizer.ggml.tokens")
+                          ? int64_t(f->array_size("tokenizer.ggml.tokens")) : 0;
+    std::string tok_error;
+    std::unique_ptr<tq::Tokenizer> tok;
+    try {
+      tok = tq::Tokenizer::from_gguf(*f);
+    } catch (const tq::Error& e) {
+      tok_error = e.what();
+    }
+    std::string chat = "none";
+    const std::string tmpl = f->get_string("tokenizer.chat_template", "");
+    if (tmpl.find("<|start_header_id|>") != std::string::npos) chat = "llama3";
+    else if (tmpl.find("[INST]") != std::string::npos) chat = "llama2";
+    else if (tmpl.find("<|im_start|>") != std::string::npos) chat = "chatml";
+    else if (!tmpl.empty()) chat = "other (ChatML used)";
+
+    std::map<std::string, int> hist;
+    int64_t n_params = 0;
+    uint64_t tensor_bytes = 0;
+    for (const auto& t : f->tensors()) {
+      ++hist[tq::ggml_type_name(t.type)];
+      n_params += t.n_elements();
+      tensor_bytes += t.nbytes;
+    }
+
+    if (json) {
+      nlohmann::json types = nlohmann::json::object();
+      for (const auto& [k, v] : hist) types[k] = v;
+      nlohmann::json j = {
+          {"path", path},
+          {"file_bytes", f->file_size()},
+          {"gguf_version", f->version()},
+          {"alignment", f->alignment()},
+          {"architecture", arch},
+          {"name", f->get_string("general.name", "")},
+          {"n_layer", n_layer},
+          {"n_embd", n_embd},
+          {"n_head", n_head},
+          {"n_head_kv", n_head_kv},
+          {"head_dim", head_dim},
+          {"n_ff", n_ff},
+          {"context_length", n_ctx},
+          {"rope_freq_base", rope_base},
+          {"rope_dim", rope_dim},
+          {"rope_type", rope_type},
+          {"rms_eps", eps},
+          {"tokenizer", {{"model", tok_model},
+                         {"pre", tok_pre},
+                         {"n_vocab", n_vocab},
+                         {"bos", tok ? tok->bos() : -1},
+                         {"eos", tok ? tok->eos() : -1},
+                         {"add_bos", tok ? tok->wants_bos() : false},
+                         {"chat_template", chat},
+                         {"error", tok_error.empty() ? nlohmann::json(nullptr)
+                                                     : nlohmann::json(tok_error)}}},
+          {"n_tensors", f->tensors().size()},
+          {"n_params", n_params},
+          {"tensor_bytes", tensor_bytes},
+          {"tensor_types", types}};
+      if (metadata) {
+        nlohmann::json m = nlohmann::json::object();
+        for (const auto& k : f->keys()) m[k] = f->value_summary(k);
+        j["metadata"] = m;
+      }
+      tq::cli::print_json(j);
+      return;
+    }
+    std::printf("file            %s (%.1f MiB)\n", path.c_str(),
+                double(f->file_size()) / 1048576.0);
+    std::printf("format          GGUF v%u, alignment %zu, %zu metadata keys\n", f->version(),
+                f->alignment(), f->keys().size());
+    std::printf("architecture    %s (%s)\n", arch.c_str(),
+                f->get_string("general.name", "unnamed").c_str());
+    std::printf("layers          %lld\n", (long long)n_layer);
+    std::printf("embedding       %lld (feed-forward %lld)\n", (long long)n_embd, (long long)n_ff);
+    std::printf("heads           %lld query, %lld KV (GQA group %lld), head_dim %lld\n",
+                (long long)n_head, (long long)n_head_kv,
+                (long long)(n_head_kv > 0 ? n_head / n_head_kv : 0), (long long)head_dim);
+    std::printf("context length  %lld\n", (long long)n_ctx);
+    std::printf("rope            base %g, %lld dims, %s\n", rope_base, (long long)rope_dim,
+                rope_type.c_str());
+    std::printf("rms_norm eps    %g\n", eps);
+    std::printf("tokenizer       %s (pre %s), %lld tokens, bos %d, eos %d, add_bos %s, chat %s\n",
+                tok_model.c_str(), tok_pre.empty() ? "-" : tok_pre.c_str(), (long long)n_vocab,
+                tok ? tok->bos() : -1, tok ? tok->eos() : -1,
+                tok && tok->wants_bos() ? "yes" : "no", chat.c_str());
+    if (!tok_error.empty()) std::printf("                (unusable: %s)\n", tok_error.c_str());
+    std::printf("tensors         %zu, %.1f M parameters, %.1f MiB\n", f->tensors().size(),
+                double(n_params) / 1e6, double(tensor_bytes) / 1048576.0);
+    std::printf("tensor types   ");
+    for (const auto& [k, v] : hist) std::printf(" %s: %d", k.c_str(), v);
+    std::printf("%s\n", hist.empty() ? " none" : "");
+    if (metadata) {
+      std::printf("\nmetadata:\n");
+      for (const auto& k : f->keys())
+        std::printf("  %-44s %s\n", k.c_str(), f->value_summary(k).c_str());
+    }
+  });
+}
+TQ_COMMAND(setup, 30);
+
+}  // namespace

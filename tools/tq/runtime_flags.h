@@ -1,0 +1,81 @@
+// Flags shared by the commands that run the model (`generate`, `perplexity`): the cache types
+// and options (SPEC §3) and the thread count.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "cache/kv_cache.h"
+#include "model/llama.h"
+#include "tq/error.h"
+
+namespace tq::cli {
+
+struct RuntimeFlags {
+  std::string ctk = "f16", ctv = "f16";
+  std::string layer_k, layer_v;  // "L=TYPE,L=TYPE"
+  int boundary = 0;
+  std::string boundary_type = "f16";
+  int residual = 0, sinks = 0;
+  bool center_keys = false;
+  uint64_t seed = 0x5451'0001;
+  int threads = 0;
+
+  void add(CLI::App* cmd) {
+    cmd->add_option("--ctk,--cache-type-k", ctk,
+                    "KV cache type of keys, also -ctk (see `tq types`)")
+        ->capture_default_str();
+    cmd->add_option("--ctv,--cache-type-v", ctv, "KV cache type of values, also -ctv")
+        ->capture_default_str();
+    cmd->add_option("--layer-k", layer_k, "Per-layer key types, e.g. \"0=f16,29=turbo4\"");
+    cmd->add_option("--layer-v", layer_v, "Per-layer value types, e.g. \"0=f16\"");
+    cmd->add_option("--boundary", boundary, "First and last N layers use --boundary-type");
+    cmd->add_option("--boundary-type", boundary_type, "Cache type of the boundary layers (K and V)")
+        ->capture_default_str();
+    cmd->add_option("--residual", residual, "Keep the newest R tokens in f16");
+    cmd->add_option("--sinks", sinks, "Keep the first S tokens in f16 (attention sinks)");
+    cmd->add_flag("--center-keys", center_keys, "Mean-centre keys per channel before quantizing");
+    cmd->add_option("--seed", seed, "Seed of the cache's rotations/sketches (and sampling)");
+    cmd->add_option("-t,--threads", threads,
+                    "Threads (default 0 = all cores, or 1 if the machine is busy)");
+  }
+
+  static std::map<int, std::string> parse_layers(const std::string& s, const char* flag) {
+    std::map<int, std::string> m;
+    std::stringstream ss(s);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      if (item.empty()) continue;
+      const auto eq = item.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == item.size())
+        throw Error(std::string(flag) + ": expected LAYER=TYPE, got '" + item + "'");
+      try {
+        m[std::stoi(item.substr(0, eq))] = item.substr(eq + 1);
+      } catch (const std::exception&) {
+        throw Error(std::string(flag) + ": bad layer number in '" + item + "'");
+      }
+    }
+    return m;
+  }
+
+  KvCacheOptions cache_options() const {
+    KvCacheOptions o;
+    o.type_k = ctk;
+    o.type_v = ctv;
+    o.layer_type_k = parse_layers(layer_k, "--layer-k");
+    o.layer_type_v = parse_layers(layer_v, "--layer-v");
+    o.boundary_layers = boundary;
+    o.boundary_type_k = o.boundary_type_v = boundary_type;
+    o.residual_window = residual;
+    o.sink_tokens = sinks;
+    o.center_keys = center_keys;
+    o.seed = seed;
+    return o;
+  }
+
+  void apply_threads() const { tq::set_threads(threads); }
+};
+
+}  // namespace tq::cli
