@@ -9,6 +9,7 @@
 #include "cache/attention.h"
 #include "cache/kv_cache.h"
 #include "codecs/common.h"
+#include "cpu/dispatch.h"
 
 namespace tq {
 namespace {
@@ -193,6 +194,9 @@ struct AttnCase {
 class AttentionVsReference : public ::testing::TestWithParam<AttnCase> {};
 
 TEST_P(AttentionVsReference, Matches) {
+  // Exact paths: the 8-bit fast-scan scores stay off here (DriverVsReference covers them).
+  const bool int8_was = cpu::int8_scores_enabled();
+  cpu::set_int8_scores(false);
   const AttnCase& p = GetParam();
   const int d = 64, H = 2, NH = 6;
   KvCacheOptions o;
@@ -223,6 +227,49 @@ TEST_P(AttentionVsReference, Matches) {
   }
   EXPECT_LT(max_c, 2e-4) << p.tk << "/" << p.tv;
   EXPECT_LT(max_t, 2e-4) << p.tk << "/" << p.tv;
+  cpu::set_int8_scores(int8_was);
+}
+
+// Generation through the SIMD driver (kAuto with one query over codes-only segments) vs the
+// reference: exact kernels to 2e-4; with the 8-bit fast-scan scores (where the CPU has them)
+// to 5e-3 — their score error is ~1e-3·|q||k|, far below the 3-bit quantization error.
+TEST(KvCache, DriverVsReference) {
+  const unsigned seed = std::random_device{}();
+  const bool int8_was = cpu::int8_scores_enabled();
+  for (const char* t : {"f16", "turbo3", "turbo4", "turbo2.5", "turbo3p", "polar", "q8_0"})
+    for (bool int8 : {false, true}) {
+      cpu::set_int8_scores(int8);
+      const int d = 64, H = 3, NH = 9;
+      KvCacheOptions o;
+      o.type_k = t;
+      o.type_v = t;
+      o.page_tokens = 32;
+      KvCache c(small_shape(1, H, d), o);
+      std::mt19937 rng(seed);
+      const int s = c.new_seq();
+      append_random(c, s, 100, rng);
+      ASSERT_TRUE(attention_driver_applicable(c, s, 0)) << t;
+      auto q = randn(size_t(NH) * d, rng, 0.5f);
+      std::vector<float> ref(q.size()), got(q.size()), autop(q.size());
+      attention(c, s, 0, NH, q.data(), 1, 99, 0.125f, ref.data(), AttnPath::kReference);
+      attention(c, s, 0, NH, q.data(), 1, 99, 0.125f, got.data(), AttnPath::kDriver);
+      attention(c, s, 0, NH, q.data(), 1, 99, 0.125f, autop.data(), AttnPath::kAuto);
+      const double tol = int8 && cpu::int8_scores_active() ? 5e-3 : 2e-4;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        ASSERT_NEAR(ref[i], got[i], tol) << t << " int8=" << int8 << " seed=" << seed;
+        ASSERT_EQ(got[i], autop[i]) << t;
+      }
+    }
+  cpu::set_int8_scores(int8_was);
+  // With an f16 window the driver does not apply; kAuto falls back to the codes path.
+  KvCacheOptions o;
+  o.type_k = o.type_v = "turbo3";
+  o.residual_window = 8;
+  KvCache c(small_shape(1, 1, 64), o);
+  std::mt19937 rng(seed);
+  const int s = c.new_seq();
+  append_random(c, s, 40, rng);
+  EXPECT_FALSE(attention_driver_applicable(c, s, 0));
 }
 
 INSTANTIATE_TEST_SUITE_P(

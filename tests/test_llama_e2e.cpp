@@ -3,6 +3,8 @@
 // generation, turbo4 KLD vs f16, prefill paths agree, and context-length errors.
 #include <gtest/gtest.h>
 
+#include "cpu/dispatch.h"
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +21,15 @@
 
 namespace tq {
 namespace {
+
+// The paths compared here must agree to float rounding, so the 8-bit fast-scan scores (an
+// approximation; see test_kv_cache DriverVsReference) are off in this file.
+class ExactScores : public ::testing::Environment {
+ public:
+  void SetUp() override { tq::cpu::set_int8_scores(false); }
+};
+const auto* const kExact = ::testing::AddGlobalTestEnvironment(new ExactScores);
+
 
 const std::string kModel = std::string(TQ_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 const std::string kText = std::string(TQ_SOURCE_DIR) + "/data/eval.txt";

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/half.h"
+#include "cpu/decode_attention.h"
 
 namespace tq {
 namespace {
@@ -310,7 +311,49 @@ void attention_codes(const KvCache& cache, int seq, int layer, int n_head, const
   }
 }
 
+// Generation through the SIMD driver: one page list per KV head, K and V segments aligned.
+bool driver_pages(const KvCache& cache, int seq, int layer,
+                  std::vector<std::vector<cpu::KvPage>>& pages) {
+  const int H = cache.shape().n_kv_head;
+  pages.assign(H, {});
+  std::vector<KvSegment> ks, vs;
+  for (int h = 0; h < H; ++h) {
+    if (cache.codec(layer, h, true).block_tokens() != 1 ||
+        cache.codec(layer, h, false).block_tokens() != 1)
+      return false;
+    cache.segments(seq, layer, h, true, ks);
+    cache.segments(seq, layer, h, false, vs);
+    if (ks.size() != vs.size()) return false;
+    for (size_t i = 0; i < ks.size(); ++i) {
+      if (!ks[i].codes || !vs[i].codes || ks[i].pos0 != vs[i].pos0 || ks[i].n != vs[i].n)
+        return false;
+      pages[h].push_back({ks[i].codes, vs[i].codes, size_t(ks[i].n)});
+    }
+  }
+  return true;
+}
+
+void attention_driver(const KvCache& cache, int seq, int layer, int n_head, const float* q,
+                      int pos0, float scale, float* out) {
+  std::vector<std::vector<cpu::KvPage>> pages;
+  TQ_ASSERT(driver_pages(cache, seq, layer, pages));
+  const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
+  size_t total = 0;
+  for (const auto& pg : pages[0]) total += pg.tokens;
+  TQ_ASSERT(total == size_t(pos0) + 1);  // T = 1: the query sees every stored position
+  std::vector<cpu::HeadTask> tasks;
+  for (int h = 0; h < H; ++h)
+    tasks.push_back({&cache.codec(layer, h, true), &cache.codec(layer, h, false), pages[h],
+                     q + size_t(h) * g * d, out + size_t(h) * g * d});
+  cpu::decode_attention_batch(tasks, g, scale);
+}
+
 }  // namespace
+
+bool attention_driver_applicable(const KvCache& cache, int seq, int layer) {
+  std::vector<std::vector<cpu::KvPage>> pages;
+  return driver_pages(cache, seq, layer, pages);
+}
 
 int attention_tiled_threshold() { return 8; }
 
@@ -318,14 +361,26 @@ void attention(const KvCache& cache, int seq, int layer, int n_head, const float
                int pos0, float scale, float* out, AttnPath path) {
   check_args(cache, seq, layer, n_head, T, pos0);
   if (T == 0) return;
-  if (path == AttnPath::kAuto)
-    path = T >= attention_tiled_threshold() ? AttnPath::kTiled : AttnPath::kCodes;
+  if (path == AttnPath::kAuto) {
+    if (T >= attention_tiled_threshold())
+      path = AttnPath::kTiled;
+    else if (T == 1 && pos0 + 1 == cache.seq_len(seq, layer) &&
+             attention_driver_applicable(cache, seq, layer))
+      path = AttnPath::kDriver;
+    else
+      path = AttnPath::kCodes;
+  }
   switch (path) {
     case AttnPath::kReference:
       attention_reference(cache, seq, layer, n_head, q, T, pos0, scale, out);
       break;
     case AttnPath::kTiled:
       attention_tiled(cache, seq, layer, n_head, q, T, pos0, scale, out);
+      break;
+    case AttnPath::kDriver:
+      if (T != 1 || !attention_driver_applicable(cache, seq, layer))
+        throw Error("attention: the driver path needs one query over codes-only segments");
+      attention_driver(cache, seq, layer, n_head, q, pos0, scale, out);
       break;
     default:
       attention_codes(cache, seq, layer, n_head, q, T, pos0, scale, out);

@@ -21,7 +21,15 @@
 
 namespace tq {
 
-enum class AttnPath { kAuto, kCodes, kTiled, kReference };
+//  - driver:    generation (T = 1) through the SIMD decode-attention driver (src/cpu): all KV
+//               heads of the layer in one parallel region, dispatched code kernels (with the
+//               8-bit fast-scan scores where the CPU has them), context splits merged exactly.
+//               Taken by kAuto when every stored segment is codes of a per-token codec (no f16
+//               window, sinks or pending block); otherwise kAuto falls back to the codes path.
+enum class AttnPath { kAuto, kCodes, kTiled, kReference, kDriver };
+
+// Whether the driver path can serve (seq, layer) now (T = 1).
+bool attention_driver_applicable(const KvCache& cache, int seq, int layer);
 
 void attention(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
                int pos0, float scale, float* out, AttnPath path = AttnPath::kAuto);
