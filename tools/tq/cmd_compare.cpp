@@ -81,6 +81,9 @@ void setup(CLI::App& app) {
   o.rt.add(cmd);
   cmd->callback([cmd] {
     // Bad input first, before any work.
+    if (cmd->get_option("--ctk")->count() || cmd->get_option("--ctv")->count())
+      throw tq::Error("compare: give the cache types with --types (e.g. --types q8_0/turbo3), "
+                      "not -ctk/-ctv");
     const auto entries = tq::parse_type_list(o.types);
     if (!o.plot.empty()) tq::require_gnuplot();
     if (o.ctx < 4) throw tq::Error("compare: -c must be at least 4");
