@@ -129,7 +129,13 @@ TEST(CompareCli, TinyRunJson) {
   EXPECT_GT(q["kld_mean"].get<double>(), 0.0);
   EXPECT_LT(q["bpv"].get<double>(), 16.0);
   EXPECT_GT(q["decode_tps"].get<double>(), 0.0);
-  EXPECT_TRUE(std::filesystem::exists(csv));
+  // The CSV reads back (--from-csv runs nothing) to the same rows.
+  const auto back = run_tq("compare --from-csv " + csv + " --json");
+  ASSERT_EQ(back.status, 0) << back.err;
+  const auto jb = nlohmann::json::parse(back.out);
+  ASSERT_EQ(jb["rows"].size(), 2u);
+  EXPECT_EQ(jb["rows"][1]["ctv"], "turbo3");
+  EXPECT_NEAR(jb["rows"][1]["kld_mean"].get<double>(), q["kld_mean"].get<double>(), 1e-9);
   std::filesystem::remove(csv);
 }
 

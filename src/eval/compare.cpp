@@ -302,34 +302,40 @@ void plot_compare(const CompareResult& r, const std::string& png, const std::str
       if (c == '"') c = '\'';
     return "\"" + s + "\"";
   };
+  // Frontier points (in ascending bpv, joined by a line) carry their labels in red; the other
+  // points are grey with grey labels.
+  const auto others = (tmp.path / "others.dat").string();
   int skipped = 0;
   {
-    std::ofstream d(data), fr(front);
+    std::ofstream d(data), o(others), fr(front);
     for (size_t i = 0; i < r.rows.size(); ++i) {
       const auto& row = r.rows[i];
       if (!(row.kld_mean > 0)) {
         ++skipped;
         continue;
       }
-      const bool on = std::find(frontier.begin(), frontier.end(), i) != frontier.end();
       d << row.bpv << " " << row.kld_mean << " " << q(row.label) << "\n";
-      if (on) fr << row.bpv << " " << row.kld_mean << " " << q(row.label) << "\n";
+      if (std::find(frontier.begin(), frontier.end(), i) == frontier.end())
+        o << row.bpv << " " << row.kld_mean << " " << q(row.label) << "\n";
     }
+    for (size_t i : frontier)
+      if (r.rows[i].kld_mean > 0)
+        fr << r.rows[i].bpv << " " << r.rows[i].kld_mean << " " << q(r.rows[i].label) << "\n";
   }
   std::ofstream g(script);
-  g << "set terminal pngcairo size 1400,900 enhanced font 'sans,10'\n"
+  g << "set terminal pngcairo size 1400,900 noenhanced font 'sans,10'\n"
     << "set output " << q(png) << "\n"
     << "set title " << q(title + (skipped ? " (f16 reference, KLD 0, not drawn)" : "")) << "\n"
     << "set xlabel 'bits per value (all-in, measured kv bytes)'\n"
     << "set ylabel 'mean KL divergence vs f16 cache (log scale)'\n"
-    << "set logscale y\nset grid\nset key top right\n"
+    << "set logscale y\nset format y '%.0e'\nset grid\nset key top right\nset offsets 0, 1.2, 0, 0\n"
     << "set datafile separator whitespace\n"
     << "plot " << q(data) << " using 1:2 with points pt 7 ps 1.2 lc rgb '#7f7f7f' title 'cache types', \\\n"
-    << "     " << q(data) << " using 1:2:3 with labels offset 0.6,0.6 left font ',8' "
+    << "     " << q(others) << " using 1:2:3 with labels offset 0.6,0.6 left font ',8' "
     << "tc rgb '#555555' notitle, \\\n"
     << "     " << q(front) << " using 1:2 with linespoints lw 2 pt 7 ps 1.6 lc rgb '#d62728' "
     << "title 'Pareto frontier', \\\n"
-    << "     " << q(front) << " using 1:2:3 with labels offset 0.6,-0.9 left font ',9:Bold' "
+    << "     " << q(front) << " using 1:2:3 with labels offset 0.6,-0.9 left font ',9' "
     << "tc rgb '#d62728' notitle\n";
   g.close();
   const std::string cmd = "gnuplot " + script + " 2>" + (tmp.path / "err.txt").string();
