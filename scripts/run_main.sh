@@ -1,22 +1,18 @@
 #!/usr/bin/env bash
-# The main job of `make run` (grows with the project).
+# The main job of `make run`: the cache types, then a `tq compare` table over a representative
+# subset of cache types (f16 reference once; bpv, memory, PPL, KLD, top-1, decode tok/s) with
+# its KLD-vs-bpv plot, then a short generation with a compressed cache. About 2 minutes on 2
+# cores (measured: 2:00 wall, 81 s CPU, on a shared machine).
 set -euo pipefail
 B=${1:-build}
 "$B/tq" types
-"$B/tq" distortion --dim 128 --n 20000
+
+echo
+echo "== tq compare -c 512 --chunks 3 (data/eval.txt; plot: $B/compare-c512.png) =="
+types=f16,q8_0,q4_0+h,turbo4,turbo3.5,turbo3,turbo2.5,polar,kivi2,turboquant_k3v4_nc,q8_0/turbo3
+"$B/tq" compare -c 512 --chunks 3 --types "$types" --plot "$B/compare-c512.png"
 
 # A short generation with a 3-bit cache (keys and values).
 echo
 echo "== tq generate -ctk turbo3 -ctv turbo3 =="
 "$B/tq" generate -p "The three most useful Python data structures are" -n 48 -ctk turbo3 -ctv turbo3
-
-# Perplexity / KLD / top-1 of f16 vs turbo3 vs turbo4 at -c 512 (f16 writes the KLD base).
-echo
-echo "== tq perplexity -c 512 --chunks 4: f16 (reference) vs turbo3 vs turbo4 =="
-base=$(mktemp -u /tmp/tq-kld-base.XXXXXX)
-trap 'rm -f "$base" "$base.part"' EXIT
-hdr=""
-for t in f16 turbo3 turbo4; do
-  "$B/tq" perplexity -c 512 --chunks 4 -ctk $t -ctv $t --kld-base "$base" -q $hdr
-  hdr=--no-header
-done

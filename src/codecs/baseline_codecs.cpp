@@ -409,11 +409,13 @@ void register_baseline_codecs() {
   };
   register_codec({"kivi2",
                   "KIVI 2-bit: keys per channel over 32-token blocks, values per token over "
-                  "32-channel groups, fp16 scale and min (3.0 bpv)",
+                  "32-channel groups, fp16 scale and min (3.0 bpv); KIVI keeps the newest "
+                  "R=128 tokens f16: tq compare applies that unless --residual is given",
                   kivi, 70});
   register_codec({"kivi4",
                   "KIVI 4-bit: keys per channel over 32-token blocks, values per token over "
-                  "32-channel groups, fp16 scale and min (5.0 bpv)",
+                  "32-channel groups, fp16 scale and min (5.0 bpv); KIVI keeps the newest "
+                  "R=128 tokens f16: tq compare applies that unless --residual is given",
                   kivi, 71});
 }
 

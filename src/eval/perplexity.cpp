@@ -56,9 +56,24 @@ void log_softmax(const float* logits, int n, float* out) {
   for (int i = 0; i < n; ++i) out[i] = logits[i] - lse;
 }
 
+void validate_cache_options(const KvCacheOptions& o, int n_layer) {
+  if (o.boundary_layers < 0) throw Error("--boundary must be >= 0");
+  if (o.boundary_layers > n_layer)
+    throw Error("--boundary " + std::to_string(o.boundary_layers) + " exceeds the model's " +
+                std::to_string(n_layer) + " layers");
+  if (o.residual_window < 0 || o.sink_tokens < 0)
+    throw Error("--residual and --sinks must be >= 0");
+  for (const auto* m : {&o.layer_type_k, &o.layer_type_v})
+    for (const auto& [l, t] : *m)
+      if (l < 0 || l >= n_layer)
+        throw Error(std::string(m == &o.layer_type_k ? "--layer-k" : "--layer-v") + ": layer " +
+                    std::to_string(l) + " is outside [0, " + std::to_string(n_layer) + ")");
+}
+
 PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32_t>& tokens,
                                 bool add_bos, int32_t bos, const PerplexityOptions& opts) {
   const LlamaHparams& hp = model.hparams();
+  validate_cache_options(opts.cache, hp.n_layer);
   const int n_ctx = opts.n_ctx;
   if (n_ctx < 4) throw Error("perplexity: context must be at least 4 tokens");
   if (n_ctx > hp.n_ctx_train)
@@ -137,7 +152,7 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
   }
 
   KvCacheOptions co = opts.cache;
-  co.max_tokens = std::max(co.max_tokens, n_ctx);
+  co.max_tokens = std::max(co.max_tokens, n_ctx + std::max(0, opts.extra_tokens));
   co.max_seqs = 1;
   KvCache cache(model.kv_shape(), co);
 
@@ -160,6 +175,7 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
       res.kv_bytes = cache.kv_bytes();
       res.bpv_k = cache.bpv_k();
       res.bpv_v = cache.bpv_v();
+      if (opts.after_first_chunk) opts.after_first_chunk(cache, seq, hidden);
     }
     cache.free_seq(seq);
     for (int r0 = first; r0 < n_ctx - 1; r0 += kRows) {
@@ -218,6 +234,7 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
                        std::streamsize(nr * rec_bytes));
     }
     res.tokens += n_scored;
+    if (opts.on_chunk) opts.on_chunk(c + 1);
     if (opts.progress)
       progress_bar(c + 1, n_chunks, std::exp(nll_sum / double(res.tokens)),
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start)

@@ -29,6 +29,14 @@ struct PerplexityOptions {
   std::string kld_base;  // "" = no KLD; missing file = write it; existing = compare
   bool progress = true;  // progress bar on stderr
   uint64_t model_fingerprint = 0;
+  // Hooks for `tq compare` (both optional):
+  // after_first_chunk runs once, right after the first chunk's forward, while its sequence is
+  // still in the cache (hidden: n_ctx × n_embd final-norm states); extra_tokens reserves room
+  // for tokens it appends (e.g. a short greedy decode at this context).
+  std::function<void(KvCache& cache, int seq, const std::vector<float>& hidden)>
+      after_first_chunk;
+  int extra_tokens = 0;
+  std::function<void(int chunks_done)> on_chunk;  // after every chunk
 };
 
 struct PerplexityResult {
@@ -48,6 +56,10 @@ struct PerplexityResult {
 // the text is shorter than one chunk, or for a mismatched / truncated base file.
 PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32_t>& tokens,
                                 bool add_bos, int32_t bos, const PerplexityOptions& opts);
+
+// Checks cache options against a model before any work: a boundary layer count larger than the
+// layer count, per-layer overrides outside [0, n_layer), negative windows. Throws tq::Error.
+void validate_cache_options(const KvCacheOptions& o, int n_layer);
 
 // Helpers shared with tests: log-softmax of n logits (double accumulation) into out.
 void log_softmax(const float* logits, int n, float* out);

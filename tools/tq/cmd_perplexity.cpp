@@ -56,6 +56,7 @@ void setup(CLI::App& app) {
     const std::string tpath = o.text.empty() ? tq::default_text_path() : o.text;
     auto f = tq::GgufFile::open(mpath);
     auto model = tq::LlamaModel::load(*f);
+    tq::validate_cache_options(o.rt.cache_options(), model->hparams().n_layer);
     auto tok = tq::Tokenizer::from_gguf(*f);
     const std::vector<int32_t> tokens = tok->encode(read_text(tpath), true);
     tq::PerplexityOptions po;
