@@ -232,7 +232,9 @@ TEST_P(AttentionVsReference, Matches) {
 
 // Generation through the SIMD driver (kAuto with one query over codes-only segments) vs the
 // reference: exact kernels to 2e-4; with the 8-bit fast-scan scores (where the CPU has them)
-// to 5e-3 — their score error is ~1e-3·|q||k|, far below the 3-bit quantization error.
+// to 1.5e-2 on outputs of magnitude ~1 — their score error is ~1e-3·|q||k| (here |q||k|·scale
+// ≈ 4, so scores move by a few 1e-3), far below the 3-bit quantization error; a wrong kernel
+// is off by O(1).
 TEST(KvCache, DriverVsReference) {
   const unsigned seed = std::random_device{}();
   const bool int8_was = cpu::int8_scores_enabled();
@@ -254,7 +256,7 @@ TEST(KvCache, DriverVsReference) {
       attention(c, s, 0, NH, q.data(), 1, 99, 0.125f, ref.data(), AttnPath::kReference);
       attention(c, s, 0, NH, q.data(), 1, 99, 0.125f, got.data(), AttnPath::kDriver);
       attention(c, s, 0, NH, q.data(), 1, 99, 0.125f, autop.data(), AttnPath::kAuto);
-      const double tol = int8 && cpu::int8_scores_active() ? 5e-3 : 2e-4;
+      const double tol = int8 && cpu::int8_scores_active() ? 1.5e-2 : 2e-4;
       for (size_t i = 0; i < ref.size(); ++i) {
         ASSERT_NEAR(ref[i], got[i], tol) << t << " int8=" << int8 << " seed=" << seed;
         ASSERT_EQ(got[i], autop[i]) << t;
