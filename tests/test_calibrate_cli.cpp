@@ -39,9 +39,10 @@ class CalibrateCli : public ::testing::Test {
   static void SetUpTestSuite() {
     if (!have_model()) return;
     file_ = "/tmp/tq_test_cb_" + std::to_string(getpid()) + ".tqcb";
-    // Tiny settings: 8 windows of 64 tokens = 512 vectors per head (≥ 256 codebook entries).
+    // Tiny settings: 4 windows of 64 tokens = 256 vectors per head, as many as the stage-2
+    // codebooks have entries (the least k-means accepts).
     calib_ = run_tq("calibrate -m " + kModel + " -f " + kCalib +
-                    " --samples 8 -c 64 --preset balanced -t 1 --json -o " + file_);
+                    " --samples 4 -c 64 --preset balanced --vq-points 256 --json -o " + file_);
   }
   static void TearDownTestSuite() {
     if (!file_.empty()) std::remove(file_.c_str());
@@ -69,11 +70,11 @@ CliResult CalibrateCli::calib_;
 TEST_F(CalibrateCli, WritesReloadsAndRuns) {
   ASSERT_EQ(calib_.status, 0) << calib_.err;
   const auto j = nlohmann::json::parse(calib_.out);
-  EXPECT_EQ(j["samples"], 8);
-  EXPECT_EQ(j["vectors_per_head"], 512);
+  EXPECT_EQ(j["samples"], 4);
+  EXPECT_EQ(j["vectors_per_head"], 256);
   const tq::CodebookFile f = tq::read_codebook_file(file_);
   EXPECT_EQ(f.params.preset, "balanced");
-  EXPECT_EQ(f.samples, 8u);
+  EXPECT_EQ(f.samples, 4u);
   EXPECT_EQ(f.n_layer, 30u);
   EXPECT_EQ(f.n_head_kv, 3u);
   EXPECT_EQ(f.head_dim, 64u);
