@@ -42,7 +42,8 @@ tq::PolarVqParams parse_preset(const std::string& spec) {
   bool changed = false;
   while (std::getline(ss, item, '+')) {
     const auto eq = item.find('=');
-    if (eq == std::string::npos) throw tq::Error("--preset: expected KEY=VALUE, got '" + item + "'");
+    if (eq == std::string::npos)
+      throw tq::Error("--preset: expected KEY=VALUE, got '" + item + "'");
     const std::string k = item.substr(0, eq);
     int v = 0;
     try {
@@ -95,7 +96,8 @@ void setup(CLI::App& app) {
                   "polar-vq preset(s), comma-separated: quality, balanced, max, gqa, stage1; "
                   "PRESET+KEY=VALUE+... changes parameters (mag_bits, angle_bits, group_size, "
                   "key_block_tokens, value_bits, value_group, vq_size, vq_dim, subspaces, "
-                  "key_vq_dim, vq_keys, vq_values) and makes a 'custom' file (-ctk polar-vq:custom)")
+                  "key_vq_dim, vq_keys, vq_values) and makes a 'custom' file "
+                  "(-ctk polar-vq:custom)")
       ->capture_default_str();
   cmd->add_option("-o,--output", o.out,
                   "Codebook file to write; with several presets, '{}' in it is replaced by the "
