@@ -133,7 +133,9 @@ TEST(PolarVq, PresetsHitTheirCompressionTargets) {
 }
 
 TEST(PolarVq, NeedsCodebooksForStageTwo) {
-  auto c = make_codec("polar-vq:balanced", 128);
+  CodecOptions vo;
+  vo.is_key = false;  // balanced has stage 2 on values
+  auto c = make_codec("polar-vq:balanced", 128, vo);
   std::vector<float> x(128, 1.0f);
   std::vector<uint8_t> codes(c->block_bytes());
   try {
@@ -306,6 +308,8 @@ TEST(Calibrate, LearnsAnglesOrderAndCodebooks) {
     for (int j = 0; j < d; ++j) hs.values.push_back(float(rng.normal()) * (j == 37 ? 10.0f : 1.0f));
   }
   auto p = polarvq_preset("balanced");
+  p.angle_bits = 2;    // 4 angle centroids (the 4 modes above)
+  p.vq_keys = true;    // and key stage 2 too
   CalibrateOptions opt;
   opt.seed = rng.next();
   const auto f = calibrate_polarvq(p, 1, 1, d, RopePairing::kNormal, {hs}, opt);

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <numeric>
 
+#include "codecs/polarvq.h"
+#include "codecs/polarvq_file.h"
 #include "core/half.h"
 
 namespace tq {
@@ -41,6 +43,27 @@ namespace {
 bool is_fractional_turbo(const std::string& t) {
   return t.rfind("turbo", 0) == 0 && t.find('.') != std::string::npos;
 }
+bool is_polarvq(const std::string& t) { return t.rfind("polar-vq:", 0) == 0; }
+
+// The codec of one stream: polar-vq types get their (layer, head) codebooks.
+std::unique_ptr<Codec> make_stream_codec(const std::string& type, int dim, CodecOptions& co,
+                                         const KvCacheOptions& opts) {
+  if (!is_polarvq(type)) return make_codec(type, dim, co);
+  const auto& cb = opts.codebooks;
+  const std::string preset = type.substr(9);
+  if (!cb) {
+    if (preset == "custom")
+      throw Error("cache type 'polar-vq:custom' takes its parameters from a codebook file: "
+                  "pass --codebooks FILE");
+    return make_codec(type, dim, co);
+  }
+  if (cb->params.preset != preset)
+    throw Error("the codebook file is for polar-vq:" + cb->params.preset + ", the cache type is '" +
+                type + "'");
+  co.calibration = cb->head(co.layer, co.head);
+  if (preset == "custom") return std::make_unique<PolarVqCodec>(cb->params, dim, co);
+  return make_codec(type, dim, co);
+}
 }  // namespace
 
 KvCache::KvCache(const KvShape& shape, const KvCacheOptions& opts) : shape_(shape), opts_(opts) {
@@ -51,6 +74,26 @@ KvCache::KvCache(const KvShape& shape, const KvCacheOptions& opts) : shape_(shap
     throw Error("KV cache: residual window, sinks and boundary layers must be ≥ 0");
   if (opts.max_seqs <= 0) throw Error("KV cache: max_seqs must be positive");
   n_pages_ = std::max(1, (opts.max_tokens + opts.page_tokens - 1) / opts.page_tokens);
+  // Learned data: refuse what cannot work before allocating anything.
+  for (int l = 0; l < shape.n_layer; ++l)
+    for (bool is_key : {true, false}) {
+      const std::string t = type_name(l, is_key);
+      if (!opts.codebooks && (type_needs_calibration(t) || t == "polar-vq:custom"))
+        throw Error("cache type '" + t + "' needs learned codebooks: run `tq calibrate` and " +
+                    "pass --codebooks FILE");
+    }
+  if (const auto& cb = opts.codebooks) {
+    if (int(cb->n_layer) != shape.n_layer || int(cb->n_head_kv) != shape.n_kv_head ||
+        int(cb->head_dim) != shape.head_dim)
+      throw Error("the codebook file has shape " + std::to_string(cb->n_layer) + " layers x " +
+                  std::to_string(cb->n_head_kv) + " KV heads x " + std::to_string(cb->head_dim) +
+                  ", the model has " + std::to_string(shape.n_layer) + " x " +
+                  std::to_string(shape.n_kv_head) + " x " + std::to_string(shape.head_dim));
+    if (cb->rope != shape.rope)
+      throw Error("the codebook file was made for another RoPE pairing than the model's");
+    if (cb->heads.size() != size_t(cb->n_layer) * cb->n_head_kv)
+      throw Error("the codebook file has the wrong number of heads");
+  }
   for (int l = 0; l < shape.n_layer; ++l)
     for (int h = 0; h < shape.n_kv_head; ++h)
       for (int kind = 0; kind < 2; ++kind) {
@@ -62,7 +105,7 @@ KvCache::KvCache(const KvShape& shape, const KvCacheOptions& opts) : shape_(shap
         s->copts.head = h;
         s->copts.is_key = is_key;
         s->copts.rope = shape.rope;
-        s->codec = make_codec(s->type, shape.head_dim, s->copts);
+        s->codec = make_stream_codec(s->type, shape.head_dim, s->copts, opts);
         s->bt = s->codec->block_tokens();
         s->bb = s->codec->block_bytes();
         if (opts.page_tokens % s->bt != 0)
@@ -168,6 +211,7 @@ void KvCache::append(int seq, int layer, const float* k, const float* v, int T) 
   TQ_ASSERT(layer >= 0 && layer < shape_.n_layer && T >= 0);
   Seq& s = seq_ref(seq);
   reserve(seq, s.parts[size_t(layer) * 2].n + T);
+  if (opts_.on_append) opts_.on_append(layer, k, v, T);
   append_part(s, layer, true, k, T);
   append_part(s, layer, false, v, T);
 }

@@ -13,12 +13,17 @@
 // tokens that are still f16; that reservation is reported separately by reserved_bytes().)
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "tq/codec.h"
+
+namespace tq {
+struct CodebookFile;
+}
 
 namespace tq {
 
@@ -37,6 +42,14 @@ struct KvCacheOptions {
   int page_tokens = 256;
   int max_tokens = 4096;   // pool capacity over all sequences (rounded up to pages)
   int max_seqs = 16;
+  // Learned data of the polar-vq types (`tq calibrate`): each polar-vq codec of (layer, head)
+  // gets codebooks->head(layer, head). The file's preset must be the type's preset and its
+  // shape the cache's (the model fingerprint is checked by whoever loads the file, which has the
+  // GGUF). Type `polar-vq:custom` takes its parameters from the file (for parameter sweeps).
+  std::shared_ptr<const CodebookFile> codebooks;
+  // Observer of every append (layer, k, v, T; rows [t][h][j], post-RoPE, before any centring or
+  // encoding): how `tq calibrate` collects samples exactly as the cache receives them.
+  std::function<void(int layer, const float* k, const float* v, int T)> on_append;
 };
 
 struct KvShape {

@@ -20,9 +20,12 @@ PolarVqParams polarvq_preset(const std::string& name) {
     p.mag_bits = 4; p.angle_bits = 2; p.value_bits = 4;
   } else if (name == "gqa") {  // stage 1 only, finer angles and values for few KV heads
     p.mag_bits = 4; p.angle_bits = 3; p.value_bits = 5;
-  } else if (name == "balanced") {  // stage 1 + stage 2
-    p.mag_bits = 2; p.angle_bits = 2; p.value_bits = 2;
-    p.vq_size = 256; p.vq_dim = 16; p.subspaces = 4;
+  } else if (name == "balanced") {  // stage 1 + stage 2 (values only: see below)
+    // Chosen by KLD on held-out calibration text (docs/polarvq-results.md, sweep): at the same
+    // size, 3-bit angles without key stage 2 beat 2-bit angles + key PQ (KLD 1.39 vs 1.54);
+    // 1-bit magnitudes are far worse.
+    p.mag_bits = 2; p.angle_bits = 3; p.value_bits = 2;
+    p.vq_size = 256; p.vq_dim = 16; p.subspaces = 4; p.vq_keys = false;
   } else if (name == "max") {  // stage 1 + stage 2 + coarser grouping
     p.mag_bits = 2; p.angle_bits = 1; p.value_bits = 2; p.value_group = 128;
     p.vq_size = 256; p.vq_dim = 64; p.key_vq_dim = 32; p.subspaces = 4;

@@ -4,8 +4,11 @@
 #include <cmath>
 #include <numeric>
 
+#include "cache/kv_cache.h"
 #include "core/kmeans.h"
 #include "core/rng.h"
+#include "model/gguf.h"
+#include "model/llama.h"
 
 namespace tq {
 namespace {
@@ -37,92 +40,213 @@ CodebookFile calibrate_polarvq(const PolarVqParams& p, int n_layer, int n_head_k
   const int A = 1 << p.angle_bits, half = dim / 2;
   PolarVqParams p1 = p;  // stage 1 only, for the residuals
   p1.vq_size = 0;
+  // Heads are independent (each has its own derived seeds), so they run in parallel and the
+  // result does not depend on the thread count.
+  f.heads.resize(heads.size());
+  std::string error;
+  size_t done = 0;
+#pragma omp parallel for schedule(dynamic)
   for (size_t h = 0; h < heads.size(); ++h) {
-    const HeadSamples& hs = heads[h];
-    const size_t n = hs.n;
-    if (n < size_t(std::max(A, 2)))
-      throw Error("calibration: " + std::to_string(n) + " samples per head are too few");
-    auto cal = std::make_shared<PolarVqCalibration>();
-    cal->dim = dim;
-    // Angles per pair-channel, in the model's RoPE pairing.
-    const auto rows = subsample(n, opt.max_angle_points);
-    std::vector<float> th(rows.size());
-    for (int i = 0; i < half; ++i) {
-      const int a = rope == RopePairing::kNeox ? i : 2 * i;
-      const int b = rope == RopePairing::kNeox ? i + half : 2 * i + 1;
-      for (size_t r = 0; r < rows.size(); ++r)
-        th[r] = std::atan2(hs.keys[rows[r] * dim + b], hs.keys[rows[r] * dim + a]);
-      const auto c = kmeans_circular(th.data(), th.size(), A, derive_seed(opt.seed, h, i, 1));
-      cal->angle_centroids.insert(cal->angle_centroids.end(), c.begin(), c.end());
-    }
-    // Value channels by descending variance (stable for ties).
-    std::vector<double> var(dim, 0.0), mean(dim, 0.0);
-    for (size_t t = 0; t < n; ++t)
-      for (int j = 0; j < dim; ++j) mean[j] += hs.values[t * dim + j];
-    for (auto& m : mean) m /= double(n);
-    for (size_t t = 0; t < n; ++t)
-      for (int j = 0; j < dim; ++j) {
-        const double e = hs.values[t * dim + j] - mean[j];
-        var[j] += e * e;
+    try {
+      const HeadSamples& hs = heads[h];
+      const size_t n = hs.n;
+      if (n < size_t(std::max(A, 2)))
+        throw Error("calibration: " + std::to_string(n) + " samples per head are too few");
+      auto cal = std::make_shared<PolarVqCalibration>();
+      cal->dim = dim;
+      // Angles per pair-channel, in the model's RoPE pairing.
+      const auto rows = subsample(n, opt.max_angle_points);
+      std::vector<float> th(rows.size());
+      for (int i = 0; i < half; ++i) {
+        const int a = rope == RopePairing::kNeox ? i : 2 * i;
+        const int b = rope == RopePairing::kNeox ? i + half : 2 * i + 1;
+        for (size_t r = 0; r < rows.size(); ++r)
+          th[r] = std::atan2(hs.keys[rows[r] * dim + b], hs.keys[rows[r] * dim + a]);
+        const auto c = kmeans_circular(th.data(), th.size(), A, derive_seed(opt.seed, h, i, 1));
+        cal->angle_centroids.insert(cal->angle_centroids.end(), c.begin(), c.end());
       }
-    cal->value_perm.resize(dim);
-    std::iota(cal->value_perm.begin(), cal->value_perm.end(), 0);
-    std::stable_sort(cal->value_perm.begin(), cal->value_perm.end(),
-                     [&](int a, int b) { return var[a] > var[b]; });
-    // Stage 2 on the stage-1 residuals.
-    if (p.vq_size > 0) {
-      for (bool key : {true, false}) {
-        if (!p.has_vq(key)) continue;
-        CodecOptions o;
-        o.is_key = key;
-        o.rope = rope;
-        o.calibration = cal;
-        PolarVqCodec c1(p1, dim, o);
-        const float* x = key ? hs.keys.data() : hs.values.data();
-        const int T = c1.block_tokens();
-        const size_t nb = n / T;
-        if (nb == 0) throw Error("calibration: too few samples for one block");
-        std::vector<uint8_t> codes(nb * c1.block_bytes());
-        std::vector<float> rec(nb * T * size_t(dim));
-        c1.encode(x, nb, codes.data());
-        c1.decode(codes.data(), nb, rec.data());
-        // Residuals in the stored order (values are permuted).
-        const size_t m = nb * T;
-        std::vector<float> res(m * dim);
-        for (size_t t = 0; t < m; ++t)
-          for (int j = 0; j < dim; ++j) {
-            const int src = key ? j : cal->value_perm[j];
-            res[t * dim + j] = x[t * dim + src] - rec[t * dim + src];
-          }
-        const int g = p.vq_dim_for(key);
-        int s = std::max(1, std::min(p.subspaces, dim / g));
-        while ((dim / g) % s) --s;
-        const int per = (dim / g) / s;
-        std::vector<float> books;
-        for (int sp = 0; sp < s; ++sp) {
-          // Every sub-vector of this subspace from every sampled token.
-          std::vector<float> pts;
-          const auto take = subsample(m * per, opt.max_vq_points);
-          pts.reserve(take.size() * g);
-          for (size_t k : take) {
-            const size_t t = k / per, sub = size_t(sp) * per + k % per;
-            pts.insert(pts.end(), &res[t * dim + sub * g], &res[t * dim + sub * g] + g);
-          }
-          const size_t np = pts.size() / g;
-          if (np < size_t(p.vq_size))
-            throw Error("calibration: " + std::to_string(np) + " residual vectors are fewer than " +
-                        std::to_string(p.vq_size) + " codebook entries; use more samples");
-          const auto km = kmeans(pts.data(), np, g, p.vq_size, derive_seed(opt.seed, h, sp, key ? 2 : 3),
-                                 opt.vq_iterations, 1e-6, 1);
-          books.insert(books.end(), km.centroids.begin(), km.centroids.end());
+      // Value channels by descending variance (stable for ties).
+      std::vector<double> var(dim, 0.0), mean(dim, 0.0);
+      for (size_t t = 0; t < n; ++t)
+        for (int j = 0; j < dim; ++j) mean[j] += hs.values[t * dim + j];
+      for (auto& m : mean) m /= double(n);
+      for (size_t t = 0; t < n; ++t)
+        for (int j = 0; j < dim; ++j) {
+          const double e = hs.values[t * dim + j] - mean[j];
+          var[j] += e * e;
         }
-        (key ? cal->key_vq : cal->value_vq) = std::move(books);
+      cal->value_perm.resize(dim);
+      std::iota(cal->value_perm.begin(), cal->value_perm.end(), 0);
+      std::stable_sort(cal->value_perm.begin(), cal->value_perm.end(),
+                       [&](int a, int b) { return var[a] > var[b]; });
+      // Stage 2 on the stage-1 residuals.
+      if (p.vq_size > 0) {
+        for (bool key : {true, false}) {
+          if (!p.has_vq(key)) continue;
+          CodecOptions o;
+          o.is_key = key;
+          o.rope = rope;
+          o.calibration = cal;
+          PolarVqCodec c1(p1, dim, o);
+          const float* x = key ? hs.keys.data() : hs.values.data();
+          const int T = c1.block_tokens();
+          const size_t nb = n / T;
+          if (nb == 0) throw Error("calibration: too few samples for one block");
+          std::vector<uint8_t> codes(nb * c1.block_bytes());
+          std::vector<float> rec(nb * T * size_t(dim));
+          c1.encode(x, nb, codes.data());
+          c1.decode(codes.data(), nb, rec.data());
+          // Residuals in the stored order (values are permuted).
+          const size_t m = nb * T;
+          std::vector<float> res(m * dim);
+          for (size_t t = 0; t < m; ++t)
+            for (int j = 0; j < dim; ++j) {
+              const int src = key ? j : cal->value_perm[j];
+              res[t * dim + j] = x[t * dim + src] - rec[t * dim + src];
+            }
+          const int g = p.vq_dim_for(key);
+          int s = std::max(1, std::min(p.subspaces, dim / g));
+          while ((dim / g) % s) --s;
+          const int per = (dim / g) / s;
+          std::vector<float> books;
+          for (int sp = 0; sp < s; ++sp) {
+            // Every sub-vector of this subspace from every sampled token.
+            std::vector<float> pts;
+            const auto take = subsample(m * per, opt.max_vq_points);
+            pts.reserve(take.size() * g);
+            for (size_t k : take) {
+              const size_t t = k / per, sub = size_t(sp) * per + k % per;
+              pts.insert(pts.end(), &res[t * dim + sub * g], &res[t * dim + sub * g] + g);
+            }
+            const size_t np = pts.size() / g;
+            if (np < size_t(p.vq_size))
+              throw Error("calibration: " + std::to_string(np) +
+                          " residual vectors are fewer than " +
+                          std::to_string(p.vq_size) + " codebook entries; use more samples");
+            const auto km = kmeans(pts.data(), np, g, p.vq_size,
+                                   derive_seed(opt.seed, h, sp, key ? 2 : 3), opt.vq_iterations,
+                                   1e-6, 1);
+            books.insert(books.end(), km.centroids.begin(), km.centroids.end());
+          }
+          (key ? cal->key_vq : cal->value_vq) = std::move(books);
+        }
       }
+      f.heads[h] = std::move(cal);
+    } catch (const std::exception& e) {
+#pragma omp critical(tq_calibrate)
+      if (error.empty()) error = e.what();
     }
-    f.heads.push_back(std::move(cal));
-    if (opt.progress) opt.progress(h + 1, heads.size());
+#pragma omp critical(tq_calibrate)
+    {
+      ++done;
+      if (opt.progress) opt.progress(done, heads.size());
+    }
   }
+  if (!error.empty()) throw Error(error);
   return f;
+}
+
+uint64_t codebook_fingerprint(const GgufFile& f, int n_layer) {
+  std::vector<std::string> names;
+  for (int l = 0; l < n_layer; ++l)
+    for (const char* t : {"attn_k", "attn_v"}) {
+      const std::string base = "blk." + std::to_string(l) + "." + t;
+      names.push_back(base + ".weight");
+      if (f.find_tensor(base + ".bias")) names.push_back(base + ".bias");
+    }
+  return f.fingerprint(names);
+}
+
+std::shared_ptr<const CodebookFile> load_codebooks(const std::string& path, const GgufFile& f,
+                                                   const LlamaModel& model,
+                                                   const std::vector<std::string>& types) {
+  auto cb = std::make_shared<CodebookFile>(read_codebook_file(path));
+  const LlamaHparams& hp = model.hparams();
+  if (cb->model_fingerprint != codebook_fingerprint(f, hp.n_layer))
+    throw Error("codebook file '" + path + "' was calibrated for another model (fingerprint " +
+                "mismatch with '" + f.path() + "')");
+  if (cb->rope != hp.rope)
+    throw Error("codebook file '" + path + "' was made for another RoPE pairing");
+  bool used = false;
+  for (const auto& t : types) {
+    if (t.rfind("polar-vq:", 0) != 0) continue;
+    used = true;
+    const std::string preset = t.substr(9);
+    if (preset == "custom") {
+      if (int(cb->n_layer) != hp.n_layer || int(cb->n_head_kv) != hp.n_kv_head ||
+          int(cb->head_dim) != hp.head_dim)
+        throw Error("codebook file '" + path + "' does not fit the model's shape");
+      if (cb->params.preset != "custom")
+        throw Error("codebook file '" + path + "' is for preset '" + cb->params.preset +
+                    "', not 'custom'");
+    } else {
+      check_codebook_compatible(*cb, path, cb->model_fingerprint, hp.n_layer, hp.n_kv_head,
+                                hp.head_dim, preset);
+    }
+  }
+  if (!used)
+    throw Error("--codebooks '" + path + "' given, but no cache type is polar-vq");
+  return cb;
+}
+
+std::vector<HeadSamples> collect_kv_samples(const LlamaModel& model,
+                                            const std::vector<int32_t>& tokens,
+                                            const SampleOptions& opt) {
+  const KvShape shape = model.kv_shape();
+  const int L = shape.n_layer, H = shape.n_kv_head, d = shape.head_dim, ctx = opt.ctx;
+  if (opt.n_seq <= 0 || ctx <= 1)
+    throw Error("calibration: need at least 1 sample of at least 2 tokens");
+  if (ctx > model.hparams().n_ctx_train)
+    throw Error("calibration: -c " + std::to_string(ctx) + " exceeds the model's context length " +
+                std::to_string(model.hparams().n_ctx_train));
+  const size_t need = size_t(opt.n_seq) * ctx;
+  if (tokens.size() < need)
+    throw Error("calibration text too short: " + std::to_string(tokens.size()) +
+                " tokens, " + std::to_string(opt.n_seq) + " samples of " + std::to_string(ctx) +
+                " tokens need " + std::to_string(need));
+  // Distinct non-overlapping windows: a seeded choice of n_seq of the text's ctx-token slots,
+  // visited in text order.
+  const size_t slots = tokens.size() / ctx;
+  std::vector<size_t> order(slots);
+  std::iota(order.begin(), order.end(), 0);
+  Rng rng(opt.seed ^ 0x63616c6962ull);
+  for (size_t i = slots - 1; i > 0; --i) std::swap(order[i], order[rng.next() % (i + 1)]);
+  order.resize(opt.n_seq);
+  std::sort(order.begin(), order.end());
+  // Positions kept per window: evenly spaced, so that all heads together stay within budget.
+  const size_t per_win = std::max<size_t>(1, std::min<size_t>(
+      ctx, (opt.max_per_head + opt.n_seq - 1) / size_t(opt.n_seq)));
+  const auto keep = subsample(size_t(ctx), per_win);
+  std::vector<HeadSamples> heads(size_t(L) * H);
+  for (auto& h : heads) {
+    h.keys.reserve(keep.size() * opt.n_seq * d);
+    h.values.reserve(keep.size() * opt.n_seq * d);
+  }
+  KvCacheOptions co;
+  co.type_k = co.type_v = "f32";
+  co.max_tokens = ctx;
+  co.page_tokens = ctx;
+  co.max_seqs = 1;
+  co.on_append = [&](int layer, const float* k, const float* v, int T) {
+    // A window goes through in one prefill (T = ctx), so row t is position t.
+    TQ_ASSERT(T == ctx);
+    for (size_t t : keep)
+      for (int h = 0; h < H; ++h) {
+        HeadSamples& hs = heads[size_t(layer) * H + h];
+        const size_t off = (t * H + h) * d;
+        hs.keys.insert(hs.keys.end(), k + off, k + off + d);
+        hs.values.insert(hs.values.end(), v + off, v + off + d);
+      }
+  };
+  KvCache cache(shape, co);
+  for (size_t w = 0; w < order.size(); ++w) {
+    const int seq = cache.new_seq();
+    model.forward(cache, seq, tokens.data() + order[w] * ctx, ctx, nullptr, nullptr);
+    cache.free_seq(seq);
+    if (opt.progress) opt.progress(w + 1, order.size());
+  }
+  for (auto& h : heads) h.n = h.keys.size() / d;
+  return heads;
 }
 
 }  // namespace tq

@@ -2,11 +2,16 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "codecs/polarvq_file.h"
 
 namespace tq {
+
+class GgufFile;
+class LlamaModel;
 
 // Samples of one (layer, kv-head): n × d each, post-RoPE keys and values as the model makes them.
 struct HeadSamples {
@@ -29,5 +34,32 @@ struct CalibrateOptions {
 CodebookFile calibrate_polarvq(const PolarVqParams& p, int n_layer, int n_head_kv, int dim,
                                RopePairing rope, const std::vector<HeadSamples>& heads,
                                const CalibrateOptions& opt);
+
+// The model fingerprint of codebook files: GgufFile::fingerprint over every layer's
+// attn_k.weight and attn_v.weight (and their biases where present), i.e. the architecture
+// metadata and the tensors that make the keys and values.
+uint64_t codebook_fingerprint(const GgufFile& f, int n_layer);
+
+// Reads a codebook file and checks it against the model (fingerprint, shape, RoPE pairing) and
+// the preset of every polar-vq cache type in `types`; throws tq::Error naming the file and the
+// problem.
+std::shared_ptr<const CodebookFile> load_codebooks(const std::string& path, const GgufFile& f,
+                                                   const LlamaModel& model,
+                                                   const std::vector<std::string>& types);
+
+// Sampling for `tq calibrate`: runs `n_seq` windows of `ctx` tokens (start offsets drawn
+// deterministically from `seed`, distinct, non-overlapping where the text allows) through the
+// model with an f32 cache and keeps, per (layer, kv-head), at most `max_per_head` of the
+// post-RoPE keys and values the cache receives (an even subsample of each window's positions).
+// Throws tq::Error if the text holds fewer than ctx tokens... (see .cpp).
+struct SampleOptions {
+  int n_seq = 128, ctx = 512;
+  uint64_t seed = 1;
+  size_t max_per_head = 32768;
+  std::function<void(size_t, size_t)> progress;  // (windows done, total)
+};
+std::vector<HeadSamples> collect_kv_samples(const LlamaModel& model,
+                                            const std::vector<int32_t>& tokens,
+                                            const SampleOptions& opt);
 
 }  // namespace tq

@@ -59,4 +59,6 @@ std::string default_model_path() {
 
 std::string default_text_path() { return find_file("TQ_TEXT", "data/eval.txt"); }
 
+std::string default_calib_path() { return find_file("TQ_CALIB", "data/calib.txt"); }
+
 }  // namespace tq

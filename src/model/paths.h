@@ -18,4 +18,7 @@ std::string default_model_path();
 // data/eval.txt: $TQ_TEXT if set, else <exe dir>/../data/eval.txt, else ./data/eval.txt.
 std::string default_text_path();
 
+// data/calib.txt: $TQ_CALIB if set, else as default_text_path().
+std::string default_calib_path();
+
 }  // namespace tq

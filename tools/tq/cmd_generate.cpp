@@ -71,6 +71,7 @@ void setup(CLI::App& app) {
     o.rt.apply_threads();
     if (o.n < 0) throw tq::Error("-n must be ≥ 0");
     if (!(o.top_p > 0.f && o.top_p <= 1.f)) throw tq::Error("--top-p must be in (0, 1]");
+    tq::KvCacheOptions co = o.rt.cache_options();  // refuses missing codebooks early
     if (!o.file.empty()) {
       std::ifstream in(o.file, std::ios::binary);
       if (!in) throw tq::Error("cannot read prompt file '" + o.file + "'");
@@ -94,7 +95,7 @@ void setup(CLI::App& app) {
     if (need > ctx)
       throw tq::Error("prompt (" + std::to_string(prompt.size()) + " tokens) + -n " +
                       std::to_string(o.n) + " does not fit in -c " + std::to_string(ctx));
-    tq::KvCacheOptions co = o.rt.cache_options();
+    o.rt.attach_codebooks(co, *f, *model);
     co.max_tokens = ctx;
     co.max_seqs = 1;
     tq::KvCache cache(model->kv_shape(), co);

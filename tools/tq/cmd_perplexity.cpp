@@ -52,6 +52,7 @@ void setup(CLI::App& app) {
   o.rt.add(cmd);
   cmd->callback([] {
     o.rt.apply_threads();
+    tq::KvCacheOptions cache_opts = o.rt.cache_options();  // refuses missing codebooks early
     const std::string mpath = o.model.empty() ? tq::default_model_path() : o.model;
     const std::string tpath = o.text.empty() ? tq::default_text_path() : o.text;
     auto f = tq::GgufFile::open(mpath);
@@ -62,7 +63,8 @@ void setup(CLI::App& app) {
     tq::PerplexityOptions po;
     po.n_ctx = o.ctx;
     po.n_chunks = o.chunks;
-    po.cache = o.rt.cache_options();
+    o.rt.attach_codebooks(cache_opts, *f, *model);
+    po.cache = cache_opts;
     po.kld_base = o.kld_base;
     po.progress = !o.quiet;
     po.model_fingerprint = model_fingerprint(*f);

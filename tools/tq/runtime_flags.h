@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "cache/kv_cache.h"
+#include "eval/calibrate.h"
 #include "model/llama.h"
 #include "tq/error.h"
 
@@ -22,6 +23,7 @@ struct RuntimeFlags {
   bool center_keys = false;
   uint64_t seed = 0x5451'0001;
   int threads = 0;
+  std::string codebooks;  // polar-vq codebook file (`tq calibrate`)
 
   void add(CLI::App* cmd) {
     cmd->add_option("--ctk,--cache-type-k", ctk,
@@ -38,6 +40,8 @@ struct RuntimeFlags {
     cmd->add_option("--sinks", sinks, "Keep the first S tokens in f16 (attention sinks)");
     cmd->add_flag("--center-keys", center_keys, "Mean-centre keys per channel before quantizing");
     cmd->add_option("--seed", seed, "Seed of the cache's rotations/sketches (and sampling)");
+    cmd->add_option("--codebooks", codebooks,
+                    "polar-vq codebook file from `tq calibrate` (needed by polar-vq:balanced/max)");
     cmd->add_option("-t,--threads", threads,
                     "Threads (default 0 = all cores, or 1 if the machine is busy)");
   }
@@ -72,7 +76,27 @@ struct RuntimeFlags {
     o.sink_tokens = sinks;
     o.center_keys = center_keys;
     o.seed = seed;
+    // A type that cannot work without learned data fails here, before the model is loaded.
+    if (codebooks.empty())
+      for (const auto& t : all_types(o))
+        if (tq::type_needs_calibration(t) || t == "polar-vq:custom")
+          throw Error("cache type '" + t + "' needs learned codebooks: run `tq calibrate` and " +
+                      "pass --codebooks FILE");
     return o;
+  }
+
+  // Every cache type the options name.
+  static std::vector<std::string> all_types(const KvCacheOptions& o) {
+    std::vector<std::string> t = {o.type_k, o.type_v};
+    if (o.boundary_layers > 0) t.insert(t.end(), {o.boundary_type_k, o.boundary_type_v});
+    for (const auto* m : {&o.layer_type_k, &o.layer_type_v})
+      for (const auto& [l, ty] : *m) t.push_back(ty);
+    return t;
+  }
+
+  // Loads --codebooks (if given) into the options, checked against the model and the types.
+  void attach_codebooks(KvCacheOptions& o, const GgufFile& f, const LlamaModel& model) const {
+    if (!codebooks.empty()) o.codebooks = tq::load_codebooks(codebooks, f, model, all_types(o));
   }
 
   void apply_threads() const { tq::set_threads(threads); }

@@ -1,0 +1,150 @@
+// `tq calibrate` end to end on the default model (skipped when it is missing), and the refusals
+// of codebook files through the CLI (another model, truncated, bit-flipped, unknown version,
+// another preset, no codebooks at all): non-zero exit and one line naming the problem.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "cli_util.h"
+#include "codecs/polarvq_file.h"
+
+namespace {
+
+const std::string kRoot = TQ_SOURCE_DIR;
+const std::string kModel = kRoot + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const std::string kCalib = kRoot + "/data/calib.txt";
+const std::string kEval = kRoot + "/data/eval.txt";
+
+bool have_model() {
+  return std::ifstream(kModel).good() && std::ifstream(kCalib).good() &&
+         std::ifstream(kEval).good();
+}
+
+std::vector<char> slurp(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+void spit(const std::string& p, const std::vector<char>& b) {
+  std::ofstream(p, std::ios::binary).write(b.data(), std::streamsize(b.size()));
+}
+
+class CalibrateCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!have_model()) return;
+    file_ = "/tmp/tq_test_cb_" + std::to_string(getpid()) + ".tqcb";
+    // Tiny settings: 4 windows of 64 tokens = 256 vectors per head, as many as the stage-2
+    // codebooks have entries (the least k-means accepts).
+    calib_ = run_tq("calibrate -m " + kModel + " -f " + kCalib +
+                    " --samples 4 -c 64 --preset balanced --vq-points 256 --json -o " + file_);
+  }
+  static void TearDownTestSuite() {
+    if (!file_.empty()) std::remove(file_.c_str());
+  }
+  void SetUp() override {
+    if (!have_model()) GTEST_SKIP() << "model or text missing (run scripts/fetch_model.sh)";
+  }
+  // A short perplexity run with polar-vq:balanced and the given codebook file.
+  static CliResult ppl(const std::string& codebooks, const std::string& type = "balanced") {
+    return run_tq("perplexity -m " + kModel + " -f " + kEval + " -c 64 --chunks 2 -q -t 1 " +
+                  "-ctk polar-vq:" + type + " -ctv polar-vq:" + type +
+                  (codebooks.empty() ? "" : " --codebooks " + codebooks) + " --json");
+  }
+  static void expect_refused(const CliResult& r, const std::string& needle) {
+    EXPECT_NE(r.status, 0);
+    EXPECT_EQ(count_lines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+  }
+  static std::string file_;
+  static CliResult calib_;
+};
+std::string CalibrateCli::file_;
+CliResult CalibrateCli::calib_;
+
+TEST_F(CalibrateCli, WritesReloadsAndRuns) {
+  ASSERT_EQ(calib_.status, 0) << calib_.err;
+  const auto j = nlohmann::json::parse(calib_.out);
+  EXPECT_EQ(j["samples"], 4);
+  EXPECT_EQ(j["vectors_per_head"], 256);
+  const tq::CodebookFile f = tq::read_codebook_file(file_);
+  EXPECT_EQ(f.params.preset, "balanced");
+  EXPECT_EQ(f.samples, 4u);
+  EXPECT_EQ(f.n_layer, 30u);
+  EXPECT_EQ(f.n_head_kv, 3u);
+  EXPECT_EQ(f.head_dim, 64u);
+  EXPECT_NE(f.model_fingerprint, 0u);
+  EXPECT_NE(f.corpus_hash, 0u);
+  ASSERT_EQ(f.heads.size(), 90u);
+  EXPECT_TRUE(f.heads[0]->key_vq.empty());  // balanced: stage 2 on values only
+  EXPECT_FALSE(f.heads[0]->value_vq.empty());
+
+  const CliResult r = ppl(file_);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto p = nlohmann::json::parse(r.out);
+  const double v = p["ppl"];
+  EXPECT_TRUE(std::isfinite(v) && v > 1.0 && v < 1e4) << v;
+}
+
+TEST_F(CalibrateCli, DeterministicForASeed) {
+  // Stage 1 only (cheap): the same file with 1 and 2 threads (heads run in parallel).
+  const std::string a = file_ + ".a", b = file_ + ".b";
+  const std::string args = "calibrate -m " + kModel + " -f " + kCalib +
+                           " --samples 4 -c 32 --preset quality -o ";
+  ASSERT_EQ(run_tq(args + a + " -t 1").status, 0);
+  ASSERT_EQ(run_tq(args + b + " -t 2").status, 0);
+  EXPECT_EQ(slurp(a), slurp(b));
+  EXPECT_FALSE(slurp(a).empty());
+  std::remove(a.c_str());
+  std::remove(b.c_str());
+}
+
+TEST_F(CalibrateCli, NeedsCodebooksBeforeAnyWork) {
+  expect_refused(ppl(""), "--codebooks");
+  expect_refused(run_tq("generate -m " + kModel + " -p hi -n 1 -ctk polar-vq:max"),
+                 "--codebooks");
+}
+
+TEST_F(CalibrateCli, RefusesBadCodebookFiles) {
+  ASSERT_EQ(calib_.status, 0) << calib_.err;
+  const std::string bad = file_ + ".bad";
+  // Another model: same file, another fingerprint (re-written, so the checksum is valid).
+  {
+    tq::CodebookFile f = tq::read_codebook_file(file_);
+    f.model_fingerprint ^= 0x1234;
+    tq::write_codebook_file(bad, f);
+    expect_refused(ppl(bad), "another model");
+  }
+  const std::vector<char> good = slurp(file_);
+  {  // truncated
+    spit(bad, std::vector<char>(good.begin(), good.begin() + good.size() / 2));
+    expect_refused(ppl(bad), "truncated");
+  }
+  {  // one bit flipped in the payload
+    auto b = good;
+    b[b.size() / 2] ^= 0x10;
+    spit(bad, b);
+    expect_refused(ppl(bad), "checksum");
+  }
+  {  // unknown format version
+    auto b = good;
+    const uint32_t v = 99;
+    std::memcpy(b.data() + 4, &v, 4);
+    spit(bad, b);
+    expect_refused(ppl(bad), "format version 99");
+  }
+  // Another preset than the file's.
+  expect_refused(ppl(file_, "max"), "preset");
+  // Calibration text too short for the samples asked.
+  expect_refused(run_tq("calibrate -m " + kModel + " -f " + kCalib +
+                        " --samples 100000 -c 64 -o " + bad),
+                 "too short");
+  std::remove(bad.c_str());
+}
+
+}  // namespace

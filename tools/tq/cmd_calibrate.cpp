@@ -1,0 +1,214 @@
+// `tq calibrate`: learns the polar-vq codebooks (SPEC §2.4) of a model from a calibration text and
+// writes them to a codebook file (src/codecs/polarvq_file.h).
+//
+// Sampling: N windows of -c tokens from the text (distinct, non-overlapping, chosen by --seed),
+// each run through the model with an f32 cache; the post-RoPE keys and values are taken from the
+// cache's append hook, i.e. exactly what a compressed cache would receive. A subsample of the
+// positions (--max-per-head per (layer, kv-head)) bounds the memory. Then k-means per head.
+#include <xxhash.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "command.h"
+#include "core/progress.h"
+#include "eval/calibrate.h"
+#include "model/gguf.h"
+#include "model/llama.h"
+#include "model/paths.h"
+#include "model/tokenizer.h"
+#include "tq/error.h"
+
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw tq::Error("cannot read calibration text '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// One --preset item: a preset name, or "NAME+KEY=VALUE+..." (that preset with parameters
+// changed; the file's preset is then "custom", used with -ctk/-ctv polar-vq:custom).
+tq::PolarVqParams parse_preset(const std::string& spec) {
+  std::stringstream ss(spec);
+  std::string item;
+  std::getline(ss, item, '+');
+  tq::PolarVqParams p = tq::polarvq_preset(item);
+  bool changed = false;
+  while (std::getline(ss, item, '+')) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos)
+      throw tq::Error("--preset: expected KEY=VALUE, got '" + item + "'");
+    const std::string k = item.substr(0, eq);
+    int v = 0;
+    try {
+      v = std::stoi(item.substr(eq + 1));
+    } catch (const std::exception&) {
+      throw tq::Error("--preset: bad value in '" + item + "'");
+    }
+    if (k == "mag_bits") p.mag_bits = v;
+    else if (k == "angle_bits") p.angle_bits = v;
+    else if (k == "group_size") p.group_size = v;
+    else if (k == "key_block_tokens") p.key_block_tokens = v;
+    else if (k == "value_bits") p.value_bits = v;
+    else if (k == "value_group") p.value_group = v;
+    else if (k == "vq_size") p.vq_size = v;
+    else if (k == "vq_dim") p.vq_dim = v;
+    else if (k == "subspaces") p.subspaces = v;
+    else if (k == "key_vq_dim") p.key_vq_dim = v;
+    else if (k == "vq_keys") p.vq_keys = v != 0;
+    else if (k == "vq_values") p.vq_values = v != 0;
+    else throw tq::Error("--preset: unknown parameter '" + k + "'");
+    changed = true;
+  }
+  if (changed) p.preset = "custom";
+  return p;
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  return std::filesystem::exists(a, ec) && std::filesystem::exists(b, ec) &&
+         std::filesystem::equivalent(a, b, ec);
+}
+
+void setup(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "calibrate", "Learn polar-vq codebooks from a calibration text and write a codebook file");
+  struct Opts {
+    std::string model, text, out, preset = "balanced";
+    int samples = 128, ctx = 512, threads = 0;
+    size_t max_per_head = 4096, vq_points = 4096;
+    uint64_t seed = 1;
+    bool json = false;
+  };
+  static Opts o;
+  cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
+  cmd->add_option("-f,--file", o.text, "Calibration text (default: data/calib.txt)");
+  cmd->add_option("--samples", o.samples, "Number of sequences (windows of -c tokens)")
+      ->capture_default_str();
+  cmd->add_option("-c,--ctx-size", o.ctx, "Tokens per sequence")->capture_default_str();
+  cmd->add_option("--preset", o.preset,
+                  "polar-vq preset(s), comma-separated: quality, balanced, max, gqa, stage1; "
+                  "PRESET+KEY=VALUE+... changes parameters (mag_bits, angle_bits, group_size, "
+                  "key_block_tokens, value_bits, value_group, vq_size, vq_dim, subspaces, "
+                  "key_vq_dim, vq_keys, vq_values) and makes a 'custom' file "
+                  "(-ctk polar-vq:custom)")
+      ->capture_default_str();
+  cmd->add_option("-o,--output", o.out,
+                  "Codebook file to write; with several presets, '{}' in it is replaced by the "
+                  "item's number (0, 1, ...)")
+      ->required();
+  cmd->add_option("--seed", o.seed, "Seed of the window choice and of k-means")
+      ->capture_default_str();
+  cmd->add_option("--max-per-head", o.max_per_head,
+                  "Keys/values kept per (layer, kv-head) (bounds the memory)")
+      ->capture_default_str();
+  cmd->add_option("--vq-points", o.vq_points,
+                  "Sub-vectors per stage-2 codebook fed to k-means (bounds the k-means time)")
+      ->capture_default_str();
+  cmd->add_option("-t,--threads", o.threads, "Threads (default 0 = auto)");
+  cmd->add_flag("--json", o.json, "Print one JSON document on stdout");
+  cmd->callback([] {
+    using clk = std::chrono::steady_clock;
+    const auto t0 = clk::now();
+    tq::set_threads(o.threads);
+    std::vector<tq::PolarVqParams> presets;
+    {
+      std::stringstream ss(o.preset);
+      std::string item;
+      while (std::getline(ss, item, ','))
+        if (!item.empty()) presets.push_back(parse_preset(item));
+    }
+    if (presets.empty()) throw tq::Error("--preset: no preset given");
+    if (presets.size() > 1 && o.out.find("{}") == std::string::npos)
+      throw tq::Error("-o: with several presets the file name needs '{}'");
+    if (o.samples <= 0) throw tq::Error("--samples must be positive");
+    if (o.ctx < 2) throw tq::Error("-c must be at least 2");
+    if (o.max_per_head < 16) throw tq::Error("--max-per-head must be at least 16");
+    const std::string mpath = o.model.empty() ? tq::default_model_path() : o.model;
+    const std::string tpath = o.text.empty() ? tq::default_calib_path() : o.text;
+    if (same_file(tpath, tq::default_text_path()))
+      std::fprintf(stderr,
+                   "warning: the calibration text '%s' is the evaluation text; numbers measured "
+                   "on it with these codebooks are not honest\n",
+                   tpath.c_str());
+    const std::string text = read_text(tpath);
+    auto f = tq::GgufFile::open(mpath);
+    auto model = tq::LlamaModel::load(*f);
+    auto tok = tq::Tokenizer::from_gguf(*f);
+    const std::vector<int32_t> tokens = tok->encode(text, false);
+    const tq::LlamaHparams& hp = model->hparams();
+
+    tq::SampleOptions so;
+    so.n_seq = o.samples;
+    so.ctx = o.ctx;
+    so.seed = o.seed;
+    so.max_per_head = o.max_per_head;
+    tq::Progress bar_s("sampling", size_t(o.samples));
+    so.progress = [&](size_t d, size_t n) { bar_s.update(d, std::to_string(n) + " sequences"); };
+    const auto ts = clk::now();
+    std::vector<tq::HeadSamples> heads = tq::collect_kv_samples(*model, tokens, so);
+    bar_s.done();
+    const double sample_s = std::chrono::duration<double>(clk::now() - ts).count();
+
+    const size_t per_head = heads.empty() ? 0 : heads[0].n;
+    nlohmann::json files = nlohmann::json::array();
+    for (size_t i = 0; i < presets.size(); ++i) {
+      const tq::PolarVqParams& p = presets[i];
+      std::string out = o.out;
+      if (const auto at = out.find("{}"); at != std::string::npos)
+        out.replace(at, 2, std::to_string(i));
+      tq::CalibrateOptions co;
+      co.seed = o.seed;
+      co.max_vq_points = o.vq_points;
+      tq::Progress bar_k("k-means " + p.preset, heads.size());
+      co.progress = [&](size_t d, size_t) { bar_k.update(d, "heads"); };
+      const auto tk = clk::now();
+      tq::CodebookFile cb =
+          tq::calibrate_polarvq(p, hp.n_layer, hp.n_kv_head, hp.head_dim, hp.rope, heads, co);
+      bar_k.done();
+      const double kmeans_s = std::chrono::duration<double>(clk::now() - tk).count();
+      cb.model_fingerprint = tq::codebook_fingerprint(*f, hp.n_layer);
+      cb.corpus_hash = XXH64(text.data(), text.size(), 0);
+      cb.samples = uint64_t(o.samples);
+      tq::write_codebook_file(out, cb);
+      files.push_back({{"output", out}, {"preset", p.preset}, {"kmeans_seconds", kmeans_s}});
+      if (!o.json)
+        std::printf("wrote %s: preset %s (%s), k-means %.1f s\n", out.c_str(), p.preset.c_str(),
+                    o.preset.c_str(), kmeans_s);
+    }
+    const double total_s = std::chrono::duration<double>(clk::now() - t0).count();
+    char fp[32], ch[32];
+    std::snprintf(fp, sizeof fp, "%016llx",
+                  (unsigned long long)tq::codebook_fingerprint(*f, hp.n_layer));
+    std::snprintf(ch, sizeof ch, "%016llx",
+                  (unsigned long long)XXH64(text.data(), text.size(), 0));
+    if (o.json) {
+      tq::cli::print_json({{"model", mpath},
+                           {"text", tpath},
+                           {"files", files},
+                           {"samples", o.samples},
+                           {"ctx", o.ctx},
+                           {"seed", o.seed},
+                           {"text_tokens", tokens.size()},
+                           {"vectors_per_head", per_head},
+                           {"model_fingerprint", fp},
+                           {"corpus_hash", ch},
+                           {"sampling_seconds", sample_s},
+                           {"seconds", total_s}});
+      return;
+    }
+    std::printf("%d samples x %d tokens from %s (%zu tokens), %zu vectors per head, %d layers x "
+                "%d KV heads; sampling %.1f s, total %.1f s\n",
+                o.samples, o.ctx, tpath.c_str(), tokens.size(), per_head, hp.n_layer,
+                hp.n_kv_head, sample_s, total_s);
+  });
+}
+TQ_COMMAND(setup, 45);
+
+}  // namespace
