@@ -14,6 +14,7 @@
 #include "model/llama.h"
 #include "model/paths.h"
 #include "model/tokenizer.h"
+#include "eval/calibrate.h"
 #include "runtime_flags.h"
 
 namespace {
@@ -264,6 +265,17 @@ void setup(CLI::App& app) {
     co.cache = o.rt.cache_options();
     co.residual_given = cmd->get_option("--residual")->count() > 0;
     co.decode_tokens = o.decode;
+    // polar-vq rows need --codebooks (checked against the model and every row's types).
+    std::vector<std::string> row_types;
+    for (const auto& e : entries)
+      for (const auto& t : tq::cli::RuntimeFlags::all_types(tq::row_cache_options(e, co)))
+        row_types.push_back(t);
+    for (const auto& t : row_types)
+      if (o.rt.codebooks.empty() && (tq::type_needs_calibration(t) || t == "polar-vq:custom"))
+        throw tq::Error("cache type '" + t + "' needs learned codebooks: run `tq calibrate` " +
+                        "and pass --codebooks FILE");
+    if (!o.rt.codebooks.empty())
+      co.cache.codebooks = tq::load_codebooks(o.rt.codebooks, *f, *model, row_types);
     for (const auto& e : entries)
       tq::validate_cache_options(tq::row_cache_options(e, co), model->hparams().n_layer);
     std::vector<std::string> names;
