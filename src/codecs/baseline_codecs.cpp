@@ -38,15 +38,6 @@
 namespace tq {
 namespace {
 
-inline float load_f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
-}
-inline void store_f16(uint8_t* p, float v) {
-  const uint16_t h = f32_to_f16(v);
-  std::memcpy(p, &h, 2);
-}
 
 struct PlainQuery : QueryState {
   std::vector<float> q;

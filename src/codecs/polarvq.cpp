@@ -52,15 +52,6 @@ struct PolarVqCodec::Unpacked {
 
 namespace {
 
-inline float ld16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
-}
-inline void st16(uint8_t* p, float v) {
-  const uint16_t h = f32_to_f16(v);
-  std::memcpy(p, &h, 2);
-}
 
 // Uniform b-bit quantizer with fp16 (min, scale), as stored.
 struct Uniform {
@@ -215,8 +206,8 @@ void PolarVqCodec::encode_block(const float* x, uint8_t* blk) const {
     }
   }
   for (int g = 0; g < groups_; ++g) {
-    st16(blk + 4 * g, q[g].mn);
-    st16(blk + 4 * g + 2, q[g].sc);
+    store_f16(blk + 4 * g, q[g].mn);
+    store_f16(blk + 4 * g + 2, q[g].sc);
   }
   BitWriter w(blk + header_bytes_);
   Unpacked u;
@@ -284,7 +275,7 @@ void PolarVqCodec::unpack_token(const uint8_t* blk, int t, Unpacked& u) const {
     const bool intok = block_tokens() == 1;
     for (int i = 0; i < half_; ++i) {
       const int g = intok ? i / p_.group_size : i;
-      const float mn = ld16(blk + 4 * g), sc = ld16(blk + 4 * g + 2);
+      const float mn = load_f16(blk + 4 * g), sc = load_f16(blk + 4 * g + 2);
       u.mag[i] = mn + sc * float(rd.get(p_.mag_bits));
     }
     for (int i = 0; i < half_; ++i) u.ang[i] = uint8_t(rd.get(p_.angle_bits));
@@ -292,7 +283,7 @@ void PolarVqCodec::unpack_token(const uint8_t* blk, int t, Unpacked& u) const {
     u.val.resize(dim_);
     for (int j = 0; j < dim_; ++j) {
       const int g = j / p_.value_group;
-      u.val[j] = ld16(blk + 4 * g) + ld16(blk + 4 * g + 2) * float(rd.get(p_.value_bits));
+      u.val[j] = load_f16(blk + 4 * g) + load_f16(blk + 4 * g + 2) * float(rd.get(p_.value_bits));
     }
   }
   u.vq.resize(vq_count());

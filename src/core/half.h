@@ -61,6 +61,17 @@ inline uint16_t f32_to_bf16(float f) {
 }
 inline float bf16_to_f32(uint16_t h) { return bits_f32(uint32_t(h) << 16); }
 
+// An fp16 value stored little-endian at a byte address (norms and scales inside code blocks).
+inline float load_f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
+inline void store_f16(uint8_t* p, float v) {
+  const uint16_t h = f32_to_f16(v);
+  std::memcpy(p, &h, 2);
+}
+
 // Round-trip through fp16 (what a stored fp16 scalar will read back as).
 inline float round_f16(float f) { return f16_to_f32(f32_to_f16(f)); }
 
