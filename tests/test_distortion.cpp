@@ -11,7 +11,10 @@
 namespace tq {
 namespace {
 
-const uint64_t kSeed = std::random_device{}();
+// A fixed seed: these are statistical checks (e.g. |mean error| < 3 standard errors, which a
+// fresh seed would fail 0.3% of the time by design); the kernels themselves are checked on
+// fresh random inputs in test_codecs / test_cpu_kernels.
+const uint64_t kSeed = 20261129;
 
 TEST(Distortion, TurboMseMatchesPaperAndBounds) {
   const double want[] = {0.360, 0.116, 0.034, 0.0093};
