@@ -39,9 +39,6 @@ namespace tq {
 namespace {
 
 
-struct PlainQuery : QueryState {
-  std::vector<float> q;
-};
 
 // Asymmetric uniform quantizer of n values (stride apart) with fp16 scale and min. Writes the
 // fp16 scale and min, returns the codes in q[0..n).
@@ -95,12 +92,10 @@ class Fp8Codec final : public Codec {
     }
   }
   std::unique_ptr<QueryState> prepare_query(const float* q) const override {
-    auto s = std::make_unique<PlainQuery>();
-    s->q.assign(q, q + dim_);
-    return s;
+    return plain_query(q, dim_);
   }
   void score(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const override {
-    const float* q = static_cast<const PlainQuery&>(qs).q.data();
+    const float* q = plain_query_data(qs);
     for (size_t t = 0; t < n; ++t) out[t] = fp8_dot_ref(codes + t * block_bytes(), q);
   }
   void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override {
@@ -156,12 +151,10 @@ class Int4G64Codec final : public Codec {
       }
   }
   std::unique_ptr<QueryState> prepare_query(const float* q) const override {
-    auto s = std::make_unique<PlainQuery>();
-    s->q.assign(q, q + dim_);
-    return s;
+    return plain_query(q, dim_);
   }
   void score(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const override {
-    const float* q = static_cast<const PlainQuery&>(qs).q.data();
+    const float* q = plain_query_data(qs);
     for (size_t t = 0; t < n; ++t) out[t] = int4_g64_dot_ref(codes + t * block_bytes(), q);
   }
   void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override {
@@ -238,14 +231,12 @@ class KiviKeyCodec final : public Codec {
     }
   }
   std::unique_ptr<QueryState> prepare_query(const float* q) const override {
-    auto s = std::make_unique<PlainQuery>();
-    s->q.assign(q, q + dim_);
-    return s;
+    return plain_query(q, dim_);
   }
   // Per block: q̂_j = q_j·s_j and c0 = Σ_j q_j·m_j once, then each token is Σ_j q̂_j·c_tj + c0.
   void score(const QueryState& qs, const uint8_t* codes, size_t n_blocks,
              float* out) const override {
-    const float* q = static_cast<const PlainQuery&>(qs).q.data();
+    const float* q = plain_query_data(qs);
     for (size_t b = 0; b < n_blocks; ++b)
       kivi_key_score_ref(codes + b * block_bytes(), q, out + b * kKiviG);
   }
@@ -330,12 +321,10 @@ class KiviValueCodec final : public Codec {
     }
   }
   std::unique_ptr<QueryState> prepare_query(const float* q) const override {
-    auto s = std::make_unique<PlainQuery>();
-    s->q.assign(q, q + dim_);
-    return s;
+    return plain_query(q, dim_);
   }
   void score(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const override {
-    const float* q = static_cast<const PlainQuery&>(qs).q.data();
+    const float* q = plain_query_data(qs);
     for (size_t t = 0; t < n; ++t) out[t] = kivi_value_dot_ref(codes + t * block_bytes(), q);
   }
   void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override {

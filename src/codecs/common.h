@@ -38,6 +38,16 @@ struct VecQuery : QueryState {
   std::vector<float> extra;  // e.g. S·q for the QJL sketch, or per-code lookup tables
 };
 
+// The query kept as it is (codecs that score in the original domain).
+inline std::unique_ptr<QueryState> plain_query(const float* q, int d) {
+  auto s = std::make_unique<VecQuery>();
+  s->q.assign(q, q + d);
+  return s;
+}
+inline const float* plain_query_data(const QueryState& qs) {
+  return static_cast<const VecQuery&>(qs).q.data();
+}
+
 // Parse helpers for registry factories.
 [[noreturn]] inline void unsupported_dim(std::string_view type, int dim, const std::string& why) {
   throw Error("cache type '" + std::string(type) + "' does not support head dimension " +

@@ -40,9 +40,6 @@ namespace tq {
 namespace {
 
 
-struct PlainQuery : QueryState {
-  std::vector<float> q;
-};
 
 // vLLM's centroids.py: Lloyd-Max for N(0, σ² = 1/d), centroids started uniformly over ±3.5σ,
 // cells integrated by the trapezoid rule (200 intervals) over [−10.5σ, 10.5σ], at most 200
@@ -123,12 +120,10 @@ class VllmFp8KeyCodec final : public Codec {
     for (size_t i = 0; i < n * dim_; ++i) x[i] = e4m3fn_to_f32(codes[i]);
   }
   std::unique_ptr<QueryState> prepare_query(const float* q) const override {
-    auto s = std::make_unique<PlainQuery>();
-    s->q.assign(q, q + dim_);
-    return s;
+    return plain_query(q, dim_);
   }
   void score(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const override {
-    const float* q = static_cast<const PlainQuery&>(qs).q.data();
+    const float* q = plain_query_data(qs);
     for (size_t t = 0; t < n; ++t) {
       float a = 0;
       for (int j = 0; j < dim_; ++j) a += q[j] * e4m3fn_to_f32(codes[t * dim_ + j]);
@@ -200,13 +195,13 @@ class VllmMseKeyCodec final : public Codec {
     }
   }
   std::unique_ptr<QueryState> prepare_query(const float* q) const override {
-    auto s = std::make_unique<PlainQuery>();
+    auto s = std::make_unique<VecQuery>();
     s->q.resize(dim_);
     hadamard(q, s->q.data(), dim_);
     return s;
   }
   void score(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const override {
-    const float* q = static_cast<const PlainQuery&>(qs).q.data();
+    const float* q = plain_query_data(qs);
     for (size_t t = 0; t < n; ++t) out[t] = vllm_mse_dot_ref(codes + t * block_bytes(), q);
   }
   void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override {
@@ -275,12 +270,10 @@ class VllmValueCodec final : public Codec {
     }
   }
   std::unique_ptr<QueryState> prepare_query(const float* q) const override {
-    auto s = std::make_unique<PlainQuery>();
-    s->q.assign(q, q + dim_);
-    return s;
+    return plain_query(q, dim_);
   }
   void score(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const override {
-    const float* q = static_cast<const PlainQuery&>(qs).q.data();
+    const float* q = plain_query_data(qs);
     for (size_t t = 0; t < n; ++t) out[t] = vllm_value_dot_ref(codes + t * block_bytes(), q);
   }
   void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override {
