@@ -272,7 +272,7 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
   }
 }
 
-// Code of lane element i of lane l, from the code bytes [tok][dim]. I8: int8 key map.
+// Code of lane element i of lane l, from the code bytes [tok][dim]. I8: int8 map.
 template <bool IsV, int D, bool I8 = false>
 TQ_HD uint32_t code_at(const uint8_t* codes, int lane, int i) {
   int tok, dim;
@@ -289,7 +289,8 @@ TQ_HD int blk_base(int lane, int blk) {
 }
 template <bool IsV, int D, bool I8 = false>
 TQ_HD constexpr int elem_off(int r) {
-  return I8 ? 8 * (r >> 2) * D + (r & 3)
+  return I8 ? (IsV ? (8 * ((r >> 1) & 1) + (r & 1)) * D + 8 * (r >> 2)
+                   : 8 * (r >> 2) * D + (r & 3))
        : IsV ? (8 * (r >> 2) + (r & 1)) * D + 8 * ((r >> 1) & 1)
              : 8 * ((r >> 1) & 1) * D + 8 * (r >> 2) + (r & 1);
 }
@@ -299,7 +300,7 @@ template <Fmt F, int D, int P, bool IsV>
 TQ_HD uint32_t build_word(const uint8_t* codes, const uint16_t* raw16, int lane, int w) {
   constexpr Kind K = part_kind(F, P);
   constexpr int bits = kind_bits(K), first = part_first(F, P, D);
-  constexpr bool I8 = k_int8(F, IsV);
+  constexpr bool I8 = i8_layout(F, IsV);
   const int G = w / bits, wg = w % bits, e0 = first + 32 * G, b0 = e0 >> 3;
   uint32_t x = 0;
   if constexpr (K == Kind::BF16) {

@@ -390,6 +390,7 @@ GpuCache::~GpuCache() {
   cudaFree(ws_);
   cudaFree(qbuf_);
   cudaFree(lens_);
+  cudaFree(counters_);
   free_consts(kc_.release());
   free_consts(vc_.release());
 }
@@ -491,7 +492,20 @@ void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int*
     qbuf_bytes_ = qb_need;
   }
   const float kLog2e = 1.4426950408889634f;
-  if (kc_->fwht && cfg_.kfmt != Fmt::T3P) {
+  // turbo3 keys rotate the query in the decode kernel; values without a dense rotation merge
+  // the splits in the decode kernel too (one launch)
+  const bool fuse_q = cfg_.kfmt == Fmt::T3;
+  const bool fuse_out = !is_split(cfg_.vfmt);
+  if (fuse_out && size_t(B) * Hkv > counters_n_) {
+    cudaFree(counters_);
+    counters_ = nullptr;
+    TQ_CUDA_CHECK(cudaMalloc(&counters_, size_t(B) * Hkv * sizeof(int)));
+    TQ_CUDA_CHECK(cudaMemset(counters_, 0, size_t(B) * Hkv * sizeof(int)));
+    counters_n_ = size_t(B) * Hkv;
+  }
+  if (fuse_q) {
+    // nothing to prepare
+  } else if (kc_->fwht && cfg_.kfmt != Fmt::T3P) {
     const float sc = sm_scale * kLog2e;
     if (D == 64) launch_qprep_fwht<64>(q, qbuf_, kc_->signs, int(rows), sc, st);
     else if (D == 128) launch_qprep_fwht<128>(q, qbuf_, kc_->signs, int(rows), sc, st);
@@ -526,10 +540,20 @@ void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int*
   std::memcpy(p.vhi, vc_->lut_hi, sizeof p.vhi);
   if (cfg_.kfmt == Fmt::T3)
     p.kalpha128 = 128.f * make_i8_tables(kc_->cent[0], p.ki8[0], p.ki8[1]);
+  if (cfg_.vfmt == Fmt::T3)
+    p.valpha256 = 256.f * make_i8_tables(vc_->cent[0], p.vi8[0], p.vi8[1]);
+  p.q32 = q;
+  p.ksigns = kc_->signs;
+  p.qscale = sm_scale * kLog2e;
+  p.out = fuse_out ? out : nullptr;
+  p.vsigns = vc_->fwht ? vc_->signs : nullptr;
+  p.counters = counters_;
   if (!launch_decode(cfg_.kfmt, cfg_.vfmt, D, p, dim3(splits, Hkv, B), st))
     throw Error("CUDA decode: no kernel for this type pair and head dimension");
   TQ_CUDA_CHECK(cudaGetLastError());
-  if (vc_->fwht) {
+  if (fuse_out) {
+    // merged in the decode kernel
+  } else if (vc_->fwht) {
     const int r = int(rows);
     if (D == 64) launch_combine_fwht<64>(p.part_o, p.part_ml, out, vc_->signs, r, splits, st);
     else if (D == 128) launch_combine_fwht<128>(p.part_o, p.part_ml, out, vc_->signs, r, splits, st);
@@ -566,7 +590,7 @@ GpuCache::TileView GpuCache::read_tile(int page, int kvh, bool is_v) const {
     for (int tok = 0; tok < kPageTokens; ++tok)
       for (int dd = 0; dd < pd; ++dd) {
         int lane, i;
-        td_to_elem(is_v, tok, d0 + dd, lane, i, k_int8(f, is_v));
+        td_to_elem(is_v, tok, d0 + dd, lane, i, i8_layout(f, is_v));
         const int e = i - part_first(f, part, D);
         Slot sl[3];
         const int n = code_slot(kind, e, sl);

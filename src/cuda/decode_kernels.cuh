@@ -13,7 +13,9 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <utility>
 
+#include "cuda/append_kernels.cuh"
 #include "cuda/consts.cuh"
 #include "cuda/formats.cuh"
 
@@ -35,6 +37,19 @@ struct DecodeParams {
   uint32_t klo[2][2], khi[2][2], vlo[2][2], vhi[2][2];
   uint32_t ki8[2][2];  // turbo3 keys: int8 tables K1, K2 (fp16 centroid = α(256·K1 + K2))
   float kalpha128;     // 128·α
+  uint32_t vi8[2][2];  // turbo3 values: the same two int8 tables of the value codebook
+  float valpha256;     // 256·α of the value codebook
+  // turbo3 keys: the query rotation runs in the kernel prologue (no prepared q):
+  // Q' = FWHT(ksigns ⊙ q32)·qscale/√D
+  const float* q32;    // [B][Hq][D] fp32, original domain
+  const float* ksigns;
+  float qscale;        // softmax scale · log2 e
+  // Fused split merge (out != null): every CTA writes its partial, the last CTA of a
+  // (sequence, KV head) (counters, zero between calls) merges them and writes
+  // out = vsigns ⊙ FWHT(o)/√D / l (no vsigns: o / l).
+  float* out;
+  const float* vsigns;
+  int* counters;       // [B][Hkv]
 };
 
 namespace dk {
@@ -45,6 +60,18 @@ __device__ __forceinline__ uint32_t shr_fma(uint32_t x) {
   uint32_t r;
   asm("mul.hi.u32 %0, %1, %2;" : "=r"(r) : "r"(x), "n"(1u << (32 - K)));
   return r;
+}
+// (x >> K) + c as mad.hi, also on the FMA pipe.
+template <int K>
+__device__ __forceinline__ uint32_t shr_add_fma(uint32_t x, uint32_t c) {
+  uint32_t r;
+  asm("mad.hi.u32 %0, %1, %2, %3;" : "=r"(r) : "r"(x), "n"(1u << (32 - K)), "r"(c));
+  return r;
+}
+// 16 bytes global → shared (cp.async), both addresses + OFF.
+template <int OFF>
+__device__ __forceinline__ void cp16(uint32_t dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0+%2], [%1+%2], 16;" ::"r"(dst), "l"(src), "n"(OFF));
 }
 // 2^x on the SFU, flushing denormals (x ≤ 0 here; −inf → 0).
 __device__ __forceinline__ float fast_exp2(float x) {
@@ -64,6 +91,28 @@ __device__ __forceinline__ void lut4(uint32_t sel, uint32_t L0, uint32_t L1, uin
   const uint32_t lo = prmt(L0, L1, sel), hi = prmt(H0, H1, sel);
   o0 = prmt(lo, hi, 0x5140);
   o1 = prmt(lo, hi, 0x7362);
+}
+
+// One 32-element group of 3-bit codes (3 words, LUT3 layout of formats.cuh) → two int8 lookups
+// (tables T1 = {t1a, t1b}, T2), registers 2k / 2k+1 = lane elements 8k..8k+3 / 8k+4..8k+7.
+// Integer ALU: 3 masks + 16 prmt; the 8 codes spread over bit 3 of the nibbles are gathered
+// as (w − (w & 0x77777777)) >> s sums on the FMA pipe (the three pieces have disjoint bits).
+__device__ __forceinline__ void lut_i8_group(const uint32_t* w, uint32_t t1a, uint32_t t1b,
+                                             uint32_t t2a, uint32_t t2b, uint32_t (&k1)[8],
+                                             uint32_t (&k2)[8]) {
+  uint32_t n[4];
+  n[0] = w[0] & 0x77777777u;
+  n[1] = w[1] & 0x77777777u;
+  n[2] = w[2] & 0x77777777u;
+  n[3] = shr_add_fma<3>(w[0] - n[0], shr_add_fma<2>(w[1] - n[1], shr_fma<1>(w[2] - n[2])));
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const uint32_t hi = shr_fma<16>(n[k]);
+    k1[2 * k] = prmt(t1a, t1b, n[k]);
+    k1[2 * k + 1] = prmt(t1a, t1b, hi);
+    k2[2 * k] = prmt(t2a, t2b, n[k]);
+    k2[2 * k + 1] = prmt(t2a, t2b, hi);
+  }
 }
 
 template <bool BF>
@@ -87,6 +136,14 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
 __device__ __forceinline__ void imma(int (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                      uint32_t b1) {
   asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// int8 codes (signed) × u8 probabilities (turbo3 values).
+__device__ __forceinline__ void imma_su(int (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                        uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.u8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};"
       : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -267,19 +324,27 @@ __host__ __device__ constexpr int decode_stage_bytes(Fmt kf, Fmt vf, int D) {
 __host__ __device__ constexpr bool decode_uses_ring(Fmt kf, Fmt vf, int D) {
   return decode_stage_bytes(kf, vf, D) <= 5120;
 }
-__host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int nw, int stages) {
+// [ring | CTA merge] [turbo3 keys: rotated queries, 8 heads × D floats]
+__host__ __device__ constexpr int decode_qsm_offset(Fmt kf, Fmt vf, int D, int nw, int stages) {
   const int merge = nw * 8 * 2 * 4 + nw * 8 * D * 4;
   const int ring = decode_uses_ring(kf, vf, D) ? nw * stages * decode_stage_bytes(kf, vf, D) : 0;
   return merge > ring ? merge : ring;
 }
+__host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int nw, int stages) {
+  return decode_qsm_offset(kf, vf, D, nw, stages) + (kf == Fmt::T3 ? 8 * D * 4 : 0);
+}
 
-// NPG: pages per softmax update (2 needs kStages = 4); kLazy: skip the max reduction when no
-// score exceeds the running max.
-// kDiag (timing diagnostics of the turbo3 kernel only, results wrong): 1 = value codes fed
+// NPG: pages per softmax update (only 1 now); kLazy: skip the max
+// reduction when no score exceeds the running max.
+// kDiag (timing diagnostics of the turbo3 kernel only, results wrong): 4 = pages streamed and
+// folded with no decode at all; bits 1 | 2: 1 = value codes fed
 // to the tensor cores raw (no V lookup), 2 = key codes raw (no K lookup).
+// kVPage (turbo3 values): convert the int8 value sums into o every page instead of when their
+// scale changes.
 template <Fmt KF, Fmt VF, int D, int NW, int kStages = 3, int MINB = 1, int NPG = 1,
-          bool kLazy = true, int kDiag = 0>
+          bool kLazy = true, int kDiag = 0, bool kVPage = true>
 __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
+  static_assert(NPG == 1, "one page per softmax step");
   constexpr bool KBF = KF == Fmt::BF16, VBF = VF == Fmt::BF16;
   constexpr int KS = D / 16;  // k-steps over dims (K side) = m-tiles over dims (V side)
   using KT = LaneTile<KF, D>;
@@ -310,17 +375,33 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   // Q'^T fragments (B operand): b0b1 = dims 16ks + 2t (+1), b2b3 = +8; head g.
   uint32_t qf[KS][2], qf2[K2 && KF == Fmt::T3P ? KS : 1][2];
   if constexpr (KI8) {
-    const int qh = kvh * p.G + g;
+    // rotate this KV head's G queries (warp w: heads w, w + NW, ...) into shared memory
+    extern __shared__ __align__(16) uint8_t dsm[];
+    float* qsm = reinterpret_cast<float*>(dsm + decode_qsm_offset(KF, VF, D, NW, kStages));
+    {
+      constexpr int E = D / 32;
+      const float sc = p.qscale * rsqrtf(float(D));
+      for (int h = warp; h < p.G; h += NW) {
+        const float* q = p.q32 + (size_t(b) * p.Hq + kvh * p.G + h) * D + E * lane;
+        float u[E];
+#pragma unroll
+        for (int k = 0; k < E; ++k) u[k] = q[k] * p.ksigns[E * lane + k];
+        ak::fwht_warp<E>(u, lane);
+#pragma unroll
+        for (int k = 0; k < E; ++k) qsm[h * D + E * lane + k] = u[k] * sc;
+      }
+    }
+    __syncthreads();
     const bool ok = g < p.G;
-    const uint2* q = reinterpret_cast<const uint2*>(p.q + (size_t(b) * p.Hq + qh) * D);
     float qv[D / 32][2][4], mx = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 32; ++kk)
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
-        const uint2 v = ok ? q[(32 * kk + 16 * hh + 4 * t) / 4] : make_uint2(0u, 0u);
-        const float2 f0 = __half22float2(u2h(v.x)), f1 = __half22float2(u2h(v.y));
-        qv[kk][hh][0] = f0.x; qv[kk][hh][1] = f0.y; qv[kk][hh][2] = f1.x; qv[kk][hh][3] = f1.y;
+        const float4 v = ok ? *reinterpret_cast<const float4*>(qsm + g * D + 32 * kk + 16 * hh +
+                                                               4 * t)
+                            : make_float4(0.f, 0.f, 0.f, 0.f);
+        qv[kk][hh][0] = v.x; qv[kk][hh][1] = v.y; qv[kk][hh][2] = v.z; qv[kk][hh][3] = v.w;
 #pragma unroll
         for (int j = 0; j < 4; ++j) mx = fmaxf(mx, fabsf(qv[kk][hh][j]));
       }
@@ -371,6 +452,35 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   for (int i = 0; i < KS; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
   float m_run[2] = {-1e30f, -1e30f}, l_run[2] = {0.f, 0.f};
 
+  // turbo3 values: int8 tensor cores too. V codes → V1, V2 (c/α = 256·V1 + V2, as the keys);
+  // P' = p·‖v‖ → Q = round(P'·vqinv) ≤ 65535 = 256·Q1 + Q2 (u8 bytes, Q1 and Q2 exact);
+  // O^T += α/vqinv · V^T·Q^T ≈ 256α/vqinv · (256·V1Q1 + V1Q2 + V2Q1) (V2Q2 < 2^-15 of the
+  // product dropped). The int32 sums va1 = ΣV1Q1, va2 = Σ(V1Q2 + V2Q1) run over pages and are
+  // converted into o only when their scale changes (running max moves, a norm exceeds
+  // vbound, the scale of Q), every 512 pages (int32 range) and at the end; D = 256 converts
+  // every page (registers).
+  constexpr bool VI8 = VF == Fmt::T3;
+  constexpr bool kVEveryPage = kVPage;
+  int va1[VI8 ? KS : 1][4], va2[VI8 ? KS : 1][4];
+#pragma unroll
+  for (int i = 0; i < (VI8 ? KS : 1); ++i)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) va1[i][c] = va2[i][c] = 0;
+  float vbound = 0.f, vqinv = 0.f, vscale = 0.f;  // Q scale: vqinv = 65535 / vbound
+  int vpages = 0;                                  // pages in va1/va2
+  auto vflush = [&]() {
+#pragma unroll
+    for (int i = 0; i < (VI8 ? KS : 1); ++i)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const float x = kVEveryPage ? float(va1[i][c] * 256 + va2[i][c])
+                                    : fmaf(float(va1[i][c]), 256.f, float(va2[i][c]));
+        o[i][c] = fmaf(x, vscale, o[i][c]);
+        va1[i][c] = va2[i][c] = 0;
+      }
+    vpages = 0;
+  };
+
   const uint8_t* pool = p.pool;
   const int* bt = p.block_table + size_t(b) * p.bt_stride;
   const size_t head_off = size_t(kvh) * (p.tile_k + tile_bytes(VF, D));
@@ -385,34 +495,35 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   // NP pages (1 or 2) at once: one softmax update (max reduction, rescale) for all of them,
   // and independent decode/mma chains to interleave.
   auto process = [&]<int NP>(const KT* kts, const VT* vts, int pg) {
+    if constexpr (kDiag == 4) {  // streaming only: fold the words into o
+#pragma unroll
+      for (int pp = 0; pp < NP; ++pp) {
+        uint32_t x = 0;
+#pragma unroll
+        for (int i = 0; i < KT::P0::kWords; ++i) x ^= kts[pp].w0[i] ^ vts[pp].w0[i];
+        o[0][0] += __uint_as_float(x & 0x3FFFFFFFu) + kts[pp].sc[0][0] + vts[pp].sc[1][0];
+      }
+      return;
+    }
     // ---- scores S^T[mt]: tokens 16mt + g (+8), heads 2t, 2t+1
     float s[NP][2][4] = {}, s2[NP][2][4] = {};
 #pragma unroll
     for (int pp = 0; pp < NP; ++pp) {
       const KT& kt_cur = kts[pp];
       if constexpr (KI8) {
-        int a1[2][4] = {}, a2[2][4] = {};
+        int a1[2][4] = {}, a2[2][4] = {}, a3[2][4] = {};  // three chains of D/32
 #pragma unroll
         for (int grp = 0; grp < D / 32; ++grp) {
           const uint32_t* w = kt_cur.w0 + 3 * grp;
-          uint32_t n[4], k1[8], k2[8];
-          n[0] = w[0] & 0x77777777u;
-          n[1] = w[1] & 0x77777777u;
-          n[2] = w[2] & 0x77777777u;
-          n[3] = (shr_fma<3>(w[0]) & 0x11111111u) | (shr_fma<2>(w[1]) & 0x22222222u) |
-                 (shr_fma<1>(w[2]) & 0x44444444u);
+          uint32_t k1[8], k2[8];
+          if constexpr ((kDiag & 2) != 0) {
 #pragma unroll
-          for (int k = 0; k < 4; ++k) {  // register 2k: lane elements 8k..8k+3, 2k+1: +4
-            if constexpr (kDiag == 2) {
-              k1[2 * k] = k2[2 * k + 1] = w[k % 3];
-              k1[2 * k + 1] = k2[2 * k] = w[(k + 1) % 3];
-              continue;
+            for (int r = 0; r < 8; ++r) {
+              k1[r] = w[r % 3];
+              k2[r] = w[(r + 1) % 3];
             }
-            const uint32_t hi = shr_fma<16>(n[k]);
-            k1[2 * k] = prmt(p.ki8[0][0], p.ki8[0][1], n[k]);
-            k1[2 * k + 1] = prmt(p.ki8[0][0], p.ki8[0][1], hi);
-            k2[2 * k] = prmt(p.ki8[1][0], p.ki8[1][1], n[k]);
-            k2[2 * k + 1] = prmt(p.ki8[1][0], p.ki8[1][1], hi);
+          } else {
+            lut_i8_group(w, p.ki8[0][0], p.ki8[0][1], p.ki8[1][0], p.ki8[1][1], k1, k2);
           }
 #pragma unroll
           for (int mt = 0; mt < 2; ++mt) {
@@ -420,14 +531,14 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
             const uint32_t A2[4] = {k2[4 * mt], k2[4 * mt + 1], k2[4 * mt + 2], k2[4 * mt + 3]};
             imma(a1[mt], A1, qf[2 * grp][0], qf[2 * grp][1]);
             imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
-            imma(a2[mt], A2, qf[2 * grp][0], qf[2 * grp][1]);
+            imma(a3[mt], A2, qf[2 * grp][0], qf[2 * grp][1]);
           }
         }
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
           for (int c = 0; c < 4; ++c)
-            s[pp][mt][c] = float(a1[mt][c] * 256 + a2[mt][c]) * kscale[c & 1];
+            s[pp][mt][c] = float(a1[mt][c] * 256 + a2[mt][c] + a3[mt][c]) * kscale[c & 1];
       }
 #pragma unroll
       for (int grp = 0; grp < (KI8 ? 0 : D / 32); ++grp) {
@@ -472,7 +583,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int pp = 0; pp < NP; ++pp) {
-      const int nvalid = min(kPageTokens, seq - (pg + pp * NW) * kPageTokens);
+      const int nvalid = seq - (pg + pp * NW) * kPageTokens;
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -483,10 +594,19 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
             v *= kts[pp].sc[k][0];
             if constexpr (K2) v += s2[pp][mt][c] * kts[pp].sc[k][1];
           }
-          if (nvalid < kPageTokens && g + 8 * k >= nvalid) v = -INFINITY;
           s[pp][mt][c] = v;
-          mx[c & 1] = fmaxf(mx[c & 1], v);
         }
+      if (nvalid < kPageTokens) {  // the last page only (warp-uniform)
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+          for (int c = 0; c < 4; ++c)
+            if (g + 8 * (2 * mt + (c >> 1)) >= nvalid) s[pp][mt][c] = -INFINITY;
+      }
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) mx[c & 1] = fmaxf(mx[c & 1], s[pp][mt][c]);
     }
     // The running max rarely moves after the first pages. kLazy: when no score exceeds it
     // (one warp vote), the update below would give alpha = 1 and the same max: skip the
@@ -508,12 +628,80 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       }
       // skip the rescale warp-uniformly when nothing moved
       if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
+        if constexpr (VI8 && !kVEveryPage) {
+          if (vpages > 0) vflush();
+        }
 #pragma unroll
         for (int i = 0; i < KS; ++i) {
           o[i][0] *= alpha[0]; o[i][1] *= alpha[1]; o[i][2] *= alpha[0]; o[i][3] *= alpha[1];
         }
       }
     }
+    if constexpr (VI8) {
+#pragma unroll
+      for (int pp = 0; pp < NP; ++pp) {
+        const VT& vt_cur = vts[pp];
+        // Q scale: a norm of this page above vbound (or the 512-page limit) converts the sums
+        // and sets vbound = 2 × the page's largest norm (room for later pages).
+        const float nvm = fmaxf(fmaxf(vt_cur.sc[0][0], vt_cur.sc[1][0]),
+                                fmaxf(vt_cur.sc[2][0], vt_cur.sc[3][0]));
+        const bool grow = __any_sync(0xffffffffu, nvm > vbound);
+        if (grow || (!kVEveryPage && vpages >= 512)) {
+          if (!kVEveryPage && vpages > 0) vflush();
+          if (grow) {
+            float mxn = fmaxf(nvm, __shfl_xor_sync(0xffffffffu, nvm, 4));
+            mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 8));
+            mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 16));
+            vbound = 2.f * mxn;
+            vqinv = 65535.f / vbound;
+            vscale = p.valpha256 / vqinv;
+          }
+        }
+        // Q of token g + 8k, heads 2t | 2t+1 (u16 pair; 2^23 + Q as a float holds Q in its low
+        // bits), transposed to head g, tokens 8k + 2t | 8k + 2t + 1
+        uint32_t x[4];
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) {
+            const int k = 2 * mt + hh;
+            const float p0 = fast_exp2(s[pp][mt][2 * hh] - m_run[0]);
+            const float p1 = fast_exp2(s[pp][mt][2 * hh + 1] - m_run[1]);
+            l_run[0] += p0;
+            l_run[1] += p1;
+            const float f = vt_cur.sc[k][0] * vqinv;
+            x[k] = movtrans(prmt(__float_as_uint(fmaf(p0, f, 8388608.f)),
+                                 __float_as_uint(fmaf(p1, f, 8388608.f)), 0x5410));
+          }
+        // B fragments: k = 16h + 4t + j ↔ token 16h + 8(j>>1) + 2t + (j&1) (formats.cuh)
+        const uint32_t bh0 = prmt(x[0], x[1], 0x7531), bl0 = prmt(x[0], x[1], 0x6420);
+        const uint32_t bh1 = prmt(x[2], x[3], 0x7531), bl1 = prmt(x[2], x[3], 0x6420);
+#pragma unroll
+        for (int grp = 0; grp < D / 32; ++grp) {
+          const uint32_t* w = vt_cur.w0 + 3 * grp;
+          uint32_t v1[8], v2[8];
+          if constexpr ((kDiag & 1) != 0) {
+#pragma unroll
+            for (int r = 0; r < 8; ++r) {
+              v1[r] = w[r % 3];
+              v2[r] = w[(r + 1) % 3];
+            }
+          } else {
+            lut_i8_group(w, p.vi8[0][0], p.vi8[0][1], p.vi8[1][0], p.vi8[1][1], v1, v2);
+          }
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) {
+            const uint32_t A1[4] = {v1[4 * mt], v1[4 * mt + 1], v1[4 * mt + 2], v1[4 * mt + 3]};
+            const uint32_t A2[4] = {v2[4 * mt], v2[4 * mt + 1], v2[4 * mt + 2], v2[4 * mt + 3]};
+            imma_su(va1[2 * grp + mt], A1, bh0, bh1);
+            imma_su(va2[2 * grp + mt], A1, bl0, bl1);
+            imma_su(va2[2 * grp + mt], A2, bh0, bh1);
+          }
+        }
+        if constexpr (kVEveryPage) vflush();
+        else ++vpages;
+      }
+    } else {
 #pragma unroll
     for (int pp = 0; pp < NP; ++pp) {
       const VT& vt_cur = vts[pp];
@@ -577,69 +765,36 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
           }
       }
     }
+    }
   };
 
   constexpr int SB = decode_stage_bytes(KF, VF, D);
   if constexpr (decode_uses_ring(KF, VF, D)) {
     // Each warp streams its pages through a ring of kStages shared-memory slots (cp.async,
-    // 16 B per lane per request): kStages − 1 pages in flight while one is computed.
+    // 16 B per lane per request): kStages − 1 pages in flight while one is computed. (One bulk
+    // copy per page on an mbarrier instead ran slower: 0.217 → 0.252 ms streaming alone.)
     extern __shared__ __align__(16) uint8_t dsm[];
     uint8_t* ring = dsm + warp * kStages * SB;
     const int first = pg0 + warp;
     const int n_my = first < pg1 ? (pg1 - first + NW - 1) / NW : 0;
-    const uint32_t ring_s = uint32_t(__cvta_generic_to_shared(ring));
-    // compile-time trip count; lane l copies 16-byte chunks l, l + 32, ...
+    const uint32_t ring_s = uint32_t(__cvta_generic_to_shared(ring)) + 16 * lane;
+    // lane l copies 16-byte chunks l, l + 32, ... (one base address, immediate offsets)
     auto issue = [&](int it, int slot) {
       const uint8_t* src = tile_ptr(first + it * NW) + 16 * lane;
-      const uint32_t dst = ring_s + slot * SB + 16 * lane;
-#pragma unroll
-      for (int j = 0; j < (SB / 16 + 31) / 32; ++j)
-        if ((SB / 16) % 32 == 0 || lane + 32 * j < SB / 16)
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst + 512 * j),
-                       "l"(src + 512 * j));
+      const uint32_t dst = ring_s + slot * SB;
+      constexpr int NCH = SB / 16;
+      [&]<int... J>(std::integer_sequence<int, J...>) {
+        (cp16<512 * J>(dst, src), ...);
+      }(std::make_integer_sequence<int, NCH / 32>{});
+      if constexpr (NCH % 32 != 0) {
+        if (lane < NCH % 32) cp16<512 * (NCH / 32)>(dst, src);
+      }
     };
 #pragma unroll
-    for (int it = 0; it < kStages - (NPG == 2 ? 0 : 1); ++it) {
+    for (int it = 0; it < kStages - 1; ++it) {
       if (it < n_my) issue(it, it);
       asm volatile("cp.async.commit_group;");
     }
-    if constexpr (NPG == 2) {
-      // pairs of pages: both are read into registers, their slots refilled at once (up to
-      // kStages pages in flight during the compute), then processed together
-      static_assert(kStages == 4, "two pages per step use a 4-slot ring");
-      int it = 0;
-      for (; it + 1 < n_my; it += 2) {
-        asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
-        __syncwarp();
-        KT kt[2];
-        VT vt[2];
-#pragma unroll
-        for (int pp = 0; pp < 2; ++pp) {
-          const uint8_t* tp = ring + ((it + pp) & 3) * SB;
-          kt[pp].template load<false>(tp, lane, false);
-          vt[pp].template load<false>(tp + tile_bytes(KF, D), lane, true);
-        }
-        __syncwarp();
-#pragma unroll
-        for (int pp = 0; pp < 2; ++pp) {
-          if (it + kStages + pp < n_my) issue(it + kStages + pp, (it + pp) & 3);
-          asm volatile("cp.async.commit_group;");
-        }
-        process.template operator()<2>(kt, vt, first + it * NW);
-      }
-      if (it < n_my) {
-        asm volatile("cp.async.wait_all;");
-        __syncwarp();
-        KT kt;
-        VT vt;
-        const uint8_t* tp = ring + (it & 3) * SB;
-        kt.template load<false>(tp, lane, false);
-        vt.template load<false>(tp + tile_bytes(KF, D), lane, true);
-        process.template operator()<1>(&kt, &vt, first + it * NW);
-      }
-      asm volatile("cp.async.wait_all;");
-      __syncthreads();
-    } else {
     int slot = 0, fill = kStages - 1;  // slot being read, slot being filled (no modulo)
     for (int it = 0; it < n_my; ++it) {
       asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
@@ -657,7 +812,6 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     }
     asm volatile("cp.async.wait_all;");
     __syncthreads();
-    }
   } else {
     for (int pg = pg0 + warp; pg < pg1; pg += NW) {
       KT kt;
@@ -669,6 +823,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     }
   }
 
+  if constexpr (VI8 && !kVEveryPage) vflush();
   // ---- merge the warps of this CTA, write one partial per query head
 #pragma unroll
   for (int c = 0; c < 2; ++c) {
@@ -708,6 +863,49 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     if (d == 0) {
       p.part_ml[row * 2] = M;
       p.part_ml[row * 2 + 1] = L;
+    }
+  }
+  if (!p.out) return;
+  // ---- fused split merge: the last CTA of this (sequence, KV head) finishes its G rows
+  __shared__ int is_last;
+  if (p.splits > 1) {
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int* cnt = p.counters + size_t(b) * p.Hkv + kvh;
+      is_last = atomicAdd(cnt, 1) == p.splits - 1;
+      if (is_last) *cnt = 0;  // ready for the next call
+    }
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+  } else {
+    __syncthreads();
+  }
+  constexpr int E = D / 32;
+  for (int h = warp; h < p.G; h += NW) {
+    const size_t row = size_t(b) * p.Hq + kvh * p.G + h;
+    const float* ml = p.part_ml + row * p.splits * 2;
+    float M = -1e30f;
+    for (int s = 0; s < p.splits; ++s) M = fmaxf(M, __ldcg(ml + 2 * s));
+    float u[E] = {}, L = 0.f;
+    for (int s = 0; s < p.splits; ++s) {
+      const float w = exp2f(__ldcg(ml + 2 * s) - M);
+      L += w * __ldcg(ml + 2 * s + 1);
+      const float* po = p.part_o + (row * p.splits + s) * D + E * lane;
+#pragma unroll
+      for (int k = 0; k < E; ++k) u[k] += w * __ldcg(po + k);
+    }
+    float* dst = p.out + row * D + E * lane;
+    if (p.vsigns) {
+      ak::fwht_warp<E>(u, lane);
+      const float sc = (L > 0.f ? 1.0f / L : 0.f) * rsqrtf(float(D));
+#pragma unroll
+      for (int k = 0; k < E; ++k) dst[k] = u[k] * sc * p.vsigns[E * lane + k];
+    } else {
+      const float sc = L > 0.f ? 1.0f / L : 0.f;
+#pragma unroll
+      for (int k = 0; k < E; ++k) dst[k] = u[k] * sc;
     }
   }
 }

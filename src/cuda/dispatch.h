@@ -8,13 +8,11 @@
 namespace tq::cuda {
 
 constexpr int kDecodeWarps = 4;
-// Decode kernel variant for tuning (turbo3, D = 128 only): 0 default (4 warps, 3 stages),
-// 1: 4 warps 2 stages, 2: 4 warps 3 stages ≥ 4 CTAs/SM, 3: 8 warps 2 stages, 4: 8 warps 3 stages.
+// Decode kernel variant for tuning (turbo3, D = 128 only; see kernels_impl.cuh): 0 default.
 int decode_variant();
-// Warps per decode CTA of the current variant.
+// Warps per decode CTA.
 inline int decode_warps(Fmt kf, Fmt vf, int D) {
-  const int v = decode_variant();
-  return (kf == Fmt::T3 && vf == Fmt::T3 && D == 128 && v == 5) ? 8 : kDecodeWarps;
+  return (kf == Fmt::T3 && vf == Fmt::T3 && D == 128 && decode_variant() == 7) ? 8 : kDecodeWarps;
 }
 
 // Return false when (kf, vf, D) is not instantiated.

@@ -91,20 +91,27 @@ TQ_HD constexpr int scalar_slot(int tok) { return 4 * (tok & 7) + (tok >> 3); }
 TQ_HD constexpr int tile_bytes(Fmt f, int D) { return codes_bytes(f, D) + nscalars(f, D) * 64; }
 constexpr int kPageTokens = 32;
 
-// turbo3 keys are read by the int8 tensor-core path (mma.m16n8k32.s8, see decode_kernels.cuh):
-// their lane elements follow the int8 A fragment instead. Lane element i = 32ks + 4(4mt + a) + j
-// (register a of m-tile mt at k-step ks, byte j):
-//   token = 16mt + g + 8(a&1),  dim = 32ks + 16(a>>1) + 4t + j
-// (still: every 32 consecutive lane elements cover one 32-dim block).
-TQ_HD constexpr bool k_int8(Fmt f, bool is_v) { return !is_v && f == Fmt::T3; }
+// turbo3 keys and values are read by the int8 tensor-core path (mma.m16n8k32, see
+// decode_kernels.cuh): their lane elements follow the int8 A fragment instead. Lane element
+// i = 32ks + 4(4mt + a) + j (register a of m-tile mt of 32-group ks, byte j):
+//   K (A of S^T = K·Q^T):  token = 16mt + g + 8(a&1),        dim = 32ks + 16(a>>1) + 4t + j
+//   V (A of O^T = V^T·P^T): dim = 32ks + 16mt + g + 8(a&1),   token = 16(a>>1) + 8(j>>1) + 2t + (j&1)
+// (V: the token order within the k dimension is the one the transposed P' fragment gives, see
+// the decode kernel; still, every 32 consecutive lane elements cover one 32-dim block).
+TQ_HD constexpr bool i8_layout(Fmt f, bool /*is_v*/) { return f == Fmt::T3; }
 
 // (token, dim) of lane element i of lane l.
 TQ_HD void elem_to_td(bool is_v, int lane, int i, int& tok, int& dim, bool i8 = false) {
   const int g = lane >> 2, t = lane & 3, r = i & 7, b = i >> 3;
   if (i8) {
     const int ks = i >> 5, reg = (i >> 2) & 7, mt = reg >> 2, a = reg & 3, j = i & 3;
-    tok = 16 * mt + g + 8 * (a & 1);
-    dim = 32 * ks + 16 * (a >> 1) + 4 * t + j;
+    if (!is_v) {
+      tok = 16 * mt + g + 8 * (a & 1);
+      dim = 32 * ks + 16 * (a >> 1) + 4 * t + j;
+    } else {
+      dim = 32 * ks + 16 * mt + g + 8 * (a & 1);
+      tok = 16 * (a >> 1) + 8 * (j >> 1) + 2 * t + (j & 1);
+    }
   } else if (!is_v) {
     tok = 16 * (b & 1) + g + 8 * ((r >> 1) & 1);
     dim = 16 * (b >> 1) + 8 * (r >> 2) + 2 * t + (r & 1);
@@ -115,11 +122,16 @@ TQ_HD void elem_to_td(bool is_v, int lane, int i, int& tok, int& dim, bool i8 = 
 }
 // Inverse: (token, dim) → lane, lane element.
 TQ_HD void td_to_elem(bool is_v, int tok, int dim, int& lane, int& i, bool i8 = false) {
-  if (i8) {
+  if (i8 && !is_v) {
     const int ks = dim >> 5, ah = (dim >> 4) & 1, t = (dim >> 2) & 3, j = dim & 3;
     const int mt = tok >> 4, al = (tok >> 3) & 1, g = tok & 7;
     lane = 4 * g + t;
     i = 32 * ks + 4 * (4 * mt + 2 * ah + al) + j;
+  } else if (i8) {
+    const int ks = dim >> 5, mt = (dim >> 4) & 1, al = (dim >> 3) & 1, g = dim & 7;
+    const int ah = tok >> 4, jh = (tok >> 3) & 1, t = (tok >> 1) & 3, jl = tok & 1;
+    lane = 4 * g + t;
+    i = 32 * ks + 4 * (4 * mt + 2 * ah + al) + 2 * jh + jl;
   } else if (!is_v) {
     const int ks = dim >> 4, hi = (dim >> 3) & 1, t = (dim >> 1) & 3, lo = dim & 1;
     const int mt = tok >> 4, r1 = (tok >> 3) & 1, g = tok & 7;

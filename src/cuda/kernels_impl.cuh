@@ -7,9 +7,9 @@
 namespace tq::cuda {
 
 template <Fmt KF, Fmt VF, int D, int NW, int ST, int MINB, int NPG = 1, bool LAZY = true,
-          int DIAG = 0>
+          int DIAG = 0, bool VPAGE = true>
 static bool run_decode(const DecodeParams* dp, dim3 grid, cudaStream_t st, int* occ) {
-  auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB, NPG, LAZY, DIAG>;
+  auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB, NPG, LAZY, DIAG, VPAGE>;
   constexpr int smem = dk::decode_smem_bytes(KF, VF, D, NW, ST);
   static bool attr = false;  // once per instantiation
   if (!attr) {
@@ -30,17 +30,18 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
                      int* occ) {
   if (dp || occ) {
     if constexpr (KF == Fmt::T3 && VF == Fmt::T3 && D == 128) {
-      // tuning variants (warps per CTA, ring stages, min CTAs per SM); see decode_warps()
+      // variants (bench only): 1 value sums kept over pages (converted when their scale
+      // changes), 2 at most 128 registers (4 CTAs/SM), 3-6 timing diagnostics (no V / K / any
+      // lookup, streaming only), 7 8 warps per CTA at most 128 registers
       switch (decode_variant()) {
-        case 1: return run_decode<KF, VF, D, 4, 3, 1, 1, false>(dp, grid, st, occ);
-        case 2: return run_decode<KF, VF, D, 4, 4, 1, 2>(dp, grid, st, occ);
-        case 3: return run_decode<KF, VF, D, 4, 4, 1, 1>(dp, grid, st, occ);
-        case 4: return run_decode<KF, VF, D, 4, 3, 4>(dp, grid, st, occ);
-        case 5: return run_decode<KF, VF, D, 8, 3, 2>(dp, grid, st, occ);
-        case 6: return run_decode<KF, VF, D, 4, 4, 3, 2>(dp, grid, st, occ);
+        case 1: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 0, false>(dp, grid, st, occ);
+        case 2: return run_decode<KF, VF, D, 4, 3, 4>(dp, grid, st, occ);
         // timing diagnostics (wrong results): no V lookup, no K lookup
-        case 7: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 1>(dp, grid, st, occ);
-        case 8: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 2>(dp, grid, st, occ);
+        case 3: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 1>(dp, grid, st, occ);
+        case 4: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 2>(dp, grid, st, occ);
+        case 5: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 3>(dp, grid, st, occ);
+        case 6: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 4>(dp, grid, st, occ);
+        case 7: return run_decode<KF, VF, D, 8, 3, 2>(dp, grid, st, occ);
         default: break;
       }
     }

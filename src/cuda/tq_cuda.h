@@ -94,6 +94,8 @@ class GpuCache {
   size_t qbuf_bytes_ = 0;
   int* lens_ = nullptr;  // prefill: causal lengths
   size_t lens_bytes_ = 0;
+  int* counters_ = nullptr;  // fused split merge: CTAs done per (sequence, KV head), zero
+  size_t counters_n_ = 0;
   void decode_impl(const float* q, float* out, int B, int Hq, const int* block_table,
                    int max_pages, int bt_stride, const int* seq_lens, int max_seq,
                    float sm_scale, int splits, void* stream);
