@@ -77,6 +77,27 @@ __device__ __forceinline__ void fwht_warp(float (&u)[E], int lane) {
   }
 }
 
+// FWHT of a vector spread over L consecutive lanes (lane group), E consecutive elements per lane:
+// in-register stages, then log2(L) shuffle stages within the group (unnormalised).
+template <int E, int L>
+__device__ __forceinline__ void fwht_group(float (&u)[E], int lane) {
+#pragma unroll
+  for (int h = 1; h < E; h <<= 1)
+#pragma unroll
+    for (int k = 0; k < E; ++k)
+      if (!(k & h)) {
+        const float a = u[k], b = u[k + h];
+        u[k] = a + b;
+        u[k + h] = a - b;
+      }
+#pragma unroll
+  for (int hb = 1; hb < L; hb <<= 1) {
+    const float sg = (lane & hb) ? -1.f : 1.f;
+#pragma unroll
+    for (int k = 0; k < E; ++k) u[k] = fmaf(sg, u[k], __shfl_xor_sync(0xffffffffu, u[k], hb));
+  }
+}
+
 // Lloyd-Max index = number of boundaries below u, through the cell table in shared memory.
 __device__ __forceinline__ int quantize_cells(float u, const float2* cells, float qinv,
                                               float qoff) {
@@ -85,7 +106,7 @@ __device__ __forceinline__ int quantize_cells(float u, const float2* cells, floa
   int ci = __float_as_int(y + 12582912.0f) - 0x4B400000;
   ci = min(max(ci, 0), kQCells - 1);
   const float2 e = cells[ci];
-  return int(e.y) + (e.x < u ? 1 : 0);
+  return __float_as_int(e.y) + (e.x < u ? 1 : 0);  // y holds the count's int bits
 }
 
 template <int NB>
@@ -122,6 +143,11 @@ __device__ __forceinline__ float group_max(float v) {
   return v;
 }
 
+// Row stride (bytes) of the per-page code bytes [tok][dim] in shared memory: 16 bytes of padding
+// per token so that the word-building gathers of phase 2 (lanes = tokens g, g+1, ...) do not
+// all hit one bank (a 128-byte row is exactly the 32 banks). bf16 keeps [tok][dim] of 16 bits.
+TQ_HD constexpr int code_row(Fmt f, int D) { return f == Fmt::BF16 ? D : D + 16; }
+
 // GPU code of a 4-bit Lloyd-Max index: sign (1 = negative) and magnitude index of |c[8+m]|.
 TQ_HD uint32_t lut4_code(int idx) { return idx < 8 ? 8u | uint32_t(7 - idx) : uint32_t(idx - 8); }
 
@@ -132,6 +158,7 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
                               const float2* cells, int lane) {
   constexpr int E = D / 32;
   constexpr int CB = codes_bytes(F, D);
+  constexpr int RS = code_row(F, D);
   const int j0 = E * lane;  // first element of this lane
   if constexpr (F == Fmt::BF16) {
 #pragma unroll
@@ -169,7 +196,7 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
       for (int k = 0; k < E; ++k) q[k] = uint32_t(min(15, int(x[k] * id + 8.5f)));
     }
 #pragma unroll
-    for (int k = 0; k < E; ++k) codes[tok * D + j0 + k] = uint8_t(q[k]);
+    for (int k = 0; k < E; ++k) codes[tok * RS + j0 + k] = uint8_t(q[k]);
     if (lane % LB == 0) store_scale(gtile, CB, j0 / 32, tok, d);
   } else if constexpr (is_split(F)) {
     constexpr int NH = D / 4, NL = D - D / 4;
@@ -203,7 +230,7 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
     for (int k = 0; k < E; ++k)
     {
       const int q = zero ? 0 : quantize_n(u[k], c.bounds[part], c.nbounds[part]);
-      codes[tok * D + j0 + k] =
+      codes[tok * RS + j0 + k] =
           uint8_t(part == 0 && F == Fmt::T35 ? lut4_code(q) : uint32_t(q));
     }
     __syncwarp();
@@ -251,7 +278,7 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
       }
 #pragma unroll
       for (int k = 0; k < E; ++k)
-        codes[tok * D + j0 + k] = uint8_t(idx[k] | ((n > 0.f && acc[k] >= 0.f) ? 0x80 : 0));
+        codes[tok * RS + j0 + k] = uint8_t(idx[k] | ((n > 0.f && acc[k] >= 0.f) ? 0x80 : 0));
       __syncwarp();
       if (lane == 0) {
         store_scalar(gtile, CB, 0, tok, n);
@@ -262,37 +289,38 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
       if constexpr (E == 4) {
         packed = uint32_t(idx[0]) | uint32_t(idx[1]) << 8 | uint32_t(idx[2]) << 16 |
                  uint32_t(idx[3]) << 24;
-        *reinterpret_cast<uint32_t*>(codes + tok * D + j0) = packed;
+        *reinterpret_cast<uint32_t*>(codes + tok * RS + j0) = packed;
       } else {
 #pragma unroll
-        for (int k = 0; k < E; ++k) codes[tok * D + j0 + k] = uint8_t(idx[k]);
+        for (int k = 0; k < E; ++k) codes[tok * RS + j0 + k] = uint8_t(idx[k]);
       }
       if (lane == 0) store_scalar(gtile, CB, 0, tok, n);
     }
   }
 }
 
-// Code of lane element i of lane l, from the code bytes [tok][dim]. I8: int8 map.
-template <bool IsV, int D, bool I8 = false>
+// Code of lane element i of lane l, from the code bytes [tok][dim] (row stride RS). I8: int8
+// map.
+template <bool IsV, int RS, bool I8 = false>
 TQ_HD uint32_t code_at(const uint8_t* codes, int lane, int i) {
   int tok, dim;
   elem_to_td(IsV, lane, i, tok, dim, I8);
-  return codes[tok * D + dim];
+  return codes[tok * RS + dim];
 }
 
 // Index into the code bytes [tok][dim] of element 8·blk + r of a lane: base(blk) + off(r).
-template <bool IsV, int D, bool I8 = false>
+template <bool IsV, int RS, bool I8 = false>
 TQ_HD int blk_base(int lane, int blk) {
   int tok, dim;
   elem_to_td(IsV, lane, 8 * blk, tok, dim, I8);
-  return tok * D + dim;
+  return tok * RS + dim;
 }
-template <bool IsV, int D, bool I8 = false>
+template <bool IsV, int RS, bool I8 = false>
 TQ_HD constexpr int elem_off(int r) {
-  return I8 ? (IsV ? (8 * ((r >> 1) & 1) + (r & 1)) * D + 8 * (r >> 2)
-                   : 8 * (r >> 2) * D + (r & 3))
-       : IsV ? (8 * (r >> 2) + (r & 1)) * D + 8 * ((r >> 1) & 1)
-             : 8 * ((r >> 1) & 1) * D + 8 * (r >> 2) + (r & 1);
+  return I8 ? (IsV ? (8 * ((r >> 1) & 1) + (r & 1)) * RS + 8 * (r >> 2)
+                   : 8 * (r >> 2) * RS + (r & 3))
+       : IsV ? (8 * (r >> 2) + (r & 1)) * RS + 8 * ((r >> 1) & 1)
+             : 8 * ((r >> 1) & 1) * RS + 8 * (r >> 2) + (r & 1);
 }
 
 // Word w (within its part) of lane l.
@@ -301,6 +329,7 @@ TQ_HD uint32_t build_word(const uint8_t* codes, const uint16_t* raw16, int lane,
   constexpr Kind K = part_kind(F, P);
   constexpr int bits = kind_bits(K), first = part_first(F, P, D);
   constexpr bool I8 = i8_layout(F, IsV);
+  constexpr int RS = code_row(F, D);  // row stride of the code bytes
   const int G = w / bits, wg = w % bits, e0 = first + 32 * G, b0 = e0 >> 3;
   uint32_t x = 0;
   if constexpr (K == Kind::BF16) {
@@ -315,46 +344,46 @@ TQ_HD uint32_t build_word(const uint8_t* codes, const uint16_t* raw16, int lane,
     if (K == Kind::LUT4 && wg == 3) {
 TQ_UNROLL
       for (int q = 0; q < 4; ++q) {
-        const int base = blk_base<IsV, D, I8>(lane, b0 + q);
+        const int base = blk_base<IsV, RS, I8>(lane, b0 + q);
 TQ_UNROLL
         for (int r = 0; r < 8; ++r) {
           const int ee = 8 * q + r;
-          x |= ((uint32_t(codes[base + elem_off<IsV, D, I8>(r)]) >> 3) & 1u)
+          x |= ((uint32_t(codes[base + elem_off<IsV, RS, I8>(r)]) >> 3) & 1u)
                << ((15 - ee / 2) + 16 * (ee & 1));
         }
       }
       return x;
     }
-    const int bm = blk_base<IsV, D, I8>(lane, b0 + wg), bp = blk_base<IsV, D, I8>(lane, b0 + 3);
+    const int bm = blk_base<IsV, RS, I8>(lane, b0 + wg), bp = blk_base<IsV, RS, I8>(lane, b0 + 3);
 TQ_UNROLL
     for (int pos = 0; pos < 8; ++pos) {
-      x |= (uint32_t(codes[bm + elem_off<IsV, D, I8>(pos)]) & 7u) << (4 * pos);
-      x |= ((uint32_t(codes[bp + elem_off<IsV, D, I8>(pos)]) >> wg) & 1u) << (4 * pos + 3);
+      x |= (uint32_t(codes[bm + elem_off<IsV, RS, I8>(pos)]) & 7u) << (4 * pos);
+      x |= ((uint32_t(codes[bp + elem_off<IsV, RS, I8>(pos)]) >> wg) & 1u) << (4 * pos + 3);
     }
   } else if constexpr (K == Kind::LUT2) {
 TQ_UNROLL
     for (int h = 0; h < 2; ++h) {
-      const int base = blk_base<IsV, D, I8>(lane, b0 + 2 * wg + h);
+      const int base = blk_base<IsV, RS, I8>(lane, b0 + 2 * wg + h);
 TQ_UNROLL
       for (int pos = 0; pos < 8; ++pos)
-        x |= (uint32_t(codes[base + elem_off<IsV, D, I8>(pos)]) & 3u) << (4 * pos + 2 * h);
+        x |= (uint32_t(codes[base + elem_off<IsV, RS, I8>(pos)]) & 3u) << (4 * pos + 2 * h);
     }
   } else if constexpr (K == Kind::LUT1) {  // T3P signs: bit 7 of the code byte
 TQ_UNROLL
     for (int kk = 0; kk < 4; ++kk) {
-      const int base = blk_base<IsV, D, I8>(lane, b0 + kk);
+      const int base = blk_base<IsV, RS, I8>(lane, b0 + kk);
 TQ_UNROLL
       for (int pos = 0; pos < 8; ++pos)
-        x |= (uint32_t(codes[base + elem_off<IsV, D, I8>(pos)]) >> 7) << (4 * pos + kk);
+        x |= (uint32_t(codes[base + elem_off<IsV, RS, I8>(pos)]) >> 7) << (4 * pos + kk);
     }
   } else if constexpr (K == Kind::Q8) {
 TQ_UNROLL
-    for (int b = 0; b < 4; ++b) x |= code_at<IsV, D, I8>(codes, lane, e0 + 4 * wg + b) << (8 * b);
+    for (int b = 0; b < 4; ++b) x |= code_at<IsV, RS, I8>(codes, lane, e0 + 4 * wg + b) << (8 * b);
   } else if constexpr (K == Kind::Q4) {
-    const int base = blk_base<IsV, D, I8>(lane, b0 + wg);
+    const int base = blk_base<IsV, RS, I8>(lane, b0 + wg);
 TQ_UNROLL
     for (int ee = 0; ee < 8; ++ee)
-      x |= uint32_t(codes[base + elem_off<IsV, D, I8>(ee)]) << (4 * ((ee >> 1) + 4 * (ee & 1)));
+      x |= uint32_t(codes[base + elem_off<IsV, RS, I8>(ee)]) << (4 * ((ee >> 1) + 4 * (ee & 1)));
   }
   return x;
 }
@@ -365,11 +394,26 @@ __device__ __forceinline__ void write_part(const uint8_t* codes, const uint16_t*
   if constexpr (P < nparts(F)) {
     constexpr int W = part_words(F, P, D), U = unit_words(W);
     uint32_t* dst = reinterpret_cast<uint32_t*>(gtile + part_offset_bytes(F, P, D));
-    for (int o = threadIdx.x; o < W * 32; o += blockDim.x) {
-      const int lane = (o / U) % 32, w = (o / (32 * U)) * U + o % U;
-      uint32_t x = build_word<F, D, P, IsV>(codes, raw16, lane, w);
-      if (!full) x |= dst[o];
-      dst[o] = x;
+    // thread → (lane, unit of U words): a warp builds the same words of all 32 lanes (their
+    // code-byte gathers fall in distinct banks with the padded rows) and stores 32 whole
+    // units, coalesced
+    for (int o = threadIdx.x; o < (W / U) * 32; o += blockDim.x) {
+      const int lane = o % 32, u = o / 32;
+      uint32_t x[U];
+#pragma unroll
+      for (int k = 0; k < U; ++k) x[k] = build_word<F, D, P, IsV>(codes, raw16, lane, U * u + k);
+      uint32_t* d = dst + (u * 32 + lane) * U;
+      if (!full) {
+#pragma unroll
+        for (int k = 0; k < U; ++k) x[k] |= d[k];
+      }
+      if constexpr (U == 4) {
+        *reinterpret_cast<uint4*>(d) = make_uint4(x[0], x[1], x[2], x[3]);
+      } else if constexpr (U == 2) {
+        *reinterpret_cast<uint2*>(d) = make_uint2(x[0], x[1]);
+      } else {
+        d[0] = x[0];
+      }
     }
   }
 }
@@ -383,7 +427,7 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
   if (tok0 >= tok1) return;
   const int s0 = tok0 - pg * kPageTokens, s1 = tok1 - pg * kPageTokens;
   constexpr int TK = tile_bytes(KF, D);
-  constexpr int CBYTES = (KF == Fmt::BF16 ? 2 : 1) * kPageTokens * D;  // per tile
+  constexpr int CBYTES = (KF == Fmt::BF16 ? 2 : 1) * kPageTokens * code_row(KF, D);  // per tile
   extern __shared__ uint4 smem4[];
   uint8_t* ck = reinterpret_cast<uint8_t*>(smem4);
   uint8_t* cv = ck + CBYTES;
@@ -411,6 +455,86 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
   if (p.vc.qcells)
     for (int i = threadIdx.x; i < kQCells; i += blockDim.x) cells[kQCells + i] = p.vc.qcells[i];
   __syncthreads();
+  if constexpr (KF == VF && (KF == Fmt::T2 || KF == Fmt::T3 || KF == Fmt::T4)) {
+    // One Hadamard rotation, the same for K and V (same format and seed): 4 vectors per warp,
+    // 8 lanes per vector, D/8 consecutive elements per lane. Per vector this takes 3 shuffle
+    // stages and a 3-shuffle norm instead of 5 + 5 (shuffles ran at one warp-instruction per
+    // clock per SM: the append's limit), and the per-vector scalar work is shared by 4.
+    constexpr int LPV = 8, VPW = 32 / LPV, EL = D / LPV;
+    const int sub = lane / LPV, sl = lane % LPV;
+    float sg[EL];
+#pragma unroll
+    for (int k = 0; k < EL; ++k) sg[k] = p.kc.signs[EL * sl + k];
+    constexpr int NQ = EL / 8;  // 16-byte loads per lane
+    auto load = [&](int vi, uint4 (&r)[NQ]) {
+      if (vi < nvec) {
+        const bool is_v = vi & 1;
+        const int pos = pg * kPageTokens + s0 + vi / 2;
+        const uint4* src = reinterpret_cast<const uint4*>(
+            (is_v ? p.v : p.k) + ((size_t(b) * p.n_new + (pos - st)) * p.Hkv + kvh) * D +
+            EL * sl);
+#pragma unroll
+        for (int q = 0; q < NQ; ++q) r[q] = src[q];
+      } else {
+#pragma unroll
+        for (int q = 0; q < NQ; ++q) r[q] = make_uint4(0u, 0u, 0u, 0u);
+      }
+    };
+    const float sc = 1.0f / sqrtf(float(D));
+    uint4 nxt[NQ];
+    load(warp * VPW + sub, nxt);
+#pragma unroll 1
+    for (int base = warp * VPW; base < nvec; base += kWarps * VPW) {
+      const int vi = base + sub;
+      uint4 cur[NQ];
+#pragma unroll
+      for (int q = 0; q < NQ; ++q) cur[q] = nxt[q];
+      load(vi + kWarps * VPW, nxt);
+      float x[EL];
+#pragma unroll
+      for (int q = 0; q < NQ; ++q) {
+        const uint32_t w[4] = {cur[q].x, cur[q].y, cur[q].z, cur[q].w};
+#pragma unroll
+        for (int k = 0; k < 8; ++k)
+          x[8 * q + k] = __uint_as_float(k & 1 ? w[k / 2] & 0xFFFF0000u : w[k / 2] << 16);
+      }
+      float ss = 0.f;
+#pragma unroll
+      for (int k = 0; k < EL; ++k) ss += x[k] * x[k];
+#pragma unroll
+      for (int o = 1; o < LPV; o <<= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      const float n = sqrtf(ss);
+      const float inv = n > 0.f ? 1.0f / n : 0.f;
+      float u[EL];
+#pragma unroll
+      for (int k = 0; k < EL; ++k) u[k] = x[k] * inv * sg[k];
+      fwht_group<EL, LPV>(u, lane);
+      uint32_t packed[EL / 4];
+#pragma unroll
+      for (int k4 = 0; k4 < EL / 4; ++k4) {
+        uint32_t w = 0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          int idx = n > 0.f ? quantize_cells(u[4 * k4 + j] * sc, cells, p.kc.qinv, p.kc.qoff) : 0;
+          if constexpr (KF == Fmt::T4) idx = int(lut4_code(idx));
+          w |= uint32_t(idx) << (8 * j);
+        }
+        packed[k4] = w;
+      }
+      if (vi < nvec) {
+        const bool is_v = vi & 1;
+        const int tok = s0 + vi / 2;
+        uint8_t* codes = (is_v ? cv : ck) + tok * code_row(KF, D) + EL * sl;
+#pragma unroll
+        for (int q = 0; q < EL / 16; ++q)
+          reinterpret_cast<uint4*>(codes)[q] =
+              make_uint4(packed[4 * q], packed[4 * q + 1], packed[4 * q + 2], packed[4 * q + 3]);
+        if constexpr (EL == 8)
+          *reinterpret_cast<uint2*>(codes) = make_uint2(packed[0], packed[1]);
+        if (sl == 0) store_scalar(is_v ? gv : gk, codes_bytes(KF, D), 0, tok, n);
+      }
+    }
+  } else {
   Raw nxt{};
   if (warp < nvec) nxt = *src_of(warp);
   // this lane's rotation signs, for every vector it encodes
@@ -449,6 +573,7 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
       encode_vector<KF, D>(x, ck, reinterpret_cast<uint16_t*>(ck), raw, gk, slot, p.kc, sgk,
                            stage + warp * D, cells, lane);
   }
+  }
   __syncthreads();
   const bool full = s0 == 0 && s1 == kPageTokens;
   const uint16_t* rk = reinterpret_cast<const uint16_t*>(ck);
@@ -461,7 +586,7 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
 
 // Dynamic shared memory of the append kernel.
 __host__ __device__ constexpr int append_smem_bytes(Fmt kf, Fmt vf, int D) {
-  return 2 * (kf == Fmt::BF16 ? 2 : 1) * kPageTokens * D + kWarps * D * 4 +
+  return 2 * (kf == Fmt::BF16 ? 2 : 1) * kPageTokens * code_row(kf, D) + kWarps * D * 4 +
          2 * kQCells * 8;
 }
 

@@ -137,7 +137,9 @@ void set_cells(FormatConsts& c, const ScalarCodebook& cb) {
         if (double(b) < lo) ++below;
         else if (double(b) < hi) bound = b;
       }
-      cells[i] = make_float2(bound, float(below));
+      float below_bits;  // the count as int bits (the append reads it with __float_as_int)
+      std::memcpy(&below_bits, &below, sizeof below_bits);
+      cells[i] = make_float2(bound, below_bits);
     }
     float2* d = nullptr;
     TQ_CUDA_CHECK(cudaMalloc(&d, sizeof(float2) * kQCells));

@@ -20,7 +20,8 @@ struct FormatConsts {
   float cent[2][16] = {};    // centroids (append, T3P residual)
   // Quantizer cells for part 0 of the Hadamard types: cell i of kQCells covers
   // [−G + i·w, −G + (i+1)·w); entry = {the one boundary inside it (or +inf), #boundaries below
-  // the cell}; index(u) = entry.y + (entry.x < u), with cell = ⌊u/w + G/w⌋ (clamped).
+  // the cell, stored as int bits}; index(u) = entry.y + (entry.x < u), with
+  // cell = ⌊u/w + G/w⌋ (clamped).
   const float2* qcells = nullptr;
   float qinv = 0.f, qoff = 0.f;
   int pdim[2] = {};          // rotation size of each part
