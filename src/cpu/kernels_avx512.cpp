@@ -228,6 +228,27 @@ bool has_vnni_vbmi() {
   return ok;
 }
 
+// The codebook as unsigned bytes, c ≈ cs·(u − 128) with cs = max|c|/127: a 64-entry table for
+// vpermb (which ignores index bits 6-7), repeated mod 2^B so that the bits above a code never
+// need masking. Built with vector ops: it is rebuilt for every call (every 256-token step), and
+// 64 scalar lrint calls cost ~5 % of a turbo3 step.
+template <int B>
+TQ_VNNI inline __m512i byte_lut(const float* table, float* cs_out) {
+  constexpr int K = 1 << B;
+  // lane i ← table[i mod K] (K ≤ 16)
+  const __m512i idx = _mm512_and_si512(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32(K - 1));
+  const __m512 t = _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(__mmask16((1u << K) - 1), table));
+  const float cmax = _mm512_reduce_max_ps(_mm512_abs_ps(t));
+  const float cs = cmax > 0 ? cmax / 127.0f : 1.0f;
+  *cs_out = cs;
+  // round-to-nearest-even like lrint in the default rounding mode
+  const __m512i u = _mm512_add_epi32(
+      _mm512_cvtps_epi32(_mm512_div_ps(t, _mm512_set1_ps(cs))), _mm512_set1_epi32(128));
+  return _mm512_broadcast_i32x4(_mm512_cvtepi32_epi8(u));  // 16 bytes repeated ×4
+}
+
 template <int B, int G>
 TQ_VNNI void score_i8(const CodeRows& r, size_t n, const int8_t* qi, int dpad, const float* mul,
                       const float* corr, __m512i lut, float* out, size_t ldo, bool add) {
@@ -376,16 +397,8 @@ TQ_VNNI void score_i8(const CodeRows& r, size_t n, const int8_t* qi, int dpad, c
 template <int B>
 TQ_VNNI void score_i8_any(const CodeRows& r, size_t n, const float* q, int G, float* out,
                           size_t ldo, bool add) {
-  // Byte table of the codebook (repeated so that bits above the code's own are ignored).
-  float cmax = 0;
-  for (int k = 0; k < (1 << B); ++k) cmax = std::max(cmax, std::fabs(r.table[k]));
-  const float cs = cmax > 0 ? cmax / 127.0f : 1.0f;
-  // 64-entry byte table for vpermb (which ignores index bits 6-7), repeated mod 2^B so that the
-  // bits above a code never need masking.
-  alignas(64) uint8_t lt[64];
-  for (int i = 0; i < 64; ++i)
-    lt[i] = uint8_t(int(std::lrint(r.table[i & ((1 << B) - 1)] / cs)) + 128);
-  const __m512i lut = _mm512_load_si512(lt);
+  float cs;
+  const __m512i lut = byte_lut<B>(r.table, &cs);
   const int d = r.dim, dpad = (d + 63) / 64 * 64;
   alignas(64) int8_t qi[4 * 1024];
   const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
@@ -538,15 +551,8 @@ TQ_VNNI void acc_i8(const CodeRows& r, size_t n4, const uint32_t* wq /*G × n4/4
 template <int B>
 TQ_VNNI void acc_i8_any(const CodeRows& r, size_t n, const float* w, size_t ldw, int G, float* acc,
                         size_t lda) {
-  float cmax = 0;
-  for (int k = 0; k < (1 << B); ++k) cmax = std::max(cmax, std::fabs(r.table[k]));
-  const float cs = cmax > 0 ? cmax / 127.0f : 1.0f;
-  // 64-entry byte table for vpermb (which ignores index bits 6-7), repeated mod 2^B so that the
-  // bits above a code never need masking.
-  alignas(64) uint8_t lt[64];
-  for (int i = 0; i < 64; ++i)
-    lt[i] = uint8_t(int(std::lrint(r.table[i & ((1 << B) - 1)] / cs)) + 128);
-  const __m512i lut = _mm512_load_si512(lt);
+  float cs;
+  const __m512i lut = byte_lut<B>(r.table, &cs);
   constexpr size_t kMax = 256;
   for (size_t t0 = 0; t0 < n; t0 += kMax) {
     const size_t m = std::min(kMax, n - t0), m4 = m / 4 * 4;
