@@ -278,7 +278,7 @@ void SoftmaxState::merge(const SoftmaxState& o) {
 // ------------------------------------------------------------------ the driver
 namespace {
 
-constexpr size_t kChunk = 256;  // tokens per score/softmax/accumulate step (L1/L2-resident)
+constexpr size_t kChunk = 1024;  // tokens per score/softmax/accumulate step (L1/L2-resident)
 
 struct Work {
   int task;

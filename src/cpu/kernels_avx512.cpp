@@ -228,6 +228,27 @@ bool has_vnni_vbmi() {
   return ok;
 }
 
+// The codebook as unsigned bytes, c ≈ cs·(u − 128) with cs = max|c|/127: a 64-entry table for
+// vpermb (which ignores index bits 6-7), repeated mod 2^B so that the bits above a code never
+// need masking. Built with vector ops: it is rebuilt for every call (every 256-token step), and
+// 64 scalar lrint calls cost ~5 % of a turbo3 step.
+template <int B>
+TQ_VNNI inline __m512i byte_lut(const float* table, float* cs_out) {
+  constexpr int K = 1 << B;
+  // lane i ← table[i mod K] (K ≤ 16)
+  const __m512i idx = _mm512_and_si512(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32(K - 1));
+  const __m512 t = _mm512_permutexvar_ps(idx, _mm512_maskz_loadu_ps(__mmask16((1u << K) - 1), table));
+  const float cmax = _mm512_reduce_max_ps(_mm512_abs_ps(t));
+  const float cs = cmax > 0 ? cmax / 127.0f : 1.0f;
+  *cs_out = cs;
+  // round-to-nearest-even like lrint in the default rounding mode
+  const __m512i u = _mm512_add_epi32(
+      _mm512_cvtps_epi32(_mm512_div_ps(t, _mm512_set1_ps(cs))), _mm512_set1_epi32(128));
+  return _mm512_broadcast_i32x4(_mm512_cvtepi32_epi8(u));  // 16 bytes repeated ×4
+}
+
 template <int B, int G>
 TQ_VNNI void score_i8(const CodeRows& r, size_t n, const int8_t* qi, int dpad, const float* mul,
                       const float* corr, __m512i lut, float* out, size_t ldo, bool add) {
@@ -256,50 +277,54 @@ TQ_VNNI void score_i8(const CodeRows& r, size_t n, const int8_t* qi, int dpad, c
   const __m512 mulv = _mm512_setr_ps(mul[0], mul[1 % G], mul[2 % G], mul[3 % G], mul[0], mul[1 % G],
                                      mul[2 % G], mul[3 % G], mul[0], mul[1 % G], mul[2 % G],
                                      mul[3 % G], mul[0], mul[1 % G], mul[2 % G], mul[3 % G]);
-  // Sixteen tokens at a time without horizontal sums: their byte vectors are transposed
-  // (16 × 16 dwords per 64 codes) so that lane i holds token i, and each vpdpbusd takes one
-  // broadcast dword (4 coordinates) of a query head.
+  // Sixteen tokens at a time, as four quads, with hardly any horizontal sums: a quad's four byte
+  // vectors are interleaved by two unpack levels, so that 128-bit lane L, dword i of vector e
+  // holds dword 4L + e of token i; one vpdpbusd per (e, head) with a query vector whose lane L
+  // repeats query dword 4L + e adds 4 coordinates of every token of the quad in every lane.
+  // Lane L then holds the token's partial sum over its dwords 4L..4L+3 (mod 16); the four
+  // lanes are summed once per 16 tokens by a 4 × 4 transpose of 128-bit lanes (6 shuffles).
+  // (A full 16 × 16 dword transpose costs 64 shuffles per 64 codes instead of 32.)
   const int32_t* qd = reinterpret_cast<const int32_t*>(qi);
+  alignas(64) int32_t qv[16 * 4 * G * 16];  // [c][e][g] → 16 dwords, nch ≤ 16
+  for (int c = 0; c < nch; ++c)
+    for (int e = 0; e < 4; ++e)
+      for (int g = 0; g < G; ++g)
+        for (int L = 0; L < 4; ++L)
+          for (int i = 0; i < 4; ++i)
+            qv[((c * 4 + e) * G + g) * 16 + 4 * L + i] = qd[(g * dpad + 64 * c) / 4 + 4 * L + e];
   for (; t + 16 <= n; t += 16) {
-    __m512i acc16[G];
-    for (int g = 0; g < G; ++g) acc16[g] = _mm512_setzero_si512();
-    for (int c = 0; c < nch; ++c) {
-      __m512i rw[16], tt[16];
-      for (int i = 0; i < 16; ++i) rw[i] = token_bytes(r.base + (t + i) * r.stride + r.code_off, c);
-      for (int k = 0; k < 8; ++k) {
-        tt[2 * k] = _mm512_unpacklo_epi32(rw[2 * k], rw[2 * k + 1]);
-        tt[2 * k + 1] = _mm512_unpackhi_epi32(rw[2 * k], rw[2 * k + 1]);
+    __m512i acc[4][G];
+    for (int k = 0; k < 4; ++k) {
+      for (int g = 0; g < G; ++g) acc[k][g] = _mm512_setzero_si512();
+      const uint8_t* row = r.base + (t + 4 * k) * r.stride + r.code_off;
+      for (int c = 0; c < nch; ++c) {
+        const __m512i b0 = token_bytes(row, c), b1 = token_bytes(row + r.stride, c);
+        const __m512i b2 = token_bytes(row + 2 * r.stride, c),
+                      b3 = token_bytes(row + 3 * r.stride, c);
+        const __m512i t0 = _mm512_unpacklo_epi32(b0, b1), t1 = _mm512_unpackhi_epi32(b0, b1);
+        const __m512i t2 = _mm512_unpacklo_epi32(b2, b3), t3 = _mm512_unpackhi_epi32(b2, b3);
+        const __m512i ev[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2),
+                               _mm512_unpacklo_epi64(t1, t3), _mm512_unpackhi_epi64(t1, t3)};
+        for (int e = 0; e < 4; ++e)
+          for (int g = 0; g < G; ++g)
+            acc[k][g] = _mm512_dpbusd_epi32(
+                acc[k][g], ev[e], _mm512_load_si512(qv + ((c * 4 + e) * G + g) * 16));
       }
-      for (int k = 0; k < 4; ++k) {  // rw[4k + e], lane L = dword 4L + e of tokens 4k..4k+3
-        rw[4 * k + 0] = _mm512_unpacklo_epi64(tt[4 * k + 0], tt[4 * k + 2]);
-        rw[4 * k + 1] = _mm512_unpackhi_epi64(tt[4 * k + 0], tt[4 * k + 2]);
-        rw[4 * k + 2] = _mm512_unpacklo_epi64(tt[4 * k + 1], tt[4 * k + 3]);
-        rw[4 * k + 3] = _mm512_unpackhi_epi64(tt[4 * k + 1], tt[4 * k + 3]);
-      }
-      for (int e = 0; e < 4; ++e) {
-        const __m512i a = _mm512_shuffle_i32x4(rw[e], rw[4 + e], 0x44);
-        const __m512i b = _mm512_shuffle_i32x4(rw[e], rw[4 + e], 0xEE);
-        const __m512i cc = _mm512_shuffle_i32x4(rw[8 + e], rw[12 + e], 0x44);
-        const __m512i dd = _mm512_shuffle_i32x4(rw[8 + e], rw[12 + e], 0xEE);
-        tt[0 + e] = _mm512_shuffle_i32x4(a, cc, 0x88);   // dword m = e of every token
-        tt[4 + e] = _mm512_shuffle_i32x4(a, cc, 0xDD);   // m = 4 + e
-        tt[8 + e] = _mm512_shuffle_i32x4(b, dd, 0x88);   // m = 8 + e
-        tt[12 + e] = _mm512_shuffle_i32x4(b, dd, 0xDD);  // m = 12 + e
-      }
-      // dwords past the head dimension have zero queries: skip them (d = 32, 96 halves)
-      const int mreal = std::min(16, (d - 64 * c + 3) / 4);
-      for (int m = 0; m < mreal; ++m)
-        for (int g = 0; g < G; ++g)
-          acc16[g] = _mm512_dpbusd_epi32(acc16[g], tt[m],
-                                         _mm512_set1_epi32(qd[(g * dpad + 64 * c) / 4 + m]));
     }
     alignas(64) float nr[16];
     for (int i = 0; i < 16; ++i)
       nr[i] = r.scale_mul * load_half(r.base + (t + i) * r.stride + r.scale_off);
     const __m512 nv = _mm512_load_ps(nr);
     for (int g = 0; g < G; ++g) {
+      // lane k of the result = Σ_L lane L of acc[k][g]
+      const __m512i s01 = _mm512_add_epi32(_mm512_shuffle_i32x4(acc[0][g], acc[1][g], 0x44),
+                                           _mm512_shuffle_i32x4(acc[0][g], acc[1][g], 0xEE));
+      const __m512i s23 = _mm512_add_epi32(_mm512_shuffle_i32x4(acc[2][g], acc[3][g], 0x44),
+                                           _mm512_shuffle_i32x4(acc[2][g], acc[3][g], 0xEE));
+      const __m512i tot = _mm512_add_epi32(_mm512_shuffle_i32x4(s01, s23, 0x88),
+                                           _mm512_shuffle_i32x4(s01, s23, 0xDD));
       __m512 v = _mm512_mul_ps(
-          _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc16[g]), _mm512_set1_ps(corr[g])),
+          _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(tot), _mm512_set1_ps(corr[g])),
                         _mm512_set1_ps(mul[g])),
           nv);
       float* o = out + g * ldo + t;
@@ -376,16 +401,8 @@ TQ_VNNI void score_i8(const CodeRows& r, size_t n, const int8_t* qi, int dpad, c
 template <int B>
 TQ_VNNI void score_i8_any(const CodeRows& r, size_t n, const float* q, int G, float* out,
                           size_t ldo, bool add) {
-  // Byte table of the codebook (repeated so that bits above the code's own are ignored).
-  float cmax = 0;
-  for (int k = 0; k < (1 << B); ++k) cmax = std::max(cmax, std::fabs(r.table[k]));
-  const float cs = cmax > 0 ? cmax / 127.0f : 1.0f;
-  // 64-entry byte table for vpermb (which ignores index bits 6-7), repeated mod 2^B so that the
-  // bits above a code never need masking.
-  alignas(64) uint8_t lt[64];
-  for (int i = 0; i < 64; ++i)
-    lt[i] = uint8_t(int(std::lrint(r.table[i & ((1 << B) - 1)] / cs)) + 128);
-  const __m512i lut = _mm512_load_si512(lt);
+  float cs;
+  const __m512i lut = byte_lut<B>(r.table, &cs);
   const int d = r.dim, dpad = (d + 63) / 64 * 64;
   alignas(64) int8_t qi[4 * 1024];
   const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
@@ -538,15 +555,8 @@ TQ_VNNI void acc_i8(const CodeRows& r, size_t n4, const uint32_t* wq /*G × n4/4
 template <int B>
 TQ_VNNI void acc_i8_any(const CodeRows& r, size_t n, const float* w, size_t ldw, int G, float* acc,
                         size_t lda) {
-  float cmax = 0;
-  for (int k = 0; k < (1 << B); ++k) cmax = std::max(cmax, std::fabs(r.table[k]));
-  const float cs = cmax > 0 ? cmax / 127.0f : 1.0f;
-  // 64-entry byte table for vpermb (which ignores index bits 6-7), repeated mod 2^B so that the
-  // bits above a code never need masking.
-  alignas(64) uint8_t lt[64];
-  for (int i = 0; i < 64; ++i)
-    lt[i] = uint8_t(int(std::lrint(r.table[i & ((1 << B) - 1)] / cs)) + 128);
-  const __m512i lut = _mm512_load_si512(lt);
+  float cs;
+  const __m512i lut = byte_lut<B>(r.table, &cs);
   constexpr size_t kMax = 256;
   for (size_t t0 = 0; t0 < n; t0 += kMax) {
     const size_t m = std::min(kMax, n - t0), m4 = m / 4 * 4;
