@@ -98,6 +98,33 @@ __device__ __forceinline__ void fwht_group(float (&u)[E], int lane) {
   }
 }
 
+// Lloyd-Max index = number of the NB sorted boundaries below u (NB = 3, 7, 15), by a binary
+// search over boundaries held in registers (selects, no memory access).
+template <int NB>
+__device__ __forceinline__ int count_below(float u, const float (&b)[NB]) {
+  static_assert(NB == 3 || NB == 7 || NB == 15, "2^L - 1 boundaries");
+  if constexpr (NB == 3) {
+    const bool c0 = b[1] < u;
+    const bool c1 = (c0 ? b[2] : b[0]) < u;
+    return 2 * c0 + c1;
+  } else if constexpr (NB == 7) {
+    const bool c0 = b[3] < u;
+    const bool c1 = (c0 ? b[5] : b[1]) < u;
+    const float m2 = c0 ? (c1 ? b[6] : b[4]) : (c1 ? b[2] : b[0]);
+    const bool c2 = m2 < u;
+    return 4 * c0 + 2 * c1 + c2;
+  } else {
+    const bool c0 = b[7] < u;
+    const bool c1 = (c0 ? b[11] : b[3]) < u;
+    const float m2 = c0 ? (c1 ? b[13] : b[9]) : (c1 ? b[5] : b[1]);
+    const bool c2 = m2 < u;
+    const float q0 = c2 ? (c1 ? b[6] : b[2]) : (c1 ? b[4] : b[0]);
+    const float q1 = c2 ? (c1 ? b[14] : b[10]) : (c1 ? b[12] : b[8]);
+    const bool c3 = (c0 ? q1 : q0) < u;
+    return 8 * c0 + 4 * c1 + 2 * c2 + c3;
+  }
+}
+
 // Lloyd-Max index = number of boundaries below u, through the cell table in shared memory.
 __device__ __forceinline__ int quantize_cells(float u, const float2* cells, float qinv,
                                               float qoff) {
@@ -450,12 +477,16 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
   };
   // quantizer cell tables of K and V (Hadamard turbo types)
   float2* cells = reinterpret_cast<float2*>(stage + kWarps * D);
-  if (p.kc.qcells)
+  // turbo2/3/4 with the same K and V type: 4 vectors per warp, boundaries in registers
+  constexpr bool kGroup = KF == VF && (KF == Fmt::T2 || KF == Fmt::T3 || KF == Fmt::T4);
+  // (turbo4's 15 boundaries: the cell table is faster than the search)
+  constexpr bool kSearch = kGroup && KF != Fmt::T4;
+  if (!kSearch && p.kc.qcells)
     for (int i = threadIdx.x; i < kQCells; i += blockDim.x) cells[i] = p.kc.qcells[i];
-  if (p.vc.qcells)
+  if (!kGroup && p.vc.qcells)
     for (int i = threadIdx.x; i < kQCells; i += blockDim.x) cells[kQCells + i] = p.vc.qcells[i];
   __syncthreads();
-  if constexpr (KF == VF && (KF == Fmt::T2 || KF == Fmt::T3 || KF == Fmt::T4)) {
+  if constexpr (kGroup) {
     // One Hadamard rotation, the same for K and V (same format and seed): 4 vectors per warp,
     // 8 lanes per vector, D/8 consecutive elements per lane. Per vector this takes 3 shuffle
     // stages and a 3-shuffle norm instead of 5 + 5 (shuffles ran at one warp-instruction per
@@ -464,7 +495,14 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
     const int sub = lane / LPV, sl = lane % LPV;
     float sg[EL];
 #pragma unroll
-    for (int k = 0; k < EL; ++k) sg[k] = p.kc.signs[EL * sl + k];
+    for (int k4 = 0; k4 < EL / 4; ++k4) {
+      const float4 v = reinterpret_cast<const float4*>(p.kc.signs + EL * sl)[k4];
+      sg[4 * k4] = v.x; sg[4 * k4 + 1] = v.y; sg[4 * k4 + 2] = v.z; sg[4 * k4 + 3] = v.w;
+    }
+    constexpr int NB = KF == Fmt::T2 ? 3 : 7;
+    float bnd[NB];  // opaque moves: kept in registers, not re-read per use from the parameters
+#pragma unroll
+    for (int i = 0; i < NB; ++i) asm("mov.b32 %0, %1;" : "=f"(bnd[i]) : "f"(p.kc.bounds[0][i]));
     constexpr int NQ = EL / 8;  // 16-byte loads per lane
     auto load = [&](int vi, uint4 (&r)[NQ]) {
       if (vi < nvec) {
@@ -515,11 +553,17 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
         uint32_t w = 0;
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          int idx = n > 0.f ? quantize_cells(u[4 * k4 + j] * sc, cells, p.kc.qinv, p.kc.qoff) : 0;
-          if constexpr (KF == Fmt::T4) idx = int(lut4_code(idx));
+          const float uu = u[4 * k4 + j] * sc;
+          int idx;
+          if constexpr (kSearch) {
+            idx = count_below<NB>(uu, bnd);
+          } else {  // turbo4: GPU code of index 0 for a zero vector
+            idx = n > 0.f ? quantize_cells(uu, cells, p.kc.qinv, p.kc.qoff) : 0;
+            idx = int(lut4_code(idx));
+          }
           w |= uint32_t(idx) << (8 * j);
         }
-        packed[k4] = w;
+        packed[k4] = (kSearch && !(n > 0.f)) ? 0u : w;  // a zero vector: index 0
       }
       if (vi < nvec) {
         const bool is_v = vi & 1;
