@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "codecs/common.h"
 #include "codecs/turbo.h"
 #include "core/rotation.h"
 #include "cpu/decode_attention.h"
@@ -131,6 +132,32 @@ TEST(Dispatch, FwhtBitIdentical) {
       std::vector<float> y = x;
       cpu::kernels_for(l).fwht(y.data(), n);
       for (int i = 0; i < n; ++i) ASSERT_EQ(y[i], ref[i]) << cpu::level_name(l) << " n=" << n;
+    }
+  }
+}
+
+// PolarQuant decode kernels multiply in the reference's order: bit-identical at every level,
+// fresh inputs, odd token counts and dims with an odd number of 62-bit groups.
+TEST(CpuKernels, PolarDecodeBitIdentical) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Rand r(seed);
+  for (int d : {16, 48, 64, 80, 128, 256}) {
+    const auto codec = make_codec("polar", d);
+    for (size_t n : {size_t(1), size_t(37), size_t(131)}) {
+      auto x = r.normal(n * size_t(d));
+      for (size_t i = 0; i < n; i += 5) x[i * d] *= 1000.0f;  // large radii (fp16 range)
+      std::vector<uint8_t> codes(n * codec->block_bytes());
+      codec->encode(x.data(), n, codes.data());
+      std::vector<float> ref(n * size_t(d));
+      polar_decode_rotated_ref(*codec, codes.data(), n, ref.data());
+      for (Level l : cpu::available_levels()) {
+        std::vector<float> y(n * size_t(d), std::nanf(""));
+        cpu::kernels_for(l).polar_decode(codes.data(), n, codec->block_bytes(), d / 16,
+                                         polar_tables(), y.data());
+        for (size_t i = 0; i < y.size(); ++i)
+          ASSERT_EQ(y[i], ref[i]) << cpu::level_name(l) << " d=" << d << " n=" << n << " i=" << i;
+      }
     }
   }
 }

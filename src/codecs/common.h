@@ -7,6 +7,9 @@
 #include "tq/codec.h"
 
 namespace tq {
+namespace cpu {
+struct PolarTables;
+}
 
 // Throws tq::Error if any of the n values is NaN or Inf.
 inline void check_finite(const float* x, size_t n, const char* what) {
@@ -58,7 +61,11 @@ class Rotation;
 // PolarQuant internals for the CPU attention driver: the codec's rotation (nullptr if c is not
 // a PolarQuant codec) and its decode into the rotated domain (no inverse rotation).
 const Rotation* polar_rotation(const Codec& c);
+// PolarQuant codes → rotated-domain vectors (n × d) through the dispatched kernel; _ref is the
+// codec's own scalar decode (the kernels' reference).
 void polar_decode_rotated(const Codec& c, const uint8_t* codes, size_t n, float* y);
+void polar_decode_rotated_ref(const Codec& c, const uint8_t* codes, size_t n, float* y);
+const cpu::PolarTables& polar_tables();
 
 // Registration entry points, one per codec source file (called by registry.cpp).
 void register_float_codecs();

@@ -21,6 +21,7 @@
 #include "core/lloyd_max.h"
 #include "core/rng.h"
 #include "core/rotation.h"
+#include "cpu/dispatch.h"
 
 namespace tq {
 namespace {
@@ -200,7 +201,31 @@ const Rotation* polar_rotation(const Codec& c) {
 void polar_decode_rotated(const Codec& c, const uint8_t* codes, size_t n, float* y) {
   auto* p = dynamic_cast<const PolarCodec*>(&c);
   TQ_ASSERT(p != nullptr);
+  cpu::kernels().polar_decode(codes, n, p->block_bytes(), p->dim() / kGroup, polar_tables(), y);
+}
+
+void polar_decode_rotated_ref(const Codec& c, const uint8_t* codes, size_t n, float* y) {
+  auto* p = dynamic_cast<const PolarCodec*>(&c);
+  TQ_ASSERT(p != nullptr);
   p->decode_rotated_n(codes, n, y);
+}
+
+const cpu::PolarTables& polar_tables() {
+  static const cpu::PolarTables t = [] {
+    const PolarBooks& b = books();
+    cpu::PolarTables pt{};
+    for (int k = 0; k < 16; ++k) {
+      pt.l1c[k] = b.l1c[k];
+      pt.l1s[k] = b.l1s[k];
+    }
+    for (int lv = 0; lv < 3; ++lv)
+      for (int k = 0; k < 4; ++k) {
+        pt.lc[lv][k] = b.lc[lv][k];
+        pt.ls[lv][k] = b.ls[lv][k];
+      }
+    return pt;
+  }();
+  return t;
 }
 
 void register_polar_codecs() {

@@ -46,6 +46,13 @@ struct CodeRows {
   const float* table;  // 2^bits entries
 };
 
+// PolarQuant decode tables (codecs/polar.cpp): cos/sin of the level-1 centroids (16) and of the
+// level-2, -3, -4 centroids (4 each).
+struct PolarTables {
+  float l1c[16], l1s[16];
+  float lc[3][4], ls[3][4];
+};
+
 // The kernel table. "G" query heads share one KV head (GQA); their queries are stored G × d
 // (row-major), their scores out[g·ldo + t], their weights w[g·ldw + t], their accumulators
 // acc[g·lda + j]. All kernels accept any n ≥ 0 and any d ≥ 1.
@@ -92,6 +99,12 @@ struct Kernels {
   void (*encode_mse)(const float* x, size_t n, int d, const float* signs, int bits,
                      const float* boundaries, const float* centroids, bool norm_correction,
                      uint8_t* out, size_t stride, size_t scale_off, size_t code_off);
+  // PolarQuant decode into the rotated domain: token t's codes at codes + t·stride (groups of
+  // 16 coordinates, 62 bits each, LSB-first: fp16 radius, 8×4-bit level-1, 4×2 level-2, 2×2
+  // level-3, 1×2 level-4 angles) → y + t·16·groups. Same products in the same order as the
+  // codec's scalar decode, so results are bit-identical.
+  void (*polar_decode)(const uint8_t* codes, size_t n, size_t stride, int groups,
+                       const PolarTables& t, float* y);
 };
 
 // 8-bit fast-scan scores for code tables (AVX-512 level with VBMI + VNNI; see

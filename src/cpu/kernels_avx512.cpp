@@ -199,6 +199,9 @@ inline void vquantize(const float* y, int d, const float* bnd, int nb, uint8_t* 
 }
 
 #define TQ_KERNEL_W1 0
+void k_polar_decode_v(const uint8_t* codes, size_t n, size_t stride, int groups,
+                      const PolarTables& tb, float* y);
+#define TQ_POLAR_DECODE_FN k_polar_decode_v
 void k_score_rows_fast(const CodeRows& r, size_t n, const float* q, int G, float* out, size_t ldo,
                        bool add);
 void k_acc_rows_fast(const CodeRows& r, size_t n, const float* w, size_t ldw, int G, float* acc,
@@ -465,6 +468,67 @@ void k_score_rows_fast(const CodeRows& r, size_t n, const float* q, int G, float
       return score_i8_any<4>(r, n, q, G, out, ldo, add);
     default:
       return k_score_rows(r, n, q, G, out, ldo, add);
+  }
+}
+
+// ------------------------------------------------------------------ PolarQuant decode
+// One group of 16 coordinates = one vector, lane j = coordinate j: y_j = r·f4·f3·f2·f1 with
+// f_ℓ the cos (or sin) of the level-ℓ angle of the node above j — cos/sin chosen by bit
+// (ℓ−1) of j, the code by j >> ℓ. Each level is a per-lane variable shift of the group word
+// and one table permute. Multiplied in the scalar reference's order (level 4 first): exact.
+void k_polar_decode_v(const uint8_t* codes, size_t n, size_t stride, int groups,
+                      const PolarTables& tb, float* y) {
+  const size_t bytes = (size_t(groups) * 62 + 7) / 8;
+  const __m512i j = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i one = _mm512_set1_epi32(1), three = _mm512_set1_epi32(3);
+  const __m512i fifteen = _mm512_set1_epi32(15);
+  // level 1: code 4·(j>>1) bits into w1 = bits >> 16; sin table (entries 16..31) for odd j
+  const __m512i sh1 = _mm512_slli_epi32(_mm512_srli_epi32(j, 1), 2);
+  const __m512i sel1 = _mm512_slli_epi32(_mm512_and_si512(j, one), 4);
+  // levels 2..4 from w2 = bits >> 48: level 2 at 2·(j>>2), level 3 at 8 + 2·(j>>3), level 4 at
+  // 12; table T23 = [cos l2 | sin l2 | cos l3 | sin l3], T4 = [cos l4 | sin l4 | unused]
+  const __m512i sh2 = _mm512_slli_epi32(_mm512_srli_epi32(j, 2), 1);
+  const __m512i sel2 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(j, 1), one), 2);
+  const __m512i sh3 = _mm512_add_epi32(_mm512_slli_epi32(_mm512_srli_epi32(j, 3), 1),
+                                       _mm512_set1_epi32(8));
+  const __m512i sel3 = _mm512_or_si512(
+      _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(j, 2), one), 2), _mm512_set1_epi32(8));
+  const __m512i sel4 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(j, 3), one), 2);
+  const __m512 t1c = _mm512_loadu_ps(tb.l1c), t1s = _mm512_loadu_ps(tb.l1s);
+  alignas(64) float t23[16], t4[16] = {};
+  for (int k = 0; k < 4; ++k) {
+    t23[k] = tb.lc[0][k];
+    t23[4 + k] = tb.ls[0][k];
+    t23[8 + k] = tb.lc[1][k];
+    t23[12 + k] = tb.ls[1][k];
+    t4[k] = tb.lc[2][k];
+    t4[4 + k] = tb.ls[2][k];
+  }
+  const __m512 v23 = _mm512_load_ps(t23), v4 = _mm512_load_ps(t4);
+  for (size_t t = 0; t < n; ++t) {
+    const uint8_t* blk = codes + t * stride;
+    float* out = y + t * size_t(16 * groups);
+    for (int g = 0; g < groups; ++g) {
+      const size_t o = size_t(g) * 62, b0 = o / 8;
+      const int sh = int(o % 8);  // even
+      uint64_t lo;
+      std::memcpy(&lo, blk + b0, 8);  // b0 + 8 ≤ bytes for every group
+      const uint64_t hi = b0 + 8 < bytes ? blk[b0 + 8] : 0;
+      const uint64_t bits = sh ? (lo >> sh) | (hi << (64 - sh)) : lo;
+      const __m512i w1 = _mm512_set1_epi32(int(uint32_t(bits >> 16)));
+      const __m512i w2 = _mm512_set1_epi32(int(uint32_t(bits >> 48)));
+      const __m512i i1 = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi32(w1, sh1), fifteen), sel1);
+      const __m512i i2 = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi32(w2, sh2), three), sel2);
+      const __m512i i3 = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi32(w2, sh3), three), sel3);
+      const __m512i i4 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w2, 12), three), sel4);
+      const uint16_t h = uint16_t(bits & 0xFFFF);
+      __m512 r = _mm512_set1_ps(_cvtsh_ss(h));
+      r = _mm512_mul_ps(r, _mm512_permutexvar_ps(i4, v4));
+      r = _mm512_mul_ps(r, _mm512_permutexvar_ps(i3, v23));
+      r = _mm512_mul_ps(r, _mm512_permutexvar_ps(i2, v23));
+      r = _mm512_mul_ps(r, _mm512_permutex2var_ps(t1c, i1, t1s));
+      _mm512_storeu_ps(out + 16 * g, r);
+    }
   }
 }
 

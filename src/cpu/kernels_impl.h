@@ -394,6 +394,43 @@ void k_encode_mse(const float* x, size_t n, int d, const float* signs, int bits,
   }
 }
 
+// PolarQuant decode, plain scalar (the reference; the AVX-512 level has a vector version).
+inline void k_polar_decode(const uint8_t* codes, size_t n, size_t stride, int groups,
+                           const PolarTables& tb, float* y) {
+  const size_t bytes = (size_t(groups) * 62 + 7) / 8;
+  for (size_t t = 0; t < n; ++t) {
+    const uint8_t* blk = codes + t * stride;
+    for (int g = 0; g < groups; ++g) {
+      // the group's 62 bits, read at once (a shift of the ≤ 9 bytes that hold them)
+      const size_t o = size_t(g) * 62, b0 = o / 8;
+      unsigned __int128 v = 0;
+      std::memcpy(&v, blk + b0, std::min<size_t>(9, bytes - b0));
+      const uint64_t bits = uint64_t(v >> (o % 8));
+      float r[8] = {load_half(reinterpret_cast<const uint8_t*>(&bits))};
+      int count = 1;
+      const int pos[3] = {48, 56, 60};  // level-2, -3, -4 codes (2 bits each)
+      for (int lv = 2; lv >= 0; --lv) {  // level 4 → 2
+        for (int i = count - 1; i >= 0; --i) {
+          const int k = int((bits >> (pos[lv] + 2 * i)) & 3);
+          const float ri = r[i];
+          r[2 * i] = ri * tb.lc[lv][k];
+          r[2 * i + 1] = ri * tb.ls[lv][k];
+        }
+        count *= 2;
+      }
+      float* out = y + t * size_t(16 * groups) + 16 * g;
+      for (int i = 0; i < 8; ++i) {
+        const int k = int((bits >> (16 + 4 * i)) & 15);
+        out[2 * i] = r[i] * tb.l1c[k];
+        out[2 * i + 1] = r[i] * tb.l1s[k];
+      }
+    }
+  }
+}
+
+#ifndef TQ_POLAR_DECODE_FN
+#define TQ_POLAR_DECODE_FN k_polar_decode
+#endif
 #ifndef TQ_SCORE_ROWS_FN
 #define TQ_SCORE_ROWS_FN k_score_rows
 #endif
@@ -403,5 +440,5 @@ void k_encode_mse(const float* x, size_t n, int d, const float* signs, int bits,
 const Kernels kTable = {
     kLevel,    TQ_SCORE_ROWS_FN, TQ_ACC_ROWS_FN, k_score_f32,  k_acc_f32,  k_score_f16,
     k_acc_f16, k_score_q8_0,     k_acc_q8_0,     k_score_q4_0, k_acc_q4_0, k_exp_sum,
-    k_scale,   k_scale_max,      k_fwht,         k_encode_mse,
+    k_scale,   k_scale_max,      k_fwht,         k_encode_mse, TQ_POLAR_DECODE_FN,
 };
