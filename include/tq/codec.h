@@ -90,8 +90,8 @@ class Codec {
   // kvquant key form keeps keys before RoPE: it un-rotates a key at encode and rotates the
   // decoded key back) overrides positional() and these three; pos0 is the position of the
   // first token of the run and the positions run on consecutively. The position-free
-  // encode/decode/score of such a codec mean position 0. Everyone else ignores pos0. The cache
-  // and every attention path call these forms with the stored positions.
+  // encode/decode/score/accumulate of such a codec mean pos0 = 0. Everyone else ignores pos0.
+  // The cache and every attention path call these forms with the stored positions.
   virtual bool positional() const { return false; }
   virtual void encode_at(const float* x, size_t n_blocks, int64_t pos0, uint8_t* codes) const {
     (void)pos0;

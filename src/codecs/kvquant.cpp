@@ -201,12 +201,13 @@ class KvQuantCodec final : public Codec {
       out[t] = a;
     }
   }
-  // Values (the key form at position 0, as its position-free forms are defined).
+  // Values (the key form with the run at positions 0, 1, ..., as its position-free forms are
+  // defined; the cache never accumulates keys).
   void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override {
     require_calibration();
     std::vector<float> y(dim_);
     for (size_t t = 0; t < n; ++t) {
-      decode_token(codes + t * block_bytes_, 0, y.data());
+      decode_token(codes + t * block_bytes_, int64_t(t), y.data());
       for (int j = 0; j < dim_; ++j) acc[j] += w[t] * y[j];
     }
   }
