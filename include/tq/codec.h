@@ -44,8 +44,13 @@ struct CodecOptions {
   // Outlier channels (original space) for the fractional TurboQuant types; empty = default
   // (the first d/4 channels). The cache may set them from prefill statistics.
   std::vector<int> outlier_channels;
-  // Learned data for codecs that need it (polar-vq); null = uncalibrated defaults.
+  // Learned data for codecs that need it (polar-vq, kvquant); null = uncalibrated defaults.
   std::shared_ptr<const CodecCalibration> calibration;
+  // The model's RoPE for codecs that store keys before RoPE (kvquant): pair i of position p is
+  // rotated by the angle p · rope_freq_scale · rope_inv_freq[i] (d/2 values; empty = the
+  // standard base 10000, θ_i = 10000^(−2i/d)).
+  std::vector<float> rope_inv_freq;
+  float rope_freq_scale = 1.f;
 };
 
 class Codec {
@@ -80,6 +85,27 @@ class Codec {
                           float* acc) const = 0;
   // out (d floats) = the accumulated vector in the original domain.
   virtual void finish(const float* acc, float* out) const = 0;
+
+  // Position-dependent codecs. A codec whose stored form depends on the token's position (the
+  // kvquant key form keeps keys before RoPE: it un-rotates a key at encode and rotates the
+  // decoded key back) overrides positional() and these three; pos0 is the position of the
+  // first token of the run and the positions run on consecutively. The position-free
+  // encode/decode/score/accumulate of such a codec mean pos0 = 0. Everyone else ignores pos0.
+  // The cache and every attention path call these forms with the stored positions.
+  virtual bool positional() const { return false; }
+  virtual void encode_at(const float* x, size_t n_blocks, int64_t pos0, uint8_t* codes) const {
+    (void)pos0;
+    encode(x, n_blocks, codes);
+  }
+  virtual void decode_at(const uint8_t* codes, size_t n_blocks, int64_t pos0, float* x) const {
+    (void)pos0;
+    decode(codes, n_blocks, x);
+  }
+  virtual void score_at(const QueryState& qs, const uint8_t* codes, size_t n_blocks,
+                        int64_t pos0, float* scores) const {
+    (void)pos0;
+    score(qs, codes, n_blocks, scores);
+  }
 };
 
 // Registry. Names: f32 f16 bf16 turbo1..turbo8 turbo2p..turbo8p turbo2.5 turbo3.5 polar, and

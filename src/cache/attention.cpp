@@ -76,7 +76,7 @@ void decode_segment(const Codec& cd, Plain pk, const KvSegment& sg, int d, float
   } else if (pk == Plain::kF32) {
     std::memcpy(x, sg.codes, sizeof(float) * size_t(sg.n) * d);
   } else {
-    cd.decode(sg.codes, size_t(sg.n / cd.block_tokens()), x);
+    cd.decode_at(sg.codes, size_t(sg.n / cd.block_tokens()), sg.pos0, x);
   }
 }
 
@@ -248,7 +248,8 @@ void attention_codes(const KvCache& cache, int seq, int layer, int n_head, const
             // Compressed segments lie inside one page: score the whole segment (its last
             // block may reach past b; those scores are masked below).
             TQ_ASSERT(sg.pos0 >= a && sg.pos0 + sg.n <= a + PT);
-            ck.score(*qs, sg.codes, size_t(sg.n / ck.block_tokens()), sc.data() + (sg.pos0 - a));
+            ck.score_at(*qs, sg.codes, size_t(sg.n / ck.block_tokens()), sg.pos0,
+                        sc.data() + (sg.pos0 - a));
           } else if (sg.codes && pk == Plain::kF32) {
             const float* x = reinterpret_cast<const float*>(sg.codes);
             for (int i = lo; i < hi; ++i) {
@@ -318,8 +319,10 @@ bool driver_pages(const KvCache& cache, int seq, int layer,
   pages.assign(H, {});
   std::vector<KvSegment> ks, vs;
   for (int h = 0; h < H; ++h) {
-    if (cache.codec(layer, h, true).block_tokens() != 1 ||
-        cache.codec(layer, h, false).block_tokens() != 1)
+    // The driver's kernels know no positions: position-dependent codecs (kvquant keys) take
+    // the codes path.
+    const Codec &ck = cache.codec(layer, h, true), &cv = cache.codec(layer, h, false);
+    if (ck.block_tokens() != 1 || cv.block_tokens() != 1 || ck.positional() || cv.positional())
       return false;
     cache.segments(seq, layer, h, true, ks);
     cache.segments(seq, layer, h, false, vs);

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "codecs/kvquant.h"
 #include "codecs/polarvq.h"
 #include "codecs/polarvq_file.h"
 #include "core/half.h"
@@ -45,9 +46,17 @@ bool is_fractional_turbo(const std::string& t) {
 }
 bool is_polarvq(const std::string& t) { return t.rfind("polar-vq:", 0) == 0; }
 
-// The codec of one stream: polar-vq types get their (layer, head) codebooks.
+// The codec of one stream: polar-vq and kvquant types get their (layer, head) learned data.
 std::unique_ptr<Codec> make_stream_codec(const std::string& type, int dim, CodecOptions& co,
                                          const KvCacheOptions& opts) {
+  if (is_kvquant_type(type)) {
+    const auto& cb = opts.codebooks;
+    if (!cb || cb->kvq.empty())
+      throw Error("cache type '" + type + "' needs a kvquant calibration file: run `tq " +
+                  "calibrate --preset kvquant` and pass --codebooks FILE");
+    co.calibration = cb->kvq_head(co.layer, co.head);
+    return make_codec(type, dim, co);
+  }
   if (!is_polarvq(type)) return make_codec(type, dim, co);
   const auto& cb = opts.codebooks;
   const std::string preset = type.substr(9);
@@ -79,8 +88,8 @@ KvCache::KvCache(const KvShape& shape, const KvCacheOptions& opts) : shape_(shap
     for (bool is_key : {true, false}) {
       const std::string t = type_name(l, is_key);
       if (!opts.codebooks && (type_needs_calibration(t) || t == "polar-vq:custom"))
-        throw Error("cache type '" + t + "' needs learned codebooks: run `tq calibrate` and " +
-                    "pass --codebooks FILE");
+        throw Error("cache type '" + t + "' needs learned codebooks: run " +
+                    calibrate_command(t) + " and pass --codebooks FILE");
     }
   if (const auto& cb = opts.codebooks) {
     if (int(cb->n_layer) != shape.n_layer || int(cb->n_head_kv) != shape.n_kv_head ||
@@ -91,7 +100,8 @@ KvCache::KvCache(const KvShape& shape, const KvCacheOptions& opts) : shape_(shap
                   std::to_string(shape.n_kv_head) + " x " + std::to_string(shape.head_dim));
     if (cb->rope != shape.rope)
       throw Error("the codebook file was made for another RoPE pairing than the model's");
-    if (cb->heads.size() != size_t(cb->n_layer) * cb->n_head_kv)
+    if (cb->heads.size() != size_t(cb->n_layer) * cb->n_head_kv ||
+        (!cb->kvq.empty() && cb->kvq.size() != cb->heads.size()))
       throw Error("the codebook file has the wrong number of heads");
   }
   for (int l = 0; l < shape.n_layer; ++l)
@@ -105,6 +115,8 @@ KvCache::KvCache(const KvShape& shape, const KvCacheOptions& opts) : shape_(shap
         s->copts.head = h;
         s->copts.is_key = is_key;
         s->copts.rope = shape.rope;
+        s->copts.rope_inv_freq = shape.rope_inv_freq;
+        s->copts.rope_freq_scale = shape.rope_freq_scale;
         s->codec = make_stream_codec(s->type, shape.head_dim, s->copts, opts);
         s->bt = s->codec->block_tokens();
         s->bb = s->codec->block_bytes();
@@ -282,7 +294,7 @@ void KvCache::append_part(Seq& s, int layer, bool is_key, const float* x, int T)
         const int run = std::min(c_new, page_end) - pos;  // a multiple of bt
         uint8_t* dst = st.pool.data() + size_t(s.pages[pos / PT]) * st.page_bytes +
                        size_t((pos % PT) / st.bt) * st.bb;
-        st.codec->encode(&buf[size_t(pos - part.c) * d], size_t(run / st.bt), dst);
+        st.codec->encode_at(&buf[size_t(pos - part.c) * d], size_t(run / st.bt), pos, dst);
         pos += run;
       }
       pend.erase(pend.begin(), pend.begin() + size_t(m) * d);
@@ -325,7 +337,7 @@ void KvCache::read(int seq, int layer, int head, bool is_key, float* x) const {
   for (const auto& sg : segs) {
     float* dst = x + size_t(sg.pos0) * d;
     if (sg.codes) {
-      cd.decode(sg.codes, size_t(sg.n / cd.block_tokens()), dst);
+      cd.decode_at(sg.codes, size_t(sg.n / cd.block_tokens()), sg.pos0, dst);
     } else {
       for (size_t i = 0; i < size_t(sg.n) * d; ++i) dst[i] = f16_to_f32(sg.f16[i]);
     }

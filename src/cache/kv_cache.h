@@ -42,8 +42,8 @@ struct KvCacheOptions {
   int page_tokens = 256;
   int max_tokens = 4096;   // pool capacity over all sequences (rounded up to pages)
   int max_seqs = 16;
-  // Learned data of the polar-vq types (`tq calibrate`): each polar-vq codec of (layer, head)
-  // gets codebooks->head(layer, head). The file's preset must be the type's preset and its
+  // Learned data of the polar-vq and kvquant types (`tq calibrate`): each polar-vq codec of
+  // (layer, head) gets codebooks->head(layer, head), each kvquant codec codebooks->kvq_head(). The file's preset must be the type's preset and its
   // shape the cache's (the model fingerprint is checked by whoever loads the file, which has the
   // GGUF). Type `polar-vq:custom` takes its parameters from the file (for parameter sweeps).
   std::shared_ptr<const CodebookFile> codebooks;
@@ -55,6 +55,10 @@ struct KvCacheOptions {
 struct KvShape {
   int n_layer = 0, n_kv_head = 0, head_dim = 0;
   RopePairing rope = RopePairing::kNormal;
+  // The model's RoPE frequencies (see CodecOptions::rope_inv_freq; empty = base 10000), for
+  // codecs that keep keys before RoPE (kvquant).
+  std::vector<float> rope_inv_freq;
+  float rope_freq_scale = 1.f;
 };
 
 // A run of consecutive stored positions of one (layer, head, K|V) of one sequence.

@@ -75,5 +75,6 @@ void register_polarvq_codecs();
 void register_ggml_codecs();      // ggml_codecs.cpp: q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl (+h)
 void register_baseline_codecs();  // baseline_codecs.cpp: fp8_e4m3 int4-g64 kivi2 kivi4
 void register_vllm_codecs();      // vllm_tq.cpp: vllm-k8 vllm-k4nc vllm-k3nc vllm-v4 vllm-v3
+void register_kvquant_codecs();   // kvquant.cpp: kvquant3 kvquant4
 
 }  // namespace tq

@@ -108,6 +108,10 @@ void write_codebook_file(const std::string& path, const CodebookFile& f) {
     o.vec(h->key_vq);
     o.vec(h->value_vq);
   }
+  TQ_ASSERT(f.kvq.empty() || f.kvq.size() == f.heads.size());
+  o.pod<uint32_t>(uint32_t(f.kvq.size()));
+  for (const auto& k : f.kvq)
+    for (const auto* v : k->arrays()) o.vec(*v);
   Out file;
   file.buf = {'T', 'Q', 'C', 'B'};
   file.pod<uint32_t>(kCodebookFormatVersion);
@@ -135,9 +139,10 @@ CodebookFile read_codebook_file(const std::string& path) {
   uint32_t version, len;
   std::memcpy(&version, b.data() + 4, 4);
   std::memcpy(&len, b.data() + 8, 4);
-  if (version != kCodebookFormatVersion)
+  if (version != kCodebookFormatVersion && version != 1)
     throw Error("codebook file '" + path + "' has format version " + std::to_string(version) +
-                "; this build reads version " + std::to_string(kCodebookFormatVersion));
+                "; this build reads versions 1 to " +
+                std::to_string(kCodebookFormatVersion));
   if (b.size() < 12 + size_t(len) + 8)
     throw Error("codebook file '" + path + "' is truncated (" + std::to_string(b.size()) +
                 " bytes, expected " + std::to_string(12 + size_t(len) + 8) + ")");
@@ -166,6 +171,16 @@ CodebookFile read_codebook_file(const std::string& path) {
     h->key_vq = r.vec<float>();
     h->value_vq = r.vec<float>();
     f.heads.push_back(std::move(h));
+  }
+  if (version >= 2) {
+    const uint32_t nk = r.pod<uint32_t>();
+    if (nk != 0 && nk != f.heads.size()) r.bad("kvquant section with the wrong head count");
+    for (uint32_t i = 0; i < nk; ++i) {
+      auto k = std::make_shared<KvQuantCalibration>();
+      for (auto* v : k->arrays()) *v = r.vec<float>();
+      if (!k->valid(int(f.head_dim))) r.bad("kvquant arrays of the wrong size");
+      f.kvq.push_back(std::move(k));
+    }
   }
   if (r.left() != 0) r.bad("unexpected bytes after the last head");
   return f;

@@ -1,11 +1,15 @@
-// Versioned codebook files for polar-vq (SPEC §2.4).
+// Versioned codebook files for polar-vq (SPEC §2.4) and kvquant (SPEC §2.5).
 // Layout (little endian):
-//   "TQCB" | u32 format version (1) | u32 payload bytes | payload | u64 xxHash64(payload)
+//   "TQCB" | u32 format version (2; 1 is read too) | u32 payload bytes | payload |
+//   u64 xxHash64(payload)
 // payload: str preset | i32 × 13 parameters | u64 model fingerprint | u64 corpus hash |
 //          u64 sample count | u32 n_layer | u32 n_head_kv | u32 head_dim | u32 rope pairing |
 //          per (layer, head), layer-major: f32[] angle centroids, i32[] value permutation,
-//          f32[] key stage-2 codebook, f32[] value stage-2 codebook (each: u64 count + data)
-// (str = u32 length + bytes). Loading checks magic, version, length, checksum, then the caller
+//          f32[] key stage-2 codebook, f32[] value stage-2 codebook (each: u64 count + data) |
+//          version 2: u32 kvquant head count (0, or n_layer × n_head_kv) and per (layer, head)
+//          the 8 f32[] arrays of KvQuantCalibration (codecs/kvquant.h), in its field order
+// (str = u32 length + bytes). A kvquant file has preset "kvquant", empty polar-vq arrays and
+// the kvquant section; a polar-vq file an empty kvquant section. Loading checks magic, version, length, checksum, then the caller
 // checks the fingerprint against the model.
 #pragma once
 #include <cstdint>
@@ -13,11 +17,12 @@
 #include <string>
 #include <vector>
 
+#include "codecs/kvquant.h"
 #include "codecs/polarvq.h"
 
 namespace tq {
 
-constexpr uint32_t kCodebookFormatVersion = 1;
+constexpr uint32_t kCodebookFormatVersion = 2;
 
 struct CodebookFile {
   PolarVqParams params;
@@ -28,8 +33,13 @@ struct CodebookFile {
   RopePairing rope = RopePairing::kNormal;
   std::vector<std::shared_ptr<PolarVqCalibration>> heads;  // n_layer × n_head_kv
 
+  std::vector<std::shared_ptr<KvQuantCalibration>> kvq;    // kvquant files, else empty
+
   const std::shared_ptr<PolarVqCalibration>& head(int layer, int h) const {
     return heads.at(size_t(layer) * n_head_kv + h);
+  }
+  const std::shared_ptr<KvQuantCalibration>& kvq_head(int layer, int h) const {
+    return kvq.at(size_t(layer) * n_head_kv + h);
   }
 };
 

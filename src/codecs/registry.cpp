@@ -33,6 +33,7 @@ void ensure_initialised() {
   register_ggml_codecs();
   register_baseline_codecs();
   register_vllm_codecs();
+  register_kvquant_codecs();
 }
 
 const CodecRegistration* find(std::string_view name) {

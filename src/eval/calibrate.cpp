@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "cache/kv_cache.h"
+#include "codecs/kvquant.h"
 #include "core/kmeans.h"
 #include "core/rng.h"
 #include "model/gguf.h"
@@ -146,6 +147,105 @@ CodebookFile calibrate_polarvq(const PolarVqParams& p, int n_layer, int n_head_k
   return f;
 }
 
+CodebookFile calibrate_kvquant(const KvShape& shape, const std::vector<HeadSamples>& heads,
+                               const CalibrateOptions& opt, int skip_positions) {
+  const int L = shape.n_layer, H = shape.n_kv_head, d = shape.head_dim;
+  TQ_ASSERT(heads.size() == size_t(L) * H);
+  CodebookFile f;
+  f.params.preset = "kvquant";
+  f.n_layer = uint32_t(L);
+  f.n_head_kv = uint32_t(H);
+  f.head_dim = uint32_t(d);
+  f.rope = shape.rope;
+  f.heads.resize(heads.size());
+  f.kvq.resize(heads.size());
+  for (auto& h : f.heads) {
+    h = std::make_shared<PolarVqCalibration>();
+    h->dim = d;
+  }
+  std::string error;
+  size_t done = 0;
+  // Layers are independent; within one, the per-channel ranges of each head first, then the
+  // layer's levels from the normalised values of all its heads.
+#pragma omp parallel for schedule(dynamic)
+  for (int l = 0; l < L; ++l) {
+    try {
+      std::vector<float> zk, zv;
+      std::vector<std::shared_ptr<KvQuantCalibration>> cals(H);
+      std::vector<std::vector<float>> keys(H);
+      for (int h = 0; h < H; ++h) {
+        const HeadSamples& hs = heads[size_t(l) * H + h];
+        if (hs.pos.size() != hs.n)
+          throw Error("calibration: kvquant needs the samples' positions");
+        // Rows past the sinks; keys back to pre-RoPE.
+        std::vector<size_t> rows;
+        for (size_t t = 0; t < hs.n; ++t)
+          if (hs.pos[t] >= skip_positions) rows.push_back(t);
+        if (rows.size() < 64)
+          throw Error("calibration: " + std::to_string(rows.size()) +
+                      " samples per head are too few for kvquant");
+        auto& K = keys[h];
+        K.resize(rows.size() * d);
+        std::vector<float> V(rows.size() * d);
+        for (size_t i = 0; i < rows.size(); ++i) {
+          std::copy_n(&hs.keys[rows[i] * d], d, &K[i * d]);
+          std::copy_n(&hs.values[rows[i] * d], d, &V[i * d]);
+          rope_rotate(&K[i * d], d, hs.pos[rows[i]], shape.rope_inv_freq, shape.rope_freq_scale,
+                      shape.rope, true);
+        }
+        auto cal = std::make_shared<KvQuantCalibration>();
+        std::vector<float> col(rows.size());
+        for (int key = 0; key < 2; ++key) {
+          const std::vector<float>& X = key ? K : V;
+          auto& c = key ? cal->key_center : cal->value_center;
+          auto& r = key ? cal->key_range : cal->value_range;
+          c.resize(d);
+          r.resize(d);
+          for (int j = 0; j < d; ++j) {
+            for (size_t i = 0; i < rows.size(); ++i) col[i] = X[i * d + j];
+            std::sort(col.begin(), col.end());
+            const size_t m = col.size() - 1;
+            const float lo = col[size_t(std::floor(kKvqRangeTail * double(m)))];
+            const float hi = col[size_t(std::ceil((1.0 - kKvqRangeTail) * double(m)))];
+            c[j] = 0.5f * (lo + hi);
+            r[j] = std::max(0.5f * (hi - lo), 1e-6f);
+          }
+        }
+        // This head's normalised dense values, an even subsample of its rows (about
+        // opt.max_vq_points · 32 values per layer: 1-D k-means needs no more).
+        const auto take =
+            subsample(rows.size(), std::max<size_t>(64, opt.max_vq_points * 32 / size_t(H * d)));
+        for (size_t i : take) {
+          kvq_normalised(&K[i * d], d, cal->key_center.data(), cal->key_range.data(), true, zk);
+          kvq_normalised(&V[i * d], d, cal->value_center.data(), cal->value_range.data(), false,
+                         zv);
+        }
+        cals[h] = std::move(cal);
+      }
+      const uint64_t s = derive_seed(opt.seed, uint64_t(l), 0x4B5651);
+      const auto k3 = kvq_fit_levels(zk, 3, s + 1), k4 = kvq_fit_levels(zk, 4, s + 2);
+      const auto v3 = kvq_fit_levels(zv, 3, s + 3), v4 = kvq_fit_levels(zv, 4, s + 4);
+      for (int h = 0; h < H; ++h) {
+        cals[h]->key_levels3 = k3;
+        cals[h]->key_levels4 = k4;
+        cals[h]->value_levels3 = v3;
+        cals[h]->value_levels4 = v4;
+        f.kvq[size_t(l) * H + h] = cals[h];
+      }
+    } catch (const std::exception& e) {
+#pragma omp critical(tq_calibrate)
+      if (error.empty()) error = e.what();
+    }
+#pragma omp critical(tq_calibrate)
+    {
+      ++done;
+      if (opt.progress) opt.progress(done, size_t(L));
+    }
+  }
+  if (!error.empty()) throw Error(error);
+  return f;
+}
+
 uint64_t codebook_fingerprint(const GgufFile& f, int n_layer) {
   std::vector<std::string> names;
   for (int l = 0; l < n_layer; ++l)
@@ -169,6 +269,16 @@ std::shared_ptr<const CodebookFile> load_codebooks(const std::string& path, cons
     throw Error("codebook file '" + path + "' was made for another RoPE pairing");
   bool used = false;
   for (const auto& t : types) {
+    if (is_kvquant_type(t)) {
+      used = true;
+      if (cb->params.preset != "kvquant" || cb->kvq.empty())
+        throw Error("codebook file '" + path + "' is for preset '" + cb->params.preset +
+                    "', cache type '" + t + "' needs a `tq calibrate --preset kvquant` file");
+      if (int(cb->n_layer) != hp.n_layer || int(cb->n_head_kv) != hp.n_kv_head ||
+          int(cb->head_dim) != hp.head_dim)
+        throw Error("codebook file '" + path + "' does not fit the model's shape");
+      continue;
+    }
     if (t.rfind("polar-vq:", 0) != 0) continue;
     used = true;
     const std::string preset = t.substr(9);
@@ -185,7 +295,7 @@ std::shared_ptr<const CodebookFile> load_codebooks(const std::string& path, cons
     }
   }
   if (!used)
-    throw Error("--codebooks '" + path + "' given, but no cache type is polar-vq");
+    throw Error("--codebooks '" + path + "' given, but no cache type is polar-vq or kvquant");
   return cb;
 }
 
@@ -236,6 +346,7 @@ std::vector<HeadSamples> collect_kv_samples(const LlamaModel& model,
         const size_t off = (t * H + h) * d;
         hs.keys.insert(hs.keys.end(), k + off, k + off + d);
         hs.values.insert(hs.values.end(), v + off, v + off + d);
+        hs.pos.push_back(int32_t(t));
       }
   };
   KvCache cache(shape, co);

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cache/kv_cache.h"
 #include "codecs/polarvq_file.h"
 
 namespace tq {
@@ -16,6 +17,7 @@ class LlamaModel;
 // Samples of one (layer, kv-head): n × d each, post-RoPE keys and values as the model makes them.
 struct HeadSamples {
   std::vector<float> keys, values;
+  std::vector<int32_t> pos;  // position of each sample in its window (empty: unknown)
   size_t n = 0;
 };
 
@@ -34,6 +36,14 @@ struct CalibrateOptions {
 CodebookFile calibrate_polarvq(const PolarVqParams& p, int n_layer, int n_head_kv, int dim,
                                RopePairing rope, const std::vector<HeadSamples>& heads,
                                const CalibrateOptions& opt);
+
+// Learns the kvquant data (codecs/kvquant.h) of every (layer, head): keys are un-rotated to
+// pre-RoPE with the shape's RoPE (needs HeadSamples::pos); per channel the 0.5 % / 99.5 %
+// quantiles give centre and half-range (keys and values); per layer, 1-D k-means (8 and 16
+// levels) on the normalised dense values of all its heads. Samples at positions below
+// `skip_positions` (the f16 sink tokens) are left out. The file's preset is "kvquant".
+CodebookFile calibrate_kvquant(const KvShape& shape, const std::vector<HeadSamples>& heads,
+                               const CalibrateOptions& opt, int skip_positions = 1);
 
 // The model fingerprint of codebook files: GgufFile::fingerprint over every layer's
 // attn_k.weight and attn_v.weight (and their biases where present), i.e. the architecture

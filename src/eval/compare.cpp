@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "codecs/kvquant.h"
 #include "codecs/presets.h"
 #include "eval/perplexity.h"
 #include "tq/codec.h"
@@ -154,7 +155,10 @@ KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& op
     c.residual_window = *e.residual;
   else if (!opts.residual_given && (is_kivi_type(e.ctk) || is_kivi_type(e.ctv)))
     c.residual_window = kKiviDefaultResidual;
-  if (e.sinks) c.sink_tokens = *e.sinks;
+  if (e.sinks)
+    c.sink_tokens = *e.sinks;
+  else if (!opts.sinks_given && (is_kvquant_type(e.ctk) || is_kvquant_type(e.ctv)))
+    c.sink_tokens = kKvqDefaultSinks;
   return c;
 }
 

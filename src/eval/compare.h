@@ -12,7 +12,8 @@
 //   entry@R=N    this row only: residual window of the newest N tokens in f16
 //   entry@S=N    this row only: the first N tokens in f16 (attention sinks)
 // KIVI rows (kivi2/kivi4 as K or V) get R = 128 (KIVI's default) unless the entry or the
-// command line sets a residual window.
+// command line sets a residual window. kvquant rows (kvquant3/kvquant4 as K or V) get S = 1
+// (KVQuant keeps the first token in fp16) unless the entry or the command line sets sinks.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -48,6 +49,7 @@ struct CompareOptions {
   int n_chunks = -1;
   KvCacheOptions cache;             // the command line's cache flags, applied to every row
   bool residual_given = false;      // --residual was on the command line (KIVI default off)
+  bool sinks_given = false;         // --sinks was on the command line (kvquant default off)
   int decode_tokens = 16;           // greedy decode steps timed after the first chunk
   uint64_t model_fingerprint = 0;
   std::string work_dir;             // where the temporary KLD base lives ("" = system temp)

@@ -201,6 +201,8 @@ KvShape LlamaModel::kv_shape() const {
   s.n_kv_head = hp_.n_kv_head;
   s.head_dim = hp_.head_dim;
   s.rope = hp_.rope;
+  s.rope_inv_freq = inv_freq_;
+  s.rope_freq_scale = hp_.rope_freq_scale;
   return s;
 }
 

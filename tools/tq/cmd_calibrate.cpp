@@ -1,5 +1,6 @@
-// `tq calibrate`: learns the polar-vq codebooks (SPEC §2.4) of a model from a calibration text and
-// writes them to a codebook file (src/codecs/polarvq_file.h).
+// `tq calibrate`: learns the polar-vq codebooks (SPEC §2.4) or the kvquant ranges and levels
+// (--preset kvquant; SPEC §2.5, codecs/kvquant.h) of a model from a calibration text and writes
+// them to a codebook file (src/codecs/polarvq_file.h).
 //
 // Sampling: N windows of -c tokens from the text (distinct, non-overlapping, chosen by --seed),
 // each run through the model with an f32 cache; the post-RoPE keys and values are taken from the
@@ -38,6 +39,12 @@ tq::PolarVqParams parse_preset(const std::string& spec) {
   std::stringstream ss(spec);
   std::string item;
   std::getline(ss, item, '+');
+  if (item == "kvquant") {  // the kvquant3/kvquant4 data (one file serves both)
+    if (item != spec) throw tq::Error("--preset kvquant takes no parameters");
+    tq::PolarVqParams p;
+    p.preset = "kvquant";
+    return p;
+  }
   tq::PolarVqParams p = tq::polarvq_preset(item);
   bool changed = false;
   while (std::getline(ss, item, '+')) {
@@ -78,7 +85,9 @@ bool same_file(const std::string& a, const std::string& b) {
 
 void setup(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "calibrate", "Learn polar-vq codebooks from a calibration text and write a codebook file");
+      "calibrate",
+      "Learn polar-vq codebooks (or kvquant data) from a calibration text and write a codebook "
+      "file");
   struct Opts {
     std::string model, text, out, preset = "balanced";
     int samples = 128, ctx = 512, threads = 0;
@@ -93,7 +102,8 @@ void setup(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("-c,--ctx-size", o.ctx, "Tokens per sequence")->capture_default_str();
   cmd->add_option("--preset", o.preset,
-                  "polar-vq preset(s), comma-separated: quality, balanced, max, gqa, stage1; "
+                  "polar-vq preset(s), comma-separated: quality, balanced, max, gqa, stage1, or "
+                  "kvquant (the data of kvquant3/kvquant4); "
                   "PRESET+KEY=VALUE+... changes parameters (mag_bits, angle_bits, group_size, "
                   "key_block_tokens, value_bits, value_group, vq_size, vq_dim, subspaces, "
                   "key_vq_dim, vq_keys, vq_values) and makes a 'custom' file "
@@ -166,11 +176,15 @@ void setup(CLI::App& app) {
       tq::CalibrateOptions co;
       co.seed = o.seed;
       co.max_vq_points = o.vq_points;
-      tq::Progress bar_k("k-means " + p.preset, heads.size());
-      co.progress = [&](size_t d, size_t) { bar_k.update(d, "heads"); };
+      const bool kvq = p.preset == "kvquant";  // kvquant reports layers, polar-vq heads
+      tq::Progress bar_k("k-means " + p.preset, kvq ? size_t(hp.n_layer) : heads.size());
+      co.progress = [&](size_t d, size_t) { bar_k.update(d, kvq ? "layers" : "heads"); };
       const auto tk = clk::now();
       tq::CodebookFile cb =
-          tq::calibrate_polarvq(p, hp.n_layer, hp.n_kv_head, hp.head_dim, hp.rope, heads, co);
+          p.preset == "kvquant"
+              ? tq::calibrate_kvquant(model->kv_shape(), heads, co)
+              : tq::calibrate_polarvq(p, hp.n_layer, hp.n_kv_head, hp.head_dim, hp.rope, heads,
+                                      co);
       bar_k.done();
       const double kmeans_s = std::chrono::duration<double>(clk::now() - tk).count();
       cb.model_fingerprint = tq::codebook_fingerprint(*f, hp.n_layer);

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "codecs/kvquant.h"
 #include "command.h"
 #include "core/progress.h"
 #include "eval/compare.h"
@@ -190,7 +191,7 @@ void report(const tq::CompareResult& r, const std::string& mpath, const std::str
   std::printf("bpv: all-in bits per stored value from the cache's measured bytes at -c %d "
               "(codes, scales, f16 windows/sinks/boundary layers); MiB@8k = bytes per token "
               "x 8192; front: on the Pareto frontier of (bpv, KLD mean); (R=N) newest N "
-              "tokens f16 (KIVI default 128), (S=N) first N tokens f16.\n",
+              "tokens f16 (KIVI default 128), (S=N) first N tokens f16 (kvquant default 1).\n",
               r.n_ctx);
   if (!plot.empty()) std::printf("plot: %s\n", plot.c_str());
 }
@@ -216,7 +217,8 @@ void setup(CLI::App& app) {
                   "Comma-separated rows: T (K = V = T), K/V (e.g. q8_0/turbo3), a vLLM preset "
                   "(e.g. turboquant_k3v4_nc: its K/V types and f16 boundary layers); suffix "
                   "@R=N / @S=N sets this row's f16 residual window / sinks. kivi2/kivi4 rows "
-                  "get KIVI's R=128 window unless --residual or @R= is given")
+                  "get KIVI's R=128 window unless --residual or @R= is given; kvquant3/kvquant4 "
+                  "rows keep S=1 sink token f16 unless --sinks or @S= is given")
       ;
   cmd->add_option("--decode", o.decode,
                   "Greedy tokens timed for decode tok/s: after the first chunk's CTX-token "
@@ -264,6 +266,7 @@ void setup(CLI::App& app) {
     co.n_chunks = o.chunks;
     co.cache = o.rt.cache_options();
     co.residual_given = cmd->get_option("--residual")->count() > 0;
+    co.sinks_given = cmd->get_option("--sinks")->count() > 0;
     co.decode_tokens = o.decode;
     // polar-vq rows need --codebooks (checked against the model and every row's types).
     std::vector<std::string> row_types;
@@ -272,8 +275,8 @@ void setup(CLI::App& app) {
         row_types.push_back(t);
     for (const auto& t : row_types)
       if (o.rt.codebooks.empty() && (tq::type_needs_calibration(t) || t == "polar-vq:custom"))
-        throw tq::Error("cache type '" + t + "' needs learned codebooks: run `tq calibrate` " +
-                        "and pass --codebooks FILE");
+        throw tq::Error("cache type '" + t + "' needs learned codebooks: run " +
+                        tq::calibrate_command(t) + " and pass --codebooks FILE");
     if (!o.rt.codebooks.empty())
       co.cache.codebooks = tq::load_codebooks(o.rt.codebooks, *f, *model, row_types);
     for (const auto& e : entries)

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "cache/kv_cache.h"
+#include "codecs/kvquant.h"
 #include "eval/calibrate.h"
 #include "model/llama.h"
 #include "tq/error.h"
@@ -41,7 +42,7 @@ struct RuntimeFlags {
     cmd->add_flag("--center-keys", center_keys, "Mean-centre keys per channel before quantizing");
     cmd->add_option("--seed", seed, "Seed of the cache's rotations/sketches (and sampling)");
     cmd->add_option("--codebooks", codebooks,
-                    "polar-vq codebook file from `tq calibrate` (needed by polar-vq:balanced/max)");
+                    "codebook file from `tq calibrate` (needed by polar-vq:balanced/max; kvquant3/4 need one from `tq calibrate --preset kvquant`)");
     cmd->add_option("-t,--threads", threads,
                     "Threads (default 0 = all cores, or 1 if the machine is busy)");
   }
@@ -80,8 +81,8 @@ struct RuntimeFlags {
     if (codebooks.empty())
       for (const auto& t : all_types(o))
         if (tq::type_needs_calibration(t) || t == "polar-vq:custom")
-          throw Error("cache type '" + t + "' needs learned codebooks: run `tq calibrate` and " +
-                      "pass --codebooks FILE");
+          throw Error("cache type '" + t + "' needs learned codebooks: run " +
+                      tq::calibrate_command(t) + " and pass --codebooks FILE");
     return o;
   }
 
