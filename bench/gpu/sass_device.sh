@@ -3,7 +3,7 @@
 # there, not on the development machine). Output under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
-cuobjdump -sass -fun '_ZN2tq4cuda2dk13decode_kernelILNS0_3FmtE4ELS3_4ELi128ELi4ELi3ELi1EEEvNS0_12DecodeParamsE' \
+cuobjdump -sass -fun '_ZN2tq4cuda2dk13decode_kernelILNS0_3FmtE4ELS3_4ELi128ELi4ELi3ELi1ELi1ELb1ELi0ELb1EEEvNS0_12DecodeParamsE' \
   .devbin/bench_gpu_decode > "$OUT/t3.sass" 2>&1
 python3 - "$OUT/t3.sass" <<'PY' | tee "$OUT/t3_hist.txt"
 import re, sys, collections

@@ -497,7 +497,7 @@ void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int*
   // turbo3 keys rotate the query in the decode kernel; values without a dense rotation merge
   // the splits in the decode kernel too (one launch)
   const bool fuse_q = cfg_.kfmt == Fmt::T3;
-  const bool fuse_out = !is_split(cfg_.vfmt);
+  const bool fuse_out = !is_split(cfg_.vfmt) && decode_variant() != 6;  // 6: bench only
   if (fuse_out && size_t(B) * Hkv > counters_n_) {
     cudaFree(counters_);
     counters_ = nullptr;

@@ -364,6 +364,42 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   const int pg0 = split * p.pages_per_split;
   const int pg1 = min(np, pg0 + p.pages_per_split);
 
+  const uint8_t* pool = p.pool;
+  const int* bt = p.block_table + size_t(b) * p.bt_stride;
+  const size_t head_off = size_t(kvh) * (p.tile_k + tile_bytes(VF, D));
+  auto tile_ptr = [&](int pg) {
+    return pool + size_t(bt[pg]) * p.page_bytes + head_off;
+  };
+  // The ring's first pages are requested before the query preparation (they do not depend on it).
+  constexpr int SB = decode_stage_bytes(KF, VF, D);
+  // Each warp streams its pages through a ring of kStages shared-memory slots (cp.async,
+  // 16 B per lane per request): kStages − 1 pages in flight while one is computed. (One bulk
+  // copy per page on an mbarrier instead ran slower: 0.217 → 0.252 ms streaming alone.)
+  extern __shared__ __align__(16) uint8_t dsm[];
+  uint8_t* ring = dsm + warp * kStages * SB;
+  const int first = pg0 + warp;
+  const int n_my = first < pg1 ? (pg1 - first + NW - 1) / NW : 0;
+  const uint32_t ring_s = uint32_t(__cvta_generic_to_shared(ring)) + 16 * lane;
+  // lane l copies 16-byte chunks l, l + 32, ... (one base address, immediate offsets)
+  auto issue = [&](int it, int slot) {
+    const uint8_t* src = tile_ptr(first + it * NW) + 16 * lane;
+    const uint32_t dst = ring_s + slot * SB;
+    constexpr int NCH = SB / 16;
+    [&]<int... J>(std::integer_sequence<int, J...>) {
+      (cp16<512 * J>(dst, src), ...);
+    }(std::make_integer_sequence<int, NCH / 32>{});
+    if constexpr (NCH % 32 != 0) {
+      if (lane < NCH % 32) cp16<512 * (NCH / 32)>(dst, src);
+    }
+  };
+  if constexpr (decode_uses_ring(KF, VF, D)) {
+#pragma unroll
+    for (int it = 0; it < kStages - 1; ++it) {
+      if (it < n_my) issue(it, it);
+      asm volatile("cp.async.commit_group;");
+    }
+  }
+
   // turbo3 keys: int8 tensor cores (see DecodeParams::ki8). The query of head g is quantised
   // to Q = round(q/β) = 128·Q1 + Q2 (β = max|q|/16256, so Q1 in [-127, 127], Q2 in [-64, 63]);
   // score = 128αβ·(256·K1·Q1 + K1·2Q2 + K2·Q1), the K2·Q2/128 term (< 1e-4 relative) dropped.
@@ -481,20 +517,16 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     vpages = 0;
   };
 
-  const uint8_t* pool = p.pool;
-  const int* bt = p.block_table + size_t(b) * p.bt_stride;
-  const size_t head_off = size_t(kvh) * (p.tile_k + tile_bytes(VF, D));
-
-  auto tile_ptr = [&](int pg) {
-    return pool + size_t(bt[pg]) * p.page_bytes + head_off;
-  };
 
   // Same codebook for K and V: one set of table registers.
   const auto& vlo = KF == VF ? p.klo : p.vlo;
   const auto& vhi = KF == VF ? p.khi : p.vhi;
   // NP pages (1 or 2) at once: one softmax update (max reduction, rescale) for all of them,
   // and independent decode/mma chains to interleave.
-  auto process = [&]<int NP>(const KT* kts, const VT* vts, int pg) {
+  // PART 1: scores of the pages' keys into s; PART 2: softmax and values of s (3: both; a
+  // software pipeline that scored the next page's keys between them ran 8 % slower).
+  auto process = [&]<int NP, int PART>(const KT* kts, const VT* vts, int pg,
+                                        float (&s)[NP][2][4]) {
     if constexpr (kDiag == 4) {  // streaming only: fold the words into o
 #pragma unroll
       for (int pp = 0; pp < NP; ++pp) {
@@ -506,160 +538,218 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       return;
     }
     // ---- scores S^T[mt]: tokens 16mt + g (+8), heads 2t, 2t+1
-    float s[NP][2][4] = {}, s2[NP][2][4] = {};
+    float s2[NP][2][4] = {};
+    if constexpr ((PART & 1) != 0) {
 #pragma unroll
-    for (int pp = 0; pp < NP; ++pp) {
-      const KT& kt_cur = kts[pp];
-      if constexpr (KI8) {
-        int a1[2][4] = {}, a2[2][4] = {}, a3[2][4] = {};  // three chains of D/32
-#pragma unroll
-        for (int grp = 0; grp < D / 32; ++grp) {
-          const uint32_t* w = kt_cur.w0 + 3 * grp;
-          uint32_t k1[8], k2[8];
-          if constexpr ((kDiag & 2) != 0) {
-#pragma unroll
-            for (int r = 0; r < 8; ++r) {
-              k1[r] = w[r % 3];
-              k2[r] = w[(r + 1) % 3];
-            }
-          } else {
-            lut_i8_group(w, p.ki8[0][0], p.ki8[0][1], p.ki8[1][0], p.ki8[1][1], k1, k2);
-          }
-#pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
-            const uint32_t A1[4] = {k1[4 * mt], k1[4 * mt + 1], k1[4 * mt + 2], k1[4 * mt + 3]};
-            const uint32_t A2[4] = {k2[4 * mt], k2[4 * mt + 1], k2[4 * mt + 2], k2[4 * mt + 3]};
-            imma(a1[mt], A1, qf[2 * grp][0], qf[2 * grp][1]);
-            imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
-            imma(a3[mt], A2, qf[2 * grp][0], qf[2 * grp][1]);
-          }
-        }
+      for (int pp = 0; pp < NP; ++pp)
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-          for (int c = 0; c < 4; ++c)
-            s[pp][mt][c] = float(a1[mt][c] * 256 + a2[mt][c] + a3[mt][c]) * kscale[c & 1];
-      }
+          for (int c = 0; c < 4; ++c) s[pp][mt][c] = 0.f;
 #pragma unroll
-      for (int grp = 0; grp < (KI8 ? 0 : D / 32); ++grp) {
-        uint32_t h[16];
-        const bool in_p0 = grp * 32 < KP0::kFirst + KP0::kElems;
-        if (!K2 || KF == Fmt::T3P || in_p0) {
-          const int pg_ = grp - KP0::kFirst / 32;
-          decode_group<KP0::kKind, false>(kt_cur.w0 + pg_ * KP0::kBits, p.klo[0][0],
-                                          p.klo[0][1], p.khi[0][0], p.khi[0][1],
-                                          kt_cur.qs[grp % KT::kNB], h);
+      for (int pp = 0; pp < NP; ++pp) {
+        const KT& kt_cur = kts[pp];
+        if constexpr (KI8) {
+          int a1[2][4] = {}, a2[2][4] = {}, a3[2][4] = {};  // three chains of D/32
 #pragma unroll
-          for (int jj = 0; jj < 2; ++jj)
+          for (int grp = 0; grp < D / 32; ++grp) {
+            const uint32_t* w = kt_cur.w0 + 3 * grp;
+            uint32_t k1[8], k2[8];
+            if constexpr ((kDiag & 2) != 0) {
+#pragma unroll
+              for (int r = 0; r < 8; ++r) {
+                k1[r] = w[r % 3];
+                k2[r] = w[(r + 1) % 3];
+              }
+            } else {
+              lut_i8_group(w, p.ki8[0][0], p.ki8[0][1], p.ki8[1][0], p.ki8[1][1], k1, k2);
+            }
 #pragma unroll
             for (int mt = 0; mt < 2; ++mt) {
-              const uint32_t a[4] = {h[8 * jj + 4 * mt], h[8 * jj + 4 * mt + 1],
-                                     h[8 * jj + 4 * mt + 2], h[8 * jj + 4 * mt + 3]};
-              mma<KBF>(s[pp][mt], a, qf[2 * grp + jj][0], qf[2 * grp + jj][1]);
+              const uint32_t A1[4] = {k1[4 * mt], k1[4 * mt + 1], k1[4 * mt + 2], k1[4 * mt + 3]};
+              const uint32_t A2[4] = {k2[4 * mt], k2[4 * mt + 1], k2[4 * mt + 2], k2[4 * mt + 3]};
+              imma(a1[mt], A1, qf[2 * grp][0], qf[2 * grp][1]);
+              imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
+              imma(a3[mt], A2, qf[2 * grp][0], qf[2 * grp][1]);
             }
+          }
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+            for (int c = 0; c < 4; ++c)
+              s[pp][mt][c] = float(a1[mt][c] * 256 + a2[mt][c] + a3[mt][c]) * kscale[c & 1];
         }
-        if constexpr (K2) {
-          if (KF == Fmt::T3P || !in_p0) {
-            const int pg_ = grp - KP1::kFirst / 32;
-            decode_group<KP1::kKind, false>(kt_cur.w1 + pg_ * KP1::kBits, p.klo[1][0],
-                                            p.klo[1][1], p.khi[1][0], p.khi[1][1],
-                                            kt_cur.qs[0], h);
+#pragma unroll
+        for (int grp = 0; grp < (KI8 ? 0 : D / 32); ++grp) {
+          uint32_t h[16];
+          const bool in_p0 = grp * 32 < KP0::kFirst + KP0::kElems;
+          if (!K2 || KF == Fmt::T3P || in_p0) {
+            const int pg_ = grp - KP0::kFirst / 32;
+            decode_group<KP0::kKind, false>(kt_cur.w0 + pg_ * KP0::kBits, p.klo[0][0],
+                                            p.klo[0][1], p.khi[0][0], p.khi[0][1],
+                                            kt_cur.qs[grp % KT::kNB], h);
 #pragma unroll
             for (int jj = 0; jj < 2; ++jj)
 #pragma unroll
               for (int mt = 0; mt < 2; ++mt) {
                 const uint32_t a[4] = {h[8 * jj + 4 * mt], h[8 * jj + 4 * mt + 1],
                                        h[8 * jj + 4 * mt + 2], h[8 * jj + 4 * mt + 3]};
-                if constexpr (KF == Fmt::T3P)
-                  mma<KBF>(s2[pp][mt], a, qf2[2 * grp + jj][0], qf2[2 * grp + jj][1]);
-                else
-                  mma<KBF>(s2[pp][mt], a, qf[2 * grp + jj][0], qf[2 * grp + jj][1]);
+                mma<KBF>(s[pp][mt], a, qf[2 * grp + jj][0], qf[2 * grp + jj][1]);
               }
+          }
+          if constexpr (K2) {
+            if (KF == Fmt::T3P || !in_p0) {
+              const int pg_ = grp - KP1::kFirst / 32;
+              decode_group<KP1::kKind, false>(kt_cur.w1 + pg_ * KP1::kBits, p.klo[1][0],
+                                              p.klo[1][1], p.khi[1][0], p.khi[1][1],
+                                              kt_cur.qs[0], h);
+#pragma unroll
+              for (int jj = 0; jj < 2; ++jj)
+#pragma unroll
+                for (int mt = 0; mt < 2; ++mt) {
+                  const uint32_t a[4] = {h[8 * jj + 4 * mt], h[8 * jj + 4 * mt + 1],
+                                         h[8 * jj + 4 * mt + 2], h[8 * jj + 4 * mt + 3]};
+                  if constexpr (KF == Fmt::T3P)
+                    mma<KBF>(s2[pp][mt], a, qf2[2 * grp + jj][0], qf2[2 * grp + jj][1]);
+                  else
+                    mma<KBF>(s2[pp][mt], a, qf[2 * grp + jj][0], qf[2 * grp + jj][1]);
+                }
+            }
           }
         }
       }
-    }
-    // per-token scaling and masking; c: 0,1 → token 16mt + g, heads 2t, 2t+1; 2,3 → +8
-    float mx[2] = {-INFINITY, -INFINITY};
+      // per-token scaling and masking; c: 0,1 → token 16mt + g, heads 2t, 2t+1; 2,3 → +8
 #pragma unroll
-    for (int pp = 0; pp < NP; ++pp) {
-      const int nvalid = seq - (pg + pp * NW) * kPageTokens;
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const int k = 2 * mt + (c >> 1);  // token g + 8k
-          float v = s[pp][mt][c];
-          if constexpr (is_turbo(KF)) {
-            v *= kts[pp].sc[k][0];
-            if constexpr (K2) v += s2[pp][mt][c] * kts[pp].sc[k][1];
-          }
-          s[pp][mt][c] = v;
-        }
-      if (nvalid < kPageTokens) {  // the last page only (warp-uniform)
+      for (int pp = 0; pp < NP; ++pp) {
+        const int nvalid = seq - (pg + pp * NW) * kPageTokens;
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-          for (int c = 0; c < 4; ++c)
-            if (g + 8 * (2 * mt + (c >> 1)) >= nvalid) s[pp][mt][c] = -INFINITY;
-      }
+          for (int c = 0; c < 4; ++c) {
+            const int k = 2 * mt + (c >> 1);  // token g + 8k
+            float v = s[pp][mt][c];
+            if constexpr (is_turbo(KF)) {
+              v *= kts[pp].sc[k][0];
+              if constexpr (K2) v += s2[pp][mt][c] * kts[pp].sc[k][1];
+            }
+            s[pp][mt][c] = v;
+          }
+        if (nvalid < kPageTokens) {  // the last page only (warp-uniform)
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+          for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) mx[c & 1] = fmaxf(mx[c & 1], s[pp][mt][c]);
-    }
-    // The running max rarely moves after the first pages. kLazy: when no score exceeds it
-    // (one warp vote), the update below would give alpha = 1 and the same max: skip the
-    // shuffle reduction too (bit-identical results).
-    if (!kLazy || __any_sync(0xffffffffu, mx[0] > m_run[0] || mx[1] > m_run[1])) {
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 4));
-        mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 8));
-        mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 16));
-      }
-      float alpha[2];
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        const float mn = fmaxf(m_run[c], mx[c]);
-        alpha[c] = fast_exp2(m_run[c] - mn);
-        m_run[c] = mn;
-        l_run[c] *= alpha[c];
-      }
-      // skip the rescale warp-uniformly when nothing moved
-      if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
-        if constexpr (VI8 && !kVEveryPage) {
-          if (vpages > 0) vflush();
-        }
-#pragma unroll
-        for (int i = 0; i < KS; ++i) {
-          o[i][0] *= alpha[0]; o[i][1] *= alpha[1]; o[i][2] *= alpha[0]; o[i][3] *= alpha[1];
+            for (int c = 0; c < 4; ++c)
+              if (g + 8 * (2 * mt + (c >> 1)) >= nvalid) s[pp][mt][c] = -INFINITY;
         }
       }
-    }
-    if constexpr (VI8) {
+    }  // PART & 1
+    if constexpr ((PART & 2) != 0) {
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int pp = 0; pp < NP; ++pp)
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) mx[c & 1] = fmaxf(mx[c & 1], s[pp][mt][c]);
+      // The running max rarely moves after the first pages. kLazy: when no score exceeds it
+      // (one warp vote), the update below would give alpha = 1 and the same max: skip the
+      // shuffle reduction too (bit-identical results).
+      if (!kLazy || __any_sync(0xffffffffu, mx[0] > m_run[0] || mx[1] > m_run[1])) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 4));
+          mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 8));
+          mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 16));
+        }
+        float alpha[2];
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const float mn = fmaxf(m_run[c], mx[c]);
+          alpha[c] = fast_exp2(m_run[c] - mn);
+          m_run[c] = mn;
+          l_run[c] *= alpha[c];
+        }
+        // skip the rescale warp-uniformly when nothing moved
+        if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
+          if constexpr (VI8 && !kVEveryPage) {
+            if (vpages > 0) vflush();
+          }
+#pragma unroll
+          for (int i = 0; i < KS; ++i) {
+            o[i][0] *= alpha[0]; o[i][1] *= alpha[1]; o[i][2] *= alpha[0]; o[i][3] *= alpha[1];
+          }
+        }
+      }
+      if constexpr (VI8) {
+#pragma unroll
+        for (int pp = 0; pp < NP; ++pp) {
+          const VT& vt_cur = vts[pp];
+          // Q scale: a norm of this page above vbound (or the 512-page limit) converts the sums
+          // and sets vbound = 2 × the page's largest norm (room for later pages).
+          const float nvm = fmaxf(fmaxf(vt_cur.sc[0][0], vt_cur.sc[1][0]),
+                                  fmaxf(vt_cur.sc[2][0], vt_cur.sc[3][0]));
+          const bool grow = __any_sync(0xffffffffu, nvm > vbound);
+          if (grow || (!kVEveryPage && vpages >= 512)) {
+            if (!kVEveryPage && vpages > 0) vflush();
+            if (grow) {
+              float mxn = fmaxf(nvm, __shfl_xor_sync(0xffffffffu, nvm, 4));
+              mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 8));
+              mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 16));
+              vbound = 2.f * mxn;
+              vqinv = 65535.f / vbound;
+              vscale = p.valpha256 / vqinv;
+            }
+          }
+          // Q of token g + 8k, heads 2t | 2t+1 (u16 pair; 2^23 + Q as a float holds Q in its low
+          // bits), transposed to head g, tokens 8k + 2t | 8k + 2t + 1
+          uint32_t x[4];
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+              const int k = 2 * mt + hh;
+              const float p0 = fast_exp2(s[pp][mt][2 * hh] - m_run[0]);
+              const float p1 = fast_exp2(s[pp][mt][2 * hh + 1] - m_run[1]);
+              l_run[0] += p0;
+              l_run[1] += p1;
+              const float f = vt_cur.sc[k][0] * vqinv;
+              x[k] = movtrans(prmt(__float_as_uint(fmaf(p0, f, 8388608.f)),
+                                   __float_as_uint(fmaf(p1, f, 8388608.f)), 0x5410));
+            }
+          // B fragments: k = 16h + 4t + j ↔ token 16h + 8(j>>1) + 2t + (j&1) (formats.cuh)
+          const uint32_t bh0 = prmt(x[0], x[1], 0x7531), bl0 = prmt(x[0], x[1], 0x6420);
+          const uint32_t bh1 = prmt(x[2], x[3], 0x7531), bl1 = prmt(x[2], x[3], 0x6420);
+#pragma unroll
+          for (int grp = 0; grp < D / 32; ++grp) {
+            const uint32_t* w = vt_cur.w0 + 3 * grp;
+            uint32_t v1[8], v2[8];
+            if constexpr ((kDiag & 1) != 0) {
+#pragma unroll
+              for (int r = 0; r < 8; ++r) {
+                v1[r] = w[r % 3];
+                v2[r] = w[(r + 1) % 3];
+              }
+            } else {
+              lut_i8_group(w, p.vi8[0][0], p.vi8[0][1], p.vi8[1][0], p.vi8[1][1], v1, v2);
+            }
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) {
+              const uint32_t A1[4] = {v1[4 * mt], v1[4 * mt + 1], v1[4 * mt + 2], v1[4 * mt + 3]};
+              const uint32_t A2[4] = {v2[4 * mt], v2[4 * mt + 1], v2[4 * mt + 2], v2[4 * mt + 3]};
+              imma_su(va1[2 * grp + mt], A1, bh0, bh1);
+              imma_su(va2[2 * grp + mt], A1, bl0, bl1);
+              imma_su(va2[2 * grp + mt], A2, bh0, bh1);
+            }
+          }
+          if constexpr (kVEveryPage) vflush();
+          else ++vpages;
+        }
+      } else {
 #pragma unroll
       for (int pp = 0; pp < NP; ++pp) {
         const VT& vt_cur = vts[pp];
-        // Q scale: a norm of this page above vbound (or the 512-page limit) converts the sums
-        // and sets vbound = 2 × the page's largest norm (room for later pages).
-        const float nvm = fmaxf(fmaxf(vt_cur.sc[0][0], vt_cur.sc[1][0]),
-                                fmaxf(vt_cur.sc[2][0], vt_cur.sc[3][0]));
-        const bool grow = __any_sync(0xffffffffu, nvm > vbound);
-        if (grow || (!kVEveryPage && vpages >= 512)) {
-          if (!kVEveryPage && vpages > 0) vflush();
-          if (grow) {
-            float mxn = fmaxf(nvm, __shfl_xor_sync(0xffffffffu, nvm, 4));
-            mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 8));
-            mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 16));
-            vbound = 2.f * mxn;
-            vqinv = 65535.f / vbound;
-            vscale = p.valpha256 / vqinv;
-          }
-        }
-        // Q of token g + 8k, heads 2t | 2t+1 (u16 pair; 2^23 + Q as a float holds Q in its low
-        // bits), transposed to head g, tokens 8k + 2t | 8k + 2t + 1
-        uint32_t x[4];
+        // P' = p·(value scalar), fp16/bf16, transposed into B fragments pf[kt][0..1]
+        uint32_t pf[2][2], pf2[V2 ? 2 : 1][2];
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -669,132 +759,60 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
             const float p1 = fast_exp2(s[pp][mt][2 * hh + 1] - m_run[1]);
             l_run[0] += p0;
             l_run[1] += p1;
-            const float f = vt_cur.sc[k][0] * vqinv;
-            x[k] = movtrans(prmt(__float_as_uint(fmaf(p0, f, 8388608.f)),
-                                 __float_as_uint(fmaf(p1, f, 8388608.f)), 0x5410));
+            float a0 = p0, a1 = p1;
+            if constexpr (is_turbo(VF)) {
+              const float nv = vt_cur.sc[k][0];
+              a0 *= nv;
+              a1 *= nv;
+            }
+            uint32_t x;
+            if constexpr (VBF) {
+              __nv_bfloat162 bb = __floats2bfloat162_rn(a0, a1);
+              x = *reinterpret_cast<uint32_t*>(&bb);
+            } else {
+              x = h2u(__floats2half2_rn(a0, a1));
+            }
+            pf[mt][hh] = movtrans(x);
+            if constexpr (V2) {
+              const float nv = vt_cur.sc[k][1];
+              pf2[mt][hh] = movtrans(h2u(__floats2half2_rn(p0 * nv, p1 * nv)));
+            }
           }
-        // B fragments: k = 16h + 4t + j ↔ token 16h + 8(j>>1) + 2t + (j&1) (formats.cuh)
-        const uint32_t bh0 = prmt(x[0], x[1], 0x7531), bl0 = prmt(x[0], x[1], 0x6420);
-        const uint32_t bh1 = prmt(x[2], x[3], 0x7531), bl1 = prmt(x[2], x[3], 0x6420);
+        // ---- O^T[mt] += V^T(mt, kt) · P'^T(kt)
 #pragma unroll
         for (int grp = 0; grp < D / 32; ++grp) {
-          const uint32_t* w = vt_cur.w0 + 3 * grp;
-          uint32_t v1[8], v2[8];
-          if constexpr ((kDiag & 1) != 0) {
+          uint32_t h[16];
+          const bool in_p0 = grp * 32 < VP0::kFirst + VP0::kElems;
+          if (kDiag == 1) {
 #pragma unroll
-            for (int r = 0; r < 8; ++r) {
-              v1[r] = w[r % 3];
-              v2[r] = w[(r + 1) % 3];
+            for (int j = 0; j < 16; ++j) h[j] = vt_cur.w0[3 * grp + j % 3];
+          } else if (in_p0) {
+            decode_group<VP0::kKind, true>(vt_cur.w0 + (grp - VP0::kFirst / 32) * VP0::kBits,
+                                           vlo[0][0], vlo[0][1], vhi[0][0], vhi[0][1],
+                                           vt_cur.qs[grp % VT::kNB], h);
+          } else if constexpr (VP1::kExists) {
+            decode_group<VP1::kKind, true>(vt_cur.w1 + (grp - VP1::kFirst / 32) * VP1::kBits,
+                                           vlo[1][0], vlo[1][1], vhi[1][0], vhi[1][1],
+                                           vt_cur.qs[0], h);
+          }
+#pragma unroll
+          for (int jm = 0; jm < 2; ++jm)
+#pragma unroll
+            for (int kt = 0; kt < 2; ++kt) {
+              const uint32_t a[4] = {h[8 * jm + 4 * kt], h[8 * jm + 4 * kt + 1],
+                                     h[8 * jm + 4 * kt + 2], h[8 * jm + 4 * kt + 3]};
+              if (V2 && !in_p0)
+                mma<VBF>(o[2 * grp + jm], a, pf2[kt][0], pf2[kt][1]);
+              else
+                mma<VBF>(o[2 * grp + jm], a, pf[kt][0], pf[kt][1]);
             }
-          } else {
-            lut_i8_group(w, p.vi8[0][0], p.vi8[0][1], p.vi8[1][0], p.vi8[1][1], v1, v2);
-          }
-#pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
-            const uint32_t A1[4] = {v1[4 * mt], v1[4 * mt + 1], v1[4 * mt + 2], v1[4 * mt + 3]};
-            const uint32_t A2[4] = {v2[4 * mt], v2[4 * mt + 1], v2[4 * mt + 2], v2[4 * mt + 3]};
-            imma_su(va1[2 * grp + mt], A1, bh0, bh1);
-            imma_su(va2[2 * grp + mt], A1, bl0, bl1);
-            imma_su(va2[2 * grp + mt], A2, bh0, bh1);
-          }
         }
-        if constexpr (kVEveryPage) vflush();
-        else ++vpages;
       }
-    } else {
-#pragma unroll
-    for (int pp = 0; pp < NP; ++pp) {
-      const VT& vt_cur = vts[pp];
-      // P' = p·(value scalar), fp16/bf16, transposed into B fragments pf[kt][0..1]
-      uint32_t pf[2][2], pf2[V2 ? 2 : 1][2];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          const int k = 2 * mt + hh;
-          const float p0 = fast_exp2(s[pp][mt][2 * hh] - m_run[0]);
-          const float p1 = fast_exp2(s[pp][mt][2 * hh + 1] - m_run[1]);
-          l_run[0] += p0;
-          l_run[1] += p1;
-          float a0 = p0, a1 = p1;
-          if constexpr (is_turbo(VF)) {
-            const float nv = vt_cur.sc[k][0];
-            a0 *= nv;
-            a1 *= nv;
-          }
-          uint32_t x;
-          if constexpr (VBF) {
-            __nv_bfloat162 bb = __floats2bfloat162_rn(a0, a1);
-            x = *reinterpret_cast<uint32_t*>(&bb);
-          } else {
-            x = h2u(__floats2half2_rn(a0, a1));
-          }
-          pf[mt][hh] = movtrans(x);
-          if constexpr (V2) {
-            const float nv = vt_cur.sc[k][1];
-            pf2[mt][hh] = movtrans(h2u(__floats2half2_rn(p0 * nv, p1 * nv)));
-          }
-        }
-      // ---- O^T[mt] += V^T(mt, kt) · P'^T(kt)
-#pragma unroll
-      for (int grp = 0; grp < D / 32; ++grp) {
-        uint32_t h[16];
-        const bool in_p0 = grp * 32 < VP0::kFirst + VP0::kElems;
-        if (kDiag == 1) {
-#pragma unroll
-          for (int j = 0; j < 16; ++j) h[j] = vt_cur.w0[3 * grp + j % 3];
-        } else if (in_p0) {
-          decode_group<VP0::kKind, true>(vt_cur.w0 + (grp - VP0::kFirst / 32) * VP0::kBits,
-                                         vlo[0][0], vlo[0][1], vhi[0][0], vhi[0][1],
-                                         vt_cur.qs[grp % VT::kNB], h);
-        } else if constexpr (VP1::kExists) {
-          decode_group<VP1::kKind, true>(vt_cur.w1 + (grp - VP1::kFirst / 32) * VP1::kBits,
-                                         vlo[1][0], vlo[1][1], vhi[1][0], vhi[1][1],
-                                         vt_cur.qs[0], h);
-        }
-#pragma unroll
-        for (int jm = 0; jm < 2; ++jm)
-#pragma unroll
-          for (int kt = 0; kt < 2; ++kt) {
-            const uint32_t a[4] = {h[8 * jm + 4 * kt], h[8 * jm + 4 * kt + 1],
-                                   h[8 * jm + 4 * kt + 2], h[8 * jm + 4 * kt + 3]};
-            if (V2 && !in_p0)
-              mma<VBF>(o[2 * grp + jm], a, pf2[kt][0], pf2[kt][1]);
-            else
-              mma<VBF>(o[2 * grp + jm], a, pf[kt][0], pf[kt][1]);
-          }
       }
-    }
-    }
+    }  // PART & 2
   };
 
-  constexpr int SB = decode_stage_bytes(KF, VF, D);
   if constexpr (decode_uses_ring(KF, VF, D)) {
-    // Each warp streams its pages through a ring of kStages shared-memory slots (cp.async,
-    // 16 B per lane per request): kStages − 1 pages in flight while one is computed. (One bulk
-    // copy per page on an mbarrier instead ran slower: 0.217 → 0.252 ms streaming alone.)
-    extern __shared__ __align__(16) uint8_t dsm[];
-    uint8_t* ring = dsm + warp * kStages * SB;
-    const int first = pg0 + warp;
-    const int n_my = first < pg1 ? (pg1 - first + NW - 1) / NW : 0;
-    const uint32_t ring_s = uint32_t(__cvta_generic_to_shared(ring)) + 16 * lane;
-    // lane l copies 16-byte chunks l, l + 32, ... (one base address, immediate offsets)
-    auto issue = [&](int it, int slot) {
-      const uint8_t* src = tile_ptr(first + it * NW) + 16 * lane;
-      const uint32_t dst = ring_s + slot * SB;
-      constexpr int NCH = SB / 16;
-      [&]<int... J>(std::integer_sequence<int, J...>) {
-        (cp16<512 * J>(dst, src), ...);
-      }(std::make_integer_sequence<int, NCH / 32>{});
-      if constexpr (NCH % 32 != 0) {
-        if (lane < NCH % 32) cp16<512 * (NCH / 32)>(dst, src);
-      }
-    };
-#pragma unroll
-    for (int it = 0; it < kStages - 1; ++it) {
-      if (it < n_my) issue(it, it);
-      asm volatile("cp.async.commit_group;");
-    }
     int slot = 0, fill = kStages - 1;  // slot being read, slot being filled (no modulo)
     for (int it = 0; it < n_my; ++it) {
       asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
@@ -808,7 +826,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       VT vt;
       kt.template load<false>(tp, lane, false);
       vt.template load<false>(tp + tile_bytes(KF, D), lane, true);
-      process.template operator()<1>(&kt, &vt, first + it * NW);
+      float s[1][2][4];
+      process.template operator()<1, 3>(&kt, &vt, first + it * NW, s);
     }
     asm volatile("cp.async.wait_all;");
     __syncthreads();
@@ -819,7 +838,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       const uint8_t* tp = tile_ptr(pg);
       kt.template load<true>(tp, lane, false);
       vt.template load<true>(tp + p.tile_k, lane, true);
-      process.template operator()<1>(&kt, &vt, pg);
+      float s[1][2][4];
+      process.template operator()<1, 3>(&kt, &vt, pg, s);
     }
   }
 

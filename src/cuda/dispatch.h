@@ -11,9 +11,7 @@ constexpr int kDecodeWarps = 4;
 // Decode kernel variant for tuning (turbo3, D = 128 only; see kernels_impl.cuh): 0 default.
 int decode_variant();
 // Warps per decode CTA.
-inline int decode_warps(Fmt kf, Fmt vf, int D) {
-  return (kf == Fmt::T3 && vf == Fmt::T3 && D == 128 && decode_variant() == 7) ? 8 : kDecodeWarps;
-}
+inline int decode_warps(Fmt, Fmt, int) { return kDecodeWarps; }
 
 // Return false when (kf, vf, D) is not instantiated.
 bool launch_decode(Fmt kf, Fmt vf, int D, const DecodeParams& p, dim3 grid, cudaStream_t st);

@@ -94,8 +94,9 @@ constexpr int kPageTokens = 32;
 // turbo3 keys and values are read by the int8 tensor-core path (mma.m16n8k32, see
 // decode_kernels.cuh): their lane elements follow the int8 A fragment instead. Lane element
 // i = 32ks + 4(4mt + a) + j (register a of m-tile mt of 32-group ks, byte j):
-//   K (A of S^T = K·Q^T):  token = 16mt + g + 8(a&1),        dim = 32ks + 16(a>>1) + 4t + j
-//   V (A of O^T = V^T·P^T): dim = 32ks + 16mt + g + 8(a&1),   token = 16(a>>1) + 8(j>>1) + 2t + (j&1)
+//   K (A of S^T = K·Q^T):   token = 16mt + g + 8(a&1),   dim = 32ks + 16(a>>1) + 4t + j
+//   V (A of O^T = V^T·P^T): dim = 32ks + 16mt + g + 8(a&1),
+//                           token = 16(a>>1) + 8(j>>1) + 2t + (j&1)
 // (V: the token order within the k dimension is the one the transposed P' fragment gives, see
 // the decode kernel; still, every 32 consecutive lane elements cover one 32-dim block).
 TQ_HD constexpr bool i8_layout(Fmt f, bool /*is_v*/) { return f == Fmt::T3; }

@@ -31,17 +31,15 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
   if (dp || occ) {
     if constexpr (KF == Fmt::T3 && VF == Fmt::T3 && D == 128) {
       // variants (bench only): 1 value sums kept over pages (converted when their scale
-      // changes), 2 at most 128 registers (4 CTAs/SM), 3-6 timing diagnostics (no V / K / any
-      // lookup, streaming only), 7 8 warps per CTA at most 128 registers
+      // changes), 2-5 timing diagnostics (no V / K / any lookup, streaming only), 6 (host side)
+      // the split merge in its own kernel
       switch (decode_variant()) {
         case 1: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 0, false>(dp, grid, st, occ);
-        case 2: return run_decode<KF, VF, D, 4, 3, 4>(dp, grid, st, occ);
-        // timing diagnostics (wrong results): no V lookup, no K lookup
-        case 3: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 1>(dp, grid, st, occ);
-        case 4: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 2>(dp, grid, st, occ);
-        case 5: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 3>(dp, grid, st, occ);
-        case 6: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 4>(dp, grid, st, occ);
-        case 7: return run_decode<KF, VF, D, 8, 3, 2>(dp, grid, st, occ);
+        // timing diagnostics (wrong results)
+        case 2: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 1>(dp, grid, st, occ);
+        case 3: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 2>(dp, grid, st, occ);
+        case 4: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 3>(dp, grid, st, occ);
+        case 5: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 4>(dp, grid, st, occ);
         default: break;
       }
     }
