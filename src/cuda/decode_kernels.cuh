@@ -330,8 +330,13 @@ __host__ __device__ constexpr int decode_qsm_offset(Fmt kf, Fmt vf, int D, int n
   const int ring = decode_uses_ring(kf, vf, D) ? nw * stages * decode_stage_bytes(kf, vf, D) : 0;
   return merge > ring ? merge : ring;
 }
-__host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int nw, int stages) {
+// [... | rotated queries] [osm: turbo3 value sums kept over pages: each warp's fp32 o]
+__host__ __device__ constexpr int decode_osm_offset(Fmt kf, Fmt vf, int D, int nw, int stages) {
   return decode_qsm_offset(kf, vf, D, nw, stages) + (kf == Fmt::T3 ? 8 * D * 4 : 0);
+}
+__host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int nw, int stages,
+                                                    bool osm = false) {
+  return decode_osm_offset(kf, vf, D, nw, stages) + (osm ? nw * 8 * D * 4 : 0);
 }
 
 // NPG: pages per softmax update (only 1 now); kLazy: skip the max
@@ -504,14 +509,28 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     for (int c = 0; c < 4; ++c) va1[i][c] = va2[i][c] = 0;
   float vbound = 0.f, vqinv = 0.f, vscale = 0.f;  // Q scale: vqinv = 65535 / vbound
   int vpages = 0;                                  // pages in va1/va2
-  auto vflush = [&]() {
+  // Sums kept over pages (!kVPage): o lives in shared memory (registers: 3 CTAs/SM), touched
+  // only here; a0/a1 rescale it (running max moved) after the sums are added.
+  constexpr bool kOsm = VI8 && !kVPage;
+  float* osm = reinterpret_cast<float*>(dsm + decode_osm_offset(KF, VF, D, NW, kStages)) +
+               warp * 8 * D + lane;  // [i][c][lane]
+  if constexpr (kOsm) {
+#pragma unroll
+    for (int i = 0; i < KS * 4; ++i) osm[32 * i] = 0.f;
+  }
+  auto vflush = [&](float a0, float a1) {
 #pragma unroll
     for (int i = 0; i < (VI8 ? KS : 1); ++i)
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const float x = kVEveryPage ? float(va1[i][c] * 256 + va2[i][c])
                                     : fmaf(float(va1[i][c]), 256.f, float(va2[i][c]));
-        o[i][c] = fmaf(x, vscale, o[i][c]);
+        if constexpr (kOsm) {
+          float& r = osm[32 * (4 * i + c)];
+          r = fmaf(x, vscale, r) * ((c & 1) ? a1 : a0);
+        } else {
+          o[i][c] = fmaf(x, vscale, o[i][c]);
+        }
         va1[i][c] = va2[i][c] = 0;
       }
     vpages = 0;
@@ -671,12 +690,13 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
         }
         // skip the rescale warp-uniformly when nothing moved
         if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
-          if constexpr (VI8 && !kVEveryPage) {
-            if (vpages > 0) vflush();
-          }
+          if constexpr (kOsm) {
+            vflush(alpha[0], alpha[1]);
+          } else {
 #pragma unroll
-          for (int i = 0; i < KS; ++i) {
-            o[i][0] *= alpha[0]; o[i][1] *= alpha[1]; o[i][2] *= alpha[0]; o[i][3] *= alpha[1];
+            for (int i = 0; i < KS; ++i) {
+              o[i][0] *= alpha[0]; o[i][1] *= alpha[1]; o[i][2] *= alpha[0]; o[i][3] *= alpha[1];
+            }
           }
         }
       }
@@ -690,7 +710,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
                                   fmaxf(vt_cur.sc[2][0], vt_cur.sc[3][0]));
           const bool grow = __any_sync(0xffffffffu, nvm > vbound);
           if (grow || (!kVEveryPage && vpages >= 512)) {
-            if (!kVEveryPage && vpages > 0) vflush();
+            if (!kVEveryPage && vpages > 0) vflush(1.f, 1.f);
             if (grow) {
               float mxn = fmaxf(nvm, __shfl_xor_sync(0xffffffffu, nvm, 4));
               mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 8));
@@ -741,7 +761,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
               imma_su(va2[2 * grp + mt], A2, bh0, bh1);
             }
           }
-          if constexpr (kVEveryPage) vflush();
+          if constexpr (kVEveryPage) vflush(1.f, 1.f);
           else ++vpages;
         }
       } else {
@@ -843,7 +863,13 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     }
   }
 
-  if constexpr (VI8 && !kVEveryPage) vflush();
+  if constexpr (kOsm) {
+    vflush(1.f, 1.f);
+#pragma unroll
+    for (int i = 0; i < KS; ++i)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) o[i][c] = osm[32 * (4 * i + c)];
+  }
   // ---- merge the warps of this CTA, write one partial per query head
 #pragma unroll
   for (int c = 0; c < 2; ++c) {

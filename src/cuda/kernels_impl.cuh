@@ -10,7 +10,7 @@ template <Fmt KF, Fmt VF, int D, int NW, int ST, int MINB, int NPG = 1, bool LAZ
           int DIAG = 0, bool VPAGE = true>
 static bool run_decode(const DecodeParams* dp, dim3 grid, cudaStream_t st, int* occ) {
   auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB, NPG, LAZY, DIAG, VPAGE>;
-  constexpr int smem = dk::decode_smem_bytes(KF, VF, D, NW, ST);
+  constexpr int smem = dk::decode_smem_bytes(KF, VF, D, NW, ST, VF == Fmt::T3 && !VPAGE);
   static bool attr = false;  // once per instantiation
   if (!attr) {
     cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -31,10 +31,10 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
   if (dp || occ) {
     if constexpr (KF == Fmt::T3 && VF == Fmt::T3 && D == 128) {
       // variants (bench only): 1 value sums kept over pages (converted when their scale
-      // changes), 2-5 timing diagnostics (no V / K / any lookup, streaming only), 6 (host side)
+      // changes, o in shared memory, ≤ 168 registers), 2-5 timing diagnostics (no V / K / any lookup, streaming only), 6 (host side)
       // the split merge in its own kernel
       switch (decode_variant()) {
-        case 1: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 0, false>(dp, grid, st, occ);
+        case 1: return run_decode<KF, VF, D, 4, 3, 3, 1, true, 0, false>(dp, grid, st, occ);
         // timing diagnostics (wrong results)
         case 2: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 1>(dp, grid, st, occ);
         case 3: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 2>(dp, grid, st, occ);
