@@ -147,4 +147,38 @@ TEST_F(CalibrateCli, RefusesBadCodebookFiles) {
   std::remove(bad.c_str());
 }
 
+// kvquant3/kvquant4 (codecs/kvquant.h): `tq calibrate --preset kvquant` (tiny settings), then
+// the types in perplexity (an asymmetric pair), compare and generate; refusals without the file
+// or with a polar-vq file.
+TEST_F(CalibrateCli, KvquantCalibratesAndRuns) {
+  const std::string kf = file_ + ".kvq";
+  const CliResult c = run_tq("calibrate -m " + kModel + " -f " + kCalib +
+                             " --samples 4 -c 64 --preset kvquant -t 1 -o " + kf);
+  ASSERT_EQ(c.status, 0) << c.err;
+  const tq::CodebookFile f = tq::read_codebook_file(kf);
+  EXPECT_EQ(f.params.preset, "kvquant");
+  ASSERT_EQ(f.kvq.size(), 90u);
+  EXPECT_TRUE(f.kvq[0]->valid(64));
+
+  const std::string common = "-m " + kModel + " -f " + kEval + " -c 64 -q -t 1 ";
+  const CliResult r = run_tq("perplexity " + common + "--chunks 2 -ctk kvquant3 -ctv kvquant4 " +
+                             "--sinks 1 --codebooks " + kf + " --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const double v = nlohmann::json::parse(r.out)["ppl"];
+  EXPECT_TRUE(std::isfinite(v) && v > 1.0 && v < 1e4) << v;
+  const CliResult cmp = run_tq("compare " + common + "--chunks 1 --decode 2 --types "
+                               "kvquant3,q8_0/kvquant4 --codebooks " + kf + " --json");
+  ASSERT_EQ(cmp.status, 0) << cmp.err;
+  EXPECT_NE(cmp.out.find("kvquant3 (S=1)"), std::string::npos) << cmp.out;
+  const CliResult g = run_tq("generate -m " + kModel + " -p hi -n 3 -t 1 -ctk kvquant4 " +
+                             "-ctv kvquant3 --codebooks " + kf);
+  EXPECT_EQ(g.status, 0) << g.err;
+
+  expect_refused(run_tq("perplexity " + common + "--chunks 1 -ctk kvquant3"),
+                 "tq calibrate --preset kvquant");
+  expect_refused(run_tq("perplexity " + common + "--chunks 1 -ctk kvquant3 --codebooks " + file_),
+                 "--preset kvquant");
+  std::remove(kf.c_str());
+}
+
 }  // namespace

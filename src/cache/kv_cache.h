@@ -43,9 +43,10 @@ struct KvCacheOptions {
   int max_tokens = 4096;   // pool capacity over all sequences (rounded up to pages)
   int max_seqs = 16;
   // Learned data of the polar-vq and kvquant types (`tq calibrate`): each polar-vq codec of
-  // (layer, head) gets codebooks->head(layer, head), each kvquant codec codebooks->kvq_head(). The file's preset must be the type's preset and its
-  // shape the cache's (the model fingerprint is checked by whoever loads the file, which has the
-  // GGUF). Type `polar-vq:custom` takes its parameters from the file (for parameter sweeps).
+  // (layer, head) gets codebooks->head(layer, head), each kvquant codec codebooks->kvq_head().
+  // The file's preset must be the type's preset (kvquant: "kvquant") and its shape the
+  // cache's (the model fingerprint is checked by whoever loads the file, which has the GGUF).
+  // Type `polar-vq:custom` takes its parameters from the file (for parameter sweeps).
   std::shared_ptr<const CodebookFile> codebooks;
   // Observer of every append (layer, k, v, T; rows [t][h][j], post-RoPE, before any centring or
   // encoding): how `tq calibrate` collects samples exactly as the cache receives them.

@@ -294,13 +294,13 @@ void register_kvquant_codecs() {
   };
   register_codec({"kvquant3",
                   "KVQuant-style 3-bit: pre-RoPE per-channel keys (calibrated ranges), per-token "
-                  "values, per-layer non-uniform levels, 1 fp16 outlier per 64 values "
+                  "values, per-layer non-uniform levels, ~1% fp16 outliers per token "
                   "(3.375/3.875 bpv at d=64); needs `tq calibrate --preset kvquant`; tq compare "
                   "keeps S=1 sink token f16 unless --sinks is given",
                   make, 75, true});
   register_codec({"kvquant4",
                   "KVQuant-style 4-bit: pre-RoPE per-channel keys (calibrated ranges), per-token "
-                  "values, per-layer non-uniform levels, 1 fp16 outlier per 64 values "
+                  "values, per-layer non-uniform levels, ~1% fp16 outliers per token "
                   "(4.375/4.875 bpv at d=64); needs `tq calibrate --preset kvquant`; tq compare "
                   "keeps S=1 sink token f16 unless --sinks is given",
                   make, 76, true});

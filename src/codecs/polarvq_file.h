@@ -9,8 +9,8 @@
 //          version 2: u32 kvquant head count (0, or n_layer × n_head_kv) and per (layer, head)
 //          the 8 f32[] arrays of KvQuantCalibration (codecs/kvquant.h), in its field order
 // (str = u32 length + bytes). A kvquant file has preset "kvquant", empty polar-vq arrays and
-// the kvquant section; a polar-vq file an empty kvquant section. Loading checks magic, version, length, checksum, then the caller
-// checks the fingerprint against the model.
+// the kvquant section; a polar-vq file an empty kvquant section. Loading checks magic,
+// version, length, checksum, then the caller checks the fingerprint against the model.
 #pragma once
 #include <cstdint>
 #include <memory>
