@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <mutex>
 
 #include "core/bitpack.h"
 #include "core/half.h"
@@ -39,6 +41,71 @@ void rope_rotate(float* x, int d, int64_t pos, const std::vector<float>& inv_fre
     x[b] = xa * s + xb * c;
   }
 }
+
+namespace {
+
+// cos/sin of every (position, pair) for one set of RoPE frequencies, computed exactly as
+// rope_rotate does (so rotations through the table are bit-identical to it), shared by all
+// codecs with the same frequencies and grown on demand: re-rotating every key for every query
+// head otherwise costs d trigonometric calls per token and head.
+struct RopeTable {
+  int half = 0;
+  int64_t npos = 0;
+  std::vector<float> c, s;  // npos × half
+};
+
+std::shared_ptr<const RopeTable> rope_table(int d, const std::vector<float>& inv_freq,
+                                            float freq_scale, int64_t need) {
+  struct Entry {
+    int d;
+    float scale;
+    std::vector<float> freq;
+    std::shared_ptr<const RopeTable> table;
+  };
+  static std::mutex mu;
+  static std::vector<Entry> entries;
+  std::lock_guard<std::mutex> lock(mu);
+  Entry* e = nullptr;
+  for (auto& x : entries)
+    if (x.d == d && x.scale == freq_scale && x.freq == inv_freq) e = &x;
+  if (!e) {
+    entries.push_back({d, freq_scale, inv_freq, nullptr});
+    e = &entries.back();
+  }
+  if (!e->table || e->table->npos < need) {
+    int64_t npos = 1024;
+    while (npos < need) npos *= 2;
+    auto t = std::make_shared<RopeTable>();
+    t->half = d / 2;
+    t->npos = npos;
+    t->c.resize(size_t(npos) * t->half);
+    t->s.resize(size_t(npos) * t->half);
+    for (int i = 0; i < t->half; ++i) {
+      const float f = inv_freq.empty() ? float(std::pow(10000.0, -2.0 * i / d)) : inv_freq[i];
+      for (int64_t p = 0; p < npos; ++p) {
+        const double th = double(p) * freq_scale * f;
+        t->c[size_t(p) * t->half + i] = float(std::cos(th));
+        t->s[size_t(p) * t->half + i] = float(std::sin(th));
+      }
+    }
+    e->table = t;
+  }
+  return e->table;
+}
+
+// rope_rotate (forward) with the angles from a table row.
+void rope_rotate_table(float* x, int d, const float* c, const float* s, RopePairing pairing) {
+  const int half = d / 2;
+  for (int i = 0; i < half; ++i) {
+    const int a = pairing == RopePairing::kNeox ? i : 2 * i;
+    const int b = pairing == RopePairing::kNeox ? i + half : 2 * i + 1;
+    const float xa = x[a], xb = x[b];
+    x[a] = xa * c[i] - xb * s[i];
+    x[b] = xa * s[i] + xb * c[i];
+  }
+}
+
+}  // namespace
 
 std::vector<float> kvq_fit_levels(const std::vector<float>& z, int bits, uint64_t seed) {
   const int k = 1 << bits;
@@ -181,8 +248,9 @@ class KvQuantCodec final : public Codec {
 
   void decode_at(const uint8_t* codes, size_t n, int64_t pos0, float* x) const override {
     require_calibration();
+    const auto tab = table_for(pos0, n);
     for (size_t t = 0; t < n; ++t)
-      decode_token(codes + t * block_bytes_, pos0 + int64_t(t), x + t * dim_);
+      decode_token(codes + t * block_bytes_, pos0 + int64_t(t), x + t * dim_, tab.get());
   }
 
   std::unique_ptr<QueryState> prepare_query(const float* q) const override {
@@ -194,8 +262,9 @@ class KvQuantCodec final : public Codec {
     require_calibration();
     const float* q = plain_query_data(qs);
     std::vector<float> y(dim_);
+    const auto tab = table_for(pos0, n);
     for (size_t t = 0; t < n; ++t) {
-      decode_token(codes + t * block_bytes_, pos0 + int64_t(t), y.data());
+      decode_token(codes + t * block_bytes_, pos0 + int64_t(t), y.data(), tab.get());
       float a = 0.0f;
       for (int j = 0; j < dim_; ++j) a += q[j] * y[j];
       out[t] = a;
@@ -227,7 +296,14 @@ class KvQuantCodec final : public Codec {
     return idx_bytes_ == 2 ? int(ip[0] | (ip[1] << 8)) : int(ip[0]);
   }
 
-  void decode_token(const uint8_t* blk, int64_t pos, float* y) const {
+  // The shared cos/sin table when this run of positions is a key run (values need none).
+  std::shared_ptr<const RopeTable> table_for(int64_t pos0, size_t n) const {
+    if (!key_ || pos0 < 0 || n == 0) return nullptr;
+    return rope_table(dim_, inv_freq_, freq_scale_, pos0 + int64_t(n));
+  }
+
+  void decode_token(const uint8_t* blk, int64_t pos, float* y,
+                    const RopeTable* tab = nullptr) const {
     uint8_t q[1024];
     unpack_bits(blk + codes_off_, dim_, bits_, q);
     if (key_) {
@@ -243,7 +319,12 @@ class KvQuantCodec final : public Codec {
       TQ_ASSERT(j < dim_);
       y[j] = load_f16(outlier_value_ptr(blk, k));
     }
-    if (key_) rope_rotate(y, dim_, pos, inv_freq_, freq_scale_, rope_, false);
+    if (!key_) return;
+    if (tab && pos >= 0 && pos < tab->npos)
+      rope_rotate_table(y, dim_, &tab->c[size_t(pos) * tab->half], &tab->s[size_t(pos) * tab->half],
+                        rope_);
+    else
+      rope_rotate(y, dim_, pos, inv_freq_, freq_scale_, rope_, false);
   }
 
   void require_calibration() const {
