@@ -118,7 +118,7 @@ class PolarCodec final : public Codec {
 
   const Rotation& rotation() const { return rot_; }
   void decode_rotated_n(const uint8_t* codes, size_t n, float* y) const {
-    for (size_t t = 0; t < n; ++t) decode_rotated(codes + t * block_bytes(), y + t * dim_);
+    cpu::kernels_scalar().polar_decode(codes, n, block_bytes(), groups_, polar_tables(), y);
   }
 
  private:
@@ -157,33 +157,10 @@ class PolarCodec final : public Codec {
       for (int i = 0; i < count; ++i) w.put(cl[lv][i], 2);
     }
   }
+  // One token's rotated-domain vector: the plain scalar kernel (cpu/kernels_impl.h), which is
+  // the reference the SIMD decode kernels are tested against.
   void decode_rotated(const uint8_t* blk, float* y) const {
-    const size_t bytes = block_bytes();
-    for (int g = 0; g < groups_; ++g) {
-      // The group's 62 bits, read at once (a shift of the ≤ 9 bytes that hold them).
-      const size_t o = size_t(g) * kGroupBits, b0 = o / 8;
-      unsigned __int128 v = 0;
-      std::memcpy(&v, blk + b0, std::min<size_t>(9, bytes - b0));
-      const uint64_t bits = uint64_t(v >> (o % 8));
-      const float r0 = f16_to_f32(uint16_t(bits & 0xFFFF));
-      float r[8] = {r0};
-      int count = 1, pos[3] = {48, 56, 60};  // level-2, -3, -4 codes (2 bits each)
-      for (int lv = 2; lv >= 0; --lv) {  // level 4 → 2
-        for (int i = count - 1; i >= 0; --i) {
-          const int k = int((bits >> (pos[lv] + 2 * i)) & 3);
-          const float ri = r[i];
-          r[2 * i] = ri * bk_.lc[lv][k];
-          r[2 * i + 1] = ri * bk_.ls[lv][k];
-        }
-        count *= 2;
-      }
-      float* out = y + g * kGroup;
-      for (int i = 0; i < 8; ++i) {
-        const int k = int((bits >> (16 + 4 * i)) & 15);
-        out[2 * i] = r[i] * bk_.l1c[k];
-        out[2 * i + 1] = r[i] * bk_.l1s[k];
-      }
-    }
+    cpu::kernels_scalar().polar_decode(blk, 1, block_bytes(), groups_, polar_tables(), y);
   }
 
   int dim_, groups_;
