@@ -98,6 +98,7 @@ void write_codebook_file(const std::string& path, const CodebookFile& f) {
   o.pod<uint64_t>(f.model_fingerprint);
   o.pod<uint64_t>(f.corpus_hash);
   o.pod<uint64_t>(f.samples);
+  o.pod<uint32_t>(f.ctx);
   o.pod<uint32_t>(f.n_layer);
   o.pod<uint32_t>(f.n_head_kv);
   o.pod<uint32_t>(f.head_dim);
@@ -137,7 +138,8 @@ CodebookFile read_codebook_file(const std::string& path) {
   std::memcpy(&len, b.data() + 8, 4);
   if (version != kCodebookFormatVersion)
     throw Error("codebook file '" + path + "' has format version " + std::to_string(version) +
-                "; this build reads version " + std::to_string(kCodebookFormatVersion));
+                "; this build reads version " + std::to_string(kCodebookFormatVersion) +
+                " (recalibrate with `tq calibrate`)");
   if (b.size() < 12 + size_t(len) + 8)
     throw Error("codebook file '" + path + "' is truncated (" + std::to_string(b.size()) +
                 " bytes, expected " + std::to_string(12 + size_t(len) + 8) + ")");
@@ -153,6 +155,7 @@ CodebookFile read_codebook_file(const std::string& path) {
   f.model_fingerprint = r.pod<uint64_t>();
   f.corpus_hash = r.pod<uint64_t>();
   f.samples = r.pod<uint64_t>();
+  f.ctx = r.pod<uint32_t>();
   f.n_layer = r.pod<uint32_t>();
   f.n_head_kv = r.pod<uint32_t>();
   f.head_dim = r.pod<uint32_t>();

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "codecs/polarvq_file.h"
 #include "codecs/presets.h"
 #include "eval/perplexity.h"
 #include "tq/codec.h"
@@ -155,6 +156,25 @@ KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& op
   else if (!opts.residual_given && (is_kivi_type(e.ctk) || is_kivi_type(e.ctv)))
     c.residual_window = kKiviDefaultResidual;
   if (e.sinks) c.sink_tokens = *e.sinks;
+  if (!opts.codebook_set.empty()) {
+    std::string preset;  // the row's polar-vq preset
+    std::vector<std::string> types = {c.type_k, c.type_v};
+    if (c.boundary_layers > 0) types.insert(types.end(), {c.boundary_type_k, c.boundary_type_v});
+    for (const auto& t : types) {
+      if (t.rfind("polar-vq:", 0) != 0) continue;
+      if (!preset.empty() && preset != t.substr(9))
+        throw Error("compare: row '" + e.ctk + "/" + e.ctv + "' mixes polar-vq presets '" +
+                    preset + "' and '" + t.substr(9) + "' (one codebook file per row)");
+      preset = t.substr(9);
+    }
+    c.codebooks = nullptr;
+    if (!preset.empty()) {
+      for (const auto& cb : opts.codebook_set)
+        if (cb->params.preset == preset) c.codebooks = cb;
+      if (!c.codebooks)
+        throw Error("compare: none of the --codebooks files is for polar-vq:" + preset);
+    }
+  }
   return c;
 }
 

@@ -41,7 +41,8 @@ struct RuntimeFlags {
     cmd->add_flag("--center-keys", center_keys, "Mean-centre keys per channel before quantizing");
     cmd->add_option("--seed", seed, "Seed of the cache's rotations/sketches (and sampling)");
     cmd->add_option("--codebooks", codebooks,
-                    "polar-vq codebook file from `tq calibrate` (needed by polar-vq:balanced/max)");
+                    "polar-vq codebook file from `tq calibrate` (needed by polar-vq:balanced/max; "
+                    "compare takes FILE,FILE,... with one file per preset)");
     cmd->add_option("-t,--threads", threads,
                     "Threads (default 0 = all cores, or 1 if the machine is busy)");
   }
