@@ -108,7 +108,7 @@ TEST(PolarVq, ScoreFromCodesEqualsQDotDecodeForEveryPreset) {
 
 TEST(PolarVq, ChannelGroupedMagnitudes) {
   Rng rng(fresh_seed());
-  auto p = polarvq_preset("quality");
+  auto p = polarvq_preset("stage1");  // 4-bit r, 2-bit θ
   p.key_block_tokens = 32;
   check_codes_match_decode(p, 128, true, rng, nullptr);
   CodecOptions o;
@@ -350,7 +350,7 @@ TEST(Calibrate, LearnsAnglesOrderAndCodebooks) {
   auto err = [&](std::shared_ptr<PolarVqCalibration> c) {
     CodecOptions o;
     o.calibration = c;
-    PolarVqCodec codec(polarvq_preset("quality"), d, o);
+    PolarVqCodec codec(polarvq_preset("stage1"), d, o);  // 2-bit angles, one token per block
     std::vector<uint8_t> codes(codec.block_bytes() * n);
     std::vector<float> rec(size_t(n) * d);
     codec.encode(hs.keys.data(), n, codes.data());
