@@ -1,3 +1,7 @@
+# Renders docs/polarvq-sweep.txt as the markdown table of docs/polarvq-results.md ("Preset sweep").
+# Candidate names are changes of the presets as defined BEFORE the sweep (the `base` dict below),
+# as they were passed to `tq calibrate --preset`; bpv at d = 128 is computed from the parameters
+# (the rows hold the measured bpv at d = 64). Usage: python3 scripts/polarvq_sweep_table.py FILE
 import json,sys,re
 base={'quality':dict(mag_bits=4,angle_bits=2,value_bits=4),
       'gqa':dict(mag_bits=4,angle_bits=3,value_bits=5),
