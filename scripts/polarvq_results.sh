@@ -1,5 +1,7 @@
 #!/bin/bash
-# The runs behind docs/polarvq-results.md: the preset sweep on a split of data/calib.txt, the
+# The FIRST runs behind docs/polarvq-results.md ("Earlier measurements": old presets, 128-token
+# windows); the current sweep and tables: scripts/polarvq_sweep.sh, scripts/polarvq_final.sh.
+# Originally: the preset sweep on a split of data/calib.txt, the
 # main table on data/eval.txt, calibration domain (prose vs code) and sample count.
 # Usage: scripts/polarvq_results.sh BUILD_DIR OUT_DIR   (rows are appended to OUT_DIR/*.txt)
 set -u

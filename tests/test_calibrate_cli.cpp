@@ -1,6 +1,7 @@
 // `tq calibrate` end to end on the default model (skipped when it is missing), and the refusals
 // of codebook files through the CLI (another model, truncated, bit-flipped, unknown version,
-// another preset, no codebooks at all): non-zero exit and one line naming the problem.
+// another preset, no codebooks at all): non-zero exit and one line naming the problem; `tq info
+// --codebooks`; `tq compare` with one codebook file per polar-vq preset.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -75,6 +76,7 @@ TEST_F(CalibrateCli, WritesReloadsAndRuns) {
   const tq::CodebookFile f = tq::read_codebook_file(file_);
   EXPECT_EQ(f.params.preset, "balanced");
   EXPECT_EQ(f.samples, 4u);
+  EXPECT_EQ(f.ctx, 64u);  // -c 64
   EXPECT_EQ(f.n_layer, 30u);
   EXPECT_EQ(f.n_head_kv, 3u);
   EXPECT_EQ(f.head_dim, 64u);
@@ -102,6 +104,21 @@ TEST_F(CalibrateCli, DeterministicForASeed) {
   EXPECT_FALSE(slurp(a).empty());
   std::remove(a.c_str());
   std::remove(b.c_str());
+}
+
+TEST_F(CalibrateCli, SeveralPresetsGiveTheFilesOfSingleRuns) {
+  // Later presets copy what an earlier one learned from the same samples (angles, stage-2
+  // codebooks); the files must be those that a run of that preset alone writes.
+  const std::string multi = file_ + ".m{}", single = file_ + ".s";
+  const std::string args = "calibrate -m " + kModel + " -f " + kCalib +
+                           " --samples 4 -c 64 --vq-points 256 -t 1 --preset ";
+  ASSERT_EQ(run_tq(args + "balanced,quality+angle_bits=3,balanced+key_block_tokens=64 -o " +
+                   multi).status, 0);
+  ASSERT_EQ(run_tq(args + "balanced+key_block_tokens=64 -o " + single).status, 0);
+  const std::string last = file_ + ".m2";
+  EXPECT_EQ(slurp(last), slurp(single));
+  EXPECT_FALSE(slurp(single).empty());
+  for (const char* x : {".m0", ".m1", ".m2", ".s"}) std::remove((file_ + x).c_str());
 }
 
 TEST_F(CalibrateCli, NeedsCodebooksBeforeAnyWork) {
@@ -179,6 +196,51 @@ TEST_F(CalibrateCli, KvquantCalibratesAndRuns) {
   expect_refused(run_tq("perplexity " + common + "--chunks 1 -ctk kvquant3 --codebooks " + file_),
                  "--preset kvquant");
   std::remove(kf.c_str());
+}
+
+TEST_F(CalibrateCli, InfoShowsTheCalibrationContext) {
+  ASSERT_EQ(calib_.status, 0) << calib_.err;
+  const CliResult r = run_tq("info --codebooks " + file_ + " --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["preset"], "balanced");
+  EXPECT_EQ(j["samples"], 4);
+  EXPECT_EQ(j["ctx"], 64);
+  EXPECT_EQ(j["format_version"], tq::kCodebookFormatVersion);
+  EXPECT_EQ(j["params"]["angle_bits"], tq::polarvq_preset("balanced").angle_bits);
+  const CliResult t = run_tq("info --codebooks " + file_);
+  ASSERT_EQ(t.status, 0) << t.err;
+  EXPECT_NE(t.out.find("4 samples x 64 tokens"), std::string::npos) << t.out;
+}
+
+TEST_F(CalibrateCli, CompareTakesOneFilePerPreset) {
+  ASSERT_EQ(calib_.status, 0) << calib_.err;
+  const std::string q = file_ + ".q";
+  ASSERT_EQ(run_tq("calibrate -m " + kModel + " -f " + kCalib +
+                   " --samples 4 -c 32 --preset quality -t 1 -o " + q).status, 0);
+  const std::string cmp = "compare -m " + kModel + " -f " + kEval +
+                          " -c 32 --chunks 1 --decode 0 -q -t 1 --json ";
+  const CliResult r = run_tq(cmp + "--types polar-vq:quality,polar-vq:balanced --codebooks " +
+                             q + "," + file_);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["rows"].size(), 3u);  // the f16 reference and the two presets
+  for (size_t i = 1; i < 3; ++i) {
+    const double kld = j["rows"][i]["kld_mean"];
+    EXPECT_TRUE(std::isfinite(kld) && kld >= 0) << j["rows"][i].dump();
+  }
+  // The quality row with its file gives what perplexity gives with that file alone.
+  const CliResult one = run_tq(cmp + "--types polar-vq:quality --codebooks " + q);
+  ASSERT_EQ(one.status, 0) << one.err;
+  EXPECT_EQ(nlohmann::json::parse(one.out)["rows"][1]["kld_mean"], j["rows"][1]["kld_mean"]);
+  expect_refused(run_tq(cmp + "--types polar-vq:balanced --codebooks " + file_ + "," + file_),
+                 "two files");
+  expect_refused(run_tq(cmp + "--types polar-vq:balanced --codebooks " + q + "," + file_),
+                 "no row uses");
+  expect_refused(run_tq(cmp + "--types polar-vq:quality,polar-vq:max --codebooks " + q + "," +
+                        file_),
+                 "no row uses");
+  std::remove(q.c_str());
 }
 
 }  // namespace

@@ -108,7 +108,7 @@ TEST(PolarVq, ScoreFromCodesEqualsQDotDecodeForEveryPreset) {
 
 TEST(PolarVq, ChannelGroupedMagnitudes) {
   Rng rng(fresh_seed());
-  auto p = polarvq_preset("quality");
+  auto p = polarvq_preset("stage1");  // 4-bit r, 2-bit θ
   p.key_block_tokens = 32;
   check_codes_match_decode(p, 128, true, rng, nullptr);
   CodecOptions o;
@@ -177,6 +177,25 @@ TEST(KMeans, CircularClustersAcrossTheSeam) {
   }
 }
 
+TEST(KMeans, AngleDiffMatchesTheFmodReference) {
+  // The fast path (no fmod when |a − b| < 2π) against the plain definition, on angles in the
+  // usual range and far outside it.
+  Rng rng(fresh_seed());
+  auto reference = [](float a, float b) {
+    double d = std::fmod(double(a) - double(b), 2 * M_PI);
+    if (d <= -M_PI) d += 2 * M_PI;
+    if (d > M_PI) d -= 2 * M_PI;
+    return float(d);
+  };
+  for (int i = 0; i < 20000; ++i) {
+    const float scale = i % 4 == 0 ? 40.0f : float(M_PI);
+    const float a = scale * float(2 * rng.uniform() - 1), b = scale * float(2 * rng.uniform() - 1);
+    ASSERT_EQ(angle_diff(a, b), reference(a, b)) << a << " " << b;
+  }
+  for (float a : {float(M_PI), -float(M_PI), 0.0f})
+    for (float b : {float(M_PI), -float(M_PI), 0.0f}) EXPECT_EQ(angle_diff(a, b), reference(a, b));
+}
+
 class CodebookFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -187,6 +206,7 @@ class CodebookFileTest : public ::testing::Test {
     f_.model_fingerprint = rng.next();
     f_.corpus_hash = rng.next();
     f_.samples = 128;
+    f_.ctx = 512;
     f_.n_layer = 3;
     f_.n_head_kv = 2;
     f_.head_dim = 64;
@@ -219,6 +239,7 @@ TEST_F(CodebookFileTest, RoundTripIsBitExact) {
   EXPECT_EQ(g.model_fingerprint, f_.model_fingerprint);
   EXPECT_EQ(g.corpus_hash, f_.corpus_hash);
   EXPECT_EQ(g.samples, 128u);
+  EXPECT_EQ(g.ctx, 512u);
   ASSERT_EQ(g.heads.size(), 6u);
   for (size_t i = 0; i < 6; ++i) {
     EXPECT_EQ(g.heads[i]->angle_centroids, f_.heads[i]->angle_centroids);
@@ -274,6 +295,10 @@ TEST_F(CodebookFileTest, UnknownVersionIsRefused) {
   b[4] = 99;
   put(b);
   EXPECT_NE(error_of_read().find("format version 99"), std::string::npos) << error_of_read();
+  b[4] = 1;  // the previous format (no calibration context): refused, not misread
+  put(b);
+  EXPECT_NE(error_of_read().find("format version 1;"), std::string::npos) << error_of_read();
+  EXPECT_NE(error_of_read().find("recalibrate"), std::string::npos) << error_of_read();
   b[0] = 'X';
   put(b);
   EXPECT_NE(error_of_read().find("not a turboquant codebook"), std::string::npos);
@@ -325,7 +350,7 @@ TEST(Calibrate, LearnsAnglesOrderAndCodebooks) {
   auto err = [&](std::shared_ptr<PolarVqCalibration> c) {
     CodecOptions o;
     o.calibration = c;
-    PolarVqCodec codec(polarvq_preset("quality"), d, o);
+    PolarVqCodec codec(polarvq_preset("stage1"), d, o);  // 2-bit angles, one token per block
     std::vector<uint8_t> codes(codec.block_bytes() * n);
     std::vector<float> rec(size_t(n) * d);
     codec.encode(hs.keys.data(), n, codes.data());

@@ -11,25 +11,34 @@
 namespace tq {
 
 // ---------------------------------------------------------------- presets
-// Bits per value at d = 128 (see `tq types`): quality ≈ 3.9 (4.1x), balanced ≈ 2.9 (5.6x),
-// max ≈ 2.2 (7.3x), gqa ≈ 4.6 (3.5x) — averaged over K and V.
+// Bits per value at d = 128 (see `tq types`), averaged over K and V: quality 3.69 (4.34x),
+// balanced 2.94 (5.45x), max 2.22 (7.21x), gqa 4.56 (3.51x).
 PolarVqParams polarvq_preset(const std::string& name) {
   PolarVqParams p;
   p.preset = name;
+  // Every preset's parameters were chosen by KLD on held-out calibration text
+  // (docs/polarvq-results.md, "Preset sweep"): angle bits decide almost everything, and
+  // magnitudes grouped per pair-channel over a block of tokens (r is RoPE-invariant, each
+  // channel has its own range) beat groups within a token by 1.1-2x in KLD.
   if (name == "quality") {  // stage 1 only
-    p.mag_bits = 4; p.angle_bits = 2; p.value_bits = 4;
-  } else if (name == "gqa") {  // stage 1 only, finer angles and values for few KV heads
-    p.mag_bits = 4; p.angle_bits = 3; p.value_bits = 5;
-  } else if (name == "balanced") {  // stage 1 + stage 2 (values only: see below)
-    // Chosen by KLD on held-out calibration text (docs/polarvq-results.md, sweep): at the same
-    // size, 3-bit angles without key stage 2 beat 2-bit angles + key PQ (KLD 1.39 vs 1.54);
-    // 1-bit magnitudes are far worse.
-    p.mag_bits = 2; p.angle_bits = 3; p.value_bits = 2;
+    // KLD 0.077 vs 0.85 for the seed's 4-bit r / 2-bit θ within-token stage 1 (= stage1).
+    p.mag_bits = 3; p.angle_bits = 5; p.key_block_tokens = 128;
+    p.value_bits = 3; p.value_group = 128;
+  } else if (name == "gqa") {  // stage 1 only with 4-bit magnitudes, finer angles
+    // KLD 0.028 vs 0.18 for the earlier 3-bit θ / 5-bit values.
+    p.mag_bits = 4; p.angle_bits = 5; p.key_block_tokens = 128; p.value_bits = 4;
+  } else if (name == "balanced") {  // stage 1 + stage 2 (values only)
+    // KLD 0.45 vs 1.09 for the earlier 3-bit θ within-token keys (and 1.54 for the seed's
+    // 2-bit θ + key PQ); key PQ bits are better spent on angles.
+    p.mag_bits = 2; p.angle_bits = 4; p.key_block_tokens = 128;
+    p.value_bits = 2; p.value_group = 128;
     p.vq_size = 256; p.vq_dim = 16; p.subspaces = 4; p.vq_keys = false;
-  } else if (name == "max") {  // stage 1 + stage 2 + coarser grouping
-    p.mag_bits = 2; p.angle_bits = 1; p.value_bits = 2; p.value_group = 128;
-    p.vq_size = 256; p.vq_dim = 64; p.key_vq_dim = 32; p.subspaces = 4;
-  } else if (name == "stage1") {  // the seed's default stage 1 (= quality), for comparisons
+  } else if (name == "max") {  // stage 1 + stage 2 (a small value PQ) + coarser grouping
+    // KLD 1.54 vs 2.34 for the earlier 1-bit θ + key PQ; 1-bit values or 1-bit r: KLD > 3.4.
+    p.mag_bits = 2; p.angle_bits = 2; p.key_block_tokens = 128;
+    p.value_bits = 2; p.value_group = 128;
+    p.vq_size = 16; p.vq_dim = 64; p.subspaces = 4; p.vq_keys = false;
+  } else if (name == "stage1") {  // the seed's default stage 1 (the old quality), for comparisons
     p.mag_bits = 4; p.angle_bits = 2; p.value_bits = 4;
   } else {
     throw Error("unknown polar-vq preset '" + name +

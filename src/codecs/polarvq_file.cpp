@@ -98,6 +98,7 @@ void write_codebook_file(const std::string& path, const CodebookFile& f) {
   o.pod<uint64_t>(f.model_fingerprint);
   o.pod<uint64_t>(f.corpus_hash);
   o.pod<uint64_t>(f.samples);
+  o.pod<uint32_t>(f.ctx);
   o.pod<uint32_t>(f.n_layer);
   o.pod<uint32_t>(f.n_head_kv);
   o.pod<uint32_t>(f.head_dim);
@@ -139,10 +140,10 @@ CodebookFile read_codebook_file(const std::string& path) {
   uint32_t version, len;
   std::memcpy(&version, b.data() + 4, 4);
   std::memcpy(&len, b.data() + 8, 4);
-  if (version != kCodebookFormatVersion && version != 1)
+  if (version != kCodebookFormatVersion)
     throw Error("codebook file '" + path + "' has format version " + std::to_string(version) +
-                "; this build reads versions 1 to " +
-                std::to_string(kCodebookFormatVersion));
+                "; this build reads version " + std::to_string(kCodebookFormatVersion) +
+                " (recalibrate with `tq calibrate`)");
   if (b.size() < 12 + size_t(len) + 8)
     throw Error("codebook file '" + path + "' is truncated (" + std::to_string(b.size()) +
                 " bytes, expected " + std::to_string(12 + size_t(len) + 8) + ")");
@@ -158,6 +159,7 @@ CodebookFile read_codebook_file(const std::string& path) {
   f.model_fingerprint = r.pod<uint64_t>();
   f.corpus_hash = r.pod<uint64_t>();
   f.samples = r.pod<uint64_t>();
+  f.ctx = r.pod<uint32_t>();
   f.n_layer = r.pod<uint32_t>();
   f.n_head_kv = r.pod<uint32_t>();
   f.head_dim = r.pod<uint32_t>();
@@ -172,15 +174,13 @@ CodebookFile read_codebook_file(const std::string& path) {
     h->value_vq = r.vec<float>();
     f.heads.push_back(std::move(h));
   }
-  if (version >= 2) {
-    const uint32_t nk = r.pod<uint32_t>();
-    if (nk != 0 && nk != f.heads.size()) r.bad("kvquant section with the wrong head count");
-    for (uint32_t i = 0; i < nk; ++i) {
-      auto k = std::make_shared<KvQuantCalibration>();
-      for (auto* v : k->arrays()) *v = r.vec<float>();
-      if (!k->valid(int(f.head_dim))) r.bad("kvquant arrays of the wrong size");
-      f.kvq.push_back(std::move(k));
-    }
+  const uint32_t nk = r.pod<uint32_t>();
+  if (nk != 0 && nk != f.heads.size()) r.bad("kvquant section with the wrong head count");
+  for (uint32_t i = 0; i < nk; ++i) {
+    auto k = std::make_shared<KvQuantCalibration>();
+    for (auto* v : k->arrays()) *v = r.vec<float>();
+    if (!k->valid(int(f.head_dim))) r.bad("kvquant arrays of the wrong size");
+    f.kvq.push_back(std::move(k));
   }
   if (r.left() != 0) r.bad("unexpected bytes after the last head");
   return f;

@@ -1,16 +1,19 @@
 // Versioned codebook files for polar-vq (SPEC §2.4) and kvquant (SPEC §2.5).
 // Layout (little endian):
-//   "TQCB" | u32 format version (2; 1 is read too) | u32 payload bytes | payload |
-//   u64 xxHash64(payload)
+//   "TQCB" | u32 format version (3) | u32 payload bytes | payload | u64 xxHash64(payload)
 // payload: str preset | i32 × 13 parameters | u64 model fingerprint | u64 corpus hash |
-//          u64 sample count | u32 n_layer | u32 n_head_kv | u32 head_dim | u32 rope pairing |
+//          u64 sample count | u32 calibration context (tokens per sample) | u32 n_layer |
+//          u32 n_head_kv | u32 head_dim | u32 rope pairing |
 //          per (layer, head), layer-major: f32[] angle centroids, i32[] value permutation,
 //          f32[] key stage-2 codebook, f32[] value stage-2 codebook (each: u64 count + data) |
-//          version 2: u32 kvquant head count (0, or n_layer × n_head_kv) and per (layer, head)
-//          the 8 f32[] arrays of KvQuantCalibration (codecs/kvquant.h), in its field order
+//          u32 kvquant head count (0, or n_layer × n_head_kv) and per (layer, head) the 8 f32[]
+//          arrays of KvQuantCalibration (codecs/kvquant.h), in its field order
 // (str = u32 length + bytes). A kvquant file has preset "kvquant", empty polar-vq arrays and
 // the kvquant section; a polar-vq file an empty kvquant section. Loading checks magic,
 // version, length, checksum, then the caller checks the fingerprint against the model.
+// Version history: 1 = polar-vq only; 2 = two development variants (one added the
+// calibration context, the other the kvquant section); 3 = both. Older versions are refused
+// (recalibrate: the context decides the angle codebooks of the slow RoPE pairs).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -22,13 +25,26 @@
 
 namespace tq {
 
-constexpr uint32_t kCodebookFormatVersion = 2;
+constexpr uint32_t kCodebookFormatVersion = 3;
+
+// The preset of the codebook file a cache type needs ("balanced" for polar-vq:balanced,
+// "kvquant" for kvquant3/kvquant4), or "" for types that need none.
+inline std::string codebook_preset_of(const std::string& type) {
+  if (type.rfind("polar-vq:", 0) == 0) return type.substr(9);
+  if (is_kvquant_type(type)) return "kvquant";
+  return "";
+}
+// How a file's preset is named in messages: "polar-vq:balanced", "kvquant".
+inline std::string preset_label(const std::string& preset) {
+  return preset == "kvquant" ? preset : "polar-vq:" + preset;
+}
 
 struct CodebookFile {
   PolarVqParams params;
   uint64_t model_fingerprint = 0;
   uint64_t corpus_hash = 0;
   uint64_t samples = 0;
+  uint32_t ctx = 0;  // tokens per calibration sample (`tq calibrate -c`)
   uint32_t n_layer = 0, n_head_kv = 0, head_dim = 0;
   RopePairing rope = RopePairing::kNormal;
   std::vector<std::shared_ptr<PolarVqCalibration>> heads;  // n_layer × n_head_kv

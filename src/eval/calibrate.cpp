@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 
 #include "cache/kv_cache.h"
@@ -24,6 +25,23 @@ std::vector<size_t> subsample(size_t n, size_t m) {
   }
   for (size_t i = 0; i < m; ++i) idx.push_back(i * n / m);
   return idx;
+}
+
+// Whether two parameter sets give the same angle codebooks / key or value stage-2 codebooks
+// from the same samples (see CalibrateOptions::earlier).
+bool same_angles(const PolarVqParams& a, const PolarVqParams& b) {
+  return a.angle_bits == b.angle_bits;
+}
+bool same_key_vq(const PolarVqParams& a, const PolarVqParams& b) {
+  return a.has_vq(true) && b.has_vq(true) && same_angles(a, b) && a.mag_bits == b.mag_bits &&
+         a.group_size == b.group_size && a.key_block_tokens == b.key_block_tokens &&
+         a.vq_size == b.vq_size && a.vq_dim_for(true) == b.vq_dim_for(true) &&
+         a.subspaces == b.subspaces;
+}
+bool same_value_vq(const PolarVqParams& a, const PolarVqParams& b) {
+  return a.has_vq(false) && b.has_vq(false) && a.value_bits == b.value_bits &&
+         a.value_group == b.value_group && a.vq_size == b.vq_size &&
+         a.vq_dim_for(false) == b.vq_dim_for(false) && a.subspaces == b.subspaces;
 }
 
 }  // namespace
@@ -55,10 +73,19 @@ CodebookFile calibrate_polarvq(const PolarVqParams& p, int n_layer, int n_head_k
         throw Error("calibration: " + std::to_string(n) + " samples per head are too few");
       auto cal = std::make_shared<PolarVqCalibration>();
       cal->dim = dim;
+      const PolarVqCalibration* from_angles = nullptr;
+      const PolarVqCalibration *from_kvq = nullptr, *from_vvq = nullptr;
+      for (const CodebookFile* e : opt.earlier) {
+        if (e->heads.size() != heads.size() || e->head_dim != uint32_t(dim)) continue;
+        if (same_angles(e->params, p)) from_angles = e->heads[h].get();
+        if (same_key_vq(e->params, p)) from_kvq = e->heads[h].get();
+        if (same_value_vq(e->params, p)) from_vvq = e->heads[h].get();
+      }
       // Angles per pair-channel, in the model's RoPE pairing.
       const auto rows = subsample(n, opt.max_angle_points);
       std::vector<float> th(rows.size());
-      for (int i = 0; i < half; ++i) {
+      if (from_angles) cal->angle_centroids = from_angles->angle_centroids;
+      for (int i = 0; i < half && !from_angles; ++i) {
         const int a = rope == RopePairing::kNeox ? i : 2 * i;
         const int b = rope == RopePairing::kNeox ? i + half : 2 * i + 1;
         for (size_t r = 0; r < rows.size(); ++r)
@@ -84,6 +111,10 @@ CodebookFile calibrate_polarvq(const PolarVqParams& p, int n_layer, int n_head_k
       if (p.vq_size > 0) {
         for (bool key : {true, false}) {
           if (!p.has_vq(key)) continue;
+          if (const PolarVqCalibration* e = key ? from_kvq : from_vvq) {
+            (key ? cal->key_vq : cal->value_vq) = key ? e->key_vq : e->value_vq;
+            continue;
+          }
           CodecOptions o;
           o.is_key = key;
           o.rope = rope;
@@ -297,6 +328,14 @@ std::shared_ptr<const CodebookFile> load_codebooks(const std::string& path, cons
   if (!used)
     throw Error("--codebooks '" + path + "' given, but no cache type is polar-vq or kvquant");
   return cb;
+}
+
+void warn_if_past_calibration(const CodebookFile& cb, const std::string& path, int n_ctx) {
+  if (cb.ctx > 0 && n_ctx > int(cb.ctx))
+    std::fprintf(stderr,
+                 "warning: codebook file '%s' was calibrated on windows of %u tokens; the cache "
+                 "holds up to %d (calibrate with -c %d for the best angle codebooks)\n",
+                 path.c_str(), cb.ctx, n_ctx, n_ctx);
 }
 
 std::vector<HeadSamples> collect_kv_samples(const LlamaModel& model,

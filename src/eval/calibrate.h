@@ -26,6 +26,11 @@ struct CalibrateOptions {
   size_t max_vq_points = 4096;  // sub-vectors per stage-2 codebook fed to k-means
   int vq_iterations = 12;
   size_t max_angle_points = 8192;
+  // A file made earlier from the same samples and seed: the parts of it that the same k-means
+  // would make again (angle codebooks for the same angle_bits; a stage-2 codebook for the same
+  // stage-1 and stage-2 parameters of its side) are copied instead of recomputed. The result is
+  // the same file either way; only faster (`tq calibrate` with several presets).
+  std::vector<const CodebookFile*> earlier;
   // Called after each head with (done, total); may be empty.
   std::function<void(size_t, size_t)> progress;
 };
@@ -56,6 +61,11 @@ uint64_t codebook_fingerprint(const GgufFile& f, int n_layer);
 std::shared_ptr<const CodebookFile> load_codebooks(const std::string& path, const GgufFile& f,
                                                    const LlamaModel& model,
                                                    const std::vector<std::string>& types);
+
+// A warning on stderr when a cache will hold more tokens (n_ctx) than the file's calibration
+// windows had: the angle codebooks of the slow RoPE pairs have not seen those positions
+// (docs/polarvq-results.md, "Calibration context"). Silent for files without a context.
+void warn_if_past_calibration(const CodebookFile& cb, const std::string& path, int n_ctx);
 
 // Sampling for `tq calibrate`: runs `n_seq` windows of `ctx` tokens (start offsets drawn
 // deterministically from `seed`, distinct, non-overlapping where the text allows) through the

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "codecs/kvquant.h"
+#include "codecs/polarvq_file.h"
 #include "codecs/presets.h"
 #include "eval/perplexity.h"
 #include "tq/codec.h"
@@ -159,6 +160,26 @@ KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& op
     c.sink_tokens = *e.sinks;
   else if (!opts.sinks_given && (is_kvquant_type(e.ctk) || is_kvquant_type(e.ctv)))
     c.sink_tokens = kKvqDefaultSinks;
+  if (!opts.codebook_set.empty()) {
+    std::string preset;  // the preset of the row's codebook file ("kvquant" for kvquant types)
+    std::vector<std::string> types = {c.type_k, c.type_v};
+    if (c.boundary_layers > 0) types.insert(types.end(), {c.boundary_type_k, c.boundary_type_v});
+    for (const auto& t : types) {
+      const std::string p = codebook_preset_of(t);
+      if (p.empty()) continue;
+      if (!preset.empty() && preset != p)
+        throw Error("compare: row '" + e.ctk + "/" + e.ctv + "' needs two codebook files ('" +
+                    preset + "' and '" + p + "'; one file per row)");
+      preset = p;
+    }
+    c.codebooks = nullptr;
+    if (!preset.empty()) {
+      for (const auto& cb : opts.codebook_set)
+        if (cb->params.preset == preset) c.codebooks = cb;
+      if (!c.codebooks)
+        throw Error("compare: none of the --codebooks files is for " + preset_label(preset));
+    }
+  }
   return c;
 }
 

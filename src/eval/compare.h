@@ -48,6 +48,9 @@ struct CompareOptions {
   int n_ctx = 512;
   int n_chunks = -1;
   KvCacheOptions cache;             // the command line's cache flags, applied to every row
+  // Several polar-vq codebook files (one per preset): each row gets, as cache.codebooks, the
+  // one whose preset is its polar-vq type's. Empty: every row uses cache.codebooks.
+  std::vector<std::shared_ptr<const CodebookFile>> codebook_set;
   bool residual_given = false;      // --residual was on the command line (KIVI default off)
   bool sinks_given = false;         // --sinks was on the command line (kvquant default off)
   int decode_tokens = 16;           // greedy decode steps timed after the first chunk
@@ -76,7 +79,8 @@ struct CompareResult {
   std::vector<CompareRow> rows;  // the reference first
 };
 
-// Effective cache options of one row.
+// Effective cache options of one row. Throws tq::Error if codebook_set is given and has no file
+// for a polar-vq preset of the row, or the row mixes two polar-vq presets.
 KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& opts);
 
 // Runs the reference and every entry. Throws tq::Error for bad options (checked for every row

@@ -168,6 +168,8 @@ void setup(CLI::App& app) {
 
     const size_t per_head = heads.empty() ? 0 : heads[0].n;
     nlohmann::json files = nlohmann::json::array();
+    std::vector<tq::CodebookFile> made;  // reused by later presets where they agree
+    made.reserve(presets.size());
     for (size_t i = 0; i < presets.size(); ++i) {
       const tq::PolarVqParams& p = presets[i];
       std::string out = o.out;
@@ -176,6 +178,7 @@ void setup(CLI::App& app) {
       tq::CalibrateOptions co;
       co.seed = o.seed;
       co.max_vq_points = o.vq_points;
+      for (const auto& m : made) co.earlier.push_back(&m);
       const bool kvq = p.preset == "kvquant";  // kvquant reports layers, polar-vq heads
       tq::Progress bar_k("k-means " + p.preset, kvq ? size_t(hp.n_layer) : heads.size());
       co.progress = [&](size_t d, size_t) { bar_k.update(d, kvq ? "layers" : "heads"); };
@@ -190,7 +193,9 @@ void setup(CLI::App& app) {
       cb.model_fingerprint = tq::codebook_fingerprint(*f, hp.n_layer);
       cb.corpus_hash = XXH64(text.data(), text.size(), 0);
       cb.samples = uint64_t(o.samples);
+      cb.ctx = uint32_t(o.ctx);
       tq::write_codebook_file(out, cb);
+      made.push_back(std::move(cb));
       files.push_back({{"output", out}, {"preset", p.preset}, {"kmeans_seconds", kmeans_s}});
       if (!o.json)
         std::printf("wrote %s: preset %s (%s), k-means %.1f s\n", out.c_str(), p.preset.c_str(),

@@ -277,8 +277,29 @@ void setup(CLI::App& app) {
       if (o.rt.codebooks.empty() && (tq::type_needs_calibration(t) || t == "polar-vq:custom"))
         throw tq::Error("cache type '" + t + "' needs learned codebooks: run " +
                         tq::calibrate_command(t) + " and pass --codebooks FILE");
-    if (!o.rt.codebooks.empty())
+    if (o.rt.codebooks.find(',') != std::string::npos) {
+      // One file per preset (polar-vq presets, kvquant): each is checked against its rows.
+      std::stringstream ss(o.rt.codebooks);
+      std::string path;
+      while (std::getline(ss, path, ',')) {
+        if (path.empty()) continue;
+        const std::string preset = tq::read_codebook_file(path).params.preset;
+        for (const auto& cb : co.codebook_set)
+          if (cb->params.preset == preset)
+            throw tq::Error("--codebooks: two files for " + tq::preset_label(preset));
+        std::vector<std::string> mine;
+        for (const auto& t : row_types)
+          if (tq::codebook_preset_of(t) == preset) mine.push_back(t);
+        if (mine.empty())
+          throw tq::Error("--codebooks '" + path + "' is for " + tq::preset_label(preset) +
+                          ", which no row uses");
+        co.codebook_set.push_back(tq::load_codebooks(path, *f, *model, mine));
+        tq::warn_if_past_calibration(*co.codebook_set.back(), path, o.ctx);
+      }
+    } else if (!o.rt.codebooks.empty()) {
       co.cache.codebooks = tq::load_codebooks(o.rt.codebooks, *f, *model, row_types);
+      tq::warn_if_past_calibration(*co.cache.codebooks, o.rt.codebooks, o.ctx);
+    }
     for (const auto& e : entries)
       tq::validate_cache_options(tq::row_cache_options(e, co), model->hparams().n_layer);
     std::vector<std::string> names;

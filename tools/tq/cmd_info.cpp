@@ -1,9 +1,11 @@
 // `tq info [-m MODEL] [--json] [--metadata]`: what a GGUF model is — format version,
 // architecture, hyperparameters, tokenizer, tensor types and sizes.
+// `tq info --codebooks FILE [--json]`: the header of a polar-vq codebook file (`tq calibrate`).
 #include <cstdio>
 #include <map>
 #include <memory>
 
+#include "codecs/polarvq_file.h"
 #include "command.h"
 #include "model/gguf.h"
 #include "model/paths.h"
@@ -12,15 +14,62 @@
 
 namespace {
 
+std::string hex64(uint64_t v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%016llx", (unsigned long long)v);
+  return b;
+}
+
+// The header of a codebook file: what it was made for and from.
+void print_codebooks(const std::string& path, bool json) {
+  const tq::CodebookFile f = tq::read_codebook_file(path);
+  const tq::PolarVqParams& p = f.params;
+  const nlohmann::json params = {
+      {"mag_bits", p.mag_bits},     {"angle_bits", p.angle_bits},
+      {"group_size", p.group_size}, {"key_block_tokens", p.key_block_tokens},
+      {"value_bits", p.value_bits}, {"value_group", p.value_group},
+      {"vq_size", p.vq_size},       {"vq_dim", p.vq_dim},
+      {"subspaces", p.subspaces},   {"key_vq_dim", p.key_vq_dim},
+      {"vq_keys", p.vq_keys},       {"vq_values", p.vq_values}};
+  if (json) {
+    tq::cli::print_json({{"path", path},
+                         {"format_version", tq::kCodebookFormatVersion},
+                         {"preset", p.preset},
+                         {"params", params},
+                         {"model_fingerprint", hex64(f.model_fingerprint)},
+                         {"corpus_hash", hex64(f.corpus_hash)},
+                         {"samples", f.samples},
+                         {"ctx", f.ctx},
+                         {"n_layer", f.n_layer},
+                         {"n_head_kv", f.n_head_kv},
+                         {"head_dim", f.head_dim},
+                         {"rope", f.rope == tq::RopePairing::kNeox ? "neox" : "normal"}});
+    return;
+  }
+  std::printf("file            %s (polar-vq codebooks, format v%u)\n", path.c_str(),
+              tq::kCodebookFormatVersion);
+  std::printf("preset          %s\n", p.preset.c_str());
+  std::printf("parameters      %s\n", params.dump().c_str());
+  std::printf("calibration     %llu samples x %u tokens (corpus hash %s)\n",
+              (unsigned long long)f.samples, f.ctx, hex64(f.corpus_hash).c_str());
+  std::printf("model           fingerprint %s, %u layers x %u KV heads, head_dim %u, rope %s\n",
+              hex64(f.model_fingerprint).c_str(), f.n_layer, f.n_head_kv, f.head_dim,
+              f.rope == tq::RopePairing::kNeox ? "neox" : "normal");
+}
+
 void setup(CLI::App& app) {
   auto* cmd = app.add_subcommand("info", "Show a GGUF model's format, hyperparameters, "
                                          "tokenizer and tensor types");
-  static std::string model;
+  static std::string model, codebooks;
   static bool json = false, metadata = false;
   cmd->add_option("-m,--model", model, "GGUF model file (default: the SmolLM2 model)");
+  cmd->add_option("--codebooks", codebooks,
+                  "Instead: show the header of a polar-vq codebook file (`tq calibrate`): "
+                  "preset, parameters, samples, calibration context, model fingerprint");
   cmd->add_flag("--json", json, "Print one JSON document");
   cmd->add_flag("--metadata", metadata, "Also list every metadata key with its value");
   cmd->callback([] {
+    if (!codebooks.empty()) return print_codebooks(codebooks, json);
     const std::string path = model.empty() ? tq::default_model_path() : model;
     auto f = tq::GgufFile::open(path);
     const std::string arch = f->get_string("general.architecture", "");

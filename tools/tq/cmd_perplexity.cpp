@@ -64,6 +64,8 @@ void setup(CLI::App& app) {
     po.n_ctx = o.ctx;
     po.n_chunks = o.chunks;
     o.rt.attach_codebooks(cache_opts, *f, *model);
+    if (cache_opts.codebooks)
+      tq::warn_if_past_calibration(*cache_opts.codebooks, o.rt.codebooks, o.ctx);
     po.cache = cache_opts;
     po.kld_base = o.kld_base;
     po.progress = !o.quiet;

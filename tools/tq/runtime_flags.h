@@ -43,7 +43,8 @@ struct RuntimeFlags {
     cmd->add_option("--seed", seed, "Seed of the cache's rotations/sketches (and sampling)");
     cmd->add_option("--codebooks", codebooks,
                     "codebook file from `tq calibrate` (needed by polar-vq:balanced/max; "
-                    "kvquant3/4 need one from `tq calibrate --preset kvquant`)");
+                    "kvquant3/4 need one from `tq calibrate --preset kvquant`; compare takes "
+                    "FILE,FILE,... with one file per preset)");
     cmd->add_option("-t,--threads", threads,
                     "Threads (default 0 = all cores, or 1 if the machine is busy)");
   }
