@@ -92,7 +92,7 @@ TEST(CompareCli, BadInputFailsBeforeWork) {
 
 TEST(CompareCli, BoundaryCountError) {
   if (!have_model()) GTEST_SKIP() << "model or text missing (run scripts/fetch_model.sh)";
-  for (const std::string cmd :
+  for (const std::string& cmd :
        {"compare -m " + kModel + " --types turbo3 --boundary 31 -c 16 --chunks 1",
         "perplexity -m " + kModel + " -f " + kText + " --boundary 99 -c 16 --chunks 1"}) {
     const auto r = run_tq(cmd);
