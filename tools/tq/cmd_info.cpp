@@ -24,7 +24,8 @@ std::string hex64(uint64_t v) {
 void print_codebooks(const std::string& path, bool json) {
   const tq::CodebookFile f = tq::read_codebook_file(path);
   const tq::PolarVqParams& p = f.params;
-  const nlohmann::json params = {
+  const bool kvq = p.preset == "kvquant";  // kvquant files carry no polar-vq parameters
+  const nlohmann::json params = kvq ? nlohmann::json::object() : nlohmann::json{
       {"mag_bits", p.mag_bits},     {"angle_bits", p.angle_bits},
       {"group_size", p.group_size}, {"key_block_tokens", p.key_block_tokens},
       {"value_bits", p.value_bits}, {"value_group", p.value_group},
@@ -46,10 +47,14 @@ void print_codebooks(const std::string& path, bool json) {
                          {"rope", f.rope == tq::RopePairing::kNeox ? "neox" : "normal"}});
     return;
   }
-  std::printf("file            %s (polar-vq codebooks, format v%u)\n", path.c_str(),
-              tq::kCodebookFormatVersion);
+  std::printf("file            %s (%s, format v%u)\n", path.c_str(),
+              kvq ? "kvquant calibration" : "polar-vq codebooks", tq::kCodebookFormatVersion);
   std::printf("preset          %s\n", p.preset.c_str());
-  std::printf("parameters      %s\n", params.dump().c_str());
+  if (kvq)
+    std::printf("contents        per-channel key ranges, value ranges and levels for %zu heads\n",
+                f.kvq.size());
+  else
+    std::printf("parameters      %s\n", params.dump().c_str());
   std::printf("calibration     %llu samples x %u tokens (corpus hash %s)\n",
               (unsigned long long)f.samples, f.ctx, hex64(f.corpus_hash).c_str());
   std::printf("model           fingerprint %s, %u layers x %u KV heads, head_dim %u, rope %s\n",
