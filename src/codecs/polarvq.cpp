@@ -272,12 +272,7 @@ void PolarVqCodec::encode_block(const float* x, uint8_t* blk) const {
 
 void PolarVqCodec::unpack_token(const uint8_t* blk, int t, Unpacked& u) const {
   BitReader rd(blk + header_bytes_);
-  // Skip to token t (bit-exact offset).
-  for (size_t skip = size_t(t) * token_bits_; skip > 0;) {
-    const int take = int(std::min<size_t>(skip, 24));
-    rd.get(take);
-    skip -= take;
-  }
+  rd.skip(size_t(t) * token_bits_);  // to token t (bit-exact offset)
   if (key_) {
     u.mag.resize(half_);
     u.ang.resize(half_);

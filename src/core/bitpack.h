@@ -30,6 +30,8 @@ class BitReader {
  public:
   explicit BitReader(const uint8_t* in) : in_(in) {}
   uint32_t get(int bits);
+  // Moves the read position forward without reading (O(1)).
+  void skip(size_t bits) { pos_ += bits; }
   size_t bits_read() const { return pos_; }
 
  private:
