@@ -119,6 +119,15 @@ TEST(BitPack, MixedWidthsRoundTrip) {
   BitReader r(buf.data());
   for (auto [v, b] : items) EXPECT_EQ(r.get(b), v);
   EXPECT_EQ(r.bits_read(), w.bits_written());
+  // With a size: 64-bit loads while 8 bytes remain, the byte loop for the last fields.
+  BitReader f(buf.data(), (w.bits_written() + 7) / 8);
+  for (auto [v, b] : items) EXPECT_EQ(f.get(b), v);
+  // skip() lands where the reads would have.
+  BitReader k(buf.data(), (w.bits_written() + 7) / 8);
+  size_t bits = 0;
+  for (size_t i = 0; i + 1 < items.size(); ++i) bits += size_t(items[i].second);
+  k.skip(bits);
+  EXPECT_EQ(k.get(items.back().second), items.back().first);
 }
 
 // High-precision reference: adaptive Simpson in long double on the exact density

@@ -57,6 +57,10 @@ struct PolarVqCodec::Unpacked {
   std::vector<uint8_t> ang;     // keys: angle indices (d/2)
   std::vector<float> val;       // values: dequantized stage-1 values, permuted order (d)
   std::vector<uint16_t> vq;     // stage-2 codes
+  // The block header (fp16 min, scale per group) as floats, decoded once per block: every
+  // token of a 128-token key block shares it.
+  std::vector<float> hdr;
+  const uint8_t* hdr_blk = nullptr;
 };
 
 namespace {
@@ -271,23 +275,31 @@ void PolarVqCodec::encode_block(const float* x, uint8_t* blk) const {
 }
 
 void PolarVqCodec::unpack_token(const uint8_t* blk, int t, Unpacked& u) const {
-  BitReader rd(blk + header_bytes_);
+  BitReader rd(blk + header_bytes_, block_bytes_ - header_bytes_);
   rd.skip(size_t(t) * token_bits_);  // to token t (bit-exact offset)
+  if (u.hdr_blk != blk) {
+    u.hdr.resize(2 * size_t(groups_));
+    for (int g = 0; g < groups_; ++g) {
+      u.hdr[2 * g] = load_f16(blk + 4 * g);
+      u.hdr[2 * g + 1] = load_f16(blk + 4 * g + 2);
+    }
+    u.hdr_blk = blk;
+  }
+  const float* h = u.hdr.data();
   if (key_) {
     u.mag.resize(half_);
     u.ang.resize(half_);
     const bool intok = block_tokens() == 1;
     for (int i = 0; i < half_; ++i) {
       const int g = intok ? i / p_.group_size : i;
-      const float mn = load_f16(blk + 4 * g), sc = load_f16(blk + 4 * g + 2);
-      u.mag[i] = mn + sc * float(rd.get(p_.mag_bits));
+      u.mag[i] = h[2 * g] + h[2 * g + 1] * float(rd.get(p_.mag_bits));
     }
     for (int i = 0; i < half_; ++i) u.ang[i] = uint8_t(rd.get(p_.angle_bits));
   } else {
     u.val.resize(dim_);
     for (int j = 0; j < dim_; ++j) {
       const int g = j / p_.value_group;
-      u.val[j] = load_f16(blk + 4 * g) + load_f16(blk + 4 * g + 2) * float(rd.get(p_.value_bits));
+      u.val[j] = h[2 * g] + h[2 * g + 1] * float(rd.get(p_.value_bits));
     }
   }
   u.vq.resize(vq_count());

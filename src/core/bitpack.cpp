@@ -17,7 +17,7 @@ void BitWriter::put(uint32_t value, int bits) {
   }
 }
 
-uint32_t BitReader::get(int bits) {
+uint32_t BitReader::get_slow(int bits) {
   uint32_t v = 0;
   for (int i = 0; i < bits;) {
     const size_t byte = pos_ >> 3;
