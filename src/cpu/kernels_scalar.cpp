@@ -26,15 +26,8 @@ inline VF vmax(VF a, VF b) { return std::max(a, b); }
 inline float vhmax(VF a) { return a; }
 inline float vhsum(VF a) { return a; }
 inline VF vexp(VF a) { return std::exp(a); }
-inline float load_half(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
-}
-inline void store_half(uint8_t* p, float v) {
-  const uint16_t h = f32_to_f16(v);
-  std::memcpy(p, &h, 2);
-}
+inline float load_half(const uint8_t* p) { return load_f16(p); }  // core/half.h
+inline void store_half(uint8_t* p, float v) { store_f16(p, v); }
 inline VF vload_f16(const uint8_t* p) { return load_half(p); }
 inline VF vload_i8(const uint8_t* p) { return float(int8_t(*p)); }
 inline VF vload_nib(const uint8_t* p, int s) { return float(((*p >> s) & 15) - 8); }

@@ -25,14 +25,6 @@
 
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw tq::Error("cannot read calibration text '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // One --preset item: a preset name, or "NAME+KEY=VALUE+..." (that preset with parameters
 // changed; the file's preset is then "custom", used with -ctk/-ctv polar-vq:custom).
 tq::PolarVqParams parse_preset(const std::string& spec) {
@@ -147,7 +139,7 @@ void setup(CLI::App& app) {
                    "warning: the calibration text '%s' is the evaluation text; numbers measured "
                    "on it with these codebooks are not honest\n",
                    tpath.c_str());
-    const std::string text = read_text(tpath);
+    const std::string text = tq::cli::read_file(tpath, "calibration text");
     auto f = tq::GgufFile::open(mpath);
     auto model = tq::LlamaModel::load(*f);
     auto tok = tq::Tokenizer::from_gguf(*f);

@@ -20,14 +20,6 @@
 
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw tq::Error("cannot read text file '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 nlohmann::json row_json(const tq::CompareRow& r, bool on_frontier) {
   return {{"label", r.label},          {"ctk", r.ctk},
           {"ctv", r.ctv},              {"preset", r.preset},
@@ -306,7 +298,8 @@ void setup(CLI::App& app) {
     for (const auto& t : f->tensors()) names.push_back(t.name);
     co.model_fingerprint = f->fingerprint(names);
     auto tok = tq::Tokenizer::from_gguf(*f);
-    const std::vector<int32_t> tokens = tok->encode(read_text(tpath), true);
+    const std::vector<int32_t> tokens =
+        tok->encode(tq::cli::read_file(tpath, "text file"), true);
 
     std::unique_ptr<tq::Progress> bar;
     if (!o.quiet)

@@ -5,8 +5,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <random>
 
 #include "command.h"
@@ -81,11 +79,7 @@ void setup(CLI::App& app) {
     if (!(o.top_p > 0.f && o.top_p <= 1.f)) throw tq::Error("--top-p must be in (0, 1]");
     tq::KvCacheOptions co = o.rt.cache_options();  // refuses missing codebooks early
     if (!o.file.empty()) {
-      std::ifstream in(o.file, std::ios::binary);
-      if (!in) throw tq::Error("cannot read prompt file '" + o.file + "'");
-      std::stringstream ss;
-      ss << in.rdbuf();
-      o.prompt = ss.str();
+      o.prompt = tq::cli::read_file(o.file, "prompt file");
     }
     const std::string mpath = o.model.empty() ? tq::default_model_path() : o.model;
     auto f = tq::GgufFile::open(mpath);

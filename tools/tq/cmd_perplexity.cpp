@@ -1,8 +1,6 @@
 // `tq perplexity`: perplexity, KL divergence and top-1 agreement of a KV-cache type over a text
 // (llama.cpp's method: non-overlapping chunks, the second half of each scored).
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 #include "command.h"
 #include "eval/perplexity.h"
@@ -13,14 +11,6 @@
 #include "runtime_flags.h"
 
 namespace {
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw tq::Error("cannot read text file '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // A fingerprint over every tensor: a base file only matches the very same weights.
 uint64_t model_fingerprint(const tq::GgufFile& f) {
@@ -59,7 +49,8 @@ void setup(CLI::App& app) {
     auto model = tq::LlamaModel::load(*f);
     tq::validate_cache_options(o.rt.cache_options(), model->hparams().n_layer);
     auto tok = tq::Tokenizer::from_gguf(*f);
-    const std::vector<int32_t> tokens = tok->encode(read_text(tpath), true);
+    const std::vector<int32_t> tokens =
+        tok->encode(tq::cli::read_file(tpath, "text file"), true);
     tq::PerplexityOptions po;
     po.n_ctx = o.ctx;
     po.n_chunks = o.chunks;

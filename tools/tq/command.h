@@ -3,6 +3,7 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
 #include <nlohmann/json.hpp>
 
 namespace tq::cli {
@@ -15,5 +16,8 @@ struct Registrar {
 
 // Prints one JSON document on stdout (pretty, trailing newline).
 void print_json(const nlohmann::json& j);
+
+// The whole file as bytes; a tq::Error "cannot read <what> '<path>'" if it cannot be opened.
+std::string read_file(const std::string& path, const std::string& what);
 
 }  // namespace tq::cli

@@ -1,7 +1,9 @@
 // `tq`: the turboquant command-line tool. Progress and logs go to stderr; results to stdout.
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,14 @@ std::vector<std::pair<int, Setup>>& commands() {
 Registrar::Registrar(Setup setup, int order) { commands().emplace_back(order, setup); }
 
 void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << std::endl; }
+
+std::string read_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw tq::Error("cannot read " + what + " '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 }  // namespace tq::cli
 
