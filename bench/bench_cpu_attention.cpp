@@ -26,14 +26,20 @@ std::vector<float> randn(size_t n, uint64_t seed) {
   return v;
 }
 
+// Forces the SIMD level of this run; marks the run skipped where the CPU lacks it.
+bool force_level_or_skip(benchmark::State& st, tq::cpu::Level level) {
+  if (int(level) > int(tq::cpu::detected_level())) {
+    st.SkipWithError("SIMD level not available");
+    return false;
+  }
+  tq::cpu::force_level(level);
+  return true;
+}
+
 void BM_DecodeAttention(benchmark::State& st) {
   const std::string type = kTypes[st.range(0)];
   const auto level = tq::cpu::Level(st.range(1));
-  if (int(level) > int(tq::cpu::detected_level())) {
-    st.SkipWithError("SIMD level not available");
-    return;
-  }
-  tq::cpu::force_level(level);
+  if (!force_level_or_skip(st, level)) return;
   const int d = 128, G = 4;
   const size_t ctx = size_t(st.range(2));
   auto k = tq::make_codec(type, d), v = tq::make_codec(type, d);
@@ -61,11 +67,7 @@ BENCHMARK(BM_DecodeAttention)
 void BM_Encode(benchmark::State& st) {
   const std::string type = kTypes[st.range(0)];
   const auto level = tq::cpu::Level(st.range(1));
-  if (int(level) > int(tq::cpu::detected_level())) {
-    st.SkipWithError("SIMD level not available");
-    return;
-  }
-  tq::cpu::force_level(level);
+  if (!force_level_or_skip(st, level)) return;
   const int d = 128;
   const size_t n = 4096;
   auto c = tq::make_codec(type, d);
