@@ -16,23 +16,27 @@ namespace tq::cpu {
 namespace {
 
 // ------------------------------------------------------------------ ops per codec family
-class FloatOps final : public AttnOps {
+// Caches scored by a pair of row kernels over the original domain: f32, f16 and the ggml
+// q8_0 / q4_0 blocks (32 along the head dimension). The kernels are looked up in the active
+// level's table at every call (tests switch levels between calls).
+class PlainOps final : public AttnOps {
  public:
-  FloatOps(int d, bool f16) : d_(d), f16_(f16) {}
+  using ScoreFn = decltype(Kernels::score_f32);
+  using AccFn = decltype(Kernels::acc_f32);
+  PlainOps(int d, size_t token_bytes, ScoreFn Kernels::*score, AccFn Kernels::*acc)
+      : d_(d), token_bytes_(token_bytes), score_(score), acc_(acc) {}
   size_t acc_size() const override { return size_t(d_); }
-  size_t token_bytes() const override { return size_t(d_) * (f16_ ? 2 : 4); }
+  size_t token_bytes() const override { return token_bytes_; }
   void prepare(const float* q, int G, Prepared& p) const override {
     p.G = G;
     p.a.assign(q, q + size_t(G) * d_);
   }
   void score(const Prepared& p, const uint8_t* c, size_t n, float* s, size_t lds) const override {
-    const auto& k = kernels();
-    (f16_ ? k.score_f16 : k.score_f32)(c, n, d_, p.a.data(), p.G, s, lds);
+    (kernels().*score_)(c, n, d_, p.a.data(), p.G, s, lds);
   }
   void accumulate(const uint8_t* c, size_t n, const float* w, size_t ldw, int G,
                   float* acc) const override {
-    const auto& k = kernels();
-    (f16_ ? k.acc_f16 : k.acc_f32)(c, n, d_, w, ldw, G, acc, size_t(d_));
+    (kernels().*acc_)(c, n, d_, w, ldw, G, acc, size_t(d_));
   }
   void finish(const float* acc, float* out) const override {
     std::memcpy(out, acc, sizeof(float) * d_);
@@ -40,35 +44,9 @@ class FloatOps final : public AttnOps {
 
  private:
   int d_;
-  bool f16_;
-};
-
-// ggml q8_0 / q4_0 (blocks of 32 along the head dimension).
-class GgmlOps final : public AttnOps {
- public:
-  GgmlOps(int d, bool q8) : d_(d), q8_(q8) {}
-  size_t acc_size() const override { return size_t(d_); }
-  size_t token_bytes() const override { return size_t(d_ / 32) * (q8_ ? 34 : 18); }
-  void prepare(const float* q, int G, Prepared& p) const override {
-    p.G = G;
-    p.a.assign(q, q + size_t(G) * d_);
-  }
-  void score(const Prepared& p, const uint8_t* c, size_t n, float* s, size_t lds) const override {
-    const auto& k = kernels();
-    (q8_ ? k.score_q8_0 : k.score_q4_0)(c, n, d_, p.a.data(), p.G, s, lds);
-  }
-  void accumulate(const uint8_t* c, size_t n, const float* w, size_t ldw, int G,
-                  float* acc) const override {
-    const auto& k = kernels();
-    (q8_ ? k.acc_q8_0 : k.acc_q4_0)(c, n, d_, w, ldw, G, acc, size_t(d_));
-  }
-  void finish(const float* acc, float* out) const override {
-    std::memcpy(out, acc, sizeof(float) * d_);
-  }
-
- private:
-  int d_;
-  bool q8_;
+  size_t token_bytes_;
+  ScoreFn Kernels::*score_;
+  AccFn Kernels::*acc_;
 };
 
 class TurboMseOps final : public AttnOps {
@@ -237,12 +215,19 @@ bool is_ggml(const Codec& c, const char* name, size_t block) {
 std::unique_ptr<AttnOps> make_attn_ops(const Codec& c, bool generic) {
   if (!generic && c.block_tokens() == 1) {
     const std::string nm = c.name();
-    if (nm == "f32" && c.block_bytes() == size_t(c.dim()) * 4)
-      return std::make_unique<FloatOps>(c.dim(), false);
-    if (nm == "f16" && c.block_bytes() == size_t(c.dim()) * 2)
-      return std::make_unique<FloatOps>(c.dim(), true);
-    if (is_ggml(c, "q8_0", 34)) return std::make_unique<GgmlOps>(c.dim(), true);
-    if (is_ggml(c, "q4_0", 18)) return std::make_unique<GgmlOps>(c.dim(), false);
+    const int d = c.dim();
+    if (nm == "f32" && c.block_bytes() == size_t(d) * 4)
+      return std::make_unique<PlainOps>(d, c.block_bytes(), &Kernels::score_f32,
+                                        &Kernels::acc_f32);
+    if (nm == "f16" && c.block_bytes() == size_t(d) * 2)
+      return std::make_unique<PlainOps>(d, c.block_bytes(), &Kernels::score_f16,
+                                        &Kernels::acc_f16);
+    if (is_ggml(c, "q8_0", 34))
+      return std::make_unique<PlainOps>(d, c.block_bytes(), &Kernels::score_q8_0,
+                                        &Kernels::acc_q8_0);
+    if (is_ggml(c, "q4_0", 18))
+      return std::make_unique<PlainOps>(d, c.block_bytes(), &Kernels::score_q4_0,
+                                        &Kernels::acc_q4_0);
     if (auto* m = dynamic_cast<const TurboMseCodec*>(&c)) return std::make_unique<TurboMseOps>(*m);
     if (auto* p = dynamic_cast<const TurboProdCodec*>(&c))
       return std::make_unique<TurboProdOps>(*p);
