@@ -29,9 +29,11 @@ void check_cuda(int err, const char* what) {
 
 namespace {
 int g_decode_variant = 0;
+int g_stream_ctas = 0;
 }
 int decode_variant() { return g_decode_variant; }
 void set_decode_variant(int v) { g_decode_variant = v; }
+void set_decode_stream_ctas(int n) { g_stream_ctas = std::max(0, n); }
 
 bool device_available() {
   int n = 0;
@@ -103,6 +105,36 @@ float make_i8_tables(const float* cent, uint32_t t1[2], uint32_t t2[2]) {
     t2[i / 4] |= uint32_t(uint8_t(int8_t(k2))) << (8 * (i % 4));
   }
   return alpha;
+}
+
+// One int8 table for the 8 centroids: c ≈ s·T (|T| ≤ 127), s chosen among the scales that
+// map the largest |centroid| to 100..127 to minimise Σ (c − s·T)². Returns s.
+float make_i8_table1(const float* cent, uint32_t t[2]) {
+  float h[8], mx = 0.f;
+  for (int i = 0; i < 8; ++i) {
+    h[i] = f16_to_f32(f32_to_f16(cent[i]));
+    mx = std::max(mx, std::fabs(h[i]));
+  }
+  double best = 1e300, s_best = mx / 127.0;
+  for (int k = 0; k <= 2700 && mx > 0.f; ++k) {
+    const double sc = mx / (127.0 - k * 0.01);
+    double err = 0;
+    for (int i = 0; i < 8; ++i) {
+      const double r = h[i] - sc * std::nearbyint(h[i] / sc);
+      err += r * r;
+    }
+    if (err < best) {
+      best = err;
+      s_best = sc;
+    }
+  }
+  t[0] = t[1] = 0;
+  for (int i = 0; i < 8; ++i) {
+    const long ti = std::lround(h[i] / s_best);
+    TQ_ASSERT(ti >= -127 && ti <= 127);
+    t[i / 4] |= uint32_t(uint8_t(int8_t(ti))) << (8 * (i % 4));
+  }
+  return float(s_best);
 }
 
 // Quantizer cells (see FormatConsts::qcells): a cell width and offset such that no cell holds
@@ -347,16 +379,17 @@ void launch_combine_fwht(const float* po, const float* pml, float* out, const fl
 
 }  // namespace
 
-bool launch_decode(Fmt kf, Fmt vf, int D, const DecodeParams& p, dim3 grid, cudaStream_t st) {
-  if (D == 64) return launch_decode_d<64>(kf, vf, p, grid, st);
-  if (D == 128) return launch_decode_d<128>(kf, vf, p, grid, st);
-  if (D == 256) return launch_decode_d<256>(kf, vf, p, grid, st);
+bool launch_decode(Fmt kf, Fmt vf, int D, const DecodeParams& p, dim3 grid, cudaStream_t st,
+                   int mode) {
+  if (D == 64) return launch_decode_d<64>(kf, vf, p, grid, st, mode);
+  if (D == 128) return launch_decode_d<128>(kf, vf, p, grid, st, mode);
+  if (D == 256) return launch_decode_d<256>(kf, vf, p, grid, st, mode);
   return false;
 }
-int decode_occupancy(Fmt kf, Fmt vf, int D) {
-  if (D == 64) return decode_occupancy_d<64>(kf, vf);
-  if (D == 128) return decode_occupancy_d<128>(kf, vf);
-  if (D == 256) return decode_occupancy_d<256>(kf, vf);
+int decode_occupancy(Fmt kf, Fmt vf, int D, int mode) {
+  if (D == 64) return decode_occupancy_d<64>(kf, vf, mode);
+  if (D == 128) return decode_occupancy_d<128>(kf, vf, mode);
+  if (D == 256) return decode_occupancy_d<256>(kf, vf, mode);
   return 0;
 }
 bool launch_append(Fmt kf, Fmt vf, int D, const AppendParams& p, dim3 grid, cudaStream_t st) {
@@ -385,6 +418,12 @@ GpuCache::GpuCache(const CacheConfig& cfg) : cfg_(cfg) {
   TQ_CUDA_CHECK(cudaMemset(pool_, 0, page_bytes_ * cfg.n_pages));
   kc_.reset(make_consts(cfg.kfmt, D, cfg.seed));
   vc_.reset(make_consts(cfg.vfmt, D, cfg.seed));
+  for (int kv = 0; kv < 2; ++kv) {
+    const FormatConsts& c = kv ? *vc_ : *kc_;
+    if (c.fmt != Fmt::T3) continue;
+    i8_.two_mul[kv] = make_i8_tables(c.cent[0], i8_.two[kv][0], i8_.two[kv][1]);
+    i8_.one_mul[kv] = make_i8_table1(c.cent[0], i8_.one[kv]);
+  }
 }
 
 GpuCache::~GpuCache() {
@@ -459,11 +498,32 @@ void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int*
     throw Error("CUDA decode: query heads must be 1..8 times the KV heads");
   cudaStream_t st = cudaStream_t(stream);
   const int pages = std::max(1, (max_seq + kPageTokens - 1) / kPageTokens);
-  if (splits <= 0) {
+  // Stream mode (persistent grid, see decode_kernels.cuh) for an automatic split count in
+  // decode (not prefill: its causal lengths differ per row) and the types it serves.
+  const bool use_stream = splits <= 0 && bt_stride != 0 &&
+                          dk::stream_eligible(cfg_.kfmt, cfg_.vfmt, D) &&
+                          decode_variant_streams(decode_variant());
+  const int exact = cfg_.exact_codebook ? kDecodeExact : 0;
+  auto occupancy = [&](bool strm) {
+    // cached per (mode, variant): the query costs microseconds, a decode call ~0.03-1 ms
+    const int mode = (strm ? kDecodeStream : 0) | exact;
+    const int key = mode + 4 * std::clamp(decode_variant(), 0, 15);
+    if (occ_cache_[key] == 0)
+      occ_cache_[key] = std::max(1, decode_occupancy(cfg_.kfmt, cfg_.vfmt, D, mode));
+    return occ_cache_[key];
+  };
+  if (sms_ == 0) {
+    sms_ = 132;
+    cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, 0);
+  }
+  int stream_ctas = 0;
+  if (use_stream) {
+    if (double(B) * Hkv * pages >= 2e9) throw Error("CUDA decode: too many pages for one call");
+    stream_ctas = g_stream_ctas > 0 ? g_stream_ctas : sms_ * occupancy(true);
+    splits = 1;
+  } else if (splits <= 0) {
     // Fill whole waves: minimise waves × (pages per CTA + fixed per-CTA cost), counted in pages.
-    int sms = 132;
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-    const int resident = sms * std::max(1, decode_occupancy(cfg_.kfmt, cfg_.vfmt, D));
+    const int resident = sms_ * occupancy(false);
     const long pairs = long(B) * Hkv;
     double best = 1e300;
     for (int s = 1; s <= std::min(pages, 512); ++s) {
@@ -481,7 +541,11 @@ void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int*
   splits = (pages + pps - 1) / pps;
 
   const size_t rows = size_t(B) * Hq;
-  const size_t ws_need = rows * splits * (D + 2) * sizeof(float);
+  // partials: split grid [rows][splits] × (D + 2); stream mode one (8 heads × D, 8 × (m, l))
+  // per segment piece, at most B·Hkv + warps pieces
+  const size_t stream_pieces = size_t(B) * Hkv + size_t(stream_ctas) * decode_warps(cfg_.kfmt, cfg_.vfmt, D);
+  const size_t ws_need = use_stream ? stream_pieces * (8 * D + 16) * sizeof(float)
+                                    : rows * splits * (D + 2) * sizeof(float);
   if (ws_need > ws_bytes_) {
     cudaFree(ws_);
     TQ_CUDA_CHECK(cudaMalloc(&ws_, ws_need));
@@ -497,7 +561,7 @@ void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int*
   // turbo3 keys rotate the query in the decode kernel; values without a dense rotation merge
   // the splits in the decode kernel too (one launch)
   const bool fuse_q = cfg_.kfmt == Fmt::T3;
-  const bool fuse_out = !is_split(cfg_.vfmt) && decode_variant() != 6;  // 6: bench only
+  const bool fuse_out = !is_split(cfg_.vfmt);
   if (fuse_out && size_t(B) * Hkv > counters_n_) {
     cudaFree(counters_);
     counters_ = nullptr;
@@ -528,7 +592,7 @@ void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int*
   p.q = qbuf_;
   p.qs = qbuf_ + rows * D;
   p.part_o = ws_;
-  p.part_ml = ws_ + rows * splits * D;
+  p.part_ml = ws_ + (use_stream ? stream_pieces * 8 * D : rows * splits * D);
   p.Hq = Hq;
   p.Hkv = Hkv;
   p.G = Hq / Hkv;
@@ -540,17 +604,24 @@ void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int*
   std::memcpy(p.khi, kc_->lut_hi, sizeof p.khi);
   std::memcpy(p.vlo, vc_->lut_lo, sizeof p.vlo);
   std::memcpy(p.vhi, vc_->lut_hi, sizeof p.vhi);
-  if (cfg_.kfmt == Fmt::T3)
-    p.kalpha128 = 128.f * make_i8_tables(kc_->cent[0], p.ki8[0], p.ki8[1]);
-  if (cfg_.vfmt == Fmt::T3)
-    p.valpha256 = 256.f * make_i8_tables(vc_->cent[0], p.vi8[0], p.vi8[1]);
+  std::memcpy(p.ki8, i8_.two[0], sizeof p.ki8);
+  std::memcpy(p.vi8, i8_.two[1], sizeof p.vi8);
+  std::memcpy(p.k1tab, i8_.one[0], sizeof p.k1tab);
+  std::memcpy(p.v1tab, i8_.one[1], sizeof p.v1tab);
+  p.kalpha128 = 128.f * i8_.two_mul[0];
+  p.valpha256 = 256.f * i8_.two_mul[1];
+  p.k1mul = 0.5f * i8_.one_mul[0];
+  p.v1mul = i8_.one_mul[1];
+  p.B = B;
   p.q32 = q;
   p.ksigns = kc_->signs;
   p.qscale = sm_scale * kLog2e;
   p.out = fuse_out ? out : nullptr;
   p.vsigns = vc_->fwht ? vc_->signs : nullptr;
   p.counters = counters_;
-  if (!launch_decode(cfg_.kfmt, cfg_.vfmt, D, p, dim3(splits, Hkv, B), st))
+  const dim3 grid = use_stream ? dim3(stream_ctas) : dim3(splits, Hkv, B);
+  if (!launch_decode(cfg_.kfmt, cfg_.vfmt, D, p, grid, st,
+                     (use_stream ? kDecodeStream : 0) | exact))
     throw Error("CUDA decode: no kernel for this type pair and head dimension");
   TQ_CUDA_CHECK(cudaGetLastError());
   if (fuse_out) {

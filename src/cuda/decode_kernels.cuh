@@ -39,6 +39,11 @@ struct DecodeParams {
   float kalpha128;     // 128·α
   uint32_t vi8[2][2];  // turbo3 values: the same two int8 tables of the value codebook
   float valpha256;     // 256·α of the value codebook
+  // turbo3, one byte table (kTab = 1): centroid c ≈ s·T (T int8, s chosen on the host to
+  // minimise the rounding error); k1mul = s_K/2, v1mul = s_V.
+  uint32_t k1tab[2], v1tab[2];
+  float k1mul, v1mul;
+  int B;               // sequences (stream mode)
   // turbo3 keys: the query rotation runs in the kernel prologue (no prepared q):
   // Q' = FWHT(ksigns ⊙ q32)·qscale/√D
   const float* q32;    // [B][Hq][D] fp32, original domain
@@ -112,6 +117,21 @@ __device__ __forceinline__ void lut_i8_group(const uint32_t* w, uint32_t t1a, ui
     k1[2 * k + 1] = prmt(t1a, t1b, hi);
     k2[2 * k] = prmt(t2a, t2b, n[k]);
     k2[2 * k + 1] = prmt(t2a, t2b, hi);
+  }
+}
+
+// The same with one table: 3 masks + 8 prmt per 32 codes.
+__device__ __forceinline__ void lut_i8_group1(const uint32_t* w, uint32_t ta, uint32_t tb,
+                                              uint32_t (&k1)[8]) {
+  uint32_t n[4];
+  n[0] = w[0] & 0x77777777u;
+  n[1] = w[1] & 0x77777777u;
+  n[2] = w[2] & 0x77777777u;
+  n[3] = shr_add_fma<3>(w[0] - n[0], shr_add_fma<2>(w[1] - n[1], shr_fma<1>(w[2] - n[2])));
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    k1[2 * k] = prmt(ta, tb, n[k]);
+    k1[2 * k + 1] = prmt(ta, tb, shr_fma<16>(n[k]));
   }
 }
 
@@ -339,6 +359,26 @@ __host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int n
   return decode_osm_offset(kf, vf, D, nw, stages) + (osm ? nw * 8 * D * 4 : 0);
 }
 
+// Stream mode (kStream): a persistent grid of exactly the resident CTAs; the pages of all
+// (sequence, KV head) segments, flattened in that order, are cut into one contiguous range per
+// warp. A warp streams its range through its ring without pausing at segment boundaries and
+// without CTA barriers; at the end of each segment piece it writes a partial (m, l, o) and
+// the last piece of a segment (atomic counter) merges them and writes the output. This removes
+// the per-wave prologue/epilogue of the split grid (query preparation, pipeline fill, CTA merge)
+// and its wave tail. Smem: [ring: NW × kStages × SB][scratch: NW × 8 × D floats][osm].
+__host__ __device__ constexpr int stream_scratch_offset(Fmt kf, Fmt vf, int D, int nw,
+                                                        int stages) {
+  return nw * stages * decode_stage_bytes(kf, vf, D);
+}
+__host__ __device__ constexpr int stream_smem_bytes(Fmt kf, Fmt vf, int D, int nw, int stages,
+                                                    bool osm = false) {
+  return stream_scratch_offset(kf, vf, D, nw, stages) + nw * 8 * D * 4 + (osm ? nw * 8 * D * 4 : 0);
+}
+// Types the stream mode serves: ring types whose output needs no dense rotation.
+__host__ __device__ constexpr bool stream_eligible(Fmt kf, Fmt vf, int D) {
+  return decode_uses_ring(kf, vf, D) && !is_split(kf) && !is_split(vf);
+}
+
 // NPG: pages per softmax update (only 1 now); kLazy: skip the max
 // reduction when no score exceeds the running max.
 // kDiag (timing diagnostics of the turbo3 kernel only, results wrong): 4 = pages streamed and
@@ -346,10 +386,16 @@ __host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int n
 // to the tensor cores raw (no V lookup), 2 = key codes raw (no K lookup).
 // kVPage (turbo3 values): convert the int8 value sums into o every page instead of when their
 // scale changes.
+// kStream: the persistent stream mode above (else the split grid (splits, Hkv, B)).
+// kTab (turbo3): 2 = the exact two-byte codebook tables, 1 = one byte table (the centroids
+// rounded to s·int8, see DecodeParams::k1tab): half the lookups and tensor-core ops; 0 = one
+// byte table and an 8-bit query (one key product instead of two).
 template <Fmt KF, Fmt VF, int D, int NW, int kStages = 3, int MINB = 1, int NPG = 1,
-          bool kLazy = true, int kDiag = 0, bool kVPage = true>
+          bool kLazy = true, int kDiag = 0, bool kVPage = true, bool kStream = false,
+          int kTab = 2>
 __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   static_assert(NPG == 1, "one page per softmax step");
+  static_assert(!kStream || stream_eligible(KF, VF, D), "stream mode: ring types only");
   constexpr bool KBF = KF == Fmt::BF16, VBF = VF == Fmt::BF16;
   constexpr int KS = D / 16;  // k-steps over dims (K side) = m-tiles over dims (V side)
   using KT = LaneTile<KF, D>;
@@ -360,34 +406,27 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   using VP1 = PartT<VF, D, 1>;
   constexpr bool K2 = nparts(KF) > 1;   // a second score accumulator
   constexpr bool V2 = is_split(VF);     // two P' variants (norm of each part)
+  constexpr bool kRing = decode_uses_ring(KF, VF, D);
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
-  const int seq = p.seq_lens[b];
-  const int np = (seq + kPageTokens - 1) / kPageTokens;
-  const int pg0 = split * p.pages_per_split;
-  const int pg1 = min(np, pg0 + p.pages_per_split);
-
   const uint8_t* pool = p.pool;
-  const int* bt = p.block_table + size_t(b) * p.bt_stride;
-  const size_t head_off = size_t(kvh) * (p.tile_k + tile_bytes(VF, D));
-  auto tile_ptr = [&](int pg) {
-    return pool + size_t(bt[pg]) * p.page_bytes + head_off;
-  };
-  // The ring's first pages are requested before the query preparation (they do not depend on it).
-  constexpr int SB = decode_stage_bytes(KF, VF, D);
+  const size_t head_bytes = size_t(p.tile_k + tile_bytes(VF, D));
+
   // Each warp streams its pages through a ring of kStages shared-memory slots (cp.async,
   // 16 B per lane per request): kStages − 1 pages in flight while one is computed. (One bulk
   // copy per page on an mbarrier instead ran slower: 0.217 → 0.252 ms streaming alone.)
+  constexpr int SB = decode_stage_bytes(KF, VF, D);
   extern __shared__ __align__(16) uint8_t dsm[];
   uint8_t* ring = dsm + warp * kStages * SB;
-  const int first = pg0 + warp;
-  const int n_my = first < pg1 ? (pg1 - first + NW - 1) / NW : 0;
   const uint32_t ring_s = uint32_t(__cvta_generic_to_shared(ring)) + 16 * lane;
-  // lane l copies 16-byte chunks l, l + 32, ... (one base address, immediate offsets)
-  auto issue = [&](int it, int slot) {
-    const uint8_t* src = tile_ptr(first + it * NW) + 16 * lane;
+  // per-warp scratch (stream mode): rotated queries, the output tile
+  float* scratch = reinterpret_cast<float*>(dsm + stream_scratch_offset(KF, VF, D, NW, kStages)) +
+                   warp * 8 * D;
+  // lane l copies 16-byte chunks l, l + 32, ... of the page's K and V tiles (one base address,
+  // immediate offsets)
+  auto issue = [&](const uint8_t* tile, int slot) {
+    const uint8_t* src = tile + 16 * lane;
     const uint32_t dst = ring_s + slot * SB;
     constexpr int NCH = SB / 16;
     [&]<int... J>(std::integer_sequence<int, J...>) {
@@ -397,17 +436,11 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       if (lane < NCH % 32) cp16<512 * (NCH / 32)>(dst, src);
     }
   };
-  if constexpr (decode_uses_ring(KF, VF, D)) {
-#pragma unroll
-    for (int it = 0; it < kStages - 1; ++it) {
-      if (it < n_my) issue(it, it);
-      asm volatile("cp.async.commit_group;");
-    }
-  }
 
   // turbo3 keys: int8 tensor cores (see DecodeParams::ki8). The query of head g is quantised
   // to Q = round(q/β) = 128·Q1 + Q2 (β = max|q|/16256, so Q1 in [-127, 127], Q2 in [-64, 63]);
   // score = 128αβ·(256·K1·Q1 + K1·2Q2 + K2·Q1), the K2·Q2/128 term (< 1e-4 relative) dropped.
+  // One table (kTab = 1, c ≈ s·T): score = (s/2)β·(256·T·Q1 + T·2Q2).
   // qf[2kk] = Q1, qf[2kk + 1] = 2·Q2 as B fragments of k-step kk (dims 32kk + 4t + 0..3 and
   // 32kk + 16 + 4t + 0..3).
   constexpr bool KI8 = KF == Fmt::T3;
@@ -415,109 +448,147 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 
   // Q'^T fragments (B operand): b0b1 = dims 16ks + 2t (+1), b2b3 = +8; head g.
   uint32_t qf[KS][2], qf2[K2 && KF == Fmt::T3P ? KS : 1][2];
-  if constexpr (KI8) {
-    // rotate this KV head's G queries (warp w: heads w, w + NW, ...) into shared memory
-    extern __shared__ __align__(16) uint8_t dsm[];
-    float* qsm = reinterpret_cast<float*>(dsm + decode_qsm_offset(KF, VF, D, NW, kStages));
-    {
-      constexpr int E = D / 32;
-      const float sc = p.qscale * rsqrtf(float(D));
-      for (int h = warp; h < p.G; h += NW) {
-        const float* q = p.q32 + (size_t(b) * p.Hq + kvh * p.G + h) * D + E * lane;
-        float u[E];
+  // The query fragments of (sequence b, KV head kvh). Split grid: the CTA's warps rotate its
+  // G heads together (CTA barrier); stream mode: the warp rotates all G heads itself.
+  auto prep_query = [&](int b, int kvh) {
+    if constexpr (KI8) {
+      float* qsm = kStream ? scratch
+                           : reinterpret_cast<float*>(dsm + decode_qsm_offset(KF, VF, D, NW,
+                                                                              kStages));
+      {
+        constexpr int E = D / 32;
+        const float sc = p.qscale * rsqrtf(float(D));
+        if constexpr (kStream) {
+          // all G heads by this warp: every load first (one latency, not G)
+          float u[8][E];
 #pragma unroll
-        for (int k = 0; k < E; ++k) u[k] = q[k] * p.ksigns[E * lane + k];
-        ak::fwht_warp<E>(u, lane);
+          for (int h = 0; h < 8; ++h)
 #pragma unroll
-        for (int k = 0; k < E; ++k) qsm[h * D + E * lane + k] = u[k] * sc;
-      }
-    }
-    __syncthreads();
-    const bool ok = g < p.G;
-    float qv[D / 32][2][4], mx = 0.f;
+            for (int k = 0; k < E; ++k)
+              u[h][k] = h < p.G ? p.q32[(size_t(b) * p.Hq + kvh * p.G + h) * D + E * lane + k] *
+                                      p.ksigns[E * lane + k]
+                                : 0.f;
 #pragma unroll
-    for (int kk = 0; kk < D / 32; ++kk)
+          for (int h = 0; h < 8; ++h) {
+            if (h < p.G) {
+              ak::fwht_warp<E>(u[h], lane);
 #pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const float4 v = ok ? *reinterpret_cast<const float4*>(qsm + g * D + 32 * kk + 16 * hh +
-                                                               4 * t)
-                            : make_float4(0.f, 0.f, 0.f, 0.f);
-        qv[kk][hh][0] = v.x; qv[kk][hh][1] = v.y; qv[kk][hh][2] = v.z; qv[kk][hh][3] = v.w;
+              for (int k = 0; k < E; ++k) qsm[h * D + E * lane + k] = u[h][k] * sc;
+            }
+          }
+        } else {
+          for (int h = warp; h < p.G; h += NW) {
+            const float* q = p.q32 + (size_t(b) * p.Hq + kvh * p.G + h) * D + E * lane;
+            float u[E];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) mx = fmaxf(mx, fabsf(qv[kk][hh][j]));
-      }
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    // inv may be off by an ulp: |q|·inv stays < 16256.5, and β·inv = 1 within 1e-7
-    const float beta = mx > 0.f ? mx * (1.f / 16256.f) : 1.f;
-    const float inv = mx > 0.f ? __fdividef(16256.f, mx) : 0.f;
+            for (int k = 0; k < E; ++k) u[k] = q[k] * p.ksigns[E * lane + k];
+            ak::fwht_warp<E>(u, lane);
 #pragma unroll
-    for (int kk = 0; kk < D / 32; ++kk)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        uint32_t w1 = 0, w2 = 0;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int Q = __float2int_rn(qv[kk][hh][j] * inv);
-          const int Q1 = (Q + 64) >> 7, Q2 = Q - 128 * Q1;
-          w1 |= uint32_t(Q1 & 0xFF) << (8 * j);
-          w2 |= uint32_t((2 * Q2) & 0xFF) << (8 * j);
+            for (int k = 0; k < E; ++k) qsm[h * D + E * lane + k] = u[k] * sc;
+          }
         }
-        qf[2 * kk][hh] = w1;
-        qf[2 * kk + 1][hh] = w2;
       }
+      if constexpr (kStream) __syncwarp();
+      else __syncthreads();
+      const bool ok = g < p.G;
+      float qv[D / 32][2][4], mx = 0.f;
 #pragma unroll
-    for (int c = 0; c < 2; ++c)
-      kscale[c] = __shfl_sync(0xffffffffu, beta, 4 * (2 * t + c)) * p.kalpha128;
-  } else {
-    const int qh = kvh * p.G + g;
-    const bool ok = g < p.G;
-    const uint32_t* q = reinterpret_cast<const uint32_t*>(p.q + (size_t(b) * p.Hq + qh) * D);
+      for (int kk = 0; kk < D / 32; ++kk)
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
-      qf[ks][0] = ok ? q[(16 * ks + 2 * t) / 2] : 0u;
-      qf[ks][1] = ok ? q[(16 * ks + 8 + 2 * t) / 2] : 0u;
-    }
-    if constexpr (KF == Fmt::T3P) {
-      const uint32_t* qs = reinterpret_cast<const uint32_t*>(p.qs + (size_t(b) * p.Hq + qh) * D);
+        for (int hh = 0; hh < 2; ++hh) {
+          const float4 v = ok ? *reinterpret_cast<const float4*>(qsm + g * D + 32 * kk +
+                                                                 16 * hh + 4 * t)
+                              : make_float4(0.f, 0.f, 0.f, 0.f);
+          qv[kk][hh][0] = v.x; qv[kk][hh][1] = v.y; qv[kk][hh][2] = v.z; qv[kk][hh][3] = v.w;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) mx = fmaxf(mx, fabsf(qv[kk][hh][j]));
+        }
+      if constexpr (kStream) __syncwarp();  // the scratch is reused at the segment's end
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      // inv may be off by an ulp: |q|·inv stays < 16256.5, and β·inv = 1 within 1e-7
+      // (kTab = 0: 8-bit query, Q = round(q/β) with β = max|q|/127)
+      constexpr float kQmax = kTab == 0 ? 127.f : 16256.f;
+      const float beta = mx > 0.f ? mx * (1.f / kQmax) : 1.f;
+      const float inv = mx > 0.f ? __fdividef(kQmax, mx) : 0.f;
+#pragma unroll
+      for (int kk = 0; kk < D / 32; ++kk)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          uint32_t w1 = 0, w2 = 0;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const int Q = __float2int_rn(qv[kk][hh][j] * inv);
+            const int Q1 = kTab == 0 ? Q : (Q + 64) >> 7, Q2 = Q - 128 * Q1;
+            w1 |= uint32_t(Q1 & 0xFF) << (8 * j);
+            w2 |= uint32_t((2 * Q2) & 0xFF) << (8 * j);
+          }
+          qf[2 * kk][hh] = w1;
+          qf[2 * kk + 1][hh] = w2;
+        }
+      const float kmul = kTab == 0 ? 2.f * p.k1mul : kTab == 1 ? p.k1mul : p.kalpha128;
+#pragma unroll
+      for (int c = 0; c < 2; ++c)
+        kscale[c] = __shfl_sync(0xffffffffu, beta, 4 * (2 * t + c)) * kmul;
+    } else {
+      const int qh = kvh * p.G + g;
+      const bool ok = g < p.G;
+      const uint32_t* q = reinterpret_cast<const uint32_t*>(p.q + (size_t(b) * p.Hq + qh) * D);
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) {
-        qf2[ks][0] = ok ? qs[(16 * ks + 2 * t) / 2] : 0u;
-        qf2[ks][1] = ok ? qs[(16 * ks + 8 + 2 * t) / 2] : 0u;
+        qf[ks][0] = ok ? q[(16 * ks + 2 * t) / 2] : 0u;
+        qf[ks][1] = ok ? q[(16 * ks + 8 + 2 * t) / 2] : 0u;
+      }
+      if constexpr (KF == Fmt::T3P) {
+        const uint32_t* qs =
+            reinterpret_cast<const uint32_t*>(p.qs + (size_t(b) * p.Hq + qh) * D);
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks) {
+          qf2[ks][0] = ok ? qs[(16 * ks + 2 * t) / 2] : 0u;
+          qf2[ks][1] = ok ? qs[(16 * ks + 8 + 2 * t) / 2] : 0u;
+        }
       }
     }
-  }
+  };
 
   float o[KS][4];
-#pragma unroll
-  for (int i = 0; i < KS; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m_run[2] = {-1e30f, -1e30f}, l_run[2] = {0.f, 0.f};
+  float m_run[2], l_run[2];
 
   // turbo3 values: int8 tensor cores too. V codes → V1, V2 (c/α = 256·V1 + V2, as the keys);
   // P' = p·‖v‖ → Q = round(P'·vqinv) ≤ 65535 = 256·Q1 + Q2 (u8 bytes, Q1 and Q2 exact);
   // O^T += α/vqinv · V^T·Q^T ≈ 256α/vqinv · (256·V1Q1 + V1Q2 + V2Q1) (V2Q2 < 2^-15 of the
-  // product dropped). The int32 sums va1 = ΣV1Q1, va2 = Σ(V1Q2 + V2Q1) run over pages and are
-  // converted into o only when their scale changes (running max moves, a norm exceeds
-  // vbound, the scale of Q), every 512 pages (int32 range) and at the end; D = 256 converts
-  // every page (registers).
+  // product dropped). One table (kTab = 1, c ≈ s·T): O^T += s/vqinv · (256·TQ1 + TQ2).
+  // The int32 sums va1, va2 are converted into o every page (kVPage) or only when their scale
+  // changes (running max moves, a norm exceeds vbound, the scale of Q), every 512 pages (int32
+  // range) and at the end.
   constexpr bool VI8 = VF == Fmt::T3;
   constexpr bool kVEveryPage = kVPage;
   int va1[VI8 ? KS : 1][4], va2[VI8 ? KS : 1][4];
-#pragma unroll
-  for (int i = 0; i < (VI8 ? KS : 1); ++i)
-#pragma unroll
-    for (int c = 0; c < 4; ++c) va1[i][c] = va2[i][c] = 0;
-  float vbound = 0.f, vqinv = 0.f, vscale = 0.f;  // Q scale: vqinv = 65535 / vbound
-  int vpages = 0;                                  // pages in va1/va2
+  float vbound, vqinv, vscale;  // Q scale: vqinv = 65535 / vbound
+  int vpages;                   // pages in va1/va2
   // Sums kept over pages (!kVPage): o lives in shared memory (registers: 3 CTAs/SM), touched
   // only here; a0/a1 rescale it (running max moved) after the sums are added.
   constexpr bool kOsm = VI8 && !kVPage;
-  float* osm = reinterpret_cast<float*>(dsm + decode_osm_offset(KF, VF, D, NW, kStages)) +
+  float* osm = reinterpret_cast<float*>(
+                   dsm + (kStream ? stream_scratch_offset(KF, VF, D, NW, kStages) + NW * 8 * D * 4
+                                  : decode_osm_offset(KF, VF, D, NW, kStages))) +
                warp * 8 * D + lane;  // [i][c][lane]
-  if constexpr (kOsm) {
+  auto reset_state = [&]() {
 #pragma unroll
-    for (int i = 0; i < KS * 4; ++i) osm[32 * i] = 0.f;
-  }
+    for (int i = 0; i < KS; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    m_run[0] = m_run[1] = -1e30f;
+    l_run[0] = l_run[1] = 0.f;
+#pragma unroll
+    for (int i = 0; i < (VI8 ? KS : 1); ++i)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) va1[i][c] = va2[i][c] = 0;
+    vbound = vqinv = vscale = 0.f;
+    vpages = 0;
+    if constexpr (kOsm) {
+#pragma unroll
+      for (int i = 0; i < KS * 4; ++i) osm[32 * i] = 0.f;
+    }
+  };
   auto vflush = [&](float a0, float a1) {
 #pragma unroll
     for (int i = 0; i < (VI8 ? KS : 1); ++i)
@@ -536,11 +607,10 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     vpages = 0;
   };
 
-
   // Same codebook for K and V: one set of table registers.
   const auto& vlo = KF == VF ? p.klo : p.vlo;
   const auto& vhi = KF == VF ? p.khi : p.vhi;
-  // NP pages (1 or 2) at once: one softmax update (max reduction, rescale) for all of them,
+  int seq = 0;  // length of the sequence being read (masking of its last page)
   // and independent decode/mma chains to interleave.
   // PART 1: scores of the pages' keys into s; PART 2: softmax and values of s (3: both; a
   // software pipeline that scored the next page's keys between them ran 8 % slower).
@@ -580,23 +650,31 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
                 k1[r] = w[r % 3];
                 k2[r] = w[(r + 1) % 3];
               }
+            } else if constexpr (kTab <= 1) {
+              lut_i8_group1(w, p.k1tab[0], p.k1tab[1], k1);
             } else {
               lut_i8_group(w, p.ki8[0][0], p.ki8[0][1], p.ki8[1][0], p.ki8[1][1], k1, k2);
             }
 #pragma unroll
             for (int mt = 0; mt < 2; ++mt) {
               const uint32_t A1[4] = {k1[4 * mt], k1[4 * mt + 1], k1[4 * mt + 2], k1[4 * mt + 3]};
-              const uint32_t A2[4] = {k2[4 * mt], k2[4 * mt + 1], k2[4 * mt + 2], k2[4 * mt + 3]};
               imma(a1[mt], A1, qf[2 * grp][0], qf[2 * grp][1]);
-              imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
-              imma(a3[mt], A2, qf[2 * grp][0], qf[2 * grp][1]);
+              if constexpr (kTab >= 1) imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
+              if constexpr (kTab == 2) {
+                const uint32_t A2[4] = {k2[4 * mt], k2[4 * mt + 1], k2[4 * mt + 2],
+                                        k2[4 * mt + 3]};
+                imma(a3[mt], A2, qf[2 * grp][0], qf[2 * grp][1]);
+              }
             }
           }
 #pragma unroll
           for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
             for (int c = 0; c < 4; ++c)
-              s[pp][mt][c] = float(a1[mt][c] * 256 + a2[mt][c] + a3[mt][c]) * kscale[c & 1];
+              s[pp][mt][c] = (kTab == 0 ? float(a1[mt][c])
+                                        : float(a1[mt][c] * 256 + a2[mt][c] +
+                                                (kTab == 2 ? a3[mt][c] : 0))) *
+                             kscale[c & 1];
         }
 #pragma unroll
         for (int grp = 0; grp < (KI8 ? 0 : D / 32); ++grp) {
@@ -717,7 +795,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
               mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 16));
               vbound = 2.f * mxn;
               vqinv = 65535.f / vbound;
-              vscale = p.valpha256 / vqinv;
+              vscale = (kTab <= 1 ? p.v1mul : p.valpha256) / vqinv;
             }
           }
           // Q of token g + 8k, heads 2t | 2t+1 (u16 pair; 2^23 + Q as a float holds Q in its low
@@ -749,16 +827,21 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
                 v1[r] = w[r % 3];
                 v2[r] = w[(r + 1) % 3];
               }
+            } else if constexpr (kTab <= 1) {
+              lut_i8_group1(w, p.v1tab[0], p.v1tab[1], v1);
             } else {
               lut_i8_group(w, p.vi8[0][0], p.vi8[0][1], p.vi8[1][0], p.vi8[1][1], v1, v2);
             }
 #pragma unroll
             for (int mt = 0; mt < 2; ++mt) {
               const uint32_t A1[4] = {v1[4 * mt], v1[4 * mt + 1], v1[4 * mt + 2], v1[4 * mt + 3]};
-              const uint32_t A2[4] = {v2[4 * mt], v2[4 * mt + 1], v2[4 * mt + 2], v2[4 * mt + 3]};
               imma_su(va1[2 * grp + mt], A1, bh0, bh1);
               imma_su(va2[2 * grp + mt], A1, bl0, bl1);
-              imma_su(va2[2 * grp + mt], A2, bh0, bh1);
+              if constexpr (kTab == 2) {
+                const uint32_t A2[4] = {v2[4 * mt], v2[4 * mt + 1], v2[4 * mt + 2],
+                                        v2[4 * mt + 3]};
+                imma_su(va2[2 * grp + mt], A2, bh0, bh1);
+              }
             }
           }
           if constexpr (kVEveryPage) vflush(1.f, 1.f);
@@ -775,8 +858,11 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
           for (int hh = 0; hh < 2; ++hh) {
             const int k = 2 * mt + hh;
-            const float p0 = fast_exp2(s[pp][mt][2 * hh] - m_run[0]);
-            const float p1 = fast_exp2(s[pp][mt][2 * hh + 1] - m_run[1]);
+            // q8_0/q4_0 (fp16 P' = p): p·4096 (l likewise; the factor cancels in o/l) keeps
+            // probabilities far below the running max normal fp16 numbers down to 1.5e-8
+            constexpr float kLog2PS = (!is_turbo(VF) && !VBF) ? 12.f : 0.f;
+            const float p0 = fast_exp2(s[pp][mt][2 * hh] - m_run[0] + kLog2PS);
+            const float p1 = fast_exp2(s[pp][mt][2 * hh + 1] - m_run[1] + kLog2PS);
             l_run[0] += p0;
             l_run[1] += p1;
             float a0 = p0, a1 = p1;
@@ -832,12 +918,35 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     }  // PART & 2
   };
 
-  if constexpr (decode_uses_ring(KF, VF, D)) {
+  // ---- the split grid: CTA (split, KV head, sequence), its warps take every NW-th page
+  if constexpr (!kStream) {
+  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  seq = p.seq_lens[b];
+  const int np = (seq + kPageTokens - 1) / kPageTokens;
+  const int pg0 = split * p.pages_per_split;
+  const int pg1 = min(np, pg0 + p.pages_per_split);
+  const int* bt = p.block_table + size_t(b) * p.bt_stride;
+  const size_t head_off = size_t(kvh) * head_bytes;
+  auto tile_ptr = [&](int pg) { return pool + size_t(bt[pg]) * p.page_bytes + head_off; };
+  const int first = pg0 + warp;
+  const int n_my = first < pg1 ? (pg1 - first + NW - 1) / NW : 0;
+  // The ring's first pages are requested before the query preparation (they do not depend on it).
+  if constexpr (kRing) {
+#pragma unroll
+    for (int it = 0; it < kStages - 1; ++it) {
+      if (it < n_my) issue(tile_ptr(first + it * NW), it);
+      asm volatile("cp.async.commit_group;");
+    }
+  }
+  prep_query(b, kvh);
+  reset_state();
+
+  if constexpr (kRing) {
     int slot = 0, fill = kStages - 1;  // slot being read, slot being filled (no modulo)
     for (int it = 0; it < n_my; ++it) {
       asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
       __syncwarp();
-      if (it + kStages - 1 < n_my) issue(it + kStages - 1, fill);
+      if (it + kStages - 1 < n_my) issue(tile_ptr(first + (it + kStages - 1) * NW), fill);
       asm volatile("cp.async.commit_group;");
       const uint8_t* tp = ring + slot * SB;
       slot = slot == kStages - 1 ? 0 : slot + 1;
@@ -953,6 +1062,205 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
       for (int k = 0; k < E; ++k) dst[k] = u[k] * sc;
     }
+  }
+  } else {
+  // ---- stream mode (see stream_smem_bytes): warp gw reads flat pages [gw·per, (gw+1)·per)
+  // of the (sequence, KV head, page) order; segment piece ids: segment index + gw (unique:
+  // a segment's pieces are consecutive warps, and the next segment starts at or after its last).
+  const int Hkv = p.Hkv, nseq = p.B;
+  const int gw = blockIdx.x * NW + warp, nwarps = gridDim.x * NW;
+  auto npages_of = [&](int bb) { return (max(p.seq_lens[bb], 0) + kPageTokens - 1) / kPageTokens; };
+  constexpr int E = D / 32;
+  // output rows of a segment: out = Πᵀ(o / l) (vsigns: FWHT), from the o tile in scratch
+  auto write_out = [&](int bb, int kvh) {
+    __syncwarp();
+    for (int h = 0; h < p.G; ++h) {
+      float u[E];
+#pragma unroll
+      for (int k = 0; k < E; ++k) u[k] = scratch[h * D + E * lane + k];
+      float* dst = p.out + (size_t(bb) * p.Hq + kvh * p.G + h) * D + E * lane;
+      if (p.vsigns) {
+        ak::fwht_warp<E>(u, lane);
+        const float sc = rsqrtf(float(D));
+#pragma unroll
+        for (int k = 0; k < E; ++k) dst[k] = u[k] * sc * p.vsigns[E * lane + k];
+      } else {
+#pragma unroll
+        for (int k = 0; k < E; ++k) dst[k] = u[k];
+      }
+    }
+    __syncwarp();
+  };
+  // total pages; segments of empty sequences get zero rows
+  int W = 0;  // (the host checks that B·Hkv·pages fits an int)
+  for (int i = lane; i < nseq; i += 32) W += npages_of(i);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) W += __shfl_xor_sync(0xffffffffu, W, off);
+  W *= Hkv;
+  for (int seg = gw; seg < nseq * Hkv; seg += nwarps)
+    if (npages_of(seg / Hkv) == 0)
+      for (int h = 0; h < p.G; ++h)
+        for (int d = lane; d < D; d += 32)
+          p.out[(size_t(seg / Hkv) * p.Hq + (seg % Hkv) * p.G + h) * D + d] = 0.f;
+  const int per = (W + nwarps - 1) / nwarps;
+  const int r0 = gw * per, r1 = min(W, r0 + per);
+  if (r0 >= r1) return;
+  // locate r0: sequence cb (pages of earlier sequences: cpre), KV head, page
+  int cb = 0, cpre = 0;
+  for (int base = 0; base < nseq; base += 32) {
+    const int np = base + lane < nseq ? npages_of(base + lane) : 0;
+    int inc = np;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, inc, off);
+      if (lane >= off) inc += y;
+    }
+    const unsigned hit = __ballot_sync(0xffffffffu, np > 0 && (cpre + inc) * Hkv > r0);
+    if (hit) {
+      const int l0 = __ffs(hit) - 1;
+      cb = base + l0;
+      cpre += __shfl_sync(0xffffffffu, inc - np, l0);
+      break;
+    }
+    cpre += __shfl_sync(0xffffffffu, inc, 31);
+  }
+  // compute cursor (cb, ckvh, cpg; cnp pages per segment) and fetch cursor (f*)
+  int cnp = npages_of(cb);
+  int cseg0 = cpre * Hkv + (r0 - cpre * Hkv) / cnp * cnp;  // flat start of the segment
+  int ckvh = (r0 - cpre * Hkv) / cnp, cpg = (r0 - cpre * Hkv) % cnp;
+  int fb = cb, fkvh = ckvh, fpg = cpg, fnp = cnp;
+  auto advance = [&](int& bb, int& kv, int& pg, int& np) {
+    if (++pg == np) {
+      pg = 0;
+      if (++kv == Hkv) {
+        kv = 0;
+        do {
+          ++bb;
+        } while (bb < nseq && (np = npages_of(bb)) == 0);
+      }
+    }
+  };
+  // block-table entries of the fetch cursor, 32 at a time in the lanes
+  int btc = 0, btb = -1, btbase = 0;
+  auto fetch_tile = [&]() {
+    if (fb != btb || fpg < btbase || fpg >= btbase + 32) {
+      btb = fb;
+      btbase = fpg;
+      btc = fpg + lane < fnp ? p.block_table[size_t(fb) * p.bt_stride + fpg + lane] : 0;
+    }
+    const int e = __shfl_sync(0xffffffffu, btc, fpg - btbase);
+    const uint8_t* tp = pool + size_t(e) * p.page_bytes + size_t(fkvh) * head_bytes;
+    advance(fb, fkvh, fpg, fnp);
+    return tp;
+  };
+  const int n_my = r1 - r0;
+#pragma unroll
+  for (int it = 0; it < kStages - 1; ++it) {
+    if (it < n_my) issue(fetch_tile(), it);
+    asm volatile("cp.async.commit_group;");
+  }
+  int slot = 0, fill = kStages - 1;
+  // outer loop: the pieces of segments in this warp's range; inner loop: their pages (the hot
+  // loop stays small: query preparation and the piece's merge are outside it)
+  for (int it = 0; it < n_my;) {
+    seq = p.seq_lens[cb];
+    prep_query(cb, ckvh);  // (its loads overlap the pages in flight)
+    reset_state();
+    const int n_here = min(cnp - cpg, n_my - it);
+    for (int k = 0; k < n_here; ++k) {
+      asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
+      __syncwarp();
+      if (it + k + kStages - 1 < n_my) issue(fetch_tile(), fill);
+      asm volatile("cp.async.commit_group;");
+      const uint8_t* tp = ring + slot * SB;
+      slot = slot == kStages - 1 ? 0 : slot + 1;
+      fill = fill == kStages - 1 ? 0 : fill + 1;
+      KT kt;
+      VT vt;
+      kt.template load<false>(tp, lane, false);
+      vt.template load<false>(tp + tile_bytes(KF, D), lane, true);
+      float s[1][2][4];
+      process.template operator()<1, 3>(&kt, &vt, cpg + k, s);
+    }
+    it += n_here;
+    {  // end of this warp's piece of the segment
+      if constexpr (kOsm) {
+        vflush(1.f, 1.f);
+#pragma unroll
+        for (int i = 0; i < KS; ++i)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) o[i][c] = osm[32 * (4 * i + c)];
+      }
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 4);
+        l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 8);
+        l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 16);
+      }
+      const int seg = cb * Hkv + ckvh;
+      const int w_first = cseg0 / per, w_last = (cseg0 + cnp - 1) / per;
+      bool done = true;
+      if (w_last > w_first) {  // several pieces: write this one, the last one merges
+        const int id0 = seg + w_first, id = seg + gw;
+        float4* po = reinterpret_cast<float4*>(p.part_o + (size_t(id) * 32 + lane) * (KS * 4));
+#pragma unroll
+        for (int i = 0; i < KS; ++i) po[i] = make_float4(o[i][0], o[i][1], o[i][2], o[i][3]);
+        if (g == 0)
+          reinterpret_cast<float4*>(p.part_ml + size_t(id) * 16)[t] =
+              make_float4(m_run[0], l_run[0], m_run[1], l_run[1]);
+        __threadfence();
+        __syncwarp();
+        int last = 0;
+        if (lane == 0) last = atomicAdd(p.counters + seg, 1) == w_last - w_first;
+        last = __shfl_sync(0xffffffffu, last, 0);
+        done = last;
+        if (last) {
+          __threadfence();
+          if (lane == 0) p.counters[seg] = 0;  // ready for the next call
+          const int npc = w_last - w_first + 1;
+          float M[2] = {-1e30f, -1e30f};
+          for (int j = 0; j < npc; ++j) {
+            const float4 ml = __ldcg(reinterpret_cast<const float4*>(p.part_ml + size_t(id0 + j) * 16) + t);
+            M[0] = fmaxf(M[0], ml.x);
+            M[1] = fmaxf(M[1], ml.z);
+          }
+          reset_state();
+          for (int j = 0; j < npc; ++j) {
+            const float4 ml = __ldcg(reinterpret_cast<const float4*>(p.part_ml + size_t(id0 + j) * 16) + t);
+            const float w0 = exp2f(ml.x - M[0]), w1 = exp2f(ml.z - M[1]);
+            l_run[0] += w0 * ml.y;
+            l_run[1] += w1 * ml.w;
+            const float4* pj =
+                reinterpret_cast<const float4*>(p.part_o + (size_t(id0 + j) * 32 + lane) * (KS * 4));
+#pragma unroll
+            for (int i = 0; i < KS; ++i) {
+              const float4 v = __ldcg(pj + i);
+              o[i][0] += w0 * v.x;
+              o[i][1] += w1 * v.y;
+              o[i][2] += w0 * v.z;
+              o[i][3] += w1 * v.w;
+            }
+          }
+        }
+      }
+      if (done) {
+        const float il0 = l_run[0] > 0.f ? 1.f / l_run[0] : 0.f;
+        const float il1 = l_run[1] > 0.f ? 1.f / l_run[1] : 0.f;
+#pragma unroll
+        for (int mt = 0; mt < KS; ++mt)
+#pragma unroll
+          for (int c = 0; c < 4; ++c)
+            scratch[(2 * t + (c & 1)) * D + 16 * mt + g + 8 * (c >> 1)] =
+                o[mt][c] * ((c & 1) ? il1 : il0);
+        write_out(cb, ckvh);
+      }
+    }
+    // next segment (page 0)
+    cpg = cnp - 1;
+    advance(cb, ckvh, cpg, cnp);
+    cseg0 = r0 + it;
+  }
+  asm volatile("cp.async.wait_all;");
   }
 }
 

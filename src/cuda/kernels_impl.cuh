@@ -7,10 +7,12 @@
 namespace tq::cuda {
 
 template <Fmt KF, Fmt VF, int D, int NW, int ST, int MINB, int NPG = 1, bool LAZY = true,
-          int DIAG = 0, bool VPAGE = true>
+          int DIAG = 0, bool VPAGE = true, bool STREAM = false, int TAB = 2>
 static bool run_decode(const DecodeParams* dp, dim3 grid, cudaStream_t st, int* occ) {
-  auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB, NPG, LAZY, DIAG, VPAGE>;
-  constexpr int smem = dk::decode_smem_bytes(KF, VF, D, NW, ST, VF == Fmt::T3 && !VPAGE);
+  auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB, NPG, LAZY, DIAG, VPAGE, STREAM, TAB>;
+  constexpr bool osm = VF == Fmt::T3 && !VPAGE;
+  constexpr int smem = STREAM ? dk::stream_smem_bytes(KF, VF, D, NW, ST, osm)
+                              : dk::decode_smem_bytes(KF, VF, D, NW, ST, osm);
   static bool attr = false;  // once per instantiation
   if (!attr) {
     cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -27,23 +29,42 @@ static bool run_decode(const DecodeParams* dp, dim3 grid, cudaStream_t st, int* 
 
 template <int D, Fmt KF, Fmt VF>
 static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, cudaStream_t st,
-                     int* occ) {
+                     int* occ, int mode) {
+  const bool stream = (mode & kDecodeStream) != 0, exact = (mode & kDecodeExact) != 0;
+  constexpr int NW = kDecodeWarps;
   if (dp || occ) {
     if constexpr (KF == Fmt::T3 && VF == Fmt::T3 && D == 128) {
-      // variants (bench only): 1 value sums kept over pages (converted when their scale
-      // changes, o in shared memory, ≤ 168 registers), 2-5 timing diagnostics (no V / K / any lookup, streaming only), 6 (host side)
-      // the split merge in its own kernel
-      switch (decode_variant()) {
-        case 1: return run_decode<KF, VF, D, 4, 3, 3, 1, true, 0, false>(dp, grid, st, occ);
-        // timing diagnostics (wrong results)
-        case 2: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 1>(dp, grid, st, occ);
-        case 3: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 2>(dp, grid, st, occ);
-        case 4: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 3>(dp, grid, st, occ);
-        case 5: return run_decode<KF, VF, D, 4, 3, 1, 1, true, 4>(dp, grid, st, occ);
+      const int v = stream == decode_variant_streams(decode_variant()) ? decode_variant() : 0;
+      // variants (bench; the host picks the split grid for 1 and 6, see
+      // decode_variant_streams): 1 split grid with two tables (session 3's default), 2 stream
+      // mode ≤ 128 registers (4 CTAs/SM), 3 8-bit query, 4 8-bit query ≤ 128 registers,
+      // 5 streaming only (diagnostic), 6 split grid with one table, 7 one table without any
+      // lookup (diagnostic), 8 eight warps per CTA ≤ 128 registers
+      switch (v) {
+        case 1: return run_decode<KF, VF, D, NW, 3, 1>(dp, grid, st, occ);
+        case 2: return run_decode<KF, VF, D, NW, 3, 4, 1, true, 0, true, true, 1>(dp, grid, st, occ);
+        case 3: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 0>(dp, grid, st, occ);
+        case 4: return run_decode<KF, VF, D, NW, 3, 4, 1, true, 0, true, true, 0>(dp, grid, st, occ);
+        case 5: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 4, true, true, 2>(dp, grid, st, occ);
+        case 6: return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, 1>(dp, grid, st, occ);
+        case 7: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 3, true, true, 1>(dp, grid, st, occ);
+        case 8: return run_decode<KF, VF, D, 8, 3, 2, 1, true, 0, true, true, 1>(dp, grid, st, occ);
         default: break;
       }
     }
-    return run_decode<KF, VF, D, kDecodeWarps, 3, 1>(dp, grid, st, occ);
+    // turbo3 (keys or values): one-byte codebook tables unless exact (two-byte tables)
+    constexpr bool kT3 = KF == Fmt::T3 || VF == Fmt::T3;
+    if constexpr (dk::stream_eligible(KF, VF, D)) {
+      // ≤ 168 registers: 3 CTAs (12 warps) per SM
+      if (stream) {
+        if (kT3 && exact)
+          return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 2>(dp, grid, st, occ);
+        return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, kT3 ? 1 : 2>(dp, grid, st,
+                                                                                  occ);
+      }
+    }
+    if (kT3 && exact) return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, 2>(dp, grid, st, occ);
+    return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, kT3 ? 1 : 2>(dp, grid, st, occ);
   } else {
     constexpr int smem = ak::append_smem_bytes(KF, VF, D);
     ak::append_kernel<KF, VF, D><<<grid, ak::kWarps * 32, smem, st>>>(*ap);
@@ -53,9 +74,10 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
 
 template <int D>
 static bool run_any(Fmt kf, Fmt vf, const DecodeParams* dp, const AppendParams* ap, dim3 grid,
-                    cudaStream_t st, int* occ = nullptr) {
+                    cudaStream_t st, int* occ = nullptr, int mode = 0) {
 #define TQ_PAIR(K, V) \
-  if (kf == Fmt::K && vf == Fmt::V) return run_pair<D, Fmt::K, Fmt::V>(dp, ap, grid, st, occ);
+  if (kf == Fmt::K && vf == Fmt::V)         \
+    return run_pair<D, Fmt::K, Fmt::V>(dp, ap, grid, st, occ, mode);
   TQ_PAIR(BF16, BF16)
   TQ_PAIR(Q8_0, Q8_0)
   TQ_PAIR(Q4_0, Q4_0)
@@ -73,13 +95,13 @@ static bool run_any(Fmt kf, Fmt vf, const DecodeParams* dp, const AppendParams* 
 
 template <>
 bool launch_decode_d<TQ_HEAD_DIM>(Fmt kf, Fmt vf, const DecodeParams& p, dim3 grid,
-                                  cudaStream_t st) {
-  return run_any<TQ_HEAD_DIM>(kf, vf, &p, nullptr, grid, st);
+                                  cudaStream_t st, int mode) {
+  return run_any<TQ_HEAD_DIM>(kf, vf, &p, nullptr, grid, st, nullptr, mode);
 }
 template <>
-int decode_occupancy_d<TQ_HEAD_DIM>(Fmt kf, Fmt vf) {
+int decode_occupancy_d<TQ_HEAD_DIM>(Fmt kf, Fmt vf, int mode) {
   int occ = 0;
-  if (!run_any<TQ_HEAD_DIM>(kf, vf, nullptr, nullptr, dim3(), nullptr, &occ)) return 0;
+  if (!run_any<TQ_HEAD_DIM>(kf, vf, nullptr, nullptr, dim3(), nullptr, &occ, mode)) return 0;
   return occ;
 }
 template <>

@@ -25,6 +25,8 @@ double fmt_bpv(Fmt f, int D);
 
 // Select a decode-kernel tuning variant (benchmarks; see dispatch.h). 0 = default.
 void set_decode_variant(int v);
+// Tests: the number of CTAs of the stream-mode decode grid (0 = one per resident slot).
+void set_decode_stream_ctas(int n);
 
 struct CacheConfig {
   Fmt kfmt = Fmt::T3, vfmt = Fmt::T3;
@@ -32,6 +34,10 @@ struct CacheConfig {
   int n_kv_heads = 8;
   int n_pages = 0;          // pages in the pool (each 32 tokens of every KV head)
   uint64_t seed = 0x5451'0001;  // as tq::CodecOptions::seed
+  // turbo3 decode: multiply with the fp16 centroids exactly (two int8 tables per codebook)
+  // instead of the default one-byte table (centroids rounded to s·int8: half the lookups;
+  // adds ~1e-3 relative error to the attention output, far below turbo3's own).
+  bool exact_codebook = false;
 };
 
 // Device-side constants of one format (tables, rotations); defined in cache.cu.
@@ -94,6 +100,16 @@ class GpuCache {
   size_t qbuf_bytes_ = 0;
   int* lens_ = nullptr;  // prefill: causal lengths
   size_t lens_bytes_ = 0;
+  // turbo3 int8 codebook tables ([0] keys, [1] values), built once: two-byte (exact) and
+  // one-byte (see DecodeParams::k1tab)
+  struct I8Tables {
+    uint32_t two[2][2][2] = {};
+    float two_mul[2] = {};
+    uint32_t one[2][2] = {};
+    float one_mul[2] = {};
+  } i8_;
+  int sms_ = 0;                // multiprocessors
+  int occ_cache_[64] = {};     // resident decode CTAs per SM, per (mode, variant)
   int* counters_ = nullptr;  // fused split merge: CTAs done per (sequence, KV head), zero
   size_t counters_n_ = 0;
   void decode_impl(const float* q, float* out, int B, int Hq, const int* block_table,

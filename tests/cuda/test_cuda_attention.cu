@@ -88,6 +88,7 @@ struct Case {
   int D, Hkv, G;
   std::vector<int> lens;  // per sequence
   double tol;
+  bool exact = false;     // turbo3: exact two-byte codebook tables
 };
 
 double run_case(const Case& c, int splits, bool check_codes, std::mt19937& rng) {
@@ -101,6 +102,7 @@ double run_case(const Case& c, int splits, bool check_codes, std::mt19937& rng) 
   cfg.head_dim = D;
   cfg.n_kv_heads = Hkv;
   cfg.n_pages = n_pages;
+  cfg.exact_codebook = c.exact;
   GpuCache cache(cfg);
 
   // shuffled page table
@@ -138,6 +140,7 @@ double run_case(const Case& c, int splits, bool check_codes, std::mt19937& rng) 
   CK(cudaMalloc(&d_v, maxv * 2));
   for (int b = 0; b < B; ++b) {
     const int L = c.lens[b];
+    if (L == 0) continue;  // an empty sequence: its output rows must be zeros
     const int first = std::max(1, L * 3 / 5);  // second run starts mid-page
     for (int run = 0; run < 2; ++run) {
       const int s = run == 0 ? 0 : first, n = run == 0 ? first : L - first;
@@ -161,6 +164,7 @@ double run_case(const Case& c, int splits, bool check_codes, std::mt19937& rng) 
   for (int b = 0; b < B; ++b)
     for (int h = 0; h < Hkv; ++h) {
       const int L = c.lens[b];
+      if (L == 0) continue;
       std::vector<float> xk(size_t(L) * D), xv(xk.size());
       for (int t = 0; t < L; ++t)
         for (int j = 0; j < D; ++j) {
@@ -198,10 +202,11 @@ double run_case(const Case& c, int splits, bool check_codes, std::mt19937& rng) 
   std::vector<float> q(size_t(B) * Hq * D);
   for (auto& v : q) v = nd(rng);
   const float scale = 1.0f / std::sqrt(float(D));
-  std::vector<double> ref(q.size());
+  std::vector<double> ref(q.size(), 0.0);
   for (int b = 0; b < B; ++b)
     for (int qh = 0; qh < Hq; ++qh) {
       const int h = qh / c.G, L = c.lens[b];
+      if (L == 0) continue;  // ref stays 0
       const float* qq = &q[(size_t(b) * Hq + qh) * D];
       const auto& kk = Kq[b * Hkv + h];
       const auto& vv = Vq[b * Hkv + h];
@@ -310,6 +315,45 @@ TEST_F(CudaAttention, LongContextManySplits) {
           false);
 }
 
+// Stream mode (automatic split count): the grid forced to 1 and 3 CTAs (4 / 12 warps, so a
+// warp's page range spans several segments and a segment several warps, merged by the last
+// one) and the default grid, on the same data as the split grid; an empty sequence (zero rows)
+// among odd lengths. Then turbo3 with the exact two-byte codebook tables.
+TEST_F(CudaAttention, StreamModePiecesAndTables) {
+  const std::vector<int> lens = {1, 300, 0, 33, 1025, 64};
+  const Named types[] = {{Fmt::T3, Fmt::T3, 128, 1e-2},
+                         {Fmt::T2, Fmt::T2, 128, 1e-2},
+                         {Fmt::Q4_0, Fmt::Q4_0, 128, 2e-2},
+                         {Fmt::T3P, Fmt::T3, 128, 1e-2},
+                         {Fmt::T3, Fmt::T3, 64, 1e-2}};
+  for (const auto& n : types) {
+    Case c{n.kf, n.vf, n.D, 3, 4, lens, n.tol};
+    // the same data for every grid (the split grid as the comparison)
+    double e_split = 0;
+    {
+      std::mt19937 rng(777);
+      e_split = run_case(c, 1, false, rng);
+    }
+    for (int ctas : {1, 3, 0}) {
+      set_decode_stream_ctas(ctas);
+      std::mt19937 rng(777);
+      const double err = run_case(c, 0, false, rng);
+      std::printf("  %-9s/%-8s D=%-3d stream ctas=%d  rel.err %.2e (split grid %.2e)\n",
+                  fmt_name(n.kf), fmt_name(n.vf), n.D, ctas, err, e_split);
+    }
+    set_decode_stream_ctas(0);
+  }
+  // turbo3 keys and values with the exact two-byte tables (the default is one byte), both grids
+  for (const auto& n : {Named{Fmt::T3, Fmt::T3, 128, 1e-2}, Named{Fmt::T3P, Fmt::T3, 128, 1e-2}})
+    for (int splits : {0, 3}) {
+      Case c{n.kf, n.vf, n.D, 3, 4, lens, n.tol, true};
+      std::mt19937 rng(777);
+      const double err = run_case(c, splits, false, rng);
+      std::printf("  %-9s/%-8s D=%-3d exact tables splits=%d  rel.err %.2e\n", fmt_name(n.kf),
+                  fmt_name(n.vf), n.D, splits, err);
+    }
+}
+
 // Prefill: T new tokens (already appended) attend causally to the cache.
 double run_prefill(Fmt kf, Fmt vf, int D, int L, int T, std::mt19937& rng) {
   const int Hkv = 2, G = 4, Hq = Hkv * G;
@@ -360,7 +404,7 @@ double run_prefill(Fmt kf, Fmt vf, int D, int L, int T, std::mt19937& rng) {
   std::vector<float> q(size_t(T) * Hq * D);
   for (auto& v : q) v = nd(rng);
   const float scale = 1.0f / std::sqrt(float(D));
-  std::vector<double> ref(q.size());
+  std::vector<double> ref(q.size(), 0.0);
   for (int i = 0; i < T; ++i)
     for (int qh = 0; qh < Hq; ++qh) {
       const int h = qh / G, n = pos0 + i + 1;
