@@ -503,11 +503,11 @@ void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int*
   const bool use_stream = splits <= 0 && bt_stride != 0 &&
                           dk::stream_eligible(cfg_.kfmt, cfg_.vfmt, D) &&
                           decode_variant_streams(decode_variant());
-  const int exact = cfg_.exact_codebook ? kDecodeExact : 0;
+  const int mode_bits = (cfg_.exact_codebook ? kDecodeExact : 0) | (Hq / Hkv <= 4 ? kDecodeG4 : 0);
   auto occupancy = [&](bool strm) {
     // cached per (mode, variant): the query costs microseconds, a decode call ~0.03-1 ms
-    const int mode = (strm ? kDecodeStream : 0) | exact;
-    const int key = mode + 4 * std::clamp(decode_variant(), 0, 15);
+    const int mode = (strm ? kDecodeStream : 0) | mode_bits;
+    const int key = mode + 8 * std::clamp(decode_variant(), 0, 15);
     if (occ_cache_[key] == 0)
       occ_cache_[key] = std::max(1, decode_occupancy(cfg_.kfmt, cfg_.vfmt, D, mode));
     return occ_cache_[key];
@@ -621,7 +621,7 @@ void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int*
   p.counters = counters_;
   const dim3 grid = use_stream ? dim3(stream_ctas) : dim3(splits, Hkv, B);
   if (!launch_decode(cfg_.kfmt, cfg_.vfmt, D, p, grid, st,
-                     (use_stream ? kDecodeStream : 0) | exact))
+                     (use_stream ? kDecodeStream : 0) | mode_bits))
     throw Error("CUDA decode: no kernel for this type pair and head dimension");
   TQ_CUDA_CHECK(cudaGetLastError());
   if (fuse_out) {

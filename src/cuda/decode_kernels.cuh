@@ -359,6 +359,261 @@ __host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int n
   return decode_osm_offset(kf, vf, D, nw, stages) + (osm ? nw * 8 * D * 4 : 0);
 }
 
+// turbo3 keys: the query of (sequence b, KV head kvh) rotated (FWHT of ksigns ⊙ q), scaled
+// by softmax-scale·log2 e and quantised to int8 B fragments qf (see decode_kernel), and the
+// per-head score scales kscale (heads 2t, 2t+1). kWarp: one warp does all G heads (qsm: its
+// own 8 × D floats); else the NW warps of the CTA share them (CTA barrier, qsm shared).
+template <int D, int NW, bool kWarp, int kTab>
+__device__ __forceinline__ void t3_query_frags(const DecodeParams& p, int b, int kvh, float* qsm,
+                                               uint32_t (&qf)[D / 16][2], float (&kscale)[2]) {
+  constexpr bool kQ8 = kTab == 0, kOneTab = kTab != 2;
+  constexpr int E = D / 32;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const float sc = p.qscale * rsqrtf(float(D));
+  if constexpr (kWarp) {
+    // all G heads by this warp: every load first (one latency, not G)
+    float u[8][E];
+#pragma unroll
+    for (int h = 0; h < 8; ++h)
+#pragma unroll
+      for (int k = 0; k < E; ++k)
+        u[h][k] = h < p.G ? p.q32[(size_t(b) * p.Hq + kvh * p.G + h) * D + E * lane + k] *
+                                p.ksigns[E * lane + k]
+                          : 0.f;
+#pragma unroll
+    for (int h = 0; h < 8; ++h) {
+      if (h < p.G) {
+        ak::fwht_warp<E>(u[h], lane);
+#pragma unroll
+        for (int k = 0; k < E; ++k) qsm[h * D + E * lane + k] = u[h][k] * sc;
+      }
+    }
+    __syncwarp();
+  } else {
+    for (int h = warp; h < p.G; h += NW) {
+      const float* q = p.q32 + (size_t(b) * p.Hq + kvh * p.G + h) * D + E * lane;
+      float u[E];
+#pragma unroll
+      for (int k = 0; k < E; ++k) u[k] = q[k] * p.ksigns[E * lane + k];
+      ak::fwht_warp<E>(u, lane);
+#pragma unroll
+      for (int k = 0; k < E; ++k) qsm[h * D + E * lane + k] = u[k] * sc;
+    }
+    __syncthreads();
+  }
+  const bool ok = g < p.G;
+  float qv[D / 32][2][4], mx = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 32; ++kk)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const float4 v = ok ? *reinterpret_cast<const float4*>(qsm + g * D + 32 * kk + 16 * hh +
+                                                             4 * t)
+                          : make_float4(0.f, 0.f, 0.f, 0.f);
+      qv[kk][hh][0] = v.x;
+      qv[kk][hh][1] = v.y;
+      qv[kk][hh][2] = v.z;
+      qv[kk][hh][3] = v.w;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) mx = fmaxf(mx, fabsf(qv[kk][hh][j]));
+    }
+  if constexpr (kWarp) __syncwarp();  // the scratch is reused at the segment's end
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+  // Q = round(q/β): β = max|q|/16256 (15 bits, = 128·Q1 + Q2) or max|q|/127 (kQ8). inv may be
+  // off by an ulp: |q|·inv stays < 16256.5, and β·inv = 1 within 1e-7
+  constexpr float kQmax = kQ8 ? 127.f : 16256.f;
+  const float beta = mx > 0.f ? mx * (1.f / kQmax) : 1.f;
+  const float inv = mx > 0.f ? __fdividef(kQmax, mx) : 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 32; ++kk)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      uint32_t w1 = 0, w2 = 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int Q = __float2int_rn(qv[kk][hh][j] * inv);
+        const int Q1 = kQ8 ? Q : (Q + 64) >> 7, Q2 = Q - 128 * Q1;
+        w1 |= uint32_t(Q1 & 0xFF) << (8 * j);
+        w2 |= uint32_t((2 * Q2) & 0xFF) << (8 * j);
+      }
+      qf[2 * kk][hh] = w1;
+      qf[2 * kk + 1][hh] = w2;
+    }
+  const float kmul = kQ8 ? 2.f * p.k1mul : kOneTab ? p.k1mul : p.kalpha128;
+#pragma unroll
+  for (int c = 0; c < 2; ++c) kscale[c] = __shfl_sync(0xffffffffu, beta, 4 * (2 * t + c)) * kmul;
+}
+
+// ---- stream mode: page ranges, fetch cursor and the end of a piece (decode_kernel<kStream> and
+// decode_ws_kernel). A unit (a warp, or a pair of warps) reads flat pages [u·per, (u+1)·per)
+// of the (sequence, KV head, page) order; segment piece ids: segment index + u (unique: a
+// segment's pieces are consecutive units, and the next segment starts at or after its last).
+__device__ __forceinline__ int seq_pages(const DecodeParams& p, int b) {
+  return (max(p.seq_lens[b], 0) + kPageTokens - 1) / kPageTokens;
+}
+struct SegCursor {
+  int b, kvh, pg, np;  // sequence, KV head, page, pages of the sequence
+  __device__ __forceinline__ void advance(const DecodeParams& p) {
+    if (++pg == np) {
+      pg = 0;
+      if (++kvh == p.Hkv) {
+        kvh = 0;
+        do {
+          ++b;
+        } while (b < p.B && (np = seq_pages(p, b)) == 0);
+      }
+    }
+  }
+};
+struct StreamRange {
+  int per, r0, n;  // pages per unit, first flat page, pages of this unit
+  int seg0;        // flat page 0 of the cursor's segment
+  SegCursor c;     // at r0
+};
+// This unit's range; false when it is empty. Rows of empty sequences are zeroed here.
+template <int D>
+__device__ bool stream_range(const DecodeParams& p, int unit, int nunits, StreamRange& r) {
+  const int lane = threadIdx.x & 31, Hkv = p.Hkv, nseq = p.B;
+  int W = 0;  // (the host checks that B·Hkv·pages fits an int)
+  for (int i = lane; i < nseq; i += 32) W += seq_pages(p, i);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) W += __shfl_xor_sync(0xffffffffu, W, off);
+  W *= Hkv;
+  for (int seg = unit; seg < nseq * Hkv; seg += nunits)
+    if (seq_pages(p, seg / Hkv) == 0)
+      for (int h = 0; h < p.G; ++h)
+        for (int d = lane; d < D; d += 32)
+          p.out[(size_t(seg / Hkv) * p.Hq + (seg % Hkv) * p.G + h) * D + d] = 0.f;
+  r.per = (W + nunits - 1) / nunits;
+  r.r0 = unit * r.per;
+  r.n = min(W, r.r0 + r.per) - r.r0;
+  if (r.n <= 0) return false;
+  // sequence of r0 (cpre: pages of the earlier sequences), then KV head and page
+  int cb = 0, cpre = 0;
+  for (int base = 0; base < nseq; base += 32) {
+    const int np = base + lane < nseq ? seq_pages(p, base + lane) : 0;
+    int inc = np;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, inc, off);
+      if (lane >= off) inc += y;
+    }
+    const unsigned hit = __ballot_sync(0xffffffffu, np > 0 && (cpre + inc) * Hkv > r.r0);
+    if (hit) {
+      const int l0 = __ffs(hit) - 1;
+      cb = base + l0;
+      cpre += __shfl_sync(0xffffffffu, inc - np, l0);
+      break;
+    }
+    cpre += __shfl_sync(0xffffffffu, inc, 31);
+  }
+  const int np = seq_pages(p, cb), rel = r.r0 - cpre * Hkv;
+  r.c = SegCursor{cb, rel / np, rel % np, np};
+  r.seg0 = cpre * Hkv + rel / np * np;
+  return true;
+}
+// Tile addresses along a cursor; block-table entries 32 at a time in the lanes.
+struct TileFetcher {
+  SegCursor c;
+  int btc = 0, btb = -1, btbase = 0;
+  __device__ __forceinline__ const uint8_t* next(const DecodeParams& p, size_t head_bytes) {
+    const int lane = threadIdx.x & 31;
+    if (c.b != btb || c.pg < btbase || c.pg >= btbase + 32) {
+      btb = c.b;
+      btbase = c.pg;
+      btc = c.pg + lane < c.np ? p.block_table[size_t(c.b) * p.bt_stride + c.pg + lane] : 0;
+    }
+    const int e = __shfl_sync(0xffffffffu, btc, c.pg - btbase);
+    const uint8_t* tp = p.pool + size_t(e) * p.page_bytes + size_t(c.kvh) * head_bytes;
+    c.advance(p);
+    return tp;
+  }
+};
+// End of a unit's piece of the segment (cursor c, flat page 0 at seg0): l summed over the lanes.
+// One piece: write the output rows; several: write this partial and, for the last one to
+// arrive, merge them (o and l are overwritten) and write the rows: out = Πᵀ(o / l) (vsigns:
+// FWHT). scratch: this warp's 8 × D floats.
+template <int D>
+__device__ void stream_finish(const DecodeParams& p, float (&o)[D / 16][4], float (&l)[2],
+                              const float (&m)[2], const StreamRange& r, const SegCursor& c,
+                              int seg0, int unit, float* scratch) {
+  constexpr int KS = D / 16, E = D / 32;
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int seg = c.b * p.Hkv + c.kvh;
+  const int w_first = seg0 / r.per, w_last = (seg0 + c.np - 1) / r.per;
+  if (w_last > w_first) {
+    const int id0 = seg + w_first, id = seg + unit;
+    float4* po = reinterpret_cast<float4*>(p.part_o + (size_t(id) * 32 + lane) * (KS * 4));
+#pragma unroll
+    for (int i = 0; i < KS; ++i) po[i] = make_float4(o[i][0], o[i][1], o[i][2], o[i][3]);
+    if (g == 0)
+      reinterpret_cast<float4*>(p.part_ml + size_t(id) * 16)[t] =
+          make_float4(m[0], l[0], m[1], l[1]);
+    __threadfence();
+    __syncwarp();
+    int last = 0;
+    if (lane == 0) last = atomicAdd(p.counters + seg, 1) == w_last - w_first;
+    if (!__shfl_sync(0xffffffffu, last, 0)) return;
+    __threadfence();
+    if (lane == 0) p.counters[seg] = 0;  // ready for the next call
+    const int npc = w_last - w_first + 1;
+    auto ml_of = [&](int j) {
+      return __ldcg(reinterpret_cast<const float4*>(p.part_ml + size_t(id0 + j) * 16) + t);
+    };
+    float M[2] = {-1e30f, -1e30f};
+    for (int j = 0; j < npc; ++j) {
+      const float4 ml = ml_of(j);
+      M[0] = fmaxf(M[0], ml.x);
+      M[1] = fmaxf(M[1], ml.z);
+    }
+#pragma unroll
+    for (int i = 0; i < KS; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    l[0] = l[1] = 0.f;
+    for (int j = 0; j < npc; ++j) {
+      const float4 ml = ml_of(j);
+      const float w0 = exp2f(ml.x - M[0]), w1 = exp2f(ml.z - M[1]);
+      l[0] += w0 * ml.y;
+      l[1] += w1 * ml.w;
+      const float4* pj =
+          reinterpret_cast<const float4*>(p.part_o + (size_t(id0 + j) * 32 + lane) * (KS * 4));
+#pragma unroll
+      for (int i = 0; i < KS; ++i) {
+        const float4 v = __ldcg(pj + i);
+        o[i][0] += w0 * v.x;
+        o[i][1] += w1 * v.y;
+        o[i][2] += w0 * v.z;
+        o[i][3] += w1 * v.w;
+      }
+    }
+  }
+  const float il0 = l[0] > 0.f ? 1.f / l[0] : 0.f, il1 = l[1] > 0.f ? 1.f / l[1] : 0.f;
+#pragma unroll
+  for (int mt = 0; mt < KS; ++mt)
+#pragma unroll
+    for (int cc = 0; cc < 4; ++cc)
+      scratch[(2 * t + (cc & 1)) * D + 16 * mt + g + 8 * (cc >> 1)] =
+          o[mt][cc] * ((cc & 1) ? il1 : il0);
+  __syncwarp();
+  for (int h = 0; h < p.G; ++h) {
+    float u[E];
+#pragma unroll
+    for (int k = 0; k < E; ++k) u[k] = scratch[h * D + E * lane + k];
+    float* dst = p.out + (size_t(c.b) * p.Hq + c.kvh * p.G + h) * D + E * lane;
+    if (p.vsigns) {
+      ak::fwht_warp<E>(u, lane);
+      const float sc = rsqrtf(float(D));
+#pragma unroll
+      for (int k = 0; k < E; ++k) dst[k] = u[k] * sc * p.vsigns[E * lane + k];
+    } else {
+#pragma unroll
+      for (int k = 0; k < E; ++k) dst[k] = u[k];
+    }
+  }
+  __syncwarp();
+}
+
 // Stream mode (kStream): a persistent grid of exactly the resident CTAs; the pages of all
 // (sequence, KV head) segments, flattened in that order, are cut into one contiguous range per
 // warp. A warp streams its range through its ring without pausing at segment boundaries and
@@ -389,10 +644,11 @@ __host__ __device__ constexpr bool stream_eligible(Fmt kf, Fmt vf, int D) {
 // kStream: the persistent stream mode above (else the split grid (splits, Hkv, B)).
 // kTab (turbo3): 2 = the exact two-byte codebook tables, 1 = one byte table (the centroids
 // rounded to s·int8, see DecodeParams::k1tab): half the lookups and tensor-core ops; 0 = one
-// byte table and an 8-bit query (one key product instead of two).
+// byte table and an 8-bit query (one key product instead of two). (8-bit P' per page, one
+// value product, ran 6 % slower than 1: its page-max shuffles sit on the critical path.)
 template <Fmt KF, Fmt VF, int D, int NW, int kStages = 3, int MINB = 1, int NPG = 1,
           bool kLazy = true, int kDiag = 0, bool kVPage = true, bool kStream = false,
-          int kTab = 2>
+          int kTab = 2, bool kG4 = false>
 __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   static_assert(NPG == 1, "one page per softmax step");
   static_assert(!kStream || stream_eligible(KF, VF, D), "stream mode: ring types only");
@@ -444,6 +700,11 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   // qf[2kk] = Q1, qf[2kk + 1] = 2·Q2 as B fragments of k-step kk (dims 32kk + 4t + 0..3 and
   // 32kk + 16 + 4t + 0..3).
   constexpr bool KI8 = KF == Fmt::T3;
+  constexpr bool kOneTab = kTab != 2;              // one-byte codebook tables
+  constexpr bool kQ8 = kTab == 0;                  // 8-bit query
+  // G ≤ 4 with turbo3 values and one-byte tables: the mma's 4 spare head columns carry the low
+  // bytes of P' (see the value step), one int8 product per value instead of two
+  constexpr bool kSplitCols = kG4 && VF == Fmt::T3 && kOneTab && kVPage;
   float kscale[2] = {1.f, 1.f};  // 128αβ of heads 2t, 2t+1
 
   // Q'^T fragments (B operand): b0b1 = dims 16ks + 2t (+1), b2b3 = +8; head g.
@@ -455,81 +716,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       float* qsm = kStream ? scratch
                            : reinterpret_cast<float*>(dsm + decode_qsm_offset(KF, VF, D, NW,
                                                                               kStages));
-      {
-        constexpr int E = D / 32;
-        const float sc = p.qscale * rsqrtf(float(D));
-        if constexpr (kStream) {
-          // all G heads by this warp: every load first (one latency, not G)
-          float u[8][E];
-#pragma unroll
-          for (int h = 0; h < 8; ++h)
-#pragma unroll
-            for (int k = 0; k < E; ++k)
-              u[h][k] = h < p.G ? p.q32[(size_t(b) * p.Hq + kvh * p.G + h) * D + E * lane + k] *
-                                      p.ksigns[E * lane + k]
-                                : 0.f;
-#pragma unroll
-          for (int h = 0; h < 8; ++h) {
-            if (h < p.G) {
-              ak::fwht_warp<E>(u[h], lane);
-#pragma unroll
-              for (int k = 0; k < E; ++k) qsm[h * D + E * lane + k] = u[h][k] * sc;
-            }
-          }
-        } else {
-          for (int h = warp; h < p.G; h += NW) {
-            const float* q = p.q32 + (size_t(b) * p.Hq + kvh * p.G + h) * D + E * lane;
-            float u[E];
-#pragma unroll
-            for (int k = 0; k < E; ++k) u[k] = q[k] * p.ksigns[E * lane + k];
-            ak::fwht_warp<E>(u, lane);
-#pragma unroll
-            for (int k = 0; k < E; ++k) qsm[h * D + E * lane + k] = u[k] * sc;
-          }
-        }
-      }
-      if constexpr (kStream) __syncwarp();
-      else __syncthreads();
-      const bool ok = g < p.G;
-      float qv[D / 32][2][4], mx = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < D / 32; ++kk)
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          const float4 v = ok ? *reinterpret_cast<const float4*>(qsm + g * D + 32 * kk +
-                                                                 16 * hh + 4 * t)
-                              : make_float4(0.f, 0.f, 0.f, 0.f);
-          qv[kk][hh][0] = v.x; qv[kk][hh][1] = v.y; qv[kk][hh][2] = v.z; qv[kk][hh][3] = v.w;
-#pragma unroll
-          for (int j = 0; j < 4; ++j) mx = fmaxf(mx, fabsf(qv[kk][hh][j]));
-        }
-      if constexpr (kStream) __syncwarp();  // the scratch is reused at the segment's end
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      // inv may be off by an ulp: |q|·inv stays < 16256.5, and β·inv = 1 within 1e-7
-      // (kTab = 0: 8-bit query, Q = round(q/β) with β = max|q|/127)
-      constexpr float kQmax = kTab == 0 ? 127.f : 16256.f;
-      const float beta = mx > 0.f ? mx * (1.f / kQmax) : 1.f;
-      const float inv = mx > 0.f ? __fdividef(kQmax, mx) : 0.f;
-#pragma unroll
-      for (int kk = 0; kk < D / 32; ++kk)
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          uint32_t w1 = 0, w2 = 0;
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const int Q = __float2int_rn(qv[kk][hh][j] * inv);
-            const int Q1 = kTab == 0 ? Q : (Q + 64) >> 7, Q2 = Q - 128 * Q1;
-            w1 |= uint32_t(Q1 & 0xFF) << (8 * j);
-            w2 |= uint32_t((2 * Q2) & 0xFF) << (8 * j);
-          }
-          qf[2 * kk][hh] = w1;
-          qf[2 * kk + 1][hh] = w2;
-        }
-      const float kmul = kTab == 0 ? 2.f * p.k1mul : kTab == 1 ? p.k1mul : p.kalpha128;
-#pragma unroll
-      for (int c = 0; c < 2; ++c)
-        kscale[c] = __shfl_sync(0xffffffffu, beta, 4 * (2 * t + c)) * kmul;
+      t3_query_frags<D, NW, kStream, kTab>(p, b, kvh, qsm, qf, kscale);
     } else {
       const int qh = kvh * p.G + g;
       const bool ok = g < p.G;
@@ -607,6 +794,16 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     vpages = 0;
   };
 
+  // kSplitCols: o columns 0-3 (lanes t < 2) += columns 4-7 (lanes t + 2) at the end of a piece
+  auto combine_cols = [&]() {
+    if constexpr (kSplitCols) {
+#pragma unroll
+      for (int i = 0; i < KS; ++i)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) o[i][c] += __shfl_xor_sync(0xffffffffu, o[i][c], 2);
+    }
+  };
+
   // Same codebook for K and V: one set of table registers.
   const auto& vlo = KF == VF ? p.klo : p.vlo;
   const auto& vhi = KF == VF ? p.khi : p.vhi;
@@ -639,7 +836,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       for (int pp = 0; pp < NP; ++pp) {
         const KT& kt_cur = kts[pp];
         if constexpr (KI8) {
-          int a1[2][4] = {}, a2[2][4] = {}, a3[2][4] = {};  // three chains of D/32
+          int a1[2][4] = {}, a2[2][4] = {}, a3[2][4] = {};  // up to three chains of D/32
 #pragma unroll
           for (int grp = 0; grp < D / 32; ++grp) {
             const uint32_t* w = kt_cur.w0 + 3 * grp;
@@ -650,7 +847,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
                 k1[r] = w[r % 3];
                 k2[r] = w[(r + 1) % 3];
               }
-            } else if constexpr (kTab <= 1) {
+            } else if constexpr (kOneTab) {
               lut_i8_group1(w, p.k1tab[0], p.k1tab[1], k1);
             } else {
               lut_i8_group(w, p.ki8[0][0], p.ki8[0][1], p.ki8[1][0], p.ki8[1][1], k1, k2);
@@ -659,7 +856,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
             for (int mt = 0; mt < 2; ++mt) {
               const uint32_t A1[4] = {k1[4 * mt], k1[4 * mt + 1], k1[4 * mt + 2], k1[4 * mt + 3]};
               imma(a1[mt], A1, qf[2 * grp][0], qf[2 * grp][1]);
-              if constexpr (kTab >= 1) imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
+              if constexpr (!kQ8) imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
               if constexpr (kTab == 2) {
                 const uint32_t A2[4] = {k2[4 * mt], k2[4 * mt + 1], k2[4 * mt + 2],
                                         k2[4 * mt + 3]};
@@ -671,10 +868,9 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
           for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
             for (int c = 0; c < 4; ++c)
-              s[pp][mt][c] = (kTab == 0 ? float(a1[mt][c])
-                                        : float(a1[mt][c] * 256 + a2[mt][c] +
-                                                (kTab == 2 ? a3[mt][c] : 0))) *
-                             kscale[c & 1];
+              s[pp][mt][c] =
+                  (kQ8 ? float(a1[mt][c]) : float(a1[mt][c] * 256 + a2[mt][c] + a3[mt][c])) *
+                  kscale[c & 1];
         }
 #pragma unroll
         for (int grp = 0; grp < (KI8 ? 0 : D / 32); ++grp) {
@@ -768,7 +964,15 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
         }
         // skip the rescale warp-uniformly when nothing moved
         if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
-          if constexpr (kOsm) {
+          if constexpr (kSplitCols) {  // columns 2t, 2t+1 ≥ 4: heads 2t − 4, 2t − 3
+            const float s0 = __shfl_xor_sync(0xffffffffu, alpha[0], 2);
+            const float s1 = __shfl_xor_sync(0xffffffffu, alpha[1], 2);
+            const float a0 = t < 2 ? alpha[0] : s0, a1 = t < 2 ? alpha[1] : s1;
+#pragma unroll
+            for (int i = 0; i < KS; ++i) {
+              o[i][0] *= a0; o[i][1] *= a1; o[i][2] *= a0; o[i][3] *= a1;
+            }
+          } else if constexpr (kOsm) {
             vflush(alpha[0], alpha[1]);
           } else {
 #pragma unroll
@@ -795,7 +999,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
               mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 16));
               vbound = 2.f * mxn;
               vqinv = 65535.f / vbound;
-              vscale = (kTab <= 1 ? p.v1mul : p.valpha256) / vqinv;
+              vscale = (kOneTab ? p.v1mul : p.valpha256) / vqinv;
             }
           }
           // Q of token g + 8k, heads 2t | 2t+1 (u16 pair; 2^23 + Q as a float holds Q in its low
@@ -817,6 +1021,36 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
           // B fragments: k = 16h + 4t + j ↔ token 16h + 8(j>>1) + 2t + (j&1) (formats.cuh)
           const uint32_t bh0 = prmt(x[0], x[1], 0x7531), bl0 = prmt(x[0], x[1], 0x6420);
           const uint32_t bh1 = prmt(x[2], x[3], 0x7531), bl1 = prmt(x[2], x[3], 0x6420);
+          if constexpr (kSplitCols) {
+            // B columns 0-3 (lanes g < 4): Q1 bytes of heads 0-3; columns 4-7: their Q2 bytes
+            // (from lanes g − 4). One product per value: o columns 0-3 gather 256·ΣTQ1, columns
+            // 4-7 ΣTQ2 (scales per lane), added together once at the end of the piece.
+            const uint32_t q0 = __shfl_xor_sync(0xffffffffu, bl0, 16);
+            const uint32_t q1 = __shfl_xor_sync(0xffffffffu, bl1, 16);
+            const uint32_t b0 = g < 4 ? bh0 : q0, b1 = g < 4 ? bh1 : q1;
+            const float osc = t < 2 ? 256.f * vscale : vscale;
+#pragma unroll
+            for (int grp = 0; grp < D / 32; ++grp) {
+              uint32_t v1[8];
+              if constexpr ((kDiag & 1) != 0) {
+#pragma unroll
+                for (int r = 0; r < 8; ++r) v1[r] = vt_cur.w0[3 * grp + r % 3];
+              } else {
+                lut_i8_group1(vt_cur.w0 + 3 * grp, p.v1tab[0], p.v1tab[1], v1);
+              }
+#pragma unroll
+              for (int mt = 0; mt < 2; ++mt) {
+                const uint32_t A1[4] = {v1[4 * mt], v1[4 * mt + 1], v1[4 * mt + 2],
+                                        v1[4 * mt + 3]};
+                int d[4] = {0, 0, 0, 0};
+                imma_su(d, A1, b0, b1);
+#pragma unroll
+                for (int c = 0; c < 4; ++c)
+                  o[2 * grp + mt][c] = fmaf(float(d[c]), osc, o[2 * grp + mt][c]);
+              }
+            }
+            continue;
+          }
 #pragma unroll
           for (int grp = 0; grp < D / 32; ++grp) {
             const uint32_t* w = vt_cur.w0 + 3 * grp;
@@ -827,7 +1061,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
                 v1[r] = w[r % 3];
                 v2[r] = w[(r + 1) % 3];
               }
-            } else if constexpr (kTab <= 1) {
+            } else if constexpr (kOneTab) {
               lut_i8_group1(w, p.v1tab[0], p.v1tab[1], v1);
             } else {
               lut_i8_group(w, p.vi8[0][0], p.vi8[0][1], p.vi8[1][0], p.vi8[1][1], v1, v2);
@@ -979,6 +1213,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) o[i][c] = osm[32 * (4 * i + c)];
   }
+  combine_cols();
   // ---- merge the warps of this CTA, write one partial per query head
 #pragma unroll
   for (int c = 0; c < 2; ++c) {
@@ -1064,113 +1299,31 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     }
   }
   } else {
-  // ---- stream mode (see stream_smem_bytes): warp gw reads flat pages [gw·per, (gw+1)·per)
-  // of the (sequence, KV head, page) order; segment piece ids: segment index + gw (unique:
-  // a segment's pieces are consecutive warps, and the next segment starts at or after its last).
-  const int Hkv = p.Hkv, nseq = p.B;
-  const int gw = blockIdx.x * NW + warp, nwarps = gridDim.x * NW;
-  auto npages_of = [&](int bb) { return (max(p.seq_lens[bb], 0) + kPageTokens - 1) / kPageTokens; };
-  constexpr int E = D / 32;
-  // output rows of a segment: out = Πᵀ(o / l) (vsigns: FWHT), from the o tile in scratch
-  auto write_out = [&](int bb, int kvh) {
-    __syncwarp();
-    for (int h = 0; h < p.G; ++h) {
-      float u[E];
-#pragma unroll
-      for (int k = 0; k < E; ++k) u[k] = scratch[h * D + E * lane + k];
-      float* dst = p.out + (size_t(bb) * p.Hq + kvh * p.G + h) * D + E * lane;
-      if (p.vsigns) {
-        ak::fwht_warp<E>(u, lane);
-        const float sc = rsqrtf(float(D));
-#pragma unroll
-        for (int k = 0; k < E; ++k) dst[k] = u[k] * sc * p.vsigns[E * lane + k];
-      } else {
-#pragma unroll
-        for (int k = 0; k < E; ++k) dst[k] = u[k];
-      }
-    }
-    __syncwarp();
-  };
-  // total pages; segments of empty sequences get zero rows
-  int W = 0;  // (the host checks that B·Hkv·pages fits an int)
-  for (int i = lane; i < nseq; i += 32) W += npages_of(i);
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) W += __shfl_xor_sync(0xffffffffu, W, off);
-  W *= Hkv;
-  for (int seg = gw; seg < nseq * Hkv; seg += nwarps)
-    if (npages_of(seg / Hkv) == 0)
-      for (int h = 0; h < p.G; ++h)
-        for (int d = lane; d < D; d += 32)
-          p.out[(size_t(seg / Hkv) * p.Hq + (seg % Hkv) * p.G + h) * D + d] = 0.f;
-  const int per = (W + nwarps - 1) / nwarps;
-  const int r0 = gw * per, r1 = min(W, r0 + per);
-  if (r0 >= r1) return;
-  // locate r0: sequence cb (pages of earlier sequences: cpre), KV head, page
-  int cb = 0, cpre = 0;
-  for (int base = 0; base < nseq; base += 32) {
-    const int np = base + lane < nseq ? npages_of(base + lane) : 0;
-    int inc = np;
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-      const int y = __shfl_up_sync(0xffffffffu, inc, off);
-      if (lane >= off) inc += y;
-    }
-    const unsigned hit = __ballot_sync(0xffffffffu, np > 0 && (cpre + inc) * Hkv > r0);
-    if (hit) {
-      const int l0 = __ffs(hit) - 1;
-      cb = base + l0;
-      cpre += __shfl_sync(0xffffffffu, inc - np, l0);
-      break;
-    }
-    cpre += __shfl_sync(0xffffffffu, inc, 31);
-  }
-  // compute cursor (cb, ckvh, cpg; cnp pages per segment) and fetch cursor (f*)
-  int cnp = npages_of(cb);
-  int cseg0 = cpre * Hkv + (r0 - cpre * Hkv) / cnp * cnp;  // flat start of the segment
-  int ckvh = (r0 - cpre * Hkv) / cnp, cpg = (r0 - cpre * Hkv) % cnp;
-  int fb = cb, fkvh = ckvh, fpg = cpg, fnp = cnp;
-  auto advance = [&](int& bb, int& kv, int& pg, int& np) {
-    if (++pg == np) {
-      pg = 0;
-      if (++kv == Hkv) {
-        kv = 0;
-        do {
-          ++bb;
-        } while (bb < nseq && (np = npages_of(bb)) == 0);
-      }
-    }
-  };
-  // block-table entries of the fetch cursor, 32 at a time in the lanes
-  int btc = 0, btb = -1, btbase = 0;
-  auto fetch_tile = [&]() {
-    if (fb != btb || fpg < btbase || fpg >= btbase + 32) {
-      btb = fb;
-      btbase = fpg;
-      btc = fpg + lane < fnp ? p.block_table[size_t(fb) * p.bt_stride + fpg + lane] : 0;
-    }
-    const int e = __shfl_sync(0xffffffffu, btc, fpg - btbase);
-    const uint8_t* tp = pool + size_t(e) * p.page_bytes + size_t(fkvh) * head_bytes;
-    advance(fb, fkvh, fpg, fnp);
-    return tp;
-  };
-  const int n_my = r1 - r0;
+  // ---- stream mode (see stream_smem_bytes and stream_range): the units are warps
+  const int gw = blockIdx.x * NW + warp;
+  StreamRange rg;
+  if (!stream_range<D>(p, gw, gridDim.x * NW, rg)) return;
+  SegCursor cur = rg.c;
+  TileFetcher fetch{rg.c};
+  int seg0 = rg.seg0;
+  const int n_my = rg.n;
 #pragma unroll
   for (int it = 0; it < kStages - 1; ++it) {
-    if (it < n_my) issue(fetch_tile(), it);
+    if (it < n_my) issue(fetch.next(p, head_bytes), it);
     asm volatile("cp.async.commit_group;");
   }
   int slot = 0, fill = kStages - 1;
   // outer loop: the pieces of segments in this warp's range; inner loop: their pages (the hot
   // loop stays small: query preparation and the piece's merge are outside it)
   for (int it = 0; it < n_my;) {
-    seq = p.seq_lens[cb];
-    prep_query(cb, ckvh);  // (its loads overlap the pages in flight)
+    seq = p.seq_lens[cur.b];
+    prep_query(cur.b, cur.kvh);  // (its loads overlap the pages in flight)
     reset_state();
-    const int n_here = min(cnp - cpg, n_my - it);
+    const int n_here = min(cur.np - cur.pg, n_my - it);
     for (int k = 0; k < n_here; ++k) {
       asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
       __syncwarp();
-      if (it + k + kStages - 1 < n_my) issue(fetch_tile(), fill);
+      if (it + k + kStages - 1 < n_my) issue(fetch.next(p, head_bytes), fill);
       asm volatile("cp.async.commit_group;");
       const uint8_t* tp = ring + slot * SB;
       slot = slot == kStages - 1 ? 0 : slot + 1;
@@ -1180,85 +1333,29 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       kt.template load<false>(tp, lane, false);
       vt.template load<false>(tp + tile_bytes(KF, D), lane, true);
       float s[1][2][4];
-      process.template operator()<1, 3>(&kt, &vt, cpg + k, s);
+      process.template operator()<1, 3>(&kt, &vt, cur.pg + k, s);
     }
     it += n_here;
-    {  // end of this warp's piece of the segment
-      if constexpr (kOsm) {
-        vflush(1.f, 1.f);
+    // end of this warp's piece of the segment
+    if constexpr (kOsm) {
+      vflush(1.f, 1.f);
 #pragma unroll
-        for (int i = 0; i < KS; ++i)
+      for (int i = 0; i < KS; ++i)
 #pragma unroll
-          for (int c = 0; c < 4; ++c) o[i][c] = osm[32 * (4 * i + c)];
-      }
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 4);
-        l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 8);
-        l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 16);
-      }
-      const int seg = cb * Hkv + ckvh;
-      const int w_first = cseg0 / per, w_last = (cseg0 + cnp - 1) / per;
-      bool done = true;
-      if (w_last > w_first) {  // several pieces: write this one, the last one merges
-        const int id0 = seg + w_first, id = seg + gw;
-        float4* po = reinterpret_cast<float4*>(p.part_o + (size_t(id) * 32 + lane) * (KS * 4));
-#pragma unroll
-        for (int i = 0; i < KS; ++i) po[i] = make_float4(o[i][0], o[i][1], o[i][2], o[i][3]);
-        if (g == 0)
-          reinterpret_cast<float4*>(p.part_ml + size_t(id) * 16)[t] =
-              make_float4(m_run[0], l_run[0], m_run[1], l_run[1]);
-        __threadfence();
-        __syncwarp();
-        int last = 0;
-        if (lane == 0) last = atomicAdd(p.counters + seg, 1) == w_last - w_first;
-        last = __shfl_sync(0xffffffffu, last, 0);
-        done = last;
-        if (last) {
-          __threadfence();
-          if (lane == 0) p.counters[seg] = 0;  // ready for the next call
-          const int npc = w_last - w_first + 1;
-          float M[2] = {-1e30f, -1e30f};
-          for (int j = 0; j < npc; ++j) {
-            const float4 ml = __ldcg(reinterpret_cast<const float4*>(p.part_ml + size_t(id0 + j) * 16) + t);
-            M[0] = fmaxf(M[0], ml.x);
-            M[1] = fmaxf(M[1], ml.z);
-          }
-          reset_state();
-          for (int j = 0; j < npc; ++j) {
-            const float4 ml = __ldcg(reinterpret_cast<const float4*>(p.part_ml + size_t(id0 + j) * 16) + t);
-            const float w0 = exp2f(ml.x - M[0]), w1 = exp2f(ml.z - M[1]);
-            l_run[0] += w0 * ml.y;
-            l_run[1] += w1 * ml.w;
-            const float4* pj =
-                reinterpret_cast<const float4*>(p.part_o + (size_t(id0 + j) * 32 + lane) * (KS * 4));
-#pragma unroll
-            for (int i = 0; i < KS; ++i) {
-              const float4 v = __ldcg(pj + i);
-              o[i][0] += w0 * v.x;
-              o[i][1] += w1 * v.y;
-              o[i][2] += w0 * v.z;
-              o[i][3] += w1 * v.w;
-            }
-          }
-        }
-      }
-      if (done) {
-        const float il0 = l_run[0] > 0.f ? 1.f / l_run[0] : 0.f;
-        const float il1 = l_run[1] > 0.f ? 1.f / l_run[1] : 0.f;
-#pragma unroll
-        for (int mt = 0; mt < KS; ++mt)
-#pragma unroll
-          for (int c = 0; c < 4; ++c)
-            scratch[(2 * t + (c & 1)) * D + 16 * mt + g + 8 * (c >> 1)] =
-                o[mt][c] * ((c & 1) ? il1 : il0);
-        write_out(cb, ckvh);
-      }
+        for (int c = 0; c < 4; ++c) o[i][c] = osm[32 * (4 * i + c)];
     }
+    combine_cols();
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 4);
+      l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 8);
+      l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 16);
+    }
+    stream_finish<D>(p, o, l_run, m_run, rg, cur, seg0, gw, scratch);
     // next segment (page 0)
-    cpg = cnp - 1;
-    advance(cb, ckvh, cpg, cnp);
-    cseg0 = r0 + it;
+    cur.pg = cur.np - 1;
+    cur.advance(p);
+    seg0 = rg.r0 + it;
   }
   asm volatile("cp.async.wait_all;");
   }

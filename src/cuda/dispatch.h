@@ -11,15 +11,17 @@ constexpr int kDecodeWarps = 4;
 // Decode kernel variant for tuning (turbo3, D = 128 only; see kernels_impl.cuh): 0 default.
 int decode_variant();
 // Whether the variant runs in stream mode (the host then launches the persistent grid).
-inline bool decode_variant_streams(int v) { return v != 1 && v != 6; }
+inline bool decode_variant_streams(int v) { return v != 1 && v != 4 && v != 6; }
 // Warps per decode CTA.
 inline int decode_warps(Fmt kf, Fmt vf, int D) {
-  return decode_variant() == 8 && kf == Fmt::T3 && vf == Fmt::T3 && D == 128 ? 8 : kDecodeWarps;
+  (void)kf, (void)vf, (void)D;
+  return kDecodeWarps;
 }
 
 // Decode launch modes (bits): the persistent stream-mode kernel (dk::stream_eligible types; else
 // the split grid), turbo3's exact two-byte codebook tables (else one-byte tables).
-constexpr int kDecodeStream = 1, kDecodeExact = 2;
+// G ≤ 4 query heads per KV head (turbo3 values use the mma's spare head columns).
+constexpr int kDecodeStream = 1, kDecodeExact = 2, kDecodeG4 = 4;
 // Return false when (kf, vf, D) is not instantiated.
 bool launch_decode(Fmt kf, Fmt vf, int D, const DecodeParams& p, dim3 grid, cudaStream_t st,
                    int mode);

@@ -7,9 +7,9 @@
 namespace tq::cuda {
 
 template <Fmt KF, Fmt VF, int D, int NW, int ST, int MINB, int NPG = 1, bool LAZY = true,
-          int DIAG = 0, bool VPAGE = true, bool STREAM = false, int TAB = 2>
+          int DIAG = 0, bool VPAGE = true, bool STREAM = false, int TAB = 2, bool G4 = false>
 static bool run_decode(const DecodeParams* dp, dim3 grid, cudaStream_t st, int* occ) {
-  auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB, NPG, LAZY, DIAG, VPAGE, STREAM, TAB>;
+  auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB, NPG, LAZY, DIAG, VPAGE, STREAM, TAB, G4>;
   constexpr bool osm = VF == Fmt::T3 && !VPAGE;
   constexpr int smem = STREAM ? dk::stream_smem_bytes(KF, VF, D, NW, ST, osm)
                               : dk::decode_smem_bytes(KF, VF, D, NW, ST, osm);
@@ -31,24 +31,29 @@ template <int D, Fmt KF, Fmt VF>
 static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, cudaStream_t st,
                      int* occ, int mode) {
   const bool stream = (mode & kDecodeStream) != 0, exact = (mode & kDecodeExact) != 0;
+  const bool g4 = (mode & kDecodeG4) != 0;
   constexpr int NW = kDecodeWarps;
   if (dp || occ) {
     if constexpr (KF == Fmt::T3 && VF == Fmt::T3 && D == 128) {
       const int v = stream == decode_variant_streams(decode_variant()) ? decode_variant() : 0;
-      // variants (bench; the host picks the split grid for 1 and 6, see
+      // variants (bench; the host picks the split grid for 1, 4 and 6, see
       // decode_variant_streams): 1 split grid with two tables (session 3's default), 2 stream
-      // mode ≤ 128 registers (4 CTAs/SM), 3 8-bit query, 4 8-bit query ≤ 128 registers,
-      // 5 streaming only (diagnostic), 6 split grid with one table, 7 one table without any
-      // lookup (diagnostic), 8 eight warps per CTA ≤ 128 registers
+      // mode with an 8-bit query (kTab 0), 3 stream mode with two tables (exact), 4 split grid
+      // with an 8-bit query, 5 streaming only (diagnostic), 6 split grid with one table,
+      // 7 one table without any lookup (diagnostic), 8 four ring slots
       switch (v) {
         case 1: return run_decode<KF, VF, D, NW, 3, 1>(dp, grid, st, occ);
-        case 2: return run_decode<KF, VF, D, NW, 3, 4, 1, true, 0, true, true, 1>(dp, grid, st, occ);
-        case 3: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 0>(dp, grid, st, occ);
-        case 4: return run_decode<KF, VF, D, NW, 3, 4, 1, true, 0, true, true, 0>(dp, grid, st, occ);
+        case 2: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 0>(dp, grid, st, occ);
+        case 3: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 2>(dp, grid, st, occ);
+        case 4: return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, 0>(dp, grid, st, occ);
         case 5: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 4, true, true, 2>(dp, grid, st, occ);
         case 6: return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, 1>(dp, grid, st, occ);
         case 7: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 3, true, true, 1>(dp, grid, st, occ);
-        case 8: return run_decode<KF, VF, D, 8, 3, 2, 1, true, 0, true, true, 1>(dp, grid, st, occ);
+        case 8: return run_decode<KF, VF, D, NW, 4, 3, 1, true, 0, true, true, 1>(dp, grid, st, occ);
+        // 9 stream mode without the split value columns (G ≤ 4), 10 split value columns with
+        // an 8-bit query
+        case 9: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 1>(dp, grid, st, occ);
+        case 10: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 0, true>(dp, grid, st, occ);
         default: break;
       }
     }
@@ -59,11 +64,16 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
       if (stream) {
         if (kT3 && exact)
           return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 2>(dp, grid, st, occ);
+        if (VF == Fmt::T3 && g4)
+          return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 1, true>(dp, grid, st,
+                                                                                occ);
         return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, kT3 ? 1 : 2>(dp, grid, st,
                                                                                   occ);
       }
     }
     if (kT3 && exact) return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, 2>(dp, grid, st, occ);
+    if (VF == Fmt::T3 && g4)
+      return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, 1, true>(dp, grid, st, occ);
     return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, kT3 ? 1 : 2>(dp, grid, st, occ);
   } else {
     constexpr int smem = ak::append_smem_bytes(KF, VF, D);

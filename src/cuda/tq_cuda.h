@@ -109,7 +109,7 @@ class GpuCache {
     float one_mul[2] = {};
   } i8_;
   int sms_ = 0;                // multiprocessors
-  int occ_cache_[64] = {};     // resident decode CTAs per SM, per (mode, variant)
+  int occ_cache_[128] = {};    // resident decode CTAs per SM, per (mode, variant)
   int* counters_ = nullptr;  // fused split merge: CTAs done per (sequence, KV head), zero
   size_t counters_n_ = 0;
   void decode_impl(const float* q, float* out, int B, int Hq, const int* block_table,
