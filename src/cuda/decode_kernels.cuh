@@ -514,20 +514,36 @@ __device__ bool stream_range(const DecodeParams& p, int unit, int nunits, Stream
   r.seg0 = cpre * Hkv + rel / np * np;
   return true;
 }
-// Tile addresses along a cursor; block-table entries 32 at a time in the lanes.
+// Tile addresses along a cursor, in chunks of up to 32 pages of one segment: lane l holds the
+// address of page l of the chunk (one shuffle pair per page); the block-table entries of the
+// following chunk are loaded one chunk ahead.
 struct TileFetcher {
-  SegCursor c;
-  int btc = 0, btb = -1, btbase = 0;
+  SegCursor c;  // first page of the next chunk
+  const uint8_t* addr = nullptr;
+  int idx = 0, cnt = 0;  // position in the current chunk, its pages
+  int pre_e = 0, pre_b = -1, pre_pg = 0;  // prefetched entries of chunk (pre_b, pre_pg)
+  __device__ __forceinline__ int entries(const DecodeParams& p) const {
+    const int lane = threadIdx.x & 31, n = min(32, c.np - c.pg);
+    return lane < n ? p.block_table[size_t(c.b) * p.bt_stride + c.pg + lane] : 0;
+  }
   __device__ __forceinline__ const uint8_t* next(const DecodeParams& p, size_t head_bytes) {
-    const int lane = threadIdx.x & 31;
-    if (c.b != btb || c.pg < btbase || c.pg >= btbase + 32) {
-      btb = c.b;
-      btbase = c.pg;
-      btc = c.pg + lane < c.np ? p.block_table[size_t(c.b) * p.bt_stride + c.pg + lane] : 0;
+    if (idx == cnt) {
+      cnt = min(32, c.np - c.pg);
+      const int e = (pre_b == c.b && pre_pg == c.pg) ? pre_e : entries(p);
+      addr = p.pool + size_t(e) * p.page_bytes + size_t(c.kvh) * head_bytes;
+      idx = 0;
+      c.pg += cnt - 1;  // the page after the chunk
+      c.advance(p);
+      pre_b = -1;
+      if (c.b < p.B) {
+        pre_b = c.b;
+        pre_pg = c.pg;
+        pre_e = entries(p);
+      }
     }
-    const int e = __shfl_sync(0xffffffffu, btc, c.pg - btbase);
-    const uint8_t* tp = p.pool + size_t(e) * p.page_bytes + size_t(c.kvh) * head_bytes;
-    c.advance(p);
+    const auto tp = reinterpret_cast<const uint8_t*>(
+        __shfl_sync(0xffffffffu, reinterpret_cast<unsigned long long>(addr), idx));
+    ++idx;
     return tp;
   }
 };
@@ -794,6 +810,11 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     vpages = 0;
   };
 
+  // log2-domain logit of column c relative to the running max (turbo3 keys: kscale applied here)
+  auto logit = [&](float sv, int c) {
+    if constexpr (KI8) return fmaf(sv, kscale[c], -m_run[c]);
+    else return sv - m_run[c];
+  };
   // kSplitCols: o columns 0-3 (lanes t < 2) += columns 4-7 (lanes t + 2) at the end of a piece
   auto combine_cols = [&]() {
     if constexpr (kSplitCols) {
@@ -868,9 +889,9 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
           for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
             for (int c = 0; c < 4; ++c)
+              // (× kscale later: on the page max and inside the exp2's FFMA)
               s[pp][mt][c] =
-                  (kQ8 ? float(a1[mt][c]) : float(a1[mt][c] * 256 + a2[mt][c] + a3[mt][c])) *
-                  kscale[c & 1];
+                  kQ8 ? float(a1[mt][c]) : float(a1[mt][c] * 256 + a2[mt][c] + a3[mt][c]);
         }
 #pragma unroll
         for (int grp = 0; grp < (KI8 ? 0 : D / 32); ++grp) {
@@ -944,6 +965,10 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
         for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
           for (int c = 0; c < 4; ++c) mx[c & 1] = fmaxf(mx[c & 1], s[pp][mt][c]);
+      if constexpr (KI8) {  // scores still without kscale (> 0): the max commutes with it
+        mx[0] *= kscale[0];
+        mx[1] *= kscale[1];
+      }
       // The running max rarely moves after the first pages. kLazy: when no score exceeds it
       // (one warp vote), the update below would give alpha = 1 and the same max: skip the
       // shuffle reduction too (bit-identical results).
@@ -1010,8 +1035,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
             for (int hh = 0; hh < 2; ++hh) {
               const int k = 2 * mt + hh;
-              const float p0 = fast_exp2(s[pp][mt][2 * hh] - m_run[0]);
-              const float p1 = fast_exp2(s[pp][mt][2 * hh + 1] - m_run[1]);
+              const float p0 = fast_exp2(logit(s[pp][mt][2 * hh], 0));
+              const float p1 = fast_exp2(logit(s[pp][mt][2 * hh + 1], 1));
               l_run[0] += p0;
               l_run[1] += p1;
               const float f = vt_cur.sc[k][0] * vqinv;
@@ -1095,8 +1120,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
             // q8_0/q4_0 (fp16 P' = p): p·4096 (l likewise; the factor cancels in o/l) keeps
             // probabilities far below the running max normal fp16 numbers down to 1.5e-8
             constexpr float kLog2PS = (!is_turbo(VF) && !VBF) ? 12.f : 0.f;
-            const float p0 = fast_exp2(s[pp][mt][2 * hh] - m_run[0] + kLog2PS);
-            const float p1 = fast_exp2(s[pp][mt][2 * hh + 1] - m_run[1] + kLog2PS);
+            const float p0 = fast_exp2(logit(s[pp][mt][2 * hh], 0) + kLog2PS);
+            const float p1 = fast_exp2(logit(s[pp][mt][2 * hh + 1], 1) + kLog2PS);
             l_run[0] += p0;
             l_run[1] += p1;
             float a0 = p0, a1 = p1;
