@@ -363,7 +363,7 @@ __host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int n
 // by softmax-scale·log2 e and quantised to int8 B fragments qf (see decode_kernel), and the
 // per-head score scales kscale (heads 2t, 2t+1). kWarp: one warp does all G heads (qsm: its
 // own 8 × D floats); else the NW warps of the CTA share them (CTA barrier, qsm shared).
-template <int D, int NW, bool kWarp, int kTab>
+template <int D, int NW, bool kWarp, int kTab, bool kSplit = false>
 __device__ __forceinline__ void t3_query_frags(const DecodeParams& p, int b, int kvh, float* qsm,
                                                uint32_t (&qf)[D / 16][2], float (&kscale)[2]) {
   constexpr bool kQ8 = kTab == 0, kOneTab = kTab != 2;
@@ -402,13 +402,16 @@ __device__ __forceinline__ void t3_query_frags(const DecodeParams& p, int b, int
     }
     __syncthreads();
   }
-  const bool ok = g < p.G;
+  // kSplit (G ≤ 4, 15-bit query): B columns 4-7 carry the low parts 2·Q2 of heads 0-3, so
+  // lanes g ≥ 4 quantise head g − 4 too (one key product instead of two)
+  const int hq = kSplit ? (g & 3) : g;
+  const bool ok = hq < p.G;
   float qv[D / 32][2][4], mx = 0.f;
 #pragma unroll
   for (int kk = 0; kk < D / 32; ++kk)
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      const float4 v = ok ? *reinterpret_cast<const float4*>(qsm + g * D + 32 * kk + 16 * hh +
+      const float4 v = ok ? *reinterpret_cast<const float4*>(qsm + hq * D + 32 * kk + 16 * hh +
                                                              4 * t)
                           : make_float4(0.f, 0.f, 0.f, 0.f);
       qv[kk][hh][0] = v.x;
@@ -438,12 +441,13 @@ __device__ __forceinline__ void t3_query_frags(const DecodeParams& p, int b, int
         w1 |= uint32_t(Q1 & 0xFF) << (8 * j);
         w2 |= uint32_t((2 * Q2) & 0xFF) << (8 * j);
       }
-      qf[2 * kk][hh] = w1;
+      qf[2 * kk][hh] = kSplit && g >= 4 ? w2 : w1;
       qf[2 * kk + 1][hh] = w2;
     }
   const float kmul = kQ8 ? 2.f * p.k1mul : kOneTab ? p.k1mul : p.kalpha128;
 #pragma unroll
-  for (int c = 0; c < 2; ++c) kscale[c] = __shfl_sync(0xffffffffu, beta, 4 * (2 * t + c)) * kmul;
+  for (int c = 0; c < 2; ++c)
+    kscale[c] = __shfl_sync(0xffffffffu, beta, 4 * (kSplit ? (2 * t + c) & 3 : 2 * t + c)) * kmul;
 }
 
 // ---- stream mode: page ranges, fetch cursor and the end of a piece (decode_kernel<kStream> and
@@ -721,6 +725,10 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   // G ≤ 4 with turbo3 values and one-byte tables: the mma's 4 spare head columns carry the low
   // bytes of P' (see the value step), one int8 product per value instead of two
   constexpr bool kSplitCols = kG4 && VF == Fmt::T3 && kOneTab && kVPage;
+  // ... and with turbo3 keys and the 15-bit query, the spare columns carry the query's low
+  // parts: columns 4-7 (lanes t ≥ 2) then score heads 0-3 again, so P', the running max and
+  // alpha of those lanes are those of heads 0-3 (no shuffles on the value side)
+  constexpr bool kSplitK = kSplitCols && KI8 && !kQ8;
   float kscale[2] = {1.f, 1.f};  // 128αβ of heads 2t, 2t+1
 
   // Q'^T fragments (B operand): b0b1 = dims 16ks + 2t (+1), b2b3 = +8; head g.
@@ -732,7 +740,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       float* qsm = kStream ? scratch
                            : reinterpret_cast<float*>(dsm + decode_qsm_offset(KF, VF, D, NW,
                                                                               kStages));
-      t3_query_frags<D, NW, kStream, kTab>(p, b, kvh, qsm, qf, kscale);
+      t3_query_frags<D, NW, kStream, kTab, kSplitK>(p, b, kvh, qsm, qf, kscale);
     } else {
       const int qh = kvh * p.G + g;
       const bool ok = g < p.G;
@@ -877,7 +885,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
             for (int mt = 0; mt < 2; ++mt) {
               const uint32_t A1[4] = {k1[4 * mt], k1[4 * mt + 1], k1[4 * mt + 2], k1[4 * mt + 3]};
               imma(a1[mt], A1, qf[2 * grp][0], qf[2 * grp][1]);
-              if constexpr (!kQ8) imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
+              if constexpr (!kQ8 && !kSplitK)
+                imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
               if constexpr (kTab == 2) {
                 const uint32_t A2[4] = {k2[4 * mt], k2[4 * mt + 1], k2[4 * mt + 2],
                                         k2[4 * mt + 3]};
@@ -890,8 +899,13 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
             for (int c = 0; c < 4; ++c)
               // (× kscale later: on the page max and inside the exp2's FFMA)
-              s[pp][mt][c] =
-                  kQ8 ? float(a1[mt][c]) : float(a1[mt][c] * 256 + a2[mt][c] + a3[mt][c]);
+              if constexpr (kSplitK) {  // Q1 part in lane t < 2, 2·Q2 part in lane t + 2
+                const int other = __shfl_xor_sync(0xffffffffu, a1[mt][c], 2);
+                s[pp][mt][c] = float(t < 2 ? a1[mt][c] * 256 + other : other * 256 + a1[mt][c]);
+              } else {
+                s[pp][mt][c] =
+                    kQ8 ? float(a1[mt][c]) : float(a1[mt][c] * 256 + a2[mt][c] + a3[mt][c]);
+              }
         }
 #pragma unroll
         for (int grp = 0; grp < (KI8 ? 0 : D / 32); ++grp) {
@@ -989,7 +1003,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
         }
         // skip the rescale warp-uniformly when nothing moved
         if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
-          if constexpr (kSplitCols) {  // columns 2t, 2t+1 ≥ 4: heads 2t − 4, 2t − 3
+          if constexpr (kSplitCols && !kSplitK) {  // columns 2t, 2t+1 ≥ 4: heads 2t − 4, 2t − 3
             const float s0 = __shfl_xor_sync(0xffffffffu, alpha[0], 2);
             const float s1 = __shfl_xor_sync(0xffffffffu, alpha[1], 2);
             const float a0 = t < 2 ? alpha[0] : s0, a1 = t < 2 ? alpha[1] : s1;
@@ -1050,8 +1064,9 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
             // B columns 0-3 (lanes g < 4): Q1 bytes of heads 0-3; columns 4-7: their Q2 bytes
             // (from lanes g − 4). One product per value: o columns 0-3 gather 256·ΣTQ1, columns
             // 4-7 ΣTQ2 (scales per lane), added together once at the end of the piece.
-            const uint32_t q0 = __shfl_xor_sync(0xffffffffu, bl0, 16);
-            const uint32_t q1 = __shfl_xor_sync(0xffffffffu, bl1, 16);
+            // (kSplitK: lanes g ≥ 4 already hold P' of heads g − 4)
+            const uint32_t q0 = kSplitK ? bl0 : __shfl_xor_sync(0xffffffffu, bl0, 16);
+            const uint32_t q1 = kSplitK ? bl1 : __shfl_xor_sync(0xffffffffu, bl1, 16);
             const uint32_t b0 = g < 4 ? bh0 : q0, b1 = g < 4 ? bh1 : q1;
             const float osc = t < 2 ? 256.f * vscale : vscale;
 #pragma unroll

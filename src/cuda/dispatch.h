@@ -11,7 +11,7 @@ constexpr int kDecodeWarps = 4;
 // Decode kernel variant for tuning (turbo3, D = 128 only; see kernels_impl.cuh): 0 default.
 int decode_variant();
 // Whether the variant runs in stream mode (the host then launches the persistent grid).
-inline bool decode_variant_streams(int v) { return v != 1 && v != 4 && v != 6; }
+inline bool decode_variant_streams(int v) { return v != 1 && v != 4; }
 // Warps per decode CTA.
 inline int decode_warps(Fmt kf, Fmt vf, int D) {
   (void)kf, (void)vf, (void)D;

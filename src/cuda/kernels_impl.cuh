@@ -36,28 +36,23 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
   if (dp || occ) {
     if constexpr (KF == Fmt::T3 && VF == Fmt::T3 && D == 128) {
       const int v = stream == decode_variant_streams(decode_variant()) ? decode_variant() : 0;
-      // variants (bench; the host picks the split grid for 1, 4 and 6, see
-      // decode_variant_streams): 1 split grid with two tables (session 3's default), 2 stream
-      // mode with an 8-bit query (kTab 0), 3 stream mode with two tables (exact), 4 split grid
-      // with an 8-bit query, 5 streaming only (diagnostic), 6 split grid with one table,
-      // 7 one table without any lookup (diagnostic), 8 four ring slots
+      // variants (bench; the host picks the split grid for 1 and 4, see decode_variant_streams):
+      // 1 split grid with the exact two-byte tables (session 3's default), 2 an 8-bit query
+      // (kTab 0), 3 exact tables (stream mode), 4 split grid with the default options,
+      // 5 streaming only and 6 no lookups (timing diagnostics, wrong results), 7 the default
+      // without the split value columns
       switch (v) {
         case 1: return run_decode<KF, VF, D, NW, 3, 1>(dp, grid, st, occ);
-        case 2: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 0>(dp, grid, st, occ);
+        case 2: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 0, true>(dp, grid, st, occ);
         case 3: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 2>(dp, grid, st, occ);
-        case 4: return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, 0>(dp, grid, st, occ);
+        case 4: return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, 1, true>(dp, grid, st, occ);
         case 5: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 4, true, true, 2>(dp, grid, st, occ);
-        case 6: return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, 1>(dp, grid, st, occ);
-        case 7: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 3, true, true, 1>(dp, grid, st, occ);
-        case 8: return run_decode<KF, VF, D, NW, 4, 3, 1, true, 0, true, true, 1>(dp, grid, st, occ);
-        // 9 stream mode without the split value columns (G ≤ 4), 10 split value columns with
-        // an 8-bit query
-        case 9: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 1>(dp, grid, st, occ);
-        case 10: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 0, true>(dp, grid, st, occ);
+        case 6: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 3, true, true, 1, true>(dp, grid, st, occ);
+        case 7: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 1>(dp, grid, st, occ);
         default: break;
       }
     }
-    // turbo3 (keys or values): one-byte codebook tables unless exact (two-byte tables)
+    // turbo3 (keys or values): one-byte codebook tables (kTab 1) unless exact (two-byte)
     constexpr bool kT3 = KF == Fmt::T3 || VF == Fmt::T3;
     if constexpr (dk::stream_eligible(KF, VF, D)) {
       // ≤ 168 registers: 3 CTAs (12 warps) per SM

@@ -36,7 +36,7 @@ struct CacheConfig {
   uint64_t seed = 0x5451'0001;  // as tq::CodecOptions::seed
   // turbo3 decode: multiply with the fp16 centroids exactly (two int8 tables per codebook)
   // instead of the default one-byte table (centroids rounded to s·int8: half the lookups;
-  // adds ~1e-3 relative error to the attention output, far below turbo3's own).
+  // ~1e-3 relative error in the attention output, far below turbo3's own).
   bool exact_codebook = false;
 };
 
