@@ -402,9 +402,10 @@ __device__ __forceinline__ void t3_query_frags(const DecodeParams& p, int b, int
     }
     __syncthreads();
   }
-  // kSplit (G ≤ 4, 15-bit query): B columns 4-7 carry the low parts 2·Q2 of heads 0-3, so
-  // lanes g ≥ 4 quantise head g − 4 too (one key product instead of two)
-  const int hq = kSplit ? (g & 3) : g;
+  // kSplit (G ≤ 4, 15-bit query, "pair columns"): B column 2h carries Q1 of head h, column
+  // 2h + 1 its low part 2·Q2, so lanes g = 2h, 2h + 1 quantise head h (one key product
+  // instead of two; the two parts of a score then sit in one lane)
+  const int hq = kSplit ? g >> 1 : g;
   const bool ok = hq < p.G;
   float qv[D / 32][2][4], mx = 0.f;
 #pragma unroll
@@ -441,13 +442,13 @@ __device__ __forceinline__ void t3_query_frags(const DecodeParams& p, int b, int
         w1 |= uint32_t(Q1 & 0xFF) << (8 * j);
         w2 |= uint32_t((2 * Q2) & 0xFF) << (8 * j);
       }
-      qf[2 * kk][hh] = kSplit && g >= 4 ? w2 : w1;
+      qf[2 * kk][hh] = kSplit && (g & 1) ? w2 : w1;
       qf[2 * kk + 1][hh] = w2;
     }
   const float kmul = kQ8 ? 2.f * p.k1mul : kOneTab ? p.k1mul : p.kalpha128;
 #pragma unroll
   for (int c = 0; c < 2; ++c)
-    kscale[c] = __shfl_sync(0xffffffffu, beta, 4 * (kSplit ? (2 * t + c) & 3 : 2 * t + c)) * kmul;
+    kscale[c] = __shfl_sync(0xffffffffu, beta, 4 * (kSplit ? 2 * t : 2 * t + c)) * kmul;
 }
 
 // ---- stream mode: page ranges, fetch cursor and the end of a piece (decode_kernel<kStream> and
@@ -725,10 +726,12 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   // G ≤ 4 with turbo3 values and one-byte tables: the mma's 4 spare head columns carry the low
   // bytes of P' (see the value step), one int8 product per value instead of two
   constexpr bool kSplitCols = kG4 && VF == Fmt::T3 && kOneTab && kVPage;
-  // ... and with turbo3 keys and the 15-bit query, the spare columns carry the query's low
-  // parts: columns 4-7 (lanes t ≥ 2) then score heads 0-3 again, so P', the running max and
-  // alpha of those lanes are those of heads 0-3 (no shuffles on the value side)
-  constexpr bool kSplitK = kSplitCols && KI8 && !kQ8;
+  // ... and with turbo3 keys and the 15-bit query: "pair columns" (kPair). Column 2h of every
+  // product is head h's high part, 2h + 1 its low part (query Q1 | 2·Q2 on the key side, P'
+  // bytes Q1 | Q2 on the value side), so lane (g, t) holds both parts of head t: one product
+  // per 32 keys and per 32 values, scores and o combined in the lane, 4 softmax terms per lane.
+  // State then: o[i][0..1] = dims 16i + g (+8) of head t, m_run[0], l_run[0] of head t.
+  constexpr bool kPair = kSplitCols && KI8 && !kQ8;
   float kscale[2] = {1.f, 1.f};  // 128αβ of heads 2t, 2t+1
 
   // Q'^T fragments (B operand): b0b1 = dims 16ks + 2t (+1), b2b3 = +8; head g.
@@ -740,7 +743,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       float* qsm = kStream ? scratch
                            : reinterpret_cast<float*>(dsm + decode_qsm_offset(KF, VF, D, NW,
                                                                               kStages));
-      t3_query_frags<D, NW, kStream, kTab, kSplitK>(p, b, kvh, qsm, qf, kscale);
+      t3_query_frags<D, NW, kStream, kTab, kPair>(p, b, kvh, qsm, qf, kscale);
     } else {
       const int qh = kvh * p.G + g;
       const bool ok = g < p.G;
@@ -825,7 +828,28 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   };
   // kSplitCols: o columns 0-3 (lanes t < 2) += columns 4-7 (lanes t + 2) at the end of a piece
   auto combine_cols = [&]() {
-    if constexpr (kSplitCols) {
+    if constexpr (kPair) {
+      // → the standard layout: lane (g, t) takes heads 2t, 2t + 1 from lanes (g, 2t), (g, 2t+1)
+      const int src0 = 4 * g + ((2 * t) & 3), src1 = src0 + 1;
+      float on[KS][4];
+#pragma unroll
+      for (int i = 0; i < KS; ++i)
+#pragma unroll
+        for (int c = 0; c < 4; ++c)
+          on[i][c] = __shfl_sync(0xffffffffu, o[i][c >> 1], (c & 1) ? src1 : src0);
+#pragma unroll
+      for (int i = 0; i < KS; ++i)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) o[i][c] = on[i][c];
+      const float m0 = __shfl_sync(0xffffffffu, m_run[0], src0);
+      const float m1 = __shfl_sync(0xffffffffu, m_run[0], src1);
+      const float l0 = __shfl_sync(0xffffffffu, l_run[0], src0);
+      const float l1 = __shfl_sync(0xffffffffu, l_run[0], src1);
+      m_run[0] = m0;
+      m_run[1] = m1;
+      l_run[0] = l0;
+      l_run[1] = l1;
+    } else if constexpr (kSplitCols) {
 #pragma unroll
       for (int i = 0; i < KS; ++i)
 #pragma unroll
@@ -849,6 +873,103 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
         for (int i = 0; i < KT::P0::kWords; ++i) x ^= kts[pp].w0[i] ^ vts[pp].w0[i];
         o[0][0] += __uint_as_float(x & 0x3FFFFFFFu) + kts[pp].sc[0][0] + vts[pp].sc[1][0];
+      }
+      return;
+    }
+    if constexpr (kPair) {
+      static_assert(NP == 1 && PART == 3, "pair columns: one page per step");
+      const KT& kt_cur = kts[0];
+      const VT& vt_cur = vts[0];
+      // keys: a[mt] = rows tokens 16mt + g (+8) × columns 2t (Q1 part), 2t + 1 (2·Q2 part)
+      int a[2][4] = {};
+#pragma unroll
+      for (int grp = 0; grp < D / 32; ++grp) {
+        uint32_t k1[8];
+        if constexpr ((kDiag & 2) != 0) {
+#pragma unroll
+          for (int r = 0; r < 8; ++r) k1[r] = kt_cur.w0[3 * grp + r % 3];
+        } else {
+          lut_i8_group1(kt_cur.w0 + 3 * grp, p.k1tab[0], p.k1tab[1], k1);
+        }
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const uint32_t A1[4] = {k1[4 * mt], k1[4 * mt + 1], k1[4 * mt + 2], k1[4 * mt + 3]};
+          imma(a[mt], A1, qf[2 * grp][0], qf[2 * grp][1]);
+        }
+      }
+      // scores of head t, tokens g + 8k (k = 2mt + r), without kscale (see logit)
+      float sc[4];
+      const int nvalid = seq - pg * kPageTokens;
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int k = 2 * mt + r;
+          sc[k] = float(a[mt][2 * r] * 256 + a[mt][2 * r + 1]) * kt_cur.sc[k][0];
+        }
+      if (nvalid < kPageTokens) {  // the last page only (warp-uniform)
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+          if (g + 8 * k >= nvalid) sc[k] = -INFINITY;
+      }
+      float mx = fmaxf(fmaxf(sc[0], sc[1]), fmaxf(sc[2], sc[3])) * kscale[0];
+      if (__any_sync(0xffffffffu, mx > m_run[0])) {
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+        const float mn = fmaxf(m_run[0], mx);
+        const float alpha = fast_exp2(m_run[0] - mn);
+        m_run[0] = mn;
+        l_run[0] *= alpha;
+        if (!__all_sync(0xffffffffu, alpha == 1.f)) {
+#pragma unroll
+          for (int i = 0; i < KS; ++i) {
+            o[i][0] *= alpha;
+            o[i][1] *= alpha;
+          }
+        }
+      }
+      // Q scale of P' (vbound = 2 × the largest value norm seen, see the value step below)
+      const float nvm = fmaxf(fmaxf(vt_cur.sc[0][0], vt_cur.sc[1][0]),
+                              fmaxf(vt_cur.sc[2][0], vt_cur.sc[3][0]));
+      if (__any_sync(0xffffffffu, nvm > vbound)) {
+        float mxn = fmaxf(nvm, __shfl_xor_sync(0xffffffffu, nvm, 4));
+        mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 8));
+        mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 16));
+        vbound = 2.f * mxn;
+        vqinv = 65535.f / vbound;
+        vscale = p.v1mul / vqinv;
+      }
+      // P' = p·‖v‖ → Q = 256·Q1 + Q2; the b16 pair (Q1, Q2) is row g + 8k, columns 2t, 2t + 1
+      // of the 8 × 8 block that movmatrix transposes into the B fragment (column n = lane g)
+      uint32_t x[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float pk = fast_exp2(logit(sc[k], 0));
+        l_run[0] += pk;
+        const uint32_t qb = __float_as_uint(fmaf(pk, vt_cur.sc[k][0] * vqinv, 8388608.f));
+        x[k] = movtrans(prmt(qb, 0u, 0x4041));
+      }
+      const uint32_t b0 = prmt(x[0], x[1], 0x6420), b1 = prmt(x[2], x[3], 0x6420);
+      const float vs256 = 256.f * vscale;
+#pragma unroll
+      for (int grp = 0; grp < D / 32; ++grp) {
+        uint32_t v1[8];
+        if constexpr ((kDiag & 1) != 0) {
+#pragma unroll
+          for (int r = 0; r < 8; ++r) v1[r] = vt_cur.w0[3 * grp + r % 3];
+        } else {
+          lut_i8_group1(vt_cur.w0 + 3 * grp, p.v1tab[0], p.v1tab[1], v1);
+        }
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const uint32_t A1[4] = {v1[4 * mt], v1[4 * mt + 1], v1[4 * mt + 2], v1[4 * mt + 3]};
+          int d[4] = {0, 0, 0, 0};
+          imma_su(d, A1, b0, b1);
+          float* oi = o[2 * grp + mt];
+          oi[0] = fmaf(float(d[0]), vs256, fmaf(float(d[1]), vscale, oi[0]));  // dim g
+          oi[1] = fmaf(float(d[2]), vs256, fmaf(float(d[3]), vscale, oi[1]));  // dim g + 8
+        }
       }
       return;
     }
@@ -885,8 +1006,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
             for (int mt = 0; mt < 2; ++mt) {
               const uint32_t A1[4] = {k1[4 * mt], k1[4 * mt + 1], k1[4 * mt + 2], k1[4 * mt + 3]};
               imma(a1[mt], A1, qf[2 * grp][0], qf[2 * grp][1]);
-              if constexpr (!kQ8 && !kSplitK)
-                imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
+              if constexpr (!kQ8) imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
               if constexpr (kTab == 2) {
                 const uint32_t A2[4] = {k2[4 * mt], k2[4 * mt + 1], k2[4 * mt + 2],
                                         k2[4 * mt + 3]};
@@ -899,13 +1019,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
             for (int c = 0; c < 4; ++c)
               // (× kscale later: on the page max and inside the exp2's FFMA)
-              if constexpr (kSplitK) {  // Q1 part in lane t < 2, 2·Q2 part in lane t + 2
-                const int other = __shfl_xor_sync(0xffffffffu, a1[mt][c], 2);
-                s[pp][mt][c] = float(t < 2 ? a1[mt][c] * 256 + other : other * 256 + a1[mt][c]);
-              } else {
-                s[pp][mt][c] =
-                    kQ8 ? float(a1[mt][c]) : float(a1[mt][c] * 256 + a2[mt][c] + a3[mt][c]);
-              }
+              s[pp][mt][c] =
+                  kQ8 ? float(a1[mt][c]) : float(a1[mt][c] * 256 + a2[mt][c] + a3[mt][c]);
         }
 #pragma unroll
         for (int grp = 0; grp < (KI8 ? 0 : D / 32); ++grp) {
@@ -1003,7 +1118,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
         }
         // skip the rescale warp-uniformly when nothing moved
         if (!__all_sync(0xffffffffu, alpha[0] == 1.f && alpha[1] == 1.f)) {
-          if constexpr (kSplitCols && !kSplitK) {  // columns 2t, 2t+1 ≥ 4: heads 2t − 4, 2t − 3
+          if constexpr (kSplitCols) {  // columns 2t, 2t+1 ≥ 4: heads 2t − 4, 2t − 3
             const float s0 = __shfl_xor_sync(0xffffffffu, alpha[0], 2);
             const float s1 = __shfl_xor_sync(0xffffffffu, alpha[1], 2);
             const float a0 = t < 2 ? alpha[0] : s0, a1 = t < 2 ? alpha[1] : s1;
@@ -1064,9 +1179,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
             // B columns 0-3 (lanes g < 4): Q1 bytes of heads 0-3; columns 4-7: their Q2 bytes
             // (from lanes g − 4). One product per value: o columns 0-3 gather 256·ΣTQ1, columns
             // 4-7 ΣTQ2 (scales per lane), added together once at the end of the piece.
-            // (kSplitK: lanes g ≥ 4 already hold P' of heads g − 4)
-            const uint32_t q0 = kSplitK ? bl0 : __shfl_xor_sync(0xffffffffu, bl0, 16);
-            const uint32_t q1 = kSplitK ? bl1 : __shfl_xor_sync(0xffffffffu, bl1, 16);
+            const uint32_t q0 = __shfl_xor_sync(0xffffffffu, bl0, 16);
+            const uint32_t q1 = __shfl_xor_sync(0xffffffffu, bl1, 16);
             const uint32_t b0 = g < 4 ? bh0 : q0, b1 = g < 4 ? bh1 : q1;
             const float osc = t < 2 ? 256.f * vscale : vscale;
 #pragma unroll

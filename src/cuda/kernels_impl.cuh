@@ -40,7 +40,7 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
       // 1 split grid with the exact two-byte tables (session 3's default), 2 an 8-bit query
       // (kTab 0), 3 exact tables (stream mode), 4 split grid with the default options,
       // 5 streaming only and 6 no lookups (timing diagnostics, wrong results), 7 the default
-      // without the split value columns
+      // at ≤ 128 registers (4 CTAs/SM)
       switch (v) {
         case 1: return run_decode<KF, VF, D, NW, 3, 1>(dp, grid, st, occ);
         case 2: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 0, true>(dp, grid, st, occ);
@@ -48,7 +48,7 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
         case 4: return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, 1, true>(dp, grid, st, occ);
         case 5: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 4, true, true, 2>(dp, grid, st, occ);
         case 6: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 3, true, true, 1, true>(dp, grid, st, occ);
-        case 7: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 1>(dp, grid, st, occ);
+        case 7: return run_decode<KF, VF, D, NW, 3, 4, 1, true, 0, true, true, 1, true>(dp, grid, st, occ);
         default: break;
       }
     }

@@ -343,7 +343,7 @@ TEST_F(CudaAttention, StreamModePiecesAndTables) {
     }
     set_decode_stream_ctas(0);
   }
-  // turbo3 variants: 2 (8-bit query), 4 (split grid), 7 (no split columns)
+  // turbo3 variants: 2 (8-bit query), 4 (split grid), 7 (≤ 128 registers)
   for (int variant : {2, 4, 7}) {
     set_decode_variant(variant);
     Case c{Fmt::T3, Fmt::T3, 128, 3, 4, lens, 1e-2};
