@@ -33,7 +33,7 @@ int g_stream_ctas = 0;
 }
 int decode_variant() { return g_decode_variant; }
 void set_decode_variant(int v) { g_decode_variant = v; }
-void set_decode_stream_ctas(int n) { g_stream_ctas = std::max(0, n); }
+void set_decode_stream_ctas(int n) { g_stream_ctas = std::max(-1, n); }
 
 bool device_available() {
   int n = 0;
@@ -500,9 +500,9 @@ void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int*
   const int pages = std::max(1, (max_seq + kPageTokens - 1) / kPageTokens);
   // Stream mode (persistent grid, see decode_kernels.cuh) for an automatic split count in
   // decode (not prefill: its causal lengths differ per row) and the types it serves.
-  const bool use_stream = splits <= 0 && bt_stride != 0 &&
-                          dk::stream_eligible(cfg_.kfmt, cfg_.vfmt, D) &&
-                          decode_variant_streams(decode_variant());
+  bool use_stream = splits <= 0 && bt_stride != 0 &&
+                    dk::stream_eligible(cfg_.kfmt, cfg_.vfmt, D) &&
+                    decode_variant_streams(decode_variant());
   const int mode_bits = (cfg_.exact_codebook ? kDecodeExact : 0) | (Hq / Hkv <= 4 ? kDecodeG4 : 0);
   auto occupancy = [&](bool strm) {
     // cached per (mode, variant): the query costs microseconds, a decode call ~0.03-1 ms
@@ -516,6 +516,12 @@ void GpuCache::decode_impl(const float* q, float* out, int B, int Hq, const int*
     sms_ = 132;
     cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, 0);
   }
+  // Stream mode pays off with ≥ 32 pages per warp (measured: B = 1 ran 1.3-2.6x slower in
+  // stream mode, its many short pieces per segment merged by one warp each); the test knob
+  // set_decode_stream_ctas forces it.
+  if (use_stream && g_stream_ctas == 0)
+    use_stream = double(B) * Hkv * pages >=
+                 32.0 * sms_ * occupancy(true) * decode_warps(cfg_.kfmt, cfg_.vfmt, D);
   int stream_ctas = 0;
   if (use_stream) {
     if (double(B) * Hkv * pages >= 2e9) throw Error("CUDA decode: too many pages for one call");

@@ -25,7 +25,8 @@ double fmt_bpv(Fmt f, int D);
 
 // Select a decode-kernel tuning variant (benchmarks; see dispatch.h). 0 = default.
 void set_decode_variant(int v);
-// Tests: the number of CTAs of the stream-mode decode grid (0 = one per resident slot).
+// Tests: force the stream-mode decode grid with n CTAs (n > 0) or one per resident slot
+// (n = −1); 0 (default): stream mode when every warp gets ≥ 32 pages, else the split grid.
 void set_decode_stream_ctas(int n);
 
 struct CacheConfig {

@@ -315,10 +315,10 @@ TEST_F(CudaAttention, LongContextManySplits) {
           false);
 }
 
-// Stream mode (automatic split count): the grid forced to 1 and 3 CTAs (4 / 12 warps, so a
-// warp's page range spans several segments and a segment several warps, merged by the last
-// one) and the default grid, on the same data as the split grid; an empty sequence (zero rows)
-// among odd lengths. Then turbo3 with the exact two-byte codebook tables.
+// Stream mode (forced: these cases are small enough for the split grid): 1 and 3 CTAs (4 / 12
+// warps, so a warp's page range spans several segments and a segment several warps, merged by
+// the last one) and one CTA per resident slot, on the same data as the split grid; an empty
+// sequence (zero rows) among odd lengths. Then turbo3 variants and the exact two-byte tables.
 TEST_F(CudaAttention, StreamModePiecesAndTables) {
   const std::vector<int> lens = {1, 300, 0, 33, 1025, 64};
   const Named types[] = {{Fmt::T3, Fmt::T3, 128, 1e-2},
@@ -334,7 +334,7 @@ TEST_F(CudaAttention, StreamModePiecesAndTables) {
       std::mt19937 rng(777);
       e_split = run_case(c, 1, false, rng);
     }
-    for (int ctas : {1, 3, 0}) {
+    for (int ctas : {1, 3, -1}) {  // -1: one CTA per resident slot
       set_decode_stream_ctas(ctas);
       std::mt19937 rng(777);
       const double err = run_case(c, 0, false, rng);
@@ -343,7 +343,9 @@ TEST_F(CudaAttention, StreamModePiecesAndTables) {
     }
     set_decode_stream_ctas(0);
   }
-  // turbo3 variants: 2 (8-bit query), 4 (split grid), 7 (≤ 128 registers)
+  // turbo3 variants (stream mode forced for splits = 0; small cases pick the split grid):
+  // 2 (8-bit query), 4 (split grid), 7 (≤ 128 registers)
+  set_decode_stream_ctas(-1);
   for (int variant : {2, 4, 7}) {
     set_decode_variant(variant);
     Case c{Fmt::T3, Fmt::T3, 128, 3, 4, lens, 1e-2};
@@ -363,6 +365,7 @@ TEST_F(CudaAttention, StreamModePiecesAndTables) {
       std::printf("  %-9s/%-8s D=%-3d exact tables splits=%d  rel.err %.2e\n", fmt_name(n.kf),
                   fmt_name(n.vf), n.D, splits, err);
     }
+  set_decode_stream_ctas(0);
 }
 
 // Prefill: T new tokens (already appended) attend causally to the cache.
