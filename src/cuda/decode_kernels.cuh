@@ -1,13 +1,15 @@
 // Flash-decoding attention over the packed cache (one query token per sequence).
 // One warp takes one 32-token page of one KV head at a time:
-//   S^T (32 tok × 8 heads) = K (32 × D, decoded in registers) · Q'^T   (mma m16n8k16, fp32 acc)
+//   S^T (32 tok × 8 heads) = K (32 × D, decoded in registers) · Q'^T   (mma, fp32/int32 acc)
 //   online softmax in the log2 domain (Q' carries scale·log2 e)
 //   O^T (D × 8 heads)    += V^T (decoded) · P'^T   (P' = p·v_norm, transposed by movmatrix)
 // The G ≤ 8 query heads of a KV head are the mma's N dimension: every code is decoded once and
-// used by all of them. Codes become fp16 through byte-permute lookups of the codebook (prmt:
-// ~1.4 integer ops per value for 3-bit codes), never through per-element tables in memory.
-// A CTA of NW warps covers one split of the pages; its warps merge in shared memory and write
-// one partial (m, l, o) per query head; a second kernel merges the splits and applies Πᵀ.
+// used by all of them. Codes become fp16 (or int8, turbo3) through byte-permute lookups of the
+// codebook held in registers (prmt), never through per-element tables in memory.
+// Two drivers: the split grid (CTA = split × KV head × sequence; warps merge in shared memory,
+// the last CTA of a head merges the splits) and the stream mode (a persistent grid, one page
+// range per warp across heads and sequences; see stream_range). turbo3 runs on the int8
+// tensor cores with one-byte tables by default and, for G ≤ 4, "pair columns" (kPair).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
