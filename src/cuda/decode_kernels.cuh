@@ -100,18 +100,23 @@ __device__ __forceinline__ void lut4(uint32_t sel, uint32_t L0, uint32_t L1, uin
   o1 = prmt(lo, hi, 0x7362);
 }
 
-// One 32-element group of 3-bit codes (3 words, LUT3 layout of formats.cuh) → two int8 lookups
-// (tables T1 = {t1a, t1b}, T2), registers 2k / 2k+1 = lane elements 8k..8k+3 / 8k+4..8k+7.
-// Integer ALU: 3 masks + 16 prmt; the 8 codes spread over bit 3 of the nibbles are gathered
-// as (w − (w & 0x77777777)) >> s sums on the FMA pipe (the three pieces have disjoint bits).
-__device__ __forceinline__ void lut_i8_group(const uint32_t* w, uint32_t t1a, uint32_t t1b,
-                                             uint32_t t2a, uint32_t t2b, uint32_t (&k1)[8],
-                                             uint32_t (&k2)[8]) {
-  uint32_t n[4];
+// The prmt selectors of one 32-element group of 3-bit codes (3 words, LUT3 layout of
+// formats.cuh): n[k] holds 8 codes as nibbles (bits 0-2). 3 masks on the integer ALU; the 8
+// codes spread over bit 3 of the nibbles are gathered as (w − (w & 0x77777777)) >> s sums on
+// the FMA pipe (the three pieces have disjoint bits).
+__device__ __forceinline__ void selectors3(const uint32_t* w, uint32_t (&n)[4]) {
   n[0] = w[0] & 0x77777777u;
   n[1] = w[1] & 0x77777777u;
   n[2] = w[2] & 0x77777777u;
   n[3] = shr_add_fma<3>(w[0] - n[0], shr_add_fma<2>(w[1] - n[1], shr_fma<1>(w[2] - n[2])));
+}
+// One group → two int8 lookups (tables T1 = {t1a, t1b}, T2), registers 2k / 2k+1 = lane
+// elements 8k..8k+3 / 8k+4..8k+7: 16 prmt.
+__device__ __forceinline__ void lut_i8_group(const uint32_t* w, uint32_t t1a, uint32_t t1b,
+                                             uint32_t t2a, uint32_t t2b, uint32_t (&k1)[8],
+                                             uint32_t (&k2)[8]) {
+  uint32_t n[4];
+  selectors3(w, n);
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     const uint32_t hi = shr_fma<16>(n[k]);
@@ -122,18 +127,28 @@ __device__ __forceinline__ void lut_i8_group(const uint32_t* w, uint32_t t1a, ui
   }
 }
 
-// The same with one table: 3 masks + 8 prmt per 32 codes.
+// The same with one table: 8 prmt per 32 codes.
 __device__ __forceinline__ void lut_i8_group1(const uint32_t* w, uint32_t ta, uint32_t tb,
                                               uint32_t (&k1)[8]) {
   uint32_t n[4];
-  n[0] = w[0] & 0x77777777u;
-  n[1] = w[1] & 0x77777777u;
-  n[2] = w[2] & 0x77777777u;
-  n[3] = shr_add_fma<3>(w[0] - n[0], shr_add_fma<2>(w[1] - n[1], shr_fma<1>(w[2] - n[2])));
+  selectors3(w, n);
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     k1[2 * k] = prmt(ta, tb, n[k]);
     k1[2 * k + 1] = prmt(ta, tb, shr_fma<16>(n[k]));
+  }
+}
+
+// One 32-code group through the one-byte table, or (kRaw, a timing diagnostic) the code words
+// fed to the tensor cores as they are.
+template <bool kRaw>
+__device__ __forceinline__ void group_i8(const uint32_t* w, uint32_t ta, uint32_t tb,
+                                         uint32_t (&k1)[8]) {
+  if constexpr (kRaw) {
+#pragma unroll
+    for (int r = 0; r < 8; ++r) k1[r] = w[r % 3];
+  } else {
+    lut_i8_group1(w, ta, tb, k1);
   }
 }
 
@@ -859,6 +874,25 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     }
   };
 
+  // End of a warp's pages (split grid) or of its piece of a segment (stream mode): o back from
+  // shared memory (kOsm), columns combined, l summed over the lanes of each head.
+  auto end_piece = [&]() {
+    if constexpr (kOsm) {
+      vflush(1.f, 1.f);
+#pragma unroll
+      for (int i = 0; i < KS; ++i)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) o[i][c] = osm[32 * (4 * i + c)];
+    }
+    combine_cols();
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 4);
+      l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 8);
+      l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 16);
+    }
+  };
+
   // Same codebook for K and V: one set of table registers.
   const auto& vlo = KF == VF ? p.klo : p.vlo;
   const auto& vhi = KF == VF ? p.khi : p.vhi;
@@ -887,12 +921,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
       for (int grp = 0; grp < D / 32; ++grp) {
         uint32_t k1[8];
-        if constexpr ((kDiag & 2) != 0) {
-#pragma unroll
-          for (int r = 0; r < 8; ++r) k1[r] = kt_cur.w0[3 * grp + r % 3];
-        } else {
-          lut_i8_group1(kt_cur.w0 + 3 * grp, p.k1tab[0], p.k1tab[1], k1);
-        }
+        group_i8<(kDiag & 2) != 0>(kt_cur.w0 + 3 * grp, p.k1tab[0], p.k1tab[1], k1);
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
           const uint32_t A1[4] = {k1[4 * mt], k1[4 * mt + 1], k1[4 * mt + 2], k1[4 * mt + 3]};
@@ -957,12 +986,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
       for (int grp = 0; grp < D / 32; ++grp) {
         uint32_t v1[8];
-        if constexpr ((kDiag & 1) != 0) {
-#pragma unroll
-          for (int r = 0; r < 8; ++r) v1[r] = vt_cur.w0[3 * grp + r % 3];
-        } else {
-          lut_i8_group1(vt_cur.w0 + 3 * grp, p.v1tab[0], p.v1tab[1], v1);
-        }
+        group_i8<(kDiag & 1) != 0>(vt_cur.w0 + 3 * grp, p.v1tab[0], p.v1tab[1], v1);
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
           const uint32_t A1[4] = {v1[4 * mt], v1[4 * mt + 1], v1[4 * mt + 2], v1[4 * mt + 3]};
@@ -1188,12 +1212,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
             for (int grp = 0; grp < D / 32; ++grp) {
               uint32_t v1[8];
-              if constexpr ((kDiag & 1) != 0) {
-#pragma unroll
-                for (int r = 0; r < 8; ++r) v1[r] = vt_cur.w0[3 * grp + r % 3];
-              } else {
-                lut_i8_group1(vt_cur.w0 + 3 * grp, p.v1tab[0], p.v1tab[1], v1);
-              }
+              group_i8<(kDiag & 1) != 0>(vt_cur.w0 + 3 * grp, p.v1tab[0], p.v1tab[1], v1);
 #pragma unroll
               for (int mt = 0; mt < 2; ++mt) {
                 const uint32_t A1[4] = {v1[4 * mt], v1[4 * mt + 1], v1[4 * mt + 2],
@@ -1308,6 +1327,25 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     }  // PART & 2
   };
 
+  // One page from the ring: wait for it, refill the slot freed last (next_tile(): the tile
+  // kStages − 1 pages ahead) and process it.
+  int slot = 0, fill = kStages - 1;  // slot being read, slot being filled (no modulo)
+  auto ring_step = [&](bool refill, auto&& next_tile, int pg) {
+    asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
+    __syncwarp();
+    if (refill) issue(next_tile(), fill);
+    asm volatile("cp.async.commit_group;");
+    const uint8_t* tp = ring + slot * SB;
+    slot = slot == kStages - 1 ? 0 : slot + 1;
+    fill = fill == kStages - 1 ? 0 : fill + 1;
+    KT kt;
+    VT vt;
+    kt.template load<false>(tp, lane, false);
+    vt.template load<false>(tp + tile_bytes(KF, D), lane, true);
+    float s[1][2][4];
+    process.template operator()<1, 3>(&kt, &vt, pg, s);
+  };
+
   // ---- the split grid: CTA (split, KV head, sequence), its warps take every NW-th page
   if constexpr (!kStream) {
   const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
@@ -1332,22 +1370,9 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   reset_state();
 
   if constexpr (kRing) {
-    int slot = 0, fill = kStages - 1;  // slot being read, slot being filled (no modulo)
-    for (int it = 0; it < n_my; ++it) {
-      asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
-      __syncwarp();
-      if (it + kStages - 1 < n_my) issue(tile_ptr(first + (it + kStages - 1) * NW), fill);
-      asm volatile("cp.async.commit_group;");
-      const uint8_t* tp = ring + slot * SB;
-      slot = slot == kStages - 1 ? 0 : slot + 1;
-      fill = fill == kStages - 1 ? 0 : fill + 1;
-      KT kt;
-      VT vt;
-      kt.template load<false>(tp, lane, false);
-      vt.template load<false>(tp + tile_bytes(KF, D), lane, true);
-      float s[1][2][4];
-      process.template operator()<1, 3>(&kt, &vt, first + it * NW, s);
-    }
+    for (int it = 0; it < n_my; ++it)
+      ring_step(it + kStages - 1 < n_my, [&] { return tile_ptr(first + (it + kStages - 1) * NW); },
+                first + it * NW);
     asm volatile("cp.async.wait_all;");
     __syncthreads();
   } else {
@@ -1362,21 +1387,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     }
   }
 
-  if constexpr (kOsm) {
-    vflush(1.f, 1.f);
-#pragma unroll
-    for (int i = 0; i < KS; ++i)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) o[i][c] = osm[32 * (4 * i + c)];
-  }
-  combine_cols();
+  end_piece();
   // ---- merge the warps of this CTA, write one partial per query head
-#pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 4);
-    l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 8);
-    l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 16);
-  }
   extern __shared__ __align__(16) uint8_t dsm[];
   auto sm_ml = reinterpret_cast<float(*)[8][2]>(dsm);
   auto sm_o = reinterpret_cast<float(*)[8][D]>(dsm + NW * 8 * 2 * sizeof(float));
@@ -1468,7 +1480,6 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     if (it < n_my) issue(fetch.next(p, head_bytes), it);
     asm volatile("cp.async.commit_group;");
   }
-  int slot = 0, fill = kStages - 1;
   // outer loop: the pieces of segments in this warp's range; inner loop: their pages (the hot
   // loop stays small: query preparation and the piece's merge are outside it)
   for (int it = 0; it < n_my;) {
@@ -1476,37 +1487,11 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     prep_query(cur.b, cur.kvh);  // (its loads overlap the pages in flight)
     reset_state();
     const int n_here = min(cur.np - cur.pg, n_my - it);
-    for (int k = 0; k < n_here; ++k) {
-      asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
-      __syncwarp();
-      if (it + k + kStages - 1 < n_my) issue(fetch.next(p, head_bytes), fill);
-      asm volatile("cp.async.commit_group;");
-      const uint8_t* tp = ring + slot * SB;
-      slot = slot == kStages - 1 ? 0 : slot + 1;
-      fill = fill == kStages - 1 ? 0 : fill + 1;
-      KT kt;
-      VT vt;
-      kt.template load<false>(tp, lane, false);
-      vt.template load<false>(tp + tile_bytes(KF, D), lane, true);
-      float s[1][2][4];
-      process.template operator()<1, 3>(&kt, &vt, cur.pg + k, s);
-    }
+    for (int k = 0; k < n_here; ++k)
+      ring_step(it + k + kStages - 1 < n_my, [&] { return fetch.next(p, head_bytes); },
+                cur.pg + k);
     it += n_here;
-    // end of this warp's piece of the segment
-    if constexpr (kOsm) {
-      vflush(1.f, 1.f);
-#pragma unroll
-      for (int i = 0; i < KS; ++i)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) o[i][c] = osm[32 * (4 * i + c)];
-    }
-    combine_cols();
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 4);
-      l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 8);
-      l_run[c] += __shfl_xor_sync(0xffffffffu, l_run[c], 16);
-    }
+    end_piece();
     stream_finish<D>(p, o, l_run, m_run, rg, cur, seg0, gw, scratch);
     // next segment (page 0)
     cur.pg = cur.np - 1;
