@@ -58,24 +58,6 @@ __device__ __forceinline__ float warp_max(float v) {
 // shared memory (bf16: the 16-bit value), the per-token scalars straight to the page.
 // Phase 2 (all threads): build each lane word of the tiles from the code bytes and store it,
 // coalesced; a partially filled page ORs into its existing words.
-template <int E>
-__device__ __forceinline__ void fwht_warp(float (&u)[E], int lane) {
-#pragma unroll
-  for (int h = 1; h < E; h <<= 1)
-#pragma unroll
-    for (int k = 0; k < E; ++k)
-      if (!(k & h)) {
-        const float a = u[k], b = u[k + h];
-        u[k] = a + b;
-        u[k + h] = a - b;
-      }
-#pragma unroll
-  for (int hb = 1; hb < 32; hb <<= 1) {
-    const float sg = (lane & hb) ? -1.f : 1.f;  // upper index: o − u, lower: u + o
-#pragma unroll
-    for (int k = 0; k < E; ++k) u[k] = fmaf(sg, u[k], __shfl_xor_sync(0xffffffffu, u[k], hb));
-  }
-}
 
 // FWHT of a vector spread over L consecutive lanes (lane group), E consecutive elements per lane:
 // in-register stages, then log2(L) shuffle stages within the group (unnormalised).
@@ -96,6 +78,12 @@ __device__ __forceinline__ void fwht_group(float (&u)[E], int lane) {
 #pragma unroll
     for (int k = 0; k < E; ++k) u[k] = fmaf(sg, u[k], __shfl_xor_sync(0xffffffffu, u[k], hb));
   }
+}
+
+// The same over the whole warp (32 lanes × E consecutive elements).
+template <int E>
+__device__ __forceinline__ void fwht_warp(float (&u)[E], int lane) {
+  fwht_group<E, 32>(u, lane);
 }
 
 // Lloyd-Max index = number of the NB sorted boundaries below u (NB = 3, 7, 15), by a binary
