@@ -139,16 +139,23 @@ __device__ __forceinline__ void lut_i8_group1(const uint32_t* w, uint32_t ta, ui
   }
 }
 
-// One 32-code group through the one-byte table, or (kRaw, a timing diagnostic) the code words
-// fed to the tensor cores as they are.
-template <bool kRaw>
-__device__ __forceinline__ void group_i8(const uint32_t* w, uint32_t ta, uint32_t tb,
-                                         uint32_t (&k1)[8]) {
+// One 32-code group of turbo3 codes → int8 A fragments: through the one-byte table (kOne: k1
+// only), the two-byte tables (k1, k2), or (kRaw, a timing diagnostic) the code words fed to the
+// tensor cores as they are.
+template <bool kRaw, bool kOne>
+__device__ __forceinline__ void group_i8(const uint32_t* w, const uint32_t (&one)[2],
+                                         const uint32_t (&two)[2][2], uint32_t (&k1)[8],
+                                         uint32_t (&k2)[8]) {
   if constexpr (kRaw) {
 #pragma unroll
-    for (int r = 0; r < 8; ++r) k1[r] = w[r % 3];
+    for (int r = 0; r < 8; ++r) {
+      k1[r] = w[r % 3];
+      k2[r] = w[(r + 1) % 3];
+    }
+  } else if constexpr (kOne) {
+    lut_i8_group1(w, one[0], one[1], k1);
   } else {
-    lut_i8_group1(w, ta, tb, k1);
+    lut_i8_group(w, two[0][0], two[0][1], two[1][0], two[1][1], k1, k2);
   }
 }
 
@@ -367,13 +374,8 @@ __host__ __device__ constexpr int decode_qsm_offset(Fmt kf, Fmt vf, int D, int n
   const int ring = decode_uses_ring(kf, vf, D) ? nw * stages * decode_stage_bytes(kf, vf, D) : 0;
   return merge > ring ? merge : ring;
 }
-// [... | rotated queries] [osm: turbo3 value sums kept over pages: each warp's fp32 o]
-__host__ __device__ constexpr int decode_osm_offset(Fmt kf, Fmt vf, int D, int nw, int stages) {
+__host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int nw, int stages) {
   return decode_qsm_offset(kf, vf, D, nw, stages) + (kf == Fmt::T3 ? 8 * D * 4 : 0);
-}
-__host__ __device__ constexpr int decode_smem_bytes(Fmt kf, Fmt vf, int D, int nw, int stages,
-                                                    bool osm = false) {
-  return decode_osm_offset(kf, vf, D, nw, stages) + (osm ? nw * 8 * D * 4 : 0);
 }
 
 // turbo3 keys: the query of (sequence b, KV head kvh) rotated (FWHT of ksigns ⊙ q), scaled
@@ -658,37 +660,30 @@ __device__ void stream_finish(const DecodeParams& p, float (&o)[D / 16][4], floa
 // without CTA barriers; at the end of each segment piece it writes a partial (m, l, o) and
 // the last piece of a segment (atomic counter) merges them and writes the output. This removes
 // the per-wave prologue/epilogue of the split grid (query preparation, pipeline fill, CTA merge)
-// and its wave tail. Smem: [ring: NW × kStages × SB][scratch: NW × 8 × D floats][osm].
+// and its wave tail. Smem: [ring: NW × kStages × SB][scratch: NW × 8 × D floats].
 __host__ __device__ constexpr int stream_scratch_offset(Fmt kf, Fmt vf, int D, int nw,
                                                         int stages) {
   return nw * stages * decode_stage_bytes(kf, vf, D);
 }
-__host__ __device__ constexpr int stream_smem_bytes(Fmt kf, Fmt vf, int D, int nw, int stages,
-                                                    bool osm = false) {
-  return stream_scratch_offset(kf, vf, D, nw, stages) + nw * 8 * D * 4 + (osm ? nw * 8 * D * 4 : 0);
+__host__ __device__ constexpr int stream_smem_bytes(Fmt kf, Fmt vf, int D, int nw, int stages) {
+  return stream_scratch_offset(kf, vf, D, nw, stages) + nw * 8 * D * 4;
 }
 // Types the stream mode serves: ring types whose output needs no dense rotation.
 __host__ __device__ constexpr bool stream_eligible(Fmt kf, Fmt vf, int D) {
   return decode_uses_ring(kf, vf, D) && !is_split(kf) && !is_split(vf);
 }
 
-// NPG: pages per softmax update (only 1 now); kLazy: skip the max
-// reduction when no score exceeds the running max.
 // kDiag (timing diagnostics of the turbo3 kernel only, results wrong): 4 = pages streamed and
 // folded with no decode at all; bits 1 | 2: 1 = value codes fed
 // to the tensor cores raw (no V lookup), 2 = key codes raw (no K lookup).
-// kVPage (turbo3 values): convert the int8 value sums into o every page instead of when their
-// scale changes.
 // kStream: the persistent stream mode above (else the split grid (splits, Hkv, B)).
 // kTab (turbo3): 2 = the exact two-byte codebook tables, 1 = one byte table (the centroids
 // rounded to s·int8, see DecodeParams::k1tab): half the lookups and tensor-core ops; 0 = one
 // byte table and an 8-bit query (one key product instead of two). (8-bit P' per page, one
 // value product, ran 6 % slower than 1: its page-max shuffles sit on the critical path.)
-template <Fmt KF, Fmt VF, int D, int NW, int kStages = 3, int MINB = 1, int NPG = 1,
-          bool kLazy = true, int kDiag = 0, bool kVPage = true, bool kStream = false,
-          int kTab = 2, bool kG4 = false>
+template <Fmt KF, Fmt VF, int D, int NW, int kStages = 3, int MINB = 1, int kDiag = 0,
+          bool kStream = false, int kTab = 2, bool kG4 = false>
 __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
-  static_assert(NPG == 1, "one page per softmax step");
   static_assert(!kStream || stream_eligible(KF, VF, D), "stream mode: ring types only");
   constexpr bool KBF = KF == Fmt::BF16, VBF = VF == Fmt::BF16;
   constexpr int KS = D / 16;  // k-steps over dims (K side) = m-tiles over dims (V side)
@@ -742,7 +737,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   constexpr bool kQ8 = kTab == 0;                  // 8-bit query
   // G ≤ 4 with turbo3 values and one-byte tables: the mma's 4 spare head columns carry the low
   // bytes of P' (see the value step), one int8 product per value instead of two
-  constexpr bool kSplitCols = kG4 && VF == Fmt::T3 && kOneTab && kVPage;
+  constexpr bool kSplitCols = kG4 && VF == Fmt::T3 && kOneTab;
   // ... and with turbo3 keys and the 15-bit query: "pair columns" (kPair). Column 2h of every
   // product is head h's high part, 2h + 1 its low part (query Q1 | 2·Q2 on the key side, P'
   // bytes Q1 | Q2 on the value side), so lane (g, t) holds both parts of head t: one product
@@ -789,21 +784,11 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   // P' = p·‖v‖ → Q = round(P'·vqinv) ≤ 65535 = 256·Q1 + Q2 (u8 bytes, Q1 and Q2 exact);
   // O^T += α/vqinv · V^T·Q^T ≈ 256α/vqinv · (256·V1Q1 + V1Q2 + V2Q1) (V2Q2 < 2^-15 of the
   // product dropped). One table (kTab = 1, c ≈ s·T): O^T += s/vqinv · (256·TQ1 + TQ2).
-  // The int32 sums va1, va2 are converted into o every page (kVPage) or only when their scale
-  // changes (running max moves, a norm exceeds vbound, the scale of Q), every 512 pages (int32
-  // range) and at the end.
+  // The int32 sums va1, va2 of a page are converted into o at its end (vflush). (Keeping them
+  // over pages, converted only when their scale changes, saved no time: session 3, v18.)
   constexpr bool VI8 = VF == Fmt::T3;
-  constexpr bool kVEveryPage = kVPage;
   int va1[VI8 ? KS : 1][4], va2[VI8 ? KS : 1][4];
   float vbound, vqinv, vscale;  // Q scale: vqinv = 65535 / vbound
-  int vpages;                   // pages in va1/va2
-  // Sums kept over pages (!kVPage): o lives in shared memory (registers: 3 CTAs/SM), touched
-  // only here; a0/a1 rescale it (running max moved) after the sums are added.
-  constexpr bool kOsm = VI8 && !kVPage;
-  float* osm = reinterpret_cast<float*>(
-                   dsm + (kStream ? stream_scratch_offset(KF, VF, D, NW, kStages) + NW * 8 * D * 4
-                                  : decode_osm_offset(KF, VF, D, NW, kStages))) +
-               warp * 8 * D + lane;  // [i][c][lane]
   auto reset_state = [&]() {
 #pragma unroll
     for (int i = 0; i < KS; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
@@ -814,28 +799,27 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) va1[i][c] = va2[i][c] = 0;
     vbound = vqinv = vscale = 0.f;
-    vpages = 0;
-    if constexpr (kOsm) {
-#pragma unroll
-      for (int i = 0; i < KS * 4; ++i) osm[32 * i] = 0.f;
-    }
   };
-  auto vflush = [&](float a0, float a1) {
+  auto vflush = [&]() {
 #pragma unroll
     for (int i = 0; i < (VI8 ? KS : 1); ++i)
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        const float x = kVEveryPage ? float(va1[i][c] * 256 + va2[i][c])
-                                    : fmaf(float(va1[i][c]), 256.f, float(va2[i][c]));
-        if constexpr (kOsm) {
-          float& r = osm[32 * (4 * i + c)];
-          r = fmaf(x, vscale, r) * ((c & 1) ? a1 : a0);
-        } else {
-          o[i][c] = fmaf(x, vscale, o[i][c]);
-        }
+        o[i][c] = fmaf(float(va1[i][c] * 256 + va2[i][c]), vscale, o[i][c]);
         va1[i][c] = va2[i][c] = 0;
       }
-    vpages = 0;
+  };
+  // Q scale of P' (turbo3 values): a value norm of this page above vbound (warp vote) sets
+  // vbound = 2 × the page's largest norm (room for later pages).
+  auto update_vbound = [&](float nvm) {
+    if (__any_sync(0xffffffffu, nvm > vbound)) {
+      float mxn = fmaxf(nvm, __shfl_xor_sync(0xffffffffu, nvm, 4));
+      mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 8));
+      mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 16));
+      vbound = 2.f * mxn;
+      vqinv = 65535.f / vbound;
+      vscale = (kOneTab ? p.v1mul : p.valpha256) / vqinv;
+    }
   };
 
   // log2-domain logit of column c relative to the running max (turbo3 keys: kscale applied here)
@@ -874,16 +858,9 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
     }
   };
 
-  // End of a warp's pages (split grid) or of its piece of a segment (stream mode): o back from
-  // shared memory (kOsm), columns combined, l summed over the lanes of each head.
+  // End of a warp's pages (split grid) or of its piece of a segment (stream mode): columns
+  // combined, l summed over the lanes of each head.
   auto end_piece = [&]() {
-    if constexpr (kOsm) {
-      vflush(1.f, 1.f);
-#pragma unroll
-      for (int i = 0; i < KS; ++i)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) o[i][c] = osm[32 * (4 * i + c)];
-    }
     combine_cols();
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
@@ -900,6 +877,27 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
   // and independent decode/mma chains to interleave.
   // PART 1: scores of the pages' keys into s; PART 2: softmax and values of s (3: both; a
   // software pipeline that scored the next page's keys between them ran 8 % slower).
+  // turbo3 keys on the int8 tensor cores: a1 += T1·qf[2·grp] (T1: the one-byte table, or the
+  // high bytes of the two-byte one); a2 += T1·qf[2·grp + 1] (the query's low part 2·Q2; not
+  // with an 8-bit query, nor with pair columns, which carry it in the same product); a3 +=
+  // T2·qf[2·grp] (two-byte tables).
+  auto key_products = [&](const KT& kt, int (&a1)[2][4], int (&a2)[2][4], int (&a3)[2][4]) {
+#pragma unroll
+    for (int grp = 0; grp < D / 32; ++grp) {
+      uint32_t k1[8], k2[8];
+      group_i8<(kDiag & 2) != 0, kOneTab>(kt.w0 + 3 * grp, p.k1tab, p.ki8, k1, k2);
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        const uint32_t A1[4] = {k1[4 * mt], k1[4 * mt + 1], k1[4 * mt + 2], k1[4 * mt + 3]};
+        imma(a1[mt], A1, qf[2 * grp][0], qf[2 * grp][1]);
+        if constexpr (!kQ8 && !kPair) imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
+        if constexpr (kTab == 2) {
+          const uint32_t A2[4] = {k2[4 * mt], k2[4 * mt + 1], k2[4 * mt + 2], k2[4 * mt + 3]};
+          imma(a3[mt], A2, qf[2 * grp][0], qf[2 * grp][1]);
+        }
+      }
+    }
+  };
   auto process = [&]<int NP, int PART>(const KT* kts, const VT* vts, int pg,
                                         float (&s)[NP][2][4]) {
     if constexpr (kDiag == 4) {  // streaming only: fold the words into o
@@ -917,17 +915,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       const KT& kt_cur = kts[0];
       const VT& vt_cur = vts[0];
       // keys: a[mt] = rows tokens 16mt + g (+8) × columns 2t (Q1 part), 2t + 1 (2·Q2 part)
-      int a[2][4] = {};
-#pragma unroll
-      for (int grp = 0; grp < D / 32; ++grp) {
-        uint32_t k1[8];
-        group_i8<(kDiag & 2) != 0>(kt_cur.w0 + 3 * grp, p.k1tab[0], p.k1tab[1], k1);
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          const uint32_t A1[4] = {k1[4 * mt], k1[4 * mt + 1], k1[4 * mt + 2], k1[4 * mt + 3]};
-          imma(a[mt], A1, qf[2 * grp][0], qf[2 * grp][1]);
-        }
-      }
+      int a[2][4] = {}, unused2[2][4], unused3[2][4];
+      key_products(kt_cur, a, unused2, unused3);
       // scores of head t, tokens g + 8k (k = 2mt + r), without kscale (see logit)
       float sc[4];
       const int nvalid = seq - pg * kPageTokens;
@@ -960,17 +949,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
           }
         }
       }
-      // Q scale of P' (vbound = 2 × the largest value norm seen, see the value step below)
-      const float nvm = fmaxf(fmaxf(vt_cur.sc[0][0], vt_cur.sc[1][0]),
-                              fmaxf(vt_cur.sc[2][0], vt_cur.sc[3][0]));
-      if (__any_sync(0xffffffffu, nvm > vbound)) {
-        float mxn = fmaxf(nvm, __shfl_xor_sync(0xffffffffu, nvm, 4));
-        mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 8));
-        mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 16));
-        vbound = 2.f * mxn;
-        vqinv = 65535.f / vbound;
-        vscale = p.v1mul / vqinv;
-      }
+      update_vbound(fmaxf(fmaxf(vt_cur.sc[0][0], vt_cur.sc[1][0]),
+                          fmaxf(vt_cur.sc[2][0], vt_cur.sc[3][0])));
       // P' = p·‖v‖ → Q = 256·Q1 + Q2; the b16 pair (Q1, Q2) is row g + 8k, columns 2t, 2t + 1
       // of the 8 × 8 block that movmatrix transposes into the B fragment (column n = lane g)
       uint32_t x[4];
@@ -985,8 +965,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
       const float vs256 = 256.f * vscale;
 #pragma unroll
       for (int grp = 0; grp < D / 32; ++grp) {
-        uint32_t v1[8];
-        group_i8<(kDiag & 1) != 0>(vt_cur.w0 + 3 * grp, p.v1tab[0], p.v1tab[1], v1);
+        uint32_t v1[8], v2[8];
+        group_i8<(kDiag & 1) != 0, true>(vt_cur.w0 + 3 * grp, p.v1tab, p.vi8, v1, v2);
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
           const uint32_t A1[4] = {v1[4 * mt], v1[4 * mt + 1], v1[4 * mt + 2], v1[4 * mt + 3]};
@@ -1013,33 +993,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
         const KT& kt_cur = kts[pp];
         if constexpr (KI8) {
           int a1[2][4] = {}, a2[2][4] = {}, a3[2][4] = {};  // up to three chains of D/32
-#pragma unroll
-          for (int grp = 0; grp < D / 32; ++grp) {
-            const uint32_t* w = kt_cur.w0 + 3 * grp;
-            uint32_t k1[8], k2[8];
-            if constexpr ((kDiag & 2) != 0) {
-#pragma unroll
-              for (int r = 0; r < 8; ++r) {
-                k1[r] = w[r % 3];
-                k2[r] = w[(r + 1) % 3];
-              }
-            } else if constexpr (kOneTab) {
-              lut_i8_group1(w, p.k1tab[0], p.k1tab[1], k1);
-            } else {
-              lut_i8_group(w, p.ki8[0][0], p.ki8[0][1], p.ki8[1][0], p.ki8[1][1], k1, k2);
-            }
-#pragma unroll
-            for (int mt = 0; mt < 2; ++mt) {
-              const uint32_t A1[4] = {k1[4 * mt], k1[4 * mt + 1], k1[4 * mt + 2], k1[4 * mt + 3]};
-              imma(a1[mt], A1, qf[2 * grp][0], qf[2 * grp][1]);
-              if constexpr (!kQ8) imma(a2[mt], A1, qf[2 * grp + 1][0], qf[2 * grp + 1][1]);
-              if constexpr (kTab == 2) {
-                const uint32_t A2[4] = {k2[4 * mt], k2[4 * mt + 1], k2[4 * mt + 2],
-                                        k2[4 * mt + 3]};
-                imma(a3[mt], A2, qf[2 * grp][0], qf[2 * grp][1]);
-              }
-            }
-          }
+          key_products(kt_cur, a1, a2, a3);
 #pragma unroll
           for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -1124,10 +1078,10 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
         mx[0] *= kscale[0];
         mx[1] *= kscale[1];
       }
-      // The running max rarely moves after the first pages. kLazy: when no score exceeds it
+      // The running max rarely moves after the first pages. When no score exceeds it
       // (one warp vote), the update below would give alpha = 1 and the same max: skip the
       // shuffle reduction too (bit-identical results).
-      if (!kLazy || __any_sync(0xffffffffu, mx[0] > m_run[0] || mx[1] > m_run[1])) {
+      if (__any_sync(0xffffffffu, mx[0] > m_run[0] || mx[1] > m_run[1])) {
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], 4));
@@ -1152,8 +1106,6 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
             for (int i = 0; i < KS; ++i) {
               o[i][0] *= a0; o[i][1] *= a1; o[i][2] *= a0; o[i][3] *= a1;
             }
-          } else if constexpr (kOsm) {
-            vflush(alpha[0], alpha[1]);
           } else {
 #pragma unroll
             for (int i = 0; i < KS; ++i) {
@@ -1166,22 +1118,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
 #pragma unroll
         for (int pp = 0; pp < NP; ++pp) {
           const VT& vt_cur = vts[pp];
-          // Q scale: a norm of this page above vbound (or the 512-page limit) converts the sums
-          // and sets vbound = 2 × the page's largest norm (room for later pages).
-          const float nvm = fmaxf(fmaxf(vt_cur.sc[0][0], vt_cur.sc[1][0]),
-                                  fmaxf(vt_cur.sc[2][0], vt_cur.sc[3][0]));
-          const bool grow = __any_sync(0xffffffffu, nvm > vbound);
-          if (grow || (!kVEveryPage && vpages >= 512)) {
-            if (!kVEveryPage && vpages > 0) vflush(1.f, 1.f);
-            if (grow) {
-              float mxn = fmaxf(nvm, __shfl_xor_sync(0xffffffffu, nvm, 4));
-              mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 8));
-              mxn = fmaxf(mxn, __shfl_xor_sync(0xffffffffu, mxn, 16));
-              vbound = 2.f * mxn;
-              vqinv = 65535.f / vbound;
-              vscale = (kOneTab ? p.v1mul : p.valpha256) / vqinv;
-            }
-          }
+          update_vbound(fmaxf(fmaxf(vt_cur.sc[0][0], vt_cur.sc[1][0]),
+                              fmaxf(vt_cur.sc[2][0], vt_cur.sc[3][0])));
           // Q of token g + 8k, heads 2t | 2t+1 (u16 pair; 2^23 + Q as a float holds Q in its low
           // bits), transposed to head g, tokens 8k + 2t | 8k + 2t + 1
           uint32_t x[4];
@@ -1211,8 +1149,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
             const float osc = t < 2 ? 256.f * vscale : vscale;
 #pragma unroll
             for (int grp = 0; grp < D / 32; ++grp) {
-              uint32_t v1[8];
-              group_i8<(kDiag & 1) != 0>(vt_cur.w0 + 3 * grp, p.v1tab[0], p.v1tab[1], v1);
+              uint32_t v1[8], v2[8];
+              group_i8<(kDiag & 1) != 0, true>(vt_cur.w0 + 3 * grp, p.v1tab, p.vi8, v1, v2);
 #pragma unroll
               for (int mt = 0; mt < 2; ++mt) {
                 const uint32_t A1[4] = {v1[4 * mt], v1[4 * mt + 1], v1[4 * mt + 2],
@@ -1228,19 +1166,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
           }
 #pragma unroll
           for (int grp = 0; grp < D / 32; ++grp) {
-            const uint32_t* w = vt_cur.w0 + 3 * grp;
             uint32_t v1[8], v2[8];
-            if constexpr ((kDiag & 1) != 0) {
-#pragma unroll
-              for (int r = 0; r < 8; ++r) {
-                v1[r] = w[r % 3];
-                v2[r] = w[(r + 1) % 3];
-              }
-            } else if constexpr (kOneTab) {
-              lut_i8_group1(w, p.v1tab[0], p.v1tab[1], v1);
-            } else {
-              lut_i8_group(w, p.vi8[0][0], p.vi8[0][1], p.vi8[1][0], p.vi8[1][1], v1, v2);
-            }
+            group_i8<(kDiag & 1) != 0, kOneTab>(vt_cur.w0 + 3 * grp, p.v1tab, p.vi8, v1, v2);
 #pragma unroll
             for (int mt = 0; mt < 2; ++mt) {
               const uint32_t A1[4] = {v1[4 * mt], v1[4 * mt + 1], v1[4 * mt + 2], v1[4 * mt + 3]};
@@ -1253,8 +1180,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) decode_kernel(DecodeParams p) {
               }
             }
           }
-          if constexpr (kVEveryPage) vflush(1.f, 1.f);
-          else ++vpages;
+          vflush();
         }
       } else {
 #pragma unroll

@@ -13,10 +13,7 @@ int decode_variant();
 // Whether the variant runs in stream mode (the host then launches the persistent grid).
 inline bool decode_variant_streams(int v) { return v != 1 && v != 4; }
 // Warps per decode CTA.
-inline int decode_warps(Fmt kf, Fmt vf, int D) {
-  (void)kf, (void)vf, (void)D;
-  return kDecodeWarps;
-}
+inline int decode_warps(Fmt, Fmt, int) { return kDecodeWarps; }
 
 // Decode launch modes (bits): the persistent stream-mode kernel (dk::stream_eligible types; else
 // the split grid), turbo3's exact two-byte codebook tables (else one-byte tables).

@@ -6,13 +6,12 @@
 
 namespace tq::cuda {
 
-template <Fmt KF, Fmt VF, int D, int NW, int ST, int MINB, int NPG = 1, bool LAZY = true,
-          int DIAG = 0, bool VPAGE = true, bool STREAM = false, int TAB = 2, bool G4 = false>
+template <Fmt KF, Fmt VF, int D, int NW, int ST, int MINB, int DIAG = 0, bool STREAM = false,
+          int TAB = 2, bool G4 = false>
 static bool run_decode(const DecodeParams* dp, dim3 grid, cudaStream_t st, int* occ) {
-  auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB, NPG, LAZY, DIAG, VPAGE, STREAM, TAB, G4>;
-  constexpr bool osm = VF == Fmt::T3 && !VPAGE;
-  constexpr int smem = STREAM ? dk::stream_smem_bytes(KF, VF, D, NW, ST, osm)
-                              : dk::decode_smem_bytes(KF, VF, D, NW, ST, osm);
+  auto kern = dk::decode_kernel<KF, VF, D, NW, ST, MINB, DIAG, STREAM, TAB, G4>;
+  constexpr int smem = STREAM ? dk::stream_smem_bytes(KF, VF, D, NW, ST)
+                              : dk::decode_smem_bytes(KF, VF, D, NW, ST);
   static bool attr = false;  // once per instantiation
   if (!attr) {
     cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -43,12 +42,12 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
       // at ≤ 128 registers (4 CTAs/SM)
       switch (v) {
         case 1: return run_decode<KF, VF, D, NW, 3, 1>(dp, grid, st, occ);
-        case 2: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 0, true>(dp, grid, st, occ);
-        case 3: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 2>(dp, grid, st, occ);
-        case 4: return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, 1, true>(dp, grid, st, occ);
-        case 5: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 4, true, true, 2>(dp, grid, st, occ);
-        case 6: return run_decode<KF, VF, D, NW, 3, 3, 1, true, 3, true, true, 1, true>(dp, grid, st, occ);
-        case 7: return run_decode<KF, VF, D, NW, 3, 4, 1, true, 0, true, true, 1, true>(dp, grid, st, occ);
+        case 2: return run_decode<KF, VF, D, NW, 3, 3, 0, true, 0, true>(dp, grid, st, occ);
+        case 3: return run_decode<KF, VF, D, NW, 3, 3, 0, true, 2>(dp, grid, st, occ);
+        case 4: return run_decode<KF, VF, D, NW, 3, 1, 0, false, 1, true>(dp, grid, st, occ);
+        case 5: return run_decode<KF, VF, D, NW, 3, 3, 4, true, 2>(dp, grid, st, occ);
+        case 6: return run_decode<KF, VF, D, NW, 3, 3, 3, true, 1, true>(dp, grid, st, occ);
+        case 7: return run_decode<KF, VF, D, NW, 3, 4, 0, true, 1, true>(dp, grid, st, occ);
         default: break;
       }
     }
@@ -58,18 +57,16 @@ static bool run_pair(const DecodeParams* dp, const AppendParams* ap, dim3 grid, 
       // ≤ 168 registers: 3 CTAs (12 warps) per SM
       if (stream) {
         if (kT3 && exact)
-          return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 2>(dp, grid, st, occ);
+          return run_decode<KF, VF, D, NW, 3, 3, 0, true, 2>(dp, grid, st, occ);
         if (VF == Fmt::T3 && g4)
-          return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, 1, true>(dp, grid, st,
-                                                                                occ);
-        return run_decode<KF, VF, D, NW, 3, 3, 1, true, 0, true, true, kT3 ? 1 : 2>(dp, grid, st,
-                                                                                  occ);
+          return run_decode<KF, VF, D, NW, 3, 3, 0, true, 1, true>(dp, grid, st, occ);
+        return run_decode<KF, VF, D, NW, 3, 3, 0, true, kT3 ? 1 : 2>(dp, grid, st, occ);
       }
     }
-    if (kT3 && exact) return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, 2>(dp, grid, st, occ);
+    if (kT3 && exact) return run_decode<KF, VF, D, NW, 3, 1, 0, false, 2>(dp, grid, st, occ);
     if (VF == Fmt::T3 && g4)
-      return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, 1, true>(dp, grid, st, occ);
-    return run_decode<KF, VF, D, NW, 3, 1, 1, true, 0, true, false, kT3 ? 1 : 2>(dp, grid, st, occ);
+      return run_decode<KF, VF, D, NW, 3, 1, 0, false, 1, true>(dp, grid, st, occ);
+    return run_decode<KF, VF, D, NW, 3, 1, 0, false, kT3 ? 1 : 2>(dp, grid, st, occ);
   } else {
     constexpr int smem = ak::append_smem_bytes(KF, VF, D);
     ak::append_kernel<KF, VF, D><<<grid, ak::kWarps * 32, smem, st>>>(*ap);
