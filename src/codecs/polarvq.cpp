@@ -435,13 +435,32 @@ void register_polarvq_codecs() {
       desc += " + residual PQ (" + std::to_string(p.vq_size) + " entries, sub-vectors of " +
               std::to_string(p.vq_dim) + ")";
     desc += p.vq_size ? "; needs --codebooks" : "; calibration optional";
+    TypeTraits tr;
+    tr.calibration = CalibrationKind::kPolarVq;
+    tr.needs_calibration = p.vq_size > 0;
+    tr.calibration_preset = name;
+    tr.calibration_label = "polar-vq:" + name;
     register_codec({"polar-vq:" + name, desc,
-                    [](std::string_view t, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
-                      return std::make_unique<PolarVqCodec>(
-                          polarvq_preset(std::string(t.substr(9))), d, o);
+                    [p](std::string_view, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
+                      return std::make_unique<PolarVqCodec>(p, d, o);
                     },
-                    300, p.vq_size > 0});
+                    300, tr});
   }
+  // polar-vq:custom (a parameter sweep of `tq calibrate`) takes its parameters from the
+  // codebook file: the cache builds it from CodebookFile::params, never through the factory.
+  TypeTraits custom;
+  custom.calibration = CalibrationKind::kPolarVq;
+  custom.needs_calibration = true;
+  custom.params_from_codebooks = true;
+  custom.calibration_preset = "custom";
+  custom.calibration_label = "polar-vq:custom";
+  register_codec({"polar-vq:custom", "polar-vq with the parameters of a codebook file",
+                  [](std::string_view t, int, const CodecOptions&) -> std::unique_ptr<Codec> {
+                    throw Error("cache type '" + std::string(t) +
+                                "' takes its parameters from a codebook file: pass --codebooks "
+                                "FILE");
+                  },
+                  399, custom, /*listed=*/false});
 }
 
 }  // namespace tq

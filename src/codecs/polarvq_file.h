@@ -27,17 +27,13 @@ namespace tq {
 
 constexpr uint32_t kCodebookFormatVersion = 3;
 
-// The preset of the codebook file a cache type needs ("balanced" for polar-vq:balanced,
-// "kvquant" for kvquant3/kvquant4), or "" for types that need none.
+// The preset of the codebook file a cache type takes ("balanced" for polar-vq:balanced,
+// "kvquant" for kvquant3/kvquant4), or "" for types that take none.
 inline std::string codebook_preset_of(const std::string& type) {
-  if (type.rfind("polar-vq:", 0) == 0) return type.substr(9);
-  if (is_kvquant_type(type)) return "kvquant";
-  return "";
+  return type_traits(type).calibration_preset;
 }
 // How a file's preset is named in messages: "polar-vq:balanced", "kvquant".
-inline std::string preset_label(const std::string& preset) {
-  return preset == "kvquant" ? preset : "polar-vq:" + preset;
-}
+inline std::string preset_label(const std::string& preset) { return calibration_label(preset); }
 
 struct CodebookFile {
   PolarVqParams params;

@@ -183,7 +183,7 @@ CodebookFile calibrate_kvquant(const KvShape& shape, const std::vector<HeadSampl
   const int L = shape.n_layer, H = shape.n_kv_head, d = shape.head_dim;
   TQ_ASSERT(heads.size() == size_t(L) * H);
   CodebookFile f;
-  f.params.preset = "kvquant";
+  f.params.preset = kKvqPreset;
   f.n_layer = uint32_t(L);
   f.n_head_kv = uint32_t(H);
   f.head_dim = uint32_t(d);
@@ -300,29 +300,24 @@ std::shared_ptr<const CodebookFile> load_codebooks(const std::string& path, cons
     throw Error("codebook file '" + path + "' was made for another RoPE pairing");
   bool used = false;
   for (const auto& t : types) {
-    if (is_kvquant_type(t)) {
-      used = true;
-      if (cb->params.preset != "kvquant" || cb->kvq.empty())
-        throw Error("codebook file '" + path + "' is for preset '" + cb->params.preset +
-                    "', cache type '" + t + "' needs a `tq calibrate --preset kvquant` file");
-      if (int(cb->n_layer) != hp.n_layer || int(cb->n_head_kv) != hp.n_kv_head ||
-          int(cb->head_dim) != hp.head_dim)
-        throw Error("codebook file '" + path + "' does not fit the model's shape");
-      continue;
-    }
-    if (t.rfind("polar-vq:", 0) != 0) continue;
+    const TypeTraits& tr = type_traits(t);
+    if (tr.calibration == CalibrationKind::kNone) continue;
     used = true;
-    const std::string preset = t.substr(9);
-    if (preset == "custom") {
-      if (int(cb->n_layer) != hp.n_layer || int(cb->n_head_kv) != hp.n_kv_head ||
-          int(cb->head_dim) != hp.head_dim)
-        throw Error("codebook file '" + path + "' does not fit the model's shape");
-      if (cb->params.preset != "custom")
+    const bool shape_ok = int(cb->n_layer) == hp.n_layer && int(cb->n_head_kv) == hp.n_kv_head &&
+                          int(cb->head_dim) == hp.head_dim;
+    if (tr.calibration == CalibrationKind::kKvQuant) {
+      if (cb->params.preset != tr.calibration_preset || cb->kvq.empty())
         throw Error("codebook file '" + path + "' is for preset '" + cb->params.preset +
-                    "', not 'custom'");
+                    "', cache type '" + t + "' needs a " + tr.calibrate_command + " file");
+      if (!shape_ok) throw Error("codebook file '" + path + "' does not fit the model's shape");
+    } else if (tr.params_from_codebooks) {
+      if (!shape_ok) throw Error("codebook file '" + path + "' does not fit the model's shape");
+      if (cb->params.preset != tr.calibration_preset)
+        throw Error("codebook file '" + path + "' is for preset '" + cb->params.preset +
+                    "', not '" + tr.calibration_preset + "'");
     } else {
       check_codebook_compatible(*cb, path, cb->model_fingerprint, hp.n_layer, hp.n_kv_head,
-                                hp.head_dim, preset);
+                                hp.head_dim, tr.calibration_preset);
     }
   }
   if (!used)

@@ -77,10 +77,9 @@ struct TempDir {
 }  // namespace
 
 bool CompareEntry::is_f16() const {
-  return ctk == "f16" && ctv == "f16" && preset.empty() && !residual && !sinks;
+  return type_traits(ctk).reference && type_traits(ctv).reference && preset.empty() && !residual &&
+         !sinks;
 }
-
-bool is_kivi_type(const std::string& t) { return t == "kivi2" || t == "kivi4"; }
 
 std::vector<CompareEntry> parse_type_list(const std::string& list) {
   std::vector<CompareEntry> out;
@@ -152,14 +151,15 @@ KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& op
     c.boundary_layers = e.boundary_layers;
     c.boundary_type_k = c.boundary_type_v = e.boundary_type;
   }
+  const TypeTraits &tk = type_traits(e.ctk), &tv = type_traits(e.ctv);
   if (e.residual)
     c.residual_window = *e.residual;
-  else if (!opts.residual_given && (is_kivi_type(e.ctk) || is_kivi_type(e.ctv)))
-    c.residual_window = kKiviDefaultResidual;
+  else if (!opts.residual_given && std::max(tk.default_window, tv.default_window) > 0)
+    c.residual_window = std::max(tk.default_window, tv.default_window);
   if (e.sinks)
     c.sink_tokens = *e.sinks;
-  else if (!opts.sinks_given && (is_kvquant_type(e.ctk) || is_kvquant_type(e.ctv)))
-    c.sink_tokens = kKvqDefaultSinks;
+  else if (!opts.sinks_given && std::max(tk.default_sinks, tv.default_sinks) > 0)
+    c.sink_tokens = std::max(tk.default_sinks, tv.default_sinks);
   if (!opts.codebook_set.empty()) {
     std::string preset;  // the preset of the row's codebook file ("kvquant" for kvquant types)
     std::vector<std::string> types = {c.type_k, c.type_v};

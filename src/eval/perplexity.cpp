@@ -1,6 +1,8 @@
 // turboquant — perplexity / KLD runner (see perplexity.h).
 #include "eval/perplexity.h"
 
+#include <unistd.h>
+
 #include <xxhash.h>
 
 #include <algorithm>
@@ -164,7 +166,9 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
   std::vector<float> logits(size_t(kRows) * V), logp(size_t(kRows) * V);
   std::vector<uint16_t> base_rec(size_t(kRows) * rec_u16);
   const float* lut = f16_lut();
-  if (opts.progress) progress_bar(0, n_chunks, 0.0, 0.0);
+  // The bar redraws one line with \r: only on a terminal (logs and CI output stay clean).
+  const bool bar = opts.progress && isatty(2);
+  if (bar) progress_bar(0, n_chunks, 0.0, 0.0);
   for (int c = 0; c < n_chunks; ++c) {
     const int seq = cache.new_seq();
     std::vector<float> hidden;
@@ -235,7 +239,7 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
     }
     res.tokens += n_scored;
     if (opts.on_chunk) opts.on_chunk(c + 1);
-    if (opts.progress)
+    if (bar)
       progress_bar(c + 1, n_chunks, std::exp(nll_sum / double(res.tokens)),
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start)
                        .count());

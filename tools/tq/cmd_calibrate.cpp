@@ -31,10 +31,10 @@ tq::PolarVqParams parse_preset(const std::string& spec) {
   std::stringstream ss(spec);
   std::string item;
   std::getline(ss, item, '+');
-  if (item == "kvquant") {  // the kvquant3/kvquant4 data (one file serves both)
+  if (item == tq::kKvqPreset) {  // the kvquant3/kvquant4 data (one file serves both)
     if (item != spec) throw tq::Error("--preset kvquant takes no parameters");
     tq::PolarVqParams p;
-    p.preset = "kvquant";
+    p.preset = tq::kKvqPreset;
     return p;
   }
   tq::PolarVqParams p = tq::polarvq_preset(item);
@@ -88,7 +88,8 @@ void setup(CLI::App& app) {
     bool json = false;
   };
   static Opts o;
-  cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
+  cmd->add_option("-m,--model", o.model,
+                  std::string("GGUF model (default: ") + tq::kDefaultModelFile + ")");
   cmd->add_option("-f,--file", o.text, "Calibration text (default: data/calib.txt)");
   cmd->add_option("--samples", o.samples, "Number of sequences (windows of -c tokens)")
       ->capture_default_str();
@@ -171,12 +172,12 @@ void setup(CLI::App& app) {
       co.seed = o.seed;
       co.max_vq_points = o.vq_points;
       for (const auto& m : made) co.earlier.push_back(&m);
-      const bool kvq = p.preset == "kvquant";  // kvquant reports layers, polar-vq heads
+      const bool kvq = p.preset == tq::kKvqPreset;  // kvquant reports layers, polar-vq heads
       tq::Progress bar_k("k-means " + p.preset, kvq ? size_t(hp.n_layer) : heads.size());
       co.progress = [&](size_t d, size_t) { bar_k.update(d, kvq ? "layers" : "heads"); };
       const auto tk = clk::now();
       tq::CodebookFile cb =
-          p.preset == "kvquant"
+          p.preset == tq::kKvqPreset
               ? tq::calibrate_kvquant(model->kv_shape(), heads, co)
               : tq::calibrate_polarvq(p, hp.n_layer, hp.n_kv_head, hp.head_dim, hp.rope, heads,
                                       co);

@@ -200,7 +200,8 @@ void setup(CLI::App& app) {
     tq::cli::RuntimeFlags rt;
   };
   static Opts o;
-  cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
+  cmd->add_option("-m,--model", o.model,
+                  std::string("GGUF model (default: ") + tq::kDefaultModelFile + ")");
   cmd->add_option("-f,--file", o.text, "Text file (default: data/eval.txt)");
   cmd->add_option("-c,--ctx-size", o.ctx, "Tokens per chunk (the run's context)")
       ->capture_default_str();
@@ -265,10 +266,7 @@ void setup(CLI::App& app) {
     for (const auto& e : entries)
       for (const auto& t : tq::cli::RuntimeFlags::all_types(tq::row_cache_options(e, co)))
         row_types.push_back(t);
-    for (const auto& t : row_types)
-      if (o.rt.codebooks.empty() && (tq::type_needs_calibration(t) || t == "polar-vq:custom"))
-        throw tq::Error("cache type '" + t + "' needs learned codebooks: run " +
-                        tq::calibrate_command(t) + " and pass --codebooks FILE");
+    for (const auto& t : row_types) tq::check_calibration_given(t, !o.rt.codebooks.empty());
     if (o.rt.codebooks.find(',') != std::string::npos) {
       // One file per preset (polar-vq presets, kvquant): each is checked against its rows.
       std::stringstream ss(o.rt.codebooks);

@@ -63,7 +63,8 @@ void setup(CLI::App& app) {
     tq::cli::RuntimeFlags rt;
   };
   static Opts o;
-  cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
+  cmd->add_option("-m,--model", o.model,
+                  std::string("GGUF model (default: ") + tq::kDefaultModelFile + ")");
   cmd->add_option("-p,--prompt", o.prompt, "Prompt")->capture_default_str();
   cmd->add_option("-f,--file", o.file, "Read the prompt from a file (instead of -p)");
   cmd->add_option("-n,--n-predict", o.n, "Tokens to generate")->capture_default_str();

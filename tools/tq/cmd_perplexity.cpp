@@ -30,7 +30,8 @@ void setup(CLI::App& app) {
     tq::cli::RuntimeFlags rt;
   };
   static Opts o;
-  cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
+  cmd->add_option("-m,--model", o.model,
+                  std::string("GGUF model (default: ") + tq::kDefaultModelFile + ")");
   cmd->add_option("-f,--file", o.text, "Text file (default: data/eval.txt)");
   cmd->add_option("-c,--ctx-size", o.ctx, "Tokens per chunk")->capture_default_str();
   cmd->add_option("--chunks", o.chunks, "Number of chunks (default: all the text holds)");

@@ -80,11 +80,7 @@ struct RuntimeFlags {
     o.center_keys = center_keys;
     o.seed = seed;
     // A type that cannot work without learned data fails here, before the model is loaded.
-    if (codebooks.empty())
-      for (const auto& t : all_types(o))
-        if (tq::type_needs_calibration(t) || t == "polar-vq:custom")
-          throw Error("cache type '" + t + "' needs learned codebooks: run " +
-                      tq::calibrate_command(t) + " and pass --codebooks FILE");
+    for (const auto& t : all_types(o)) tq::check_calibration_given(t, !codebooks.empty());
     return o;
   }
 
