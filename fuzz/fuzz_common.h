@@ -34,7 +34,8 @@ inline std::string gpt2_byte_char(int b) {
 // Tokenizer metadata: a byte-level BPE ("gpt2", pre-tokenizer `pre`) with the whole byte
 // alphabet, a few merges and special tokens, or a SentencePiece ("llama") vocabulary with
 // byte fallback.
-inline void add_tokenizer(GgufWriter& w, bool spm, const std::string& pre = "smollm") {
+// Returns the vocabulary size.
+inline int add_tokenizer(GgufWriter& w, bool spm, const std::string& pre = "smollm") {
   std::vector<std::string> tok;
   std::vector<int32_t> type;
   std::vector<float> score;
@@ -81,6 +82,7 @@ inline void add_tokenizer(GgufWriter& w, bool spm, const std::string& pre = "smo
   w.set_string_array("tokenizer.ggml.tokens", tok);
   w.set_i32_array("tokenizer.ggml.token_type", type);
   w.set_f32_array("tokenizer.ggml.scores", score);
+  return int(tok.size());
 }
 
 // A tiny random Llama-family model (F32 or F16 weights, or Q8_0 when width is a multiple of 32).
@@ -104,7 +106,7 @@ inline std::vector<uint8_t> tiny_model(const TinySpec& s) {
   w.set_u32(a + ".context_length", 64);
   w.set_f32(a + ".attention.layer_norm_rms_epsilon", 1e-5f);
   w.set_f32(a + ".rope.freq_base", 10000.f);
-  if (s.tokenizer) add_tokenizer(w, false);
+  const int vocab = s.tokenizer ? add_tokenizer(w, false) : s.vocab;
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 0.3f);
   auto add = [&](const std::string& name, std::vector<int64_t> ne, float mean = 0.f) {
@@ -140,7 +142,7 @@ inline std::vector<uint8_t> tiny_model(const TinySpec& s) {
   };
   const int64_t E = s.width, Q = int64_t(s.heads) * s.head_dim,
                 K = int64_t(s.kv_heads) * s.head_dim;
-  add("token_embd.weight", {E, s.vocab});
+  add("token_embd.weight", {E, vocab});
   add("output_norm.weight", {E}, 1.f);
   for (int l = 0; l < s.layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";

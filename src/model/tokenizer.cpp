@@ -427,13 +427,11 @@ void Tokenizer::Impl::encode_spm(std::string_view frag, bool prefix_space,
     size_t pos, len;
     int prev, next;
   };
+  // One symbol per valid UTF-8 character and per invalid byte: a lead byte's claimed length
+  // swallowed the next bytes (e.g. the U+2581 of a following space, decoded back as "▁").
   std::vector<Sym> sym;
-  for (size_t i = 0; i < text.size();) {
-    const size_t l =
-        std::min(unicode::utf8_len(static_cast<unsigned char>(text[i])), text.size() - i);
-    sym.push_back({i, l, int(sym.size()) - 1, int(sym.size()) + 1});
-    i += l;
-  }
+  for (const unicode::Unit& u : unicode::decode_utf8(text))
+    sym.push_back({u.pos, u.len, int(sym.size()) - 1, int(sym.size()) + 1});
   if (sym.empty()) return;
   sym.back().next = -1;
   struct Cand {
