@@ -59,6 +59,8 @@ void write_codebook_file(const std::string& path, const CodebookFile& f);
 // Throws tq::Error naming the file and the problem (missing, not a codebook file, unknown
 // format version, truncated, checksum mismatch).
 CodebookFile read_codebook_file(const std::string& path);
+// The same for the bytes of a file (`path` only names it in messages; the fuzz target's entry).
+CodebookFile parse_codebook_file(const uint8_t* data, size_t size, const std::string& path);
 // Throws tq::Error if the file does not fit the model (fingerprint, shape) or the preset.
 void check_codebook_compatible(const CodebookFile& f, const std::string& path,
                                uint64_t model_fingerprint, int n_layer, int n_head_kv,

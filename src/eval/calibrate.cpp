@@ -8,6 +8,7 @@
 #include "cache/kv_cache.h"
 #include "codecs/kvquant.h"
 #include "core/kmeans.h"
+#include "core/parallel.h"
 #include "core/rng.h"
 #include "model/gguf.h"
 #include "model/llama.h"
@@ -62,11 +63,11 @@ CodebookFile calibrate_polarvq(const PolarVqParams& p, int n_layer, int n_head_k
   // Heads are independent (each has its own derived seeds), so they run in parallel and the
   // result does not depend on the thread count.
   f.heads.resize(heads.size());
-  std::string error;
+  ParallelErrors errors;  // the first error (or bad_alloc) of any thread, after the loop
   size_t done = 0;
 #pragma omp parallel for schedule(dynamic)
   for (size_t h = 0; h < heads.size(); ++h) {
-    try {
+    errors.run([&] {
       const HeadSamples& hs = heads[h];
       const size_t n = hs.n;
       if (n < size_t(std::max(A, 2)))
@@ -164,17 +165,14 @@ CodebookFile calibrate_polarvq(const PolarVqParams& p, int n_layer, int n_head_k
         }
       }
       f.heads[h] = std::move(cal);
-    } catch (const std::exception& e) {
-#pragma omp critical(tq_calibrate)
-      if (error.empty()) error = e.what();
-    }
+    });
 #pragma omp critical(tq_calibrate)
     {
       ++done;
       if (opt.progress) opt.progress(done, heads.size());
     }
   }
-  if (!error.empty()) throw Error(error);
+  errors.rethrow();
   return f;
 }
 
@@ -194,13 +192,13 @@ CodebookFile calibrate_kvquant(const KvShape& shape, const std::vector<HeadSampl
     h = std::make_shared<PolarVqCalibration>();
     h->dim = d;
   }
-  std::string error;
+  ParallelErrors errors;  // the first error (or bad_alloc) of any thread, after the loop
   size_t done = 0;
   // Layers are independent; within one, the per-channel ranges of each head first, then the
   // layer's levels from the normalised values of all its heads.
 #pragma omp parallel for schedule(dynamic)
   for (int l = 0; l < L; ++l) {
-    try {
+    errors.run([&] {
       std::vector<float> zk, zv;
       std::vector<std::shared_ptr<KvQuantCalibration>> cals(H);
       std::vector<std::vector<float>> keys(H);
@@ -263,17 +261,14 @@ CodebookFile calibrate_kvquant(const KvShape& shape, const std::vector<HeadSampl
         cals[h]->value_levels4 = v4;
         f.kvq[size_t(l) * H + h] = cals[h];
       }
-    } catch (const std::exception& e) {
-#pragma omp critical(tq_calibrate)
-      if (error.empty()) error = e.what();
-    }
+    });
 #pragma omp critical(tq_calibrate)
     {
       ++done;
       if (opt.progress) opt.progress(done, size_t(L));
     }
   }
-  if (!error.empty()) throw Error(error);
+  errors.rethrow();
   return f;
 }
 

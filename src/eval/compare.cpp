@@ -194,10 +194,21 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
     throw Error("compare: context " + std::to_string(opts.n_ctx) + " exceeds the model's " +
                 "context length " + std::to_string(hp.n_ctx_train));
   const int max_chunks = opts.n_ctx > 0 ? int(tokens.size() / size_t(opts.n_ctx)) : 0;
-  const int n_chunks =
-      opts.n_chunks < 0 ? max_chunks : std::min(opts.n_chunks, std::max(max_chunks, 1));
-  const int n_decode = std::clamp(std::min(opts.decode_tokens, hp.n_ctx_train - opts.n_ctx), 0,
-                                  1 << 20);
+  if (opts.n_chunks == 0 || opts.n_chunks < -1)
+    throw Error("compare: --chunks must be at least 1 (or -1: all the text holds)");
+  if (opts.n_chunks > std::max(max_chunks, 1))
+    throw Error("compare: --chunks " + std::to_string(opts.n_chunks) + ": the text holds " +
+                std::to_string(max_chunks) + " chunks of " + std::to_string(opts.n_ctx) +
+                " tokens");
+  const int n_chunks = opts.n_chunks < 0 ? max_chunks : opts.n_chunks;
+  // The decode steps run after a CTX-token prefill, so they must fit in the model's context
+  // (they were clamped silently).
+  if (opts.decode_tokens < 0 || opts.decode_tokens > hp.n_ctx_train - opts.n_ctx)
+    throw Error("compare: --decode " + std::to_string(opts.decode_tokens) + " must be in [0, " +
+                std::to_string(std::max(0, hp.n_ctx_train - opts.n_ctx)) +
+                "] (the model's context length " + std::to_string(hp.n_ctx_train) + " - -c " +
+                std::to_string(opts.n_ctx) + ")");
+  const int n_decode = opts.decode_tokens;
 
   TempDir tmp(opts.work_dir);
   const std::string base = (tmp.path / "kld-base.bin").string();

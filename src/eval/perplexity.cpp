@@ -85,8 +85,14 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
   if (max_chunks < 1)
     throw Error("perplexity: the text has " + std::to_string(tokens.size()) +
                 " tokens, fewer than one chunk of " + std::to_string(n_ctx));
-  const int n_chunks = opts.n_chunks < 0 ? max_chunks : std::min(opts.n_chunks, max_chunks);
-  if (n_chunks < 1) throw Error("perplexity: --chunks must be at least 1");
+  // -1 = all; any other value is taken as given (more than the text holds was clamped
+  // silently, -5 meant "all").
+  if (opts.n_chunks == 0 || opts.n_chunks < -1)
+    throw Error("perplexity: --chunks must be at least 1 (or -1: all the text holds)");
+  if (opts.n_chunks > max_chunks)
+    throw Error("perplexity: --chunks " + std::to_string(opts.n_chunks) + ": the text holds " +
+                std::to_string(max_chunks) + " chunks of " + std::to_string(n_ctx) + " tokens");
+  const int n_chunks = opts.n_chunks < 0 ? max_chunks : opts.n_chunks;
   const int V = hp.n_vocab, E = hp.n_embd;
   const int first = n_ctx / 2, n_scored = n_ctx - 1 - first;
 

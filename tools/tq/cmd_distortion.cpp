@@ -6,6 +6,7 @@
 
 #include "command.h"
 #include "codecs/turbo.h"
+#include "numeric_options.h"
 #include "core/lloyd_max.h"
 #include "core/progress.h"
 #include "eval/distortion.h"
@@ -116,8 +117,8 @@ void setup(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "distortion",
       "Measure D_mse and inner-product error on random unit vectors vs the TurboQuant paper");
-  cmd->add_option("--dim,-d", o.dim, "Vector dimension (head_dim)")->capture_default_str();
-  cmd->add_option("--n", o.n, "Number of random vectors")->capture_default_str();
+  tq::cli::add_int_option(cmd, "-d,--dim", o.dim, 2, 1 << 16, "Vector dimension (head_dim)");
+  tq::cli::add_int_option(cmd, "--n", o.n, 1, 1 << 26, "Number of random vectors");
   cmd->add_option("--seed", o.seed, "Seed of the random vectors")->capture_default_str();
   cmd->add_option("--types", o.types, "Comma-separated cache types")->capture_default_str();
   cmd->add_flag("--json", o.json,
