@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "codecs/turbo_layout.h"
 #include "core/bitpack.h"
 #include "core/half.h"
 #include "core/rng.h"
@@ -11,8 +12,8 @@
 namespace tq {
 namespace {
 
-constexpr uint64_t kRotationTag = 1, kSketchTag = 2, kSplitHiTag = 3, kSplitLoTag = 4;
-
+using turbo_layout::kRotationTag, turbo_layout::kSketchTag, turbo_layout::kSplitHiTag,
+    turbo_layout::kSplitLoTag;
 
 struct TurboQuery : QueryState {
   std::vector<float> q;   // Π q
@@ -288,7 +289,7 @@ void TurboProdCodec::finish(const float* acc, float* out) const {
 // ---------------------------------------------------------------- fractional split
 TurboSplitCodec::TurboSplitCodec(std::string name, int dim, int bits_hi, int bits_lo,
                                  uint64_t seed, std::vector<int> outliers)
-    : name_(std::move(name)), dim_(dim), n_hi_(dim / 4) {
+    : name_(std::move(name)), dim_(dim), n_hi_(turbo_layout::split_outlier_dims(dim)) {
   if (outliers.empty())
     for (int j = 0; j < n_hi_; ++j) outliers.push_back(j);
   if (int(outliers.size()) != n_hi_)
@@ -418,9 +419,9 @@ void register_turbo_codecs() {
   }
   auto split = [](std::string_view t, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
     if (d < 8) unsupported_dim(t, d, "needs d >= 8 for the outlier split");
-    const bool half = t == "turbo2.5";
-    return std::make_unique<TurboSplitCodec>(std::string(t), d, half ? 3 : 4, half ? 2 : 3,
-                                             o.seed, o.outlier_channels);
+    const auto bits = t == "turbo2.5" ? turbo_layout::kTurbo2_5Bits : turbo_layout::kTurbo3_5Bits;
+    return std::make_unique<TurboSplitCodec>(std::string(t), d, bits.hi, bits.lo, o.seed,
+                                             o.outlier_channels);
   };
   register_codec({"turbo2.5",
                   "TurboQuant 2.5 bpv at d=128: d/4 outlier channels at 3 bits + the rest at 2, "
