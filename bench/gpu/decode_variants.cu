@@ -26,17 +26,13 @@ struct RawLookup {
 using NoLookupsMode = DecodeMode<true, T3Tables::kOneByte, true, 3, RawLookup, RawLookup>;
 using Regs128Mode = DecodeMode<true, T3Tables::kOneByte, true, 4>;
 
-DecodeVariant g_variant = DecodeVariant::kProduction;
-
+// One launcher per variant (a GpuCache caches the occupancy each launcher reports).
+template <class Mode>
 bool variant_launcher(Fmt kf, Fmt vf, int D, const DecodeFlags& flags, const DecodeParams* dp,
                       dim3 grid, cudaStream_t st, DecodeKernelInfo* info) {
   constexpr Fmt T3 = Fmt::kTurbo3;
-  if (kf == T3 && vf == T3 && D == 128 && flags.stream && !flags.exact_tables && flags.g4) {
-    if (g_variant == DecodeVariant::kNoLookups)
-      return run_decode<T3, T3, 128, NoLookupsMode>(dp, grid, st, info);
-    if (g_variant == DecodeVariant::kRegs128)
-      return run_decode<T3, T3, 128, Regs128Mode>(dp, grid, st, info);
-  }
+  if (kf == T3 && vf == T3 && D == 128 && flags.stream && !flags.exact_tables && flags.g4)
+    return run_decode<T3, T3, 128, Mode>(dp, grid, st, info);
   return launch_decode_production(kf, vf, D, flags, dp, grid, st, info);
 }
 
@@ -51,8 +47,11 @@ const char* variant_name(DecodeVariant v) {
 }
 
 void use_decode_variant(DecodeVariant v) {
-  g_variant = v;
-  set_decode_launcher(v == DecodeVariant::kProduction ? nullptr : variant_launcher);
+  switch (v) {
+    case DecodeVariant::kNoLookups: set_decode_launcher(variant_launcher<NoLookupsMode>); break;
+    case DecodeVariant::kRegs128: set_decode_launcher(variant_launcher<Regs128Mode>); break;
+    default: set_decode_launcher(nullptr);
+  }
 }
 
 }  // namespace tq::cuda::bench

@@ -8,8 +8,10 @@
 // written and finite. Format pairs the GPU does not store at a head dim must be a tq::Error.
 // Skipped (reported skipped) without a GPU.
 //
-// The case generator is this file's own: the CPU side's case header (tests/backend_cases.h on
-// the house branch) had not landed when this was written.
+// The case generator is this file's own, with the context lengths of tests/backend_cases.h (the
+// CPU side's cases): that header asks the registry's traits table (type_traits), which had not
+// landed when this was written; once it has, the CUDA cases can come from backend_cases()
+// filtered by type_traits(t).gpu.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -67,11 +69,13 @@ struct BackendCase {
   DecodeGrid grid;
 };
 
-// Odd lengths around the 32-token GPU page, rotated over the cases so that each (format, D)
-// meets all of them across G.
+// The contexts of tests/backend_cases.h (1, 7, 33, 257, 1031: odd, across the GPU's 32-token
+// and the CPU's 256-token pages), an empty sequence and a few more lengths next to page
+// boundaries, grouped into batches and rotated over the cases so that each (format, D) meets
+// all of them across G.
 std::vector<int> case_lens(int i) {
   static const std::vector<std::vector<int>> sets = {
-      {1, 33, 0, 97}, {31, 301, 5}, {65, 2, 129}, {63, 1, 257, 0}};
+      {1, 33, 0, 1031}, {7, 257, 31}, {65, 1, 257, 0}, {1031, 7, 2, 97}};
   return sets[size_t(i) % sets.size()];
 }
 
