@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "codecs/turbo_layout.h"
 #include "core/bitpack.h"
 #include "core/half.h"
 #include "core/rng.h"
@@ -11,8 +12,8 @@
 namespace tq {
 namespace {
 
-constexpr uint64_t kRotationTag = 1, kSketchTag = 2, kSplitHiTag = 3, kSplitLoTag = 4;
-
+using turbo_layout::kRotationTag, turbo_layout::kSketchTag, turbo_layout::kSplitHiTag,
+    turbo_layout::kSplitLoTag;
 
 struct TurboQuery : QueryState {
   std::vector<float> q;   // Π q
@@ -288,7 +289,7 @@ void TurboProdCodec::finish(const float* acc, float* out) const {
 // ---------------------------------------------------------------- fractional split
 TurboSplitCodec::TurboSplitCodec(std::string name, int dim, int bits_hi, int bits_lo,
                                  uint64_t seed, std::vector<int> outliers)
-    : name_(std::move(name)), dim_(dim), n_hi_(dim / 4) {
+    : name_(std::move(name)), dim_(dim), n_hi_(turbo_layout::split_outlier_dims(dim)) {
   if (outliers.empty())
     for (int j = 0; j < n_hi_; ++j) outliers.push_back(j);
   if (int(outliers.size()) != n_hi_)
@@ -441,11 +442,13 @@ void register_turbo_codecs() {
   register_codec({"turbo2.5",
                   "TurboQuant 2.5 bpv at d=128: d/4 outlier channels at 3 bits + the rest at 2, "
                   "two instances, fp16 norms",
-                  split(3, 2), 125, traits(GpuFormat::kTurbo2_5, true)});
+                  split(turbo_layout::kTurbo2_5Bits.hi, turbo_layout::kTurbo2_5Bits.lo), 125,
+                  traits(GpuFormat::kTurbo2_5, true)});
   register_codec({"turbo3.5",
                   "TurboQuant 3.5 bpv at d=128: d/4 outlier channels at 4 bits + the rest at 3, "
                   "two instances, fp16 norms",
-                  split(4, 3), 135, traits(GpuFormat::kTurbo3_5, true)});
+                  split(turbo_layout::kTurbo3_5Bits.hi, turbo_layout::kTurbo3_5Bits.lo), 135,
+                  traits(GpuFormat::kTurbo3_5, true)});
 }
 
 }  // namespace tq
