@@ -15,6 +15,7 @@ for t in test_cuda_attention test_backend_ops_cuda; do
 done
 if [ "${1:-}" = --sanitize ]; then
   SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+  export TQ_CUDA_CASE_STRIDE=${TQ_CUDA_CASE_STRIDE:-7}  # every 7th cross-backend case
   for tool in memcheck racecheck; do
     for t in test_cuda_attention test_backend_ops_cuda; do
       timeout 900 "$SAN" --tool "$tool" --error-exitcode 3 "$BIN/$t" > "$OUT/$t.$tool.log" 2>&1 || rc=1

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -236,12 +237,16 @@ class CudaBackendOps : public ::testing::Test {
 
 // Normalised error below 1e-2 for every case (the GPU multiplies with fp16 queries and
 // probabilities, turbo3 with one-byte codebook tables: measured errors are printed per format
-// and head dim); automatic splits and an explicit split count of 3.
+// and head dim); automatic splits and an explicit split count of 3. TQ_CUDA_CASE_STRIDE=n runs
+// every n-th case only (for the slow compute-sanitizer runs).
 TEST_F(CudaBackendOps, EveryFormatHeadDimAndGroupAgainstTheCpu) {
   std::mt19937 rng(20261203);
   std::map<std::string, double> worst;  // per "kf/vf D"
-  int ran = 0, refused = 0;
+  int ran = 0, refused = 0, index = 0;
+  const char* stride_env = std::getenv("TQ_CUDA_CASE_STRIDE");
+  const int stride = stride_env ? std::max(1, std::atoi(stride_env)) : 1;
   for (const BackendCase& c : all_cases()) {
+    if (index++ % stride != 0) continue;
     const std::string key = std::string(fmt_name(c.pair.kf)) + "/" + fmt_name(c.pair.vf) +
                             " D=" + std::to_string(c.D);
     if (!pair_supported(c.pair.kf, c.pair.vf, c.D)) {
@@ -265,5 +270,5 @@ TEST_F(CudaBackendOps, EveryFormatHeadDimAndGroupAgainstTheCpu) {
   for (const auto& [k, e] : worst) std::printf("  %-22s max normalised error %.2e\n", k.c_str(), e);
   std::printf("  %d GPU decodes compared, %d unsupported (format, head dim) cases refused\n", ran,
               refused);
-  EXPECT_EQ(refused, 2 * 8);  // turbo2.5 and turbo3.5 at D = 64, each G
+  if (stride == 1) EXPECT_EQ(refused, 2 * 8);  // turbo2.5 and turbo3.5 at D = 64, each G
 }
