@@ -20,6 +20,7 @@
 #include "core/rng.h"
 #include "core/rotation.h"
 #include "cuda/tq_cuda.h"
+#include "tq/codec.h"
 #include "tq/error.h"
 
 namespace tq::cuda {
@@ -32,12 +33,22 @@ void check_cuda(int err, const char* what) {
 
 namespace {
 
-// Cache-type names of the GPU formats, in Fmt order. The one place in src/cuda that knows
-// names: once the registry's traits table names each type's GPU format
-// (tq::type_traits(name).gpu_format), parse_fmt asks it instead.
-const char* const kNames[] = {"bf16",   "q8_0",     "q4_0",     "turbo2", "turbo3",
-                              "turbo4", "turbo2.5", "turbo3.5", "turbo3p"};
-static_assert(std::size(kNames) == size_t(Fmt::kCount));
+// Cache-type names of the GPU formats, in Fmt order, read from the registry's traits (each
+// type names its GPU format there; src/cuda never spells a type name).
+const std::vector<std::string>& gpu_type_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n(size_t(Fmt::kCount));
+    for (const std::string& t : list_types()) {
+      const GpuFormat g = type_traits(t).gpu;
+      if (g == GpuFormat::kNone) continue;
+      TQ_ASSERT(n[size_t(g)].empty());  // one type per GPU format
+      n[size_t(g)] = t;
+    }
+    for (const std::string& x : n) TQ_ASSERT(!x.empty());
+    return n;
+  }();
+  return names;
+}
 
 // Lloyd-Max bits of the (non-split) turbo formats' mse codes (turbo3p: 2 + 1 QJL bit).
 constexpr int kMseBits[] = {0, 0, 0, 2, 3, 4, 0, 0, 2};
@@ -133,14 +144,15 @@ void set_codebook(FormatConsts& c, int part, const ScalarCodebook& cb) {
 }  // namespace
 
 Fmt parse_fmt(const std::string& name) {
-  for (int i = 0; i < int(Fmt::kCount); ++i)
-    if (name == kNames[i]) return Fmt(i);
-  throw Error("CUDA cache: unsupported cache type '" + name +
-              "' (bf16 q8_0 q4_0 turbo2 turbo3 turbo4 turbo2.5 turbo3.5 turbo3p)");
+  const GpuFormat g = type_traits(name).gpu;  // throws for an unknown name
+  if (g != GpuFormat::kNone) return g;
+  std::string all;
+  for (const std::string& t : gpu_type_names()) all += (all.empty() ? "" : " ") + t;
+  throw Error("CUDA cache: cache type '" + name + "' has no GPU form (GPU types: " + all + ")");
 }
 const char* fmt_name(Fmt f) {
   TQ_ASSERT(int(f) >= 0 && int(f) < int(Fmt::kCount));
-  return kNames[int(f)];
+  return gpu_type_names()[size_t(f)].c_str();
 }
 double fmt_bpv(Fmt f, int D) { return 8.0 * tile_bytes(f, D) / (double(kPageTokens) * D); }
 

@@ -16,8 +16,8 @@ namespace tq::cuda {
 bool device_available();
 std::string device_name();
 
-// Parse "bf16", "q8_0", "q4_0", "turbo2", "turbo3", "turbo4", "turbo2.5", "turbo3.5",
-// "turbo3p" (keys only). Throws tq::Error otherwise. (format_tables.cu)
+// The GPU format of a cache type, from the registry's traits (tq::type_traits(name).gpu):
+// throws tq::Error for an unknown type or one with no GPU form. (format_tables.cu)
 Fmt parse_fmt(const std::string& name);
 const char* fmt_name(Fmt f);
 // All-in bits per value of the GPU layout (codes + per-token scalars).
