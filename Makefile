@@ -29,7 +29,7 @@ test: build model
 # those), then each fuzz target for FUZZ_SECONDS on its committed corpus (fuzz/README.md).
 SAN_BUILD ?= build-sanitize
 FUZZ_SECONDS ?= 45
-SAN_SLOW ?= LlamaE2E\.|CompareE2E|CalibrateCli|KvQuantCli|PolarVqCli
+SAN_SLOW ?= LlamaE2E|CalibrateCli|CompareCli\.TinyRunJson|TqTypes|CliFlags\.ChunksAndDecode|CliFlags\.CodebooksDirectory
 test-sanitize: setup model
 	CC=clang CXX=clang++ cmake -S . -B $(SAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DTQ_SANITIZE=ON -DTQ_FUZZ=ON -DTQ_BUILD_BENCH=OFF -DTQ_CUDA=OFF \

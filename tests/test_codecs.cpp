@@ -68,7 +68,6 @@ TEST_P(EveryType, ScoreAndAccumulateMatchDecode) {
         auto qs = c->prepare_query(q.data());
         std::vector<float> s(n);
         c->score(*qs, codes.data(), nb, s.data());
-        double scale = 0;
         for (size_t i = 0; i < n; ++i) {
           double ref = 0, mag = 0;
           for (int j = 0; j < d; ++j) {
@@ -76,7 +75,6 @@ TEST_P(EveryType, ScoreAndAccumulateMatchDecode) {
             mag += std::fabs(double(q[j]) * xd[i * d + j]);
           }
           EXPECT_NEAR(s[i], ref, 1e-4 * (mag + 1e-3)) << t << " d=" << d << " token " << i;
-          scale += mag;
         }
         // Accumulation.
         auto w = randn(rng, n);

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "cli_util.h"
 #include "core/numeric_flag.h"
@@ -144,6 +145,34 @@ TEST(CliModel, HostileModelFilesAreOneLineErrors) {
   const CliResult ok = run_tq("generate -n 2 -p hi -m " + write("good.gguf", b, "no.such.key", 0));
   EXPECT_EQ(ok.status, 0) << ok.err;
   fs::remove_all(dir);
+}
+
+// Every allocation failure ends with the one-line "out of memory" (std::bad_alloc reaches the
+// tool's top level; inside OpenMP regions ParallelErrors carries it out). Under a 450 MB address
+// space limit the 135M model's f32 weights (0.54 GB) cannot be allocated. Skipped in sanitizer
+// builds: ASan reserves terabytes of address space at start.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TQ_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define TQ_ASAN 1
+#endif
+TEST(CliMemory, OutOfMemoryIsOneLine) {
+#ifdef TQ_ASAN
+  GTEST_SKIP() << "address space limits do not work under ASan";
+#endif
+  if (!have_model()) GTEST_SKIP() << "model missing";
+  const std::string err = "/tmp/tq_rel_oom_" + std::to_string(getpid());
+  const std::string cmd = "ulimit -v 450000; exec " + std::string(TQ_TOOL_PATH) +
+                          " generate -t 1 -n 1 -p hi" + model_arg() + " 2>" + err;
+  const int st = std::system(("sh -c '" + cmd + "' >/dev/null").c_str());
+  std::ifstream in(err);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::remove(err.c_str());
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1) << text;
+  EXPECT_EQ(text, "tq: error: out of memory\n");
 }
 
 }  // namespace

@@ -418,20 +418,31 @@ void Tokenizer::Impl::encode_bpe(std::string_view frag, std::vector<int32_t>& ou
 void Tokenizer::Impl::encode_spm(std::string_view frag, bool prefix_space,
                                  std::vector<int32_t>& out) const {
   std::string text;
+  std::vector<size_t> literal;  // offsets in text of a U+2581 that was in the input itself
   if (prefix_space) text += "\xE2\x96\x81";
-  for (char c : frag) {
-    if (c == ' ') text += "\xE2\x96\x81";
-    else text += c;
+  for (size_t i = 0; i < frag.size(); ++i) {
+    if (frag[i] == ' ') {
+      text += "\xE2\x96\x81";
+    } else {
+      if (frag.compare(i, 3, "\xE2\x96\x81") == 0) literal.push_back(text.size());
+      text += frag[i];
+    }
   }
   struct Sym {
     size_t pos, len;
     int prev, next;
+    bool frozen;  // a literal U+2581: never merged, spelled with byte tokens (else it would
+                  // decode as a space)
   };
   // One symbol per valid UTF-8 character and per invalid byte: a lead byte's claimed length
   // swallowed the next bytes (e.g. the U+2581 of a following space, decoded back as "▁").
   std::vector<Sym> sym;
-  for (const unicode::Unit& u : unicode::decode_utf8(text))
-    sym.push_back({u.pos, u.len, int(sym.size()) - 1, int(sym.size()) + 1});
+  size_t next_literal = 0;
+  for (const unicode::Unit& u : unicode::decode_utf8(text)) {
+    const bool frozen = next_literal < literal.size() && literal[next_literal] == u.pos;
+    next_literal += frozen;
+    sym.push_back({u.pos, u.len, int(sym.size()) - 1, int(sym.size()) + 1, frozen});
+  }
   if (sym.empty()) return;
   sym.back().next = -1;
   struct Cand {
@@ -447,6 +458,7 @@ void Tokenizer::Impl::encode_spm(std::string_view frag, bool prefix_space,
     if (l < 0 || sym[l].next < 0) return;
     const Sym& a = sym[l];
     const Sym& b = sym[a.next];
+    if (a.frozen || b.frozen) return;
     const int32_t id = lookup(text.substr(a.pos, a.len + b.len));
     if (id >= 0) heap.push({scores[id], l, a.len + b.len});
   };
@@ -467,7 +479,7 @@ void Tokenizer::Impl::encode_spm(std::string_view frag, bool prefix_space,
   }
   for (int i = 0; i >= 0; i = sym[i].next) {
     const std::string piece = text.substr(sym[i].pos, sym[i].len);
-    if (int32_t id = lookup(piece); id >= 0) {
+    if (int32_t id = lookup(piece); id >= 0 && !sym[i].frozen) {
       out.push_back(id);
       continue;
     }
