@@ -108,8 +108,10 @@ void setup(CLI::App& app) {
     std::vector<float> logits;
     using clk = std::chrono::steady_clock;
     const auto t0 = clk::now();
+    const double cpu0 = process_cpu_seconds();
     model->forward(cache, seq, prompt.data(), int(prompt.size()), nullptr, &logits);
     const double t_prefill = std::chrono::duration<double>(clk::now() - t0).count();
+    const double cpu_prefill = process_cpu_seconds() - cpu0;
     if (!o.json && o.file.empty()) {
       std::fputs(o.prompt.c_str(), stdout);
       if (o.chat) std::fputc('\n', stdout);  // the reply is a new turn
@@ -152,7 +154,14 @@ void setup(CLI::App& app) {
                            {"tokens", out},
                            {"prompt_tokens", prompt.size()},
                            {"prefill_tps", pf_tps},
+                           {"prefill_cpu_tps", cpu_prefill > 0 ? double(prompt.size()) / cpu_prefill
+                                                               : 0.0},
+                           {"prefill_s", t_prefill},
+                           {"prefill_cpu_s", cpu_prefill},
                            {"decode_tps", dec_tps},
+                           {"decoded", decoded},
+                           {"decode_s", t_decode},
+                           {"decode_cpu_s", cpu_decode},
                            {"decode_cpu_tps", decoded > 0 && cpu_decode > 0
                                                   ? double(decoded) / cpu_decode
                                                   : 0.0},
