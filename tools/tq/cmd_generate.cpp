@@ -13,6 +13,7 @@
 #include "model/memcheck.h"
 #include "model/paths.h"
 #include "model/tokenizer.h"
+#include "numeric_options.h"
 #include "runtime_flags.h"
 
 namespace {
@@ -64,13 +65,18 @@ void setup(CLI::App& app) {
     tq::cli::RuntimeFlags rt;
   };
   static Opts o;
-  cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
+  cmd->add_option("-m,--model", o.model,
+                  std::string("GGUF model (default: ") + tq::kDefaultModelFile + ")");
   cmd->add_option("-p,--prompt", o.prompt, "Prompt")->capture_default_str();
   cmd->add_option("-f,--file", o.file, "Read the prompt from a file (instead of -p)");
-  cmd->add_option("-n,--n-predict", o.n, "Tokens to generate")->capture_default_str();
-  cmd->add_option("-c,--ctx-size", o.ctx, "Cache capacity in tokens (default: prompt + n)");
-  cmd->add_option("--temp", o.temp, "Sampling temperature (0 = greedy)")->capture_default_str();
-  cmd->add_option("--top-p", o.top_p, "Nucleus sampling mass")->capture_default_str();
+  using tq::cli::add_float_option, tq::cli::add_int_option;
+  // Bounds: a context beyond 2^24 tokens is beyond every supported model (and the checks
+  // below compare it with the model's own context length).
+  add_int_option(cmd, "-n,--n-predict", o.n, 0, 1 << 24, "Tokens to generate");
+  add_int_option(cmd, "-c,--ctx-size", o.ctx, 0, 1 << 24,
+                 "Cache capacity in tokens (default 0: prompt + n)");
+  add_float_option(cmd, "--temp", o.temp, 0.0, 100.0, "Sampling temperature (0 = greedy)");
+  add_float_option(cmd, "--top-p", o.top_p, 0.0, 1.0, "Nucleus sampling mass (0, 1]");
   cmd->add_flag("--chat", o.chat, "Wrap the prompt in the model's chat template");
   cmd->add_flag("--json", o.json, "Print one JSON summary on stdout (text included)");
   cmd->add_option("--prefill-threads", o.prefill_threads,
@@ -93,8 +99,9 @@ void setup(CLI::App& app) {
         o.chat ? tok->apply_chat_template({{"user", o.prompt}}, true) : o.prompt;
     const std::vector<int32_t> prompt = tok->encode(text, true);
     if (prompt.empty()) throw tq::Error("empty prompt");
-    const int need = int(prompt.size()) + o.n;
-    const int ctx = o.ctx > 0 ? o.ctx : need;
+    // 64-bit: a long prompt plus -n must not wrap (it made "KV cache full" after 256 tokens).
+    const int64_t need = int64_t(prompt.size()) + o.n;
+    const int64_t ctx = o.ctx > 0 ? o.ctx : need;
     if (ctx > model->hparams().n_ctx_train)
       throw tq::Error("context " + std::to_string(ctx) + " exceeds the model's context length " +
                       std::to_string(model->hparams().n_ctx_train));
@@ -102,7 +109,7 @@ void setup(CLI::App& app) {
       throw tq::Error("prompt (" + std::to_string(prompt.size()) + " tokens) + -n " +
                       std::to_string(o.n) + " does not fit in -c " + std::to_string(ctx));
     o.rt.attach_codebooks(co, *f, *model);
-    co.max_tokens = ctx;
+    co.max_tokens = int(ctx);
     co.max_seqs = 1;
     tq::check_memory(*model, co);  // refuses, before the cache allocates, a run that cannot fit
     tq::KvCache cache(model->kv_shape(), co);
