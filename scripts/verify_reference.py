@@ -18,6 +18,12 @@ What it does (issue 3, "Done when" 1):
     -c tokens, second half scored), tq `perplexity` vs llama.cpp logits;
   * tokenization of the text's beginning, tq vs llama.cpp.
 Prints a Markdown report on stdout.
+
+With --weights gguf (issue 12, the real models): no F32 copy; both engines run the GGUF's own
+quantized weights (both quantize the activations to 8 bits for their integer dot products, in
+slightly different ways), so the logits criterion is top-1 equal at every position with the
+max |Δlogit| stated, and --ppl-tol 0.005 is the issue's 0.5 %. llama.cpp can be its shared
+library built from the llama-cpp-python sdist: PYTHONPATH=<sdist> LLAMA_CPP_LIB_PATH=<build>/bin.
 """
 import argparse
 import json
@@ -34,6 +40,7 @@ PROMPTS = [
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
     "In 1905, Albert Einstein published four papers that changed physics. The first",
     "Lists in Python are mutable sequences. You can append items, remove them, and",
+    "import numpy as np\n\n# Compute the mean of each column of a matrix\ndef column_means(m):",
 ]
 
 
@@ -92,12 +99,15 @@ def main():
     ap.add_argument("--chunks", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", default=tempfile.gettempdir())
+    ap.add_argument("--weights", choices=["f32", "gguf"], default="f32",
+                    help="f32: an F32 copy for both engines; gguf: the file's own weights")
+    ap.add_argument("--ppl-tol", type=float, default=0.01)
     a = ap.parse_args()
 
     import llama_cpp
     from llama_cpp import Llama
 
-    f32 = os.path.join(a.workdir, "tq-verify-f32.gguf")
+    f32 = os.path.join(a.workdir, "tq-verify-f32.gguf") if a.weights == "f32" else a.model
     if not os.path.exists(f32):
         log("writing the F32 copy", f32)
         make_f32_copy(a.model, f32 + ".part")
@@ -114,9 +124,10 @@ def main():
     n_ctx_llm = max(1024, a.ctx)
     F32 = 0  # GGML_TYPE_F32
     out = ["# Runtime verification against llama.cpp", ""]
-    out.append(f"- reference: llama.cpp via llama-cpp-python {llama_cpp.__version__}, "
-               f"on an F32 copy of `{os.path.basename(a.model)}` "
-               f"(weights dequantized by gguf-py {gguf_version()}); "
+    what = (f"on an F32 copy of `{os.path.basename(a.model)}` (weights dequantized by gguf-py "
+            f"{gguf_version()})" if a.weights == "f32" else
+            f"on `{os.path.basename(a.model)}` itself (its quantized weights on both sides)")
+    out.append(f"- reference: llama.cpp via llama-cpp-python {llama_cpp.__version__}, {what}; "
                f"tq `{a.tq}`; {a.threads} thread(s)")
     out.append(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     out.append("")
@@ -125,7 +136,7 @@ def main():
     llm = Llama(model_path=f32, n_ctx=n_ctx_llm, n_batch=n_ctx_llm, n_ubatch=n_ctx_llm,
                 logits_all=True, n_threads=a.threads, type_k=F32, type_v=F32,
                 flash_attn=False, verbose=False)
-    out += ["## Logits (f32 weights, f32 KV cache on both sides, same token ids)", "",
+    out += [f"## Logits ({a.weights} weights, f32 KV cache on both sides, same token ids)", "",
             "| prompt | tokens | same tokenization | top-1 agree | max abs dlogit "
             "| mean abs dlogit |",
             "|---|---:|:---:|---:|---:|---:|"]
@@ -144,12 +155,13 @@ def main():
         ref = np.array(llm.scores[: len(ids)], dtype=np.float32)
         d = np.abs(mine - ref)
         agree = (mine.argmax(1) == ref.argmax(1)).mean()
-        ok = agree == 1.0 and d.max() <= 0.05
+        ok = agree == 1.0 and (d.max() <= 0.05 or a.weights == "gguf")
         all_ok &= ok
         out.append(f"| {json.dumps(p)[:48]} | {len(ids)} | {'yes' if theirs_ids == ids else 'NO'} "
                    f"| {100 * agree:.1f}% | {d.max():.4f} | {d.mean():.5f} |")
     verdict = "pass" if all_ok else "FAIL"
-    out += ["", f"Criterion (top-1 equal everywhere, max |Δlogit| ≤ 0.05): **{verdict}**", ""]
+    crit = "top-1 equal everywhere" + (", max |Δlogit| ≤ 0.05" if a.weights == "f32" else "")
+    out += ["", f"Criterion ({crit}): **{verdict}**", ""]
     del llm
 
     # 2. Greedy continuations, f16 caches (llama.cpp's default).
@@ -210,8 +222,8 @@ def main():
             "| engine | PPL | scored tokens |", "|---|---:|---:|",
             f"| tq | {jt['ppl']:.4f} | {jt['tokens']} |",
             f"| llama.cpp | {ppl_ref:.4f} | {len(nll)} |", "",
-            f"Relative difference {100 * rel:+.3f}% (criterion: within 1%): "
-            f"**{'pass' if abs(rel) <= 0.01 else 'FAIL'}**. "
+            f"Relative difference {100 * rel:+.3f}% (criterion: within {100 * a.ppl_tol:g}%): "
+            f"**{'pass' if abs(rel) <= a.ppl_tol else 'FAIL'}**. "
             "Tokenization of the text's first 4000 characters identical: "
             f"**{'yes' if tok_same else 'NO'}**; "
             f"text tokens: llama.cpp {len(toks)}.", ""]

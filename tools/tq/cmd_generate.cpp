@@ -10,6 +10,7 @@
 #include "command.h"
 #include "model/gguf.h"
 #include "model/llama.h"
+#include "model/memcheck.h"
 #include "model/paths.h"
 #include "model/tokenizer.h"
 #include "numeric_options.h"
@@ -58,7 +59,7 @@ void setup(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text with a compressed KV cache");
   struct Opts {
     std::string model, prompt = "The capital of France is", file;
-    int n = 64, ctx = 0;
+    int n = 64, ctx = 0, prefill_threads = 0;
     float temp = 0.f, top_p = 0.95f;
     bool chat = false, json = false;
     tq::cli::RuntimeFlags rt;
@@ -78,6 +79,9 @@ void setup(CLI::App& app) {
   add_float_option(cmd, "--top-p", o.top_p, 0.0, 1.0, "Nucleus sampling mass (0, 1]");
   cmd->add_flag("--chat", o.chat, "Wrap the prompt in the model's chat template");
   cmd->add_flag("--json", o.json, "Print one JSON summary on stdout (text included)");
+  cmd->add_option("--prefill-threads", o.prefill_threads,
+                  "Threads of the prompt's prefill only (default: -t); for long-context speed "
+                  "runs that prefill once and time the decode");
   o.rt.add(cmd);
   cmd->callback([] {
     o.rt.apply_threads();
@@ -107,14 +111,20 @@ void setup(CLI::App& app) {
     o.rt.attach_codebooks(co, *f, *model);
     co.max_tokens = int(ctx);
     co.max_seqs = 1;
+    tq::check_memory(*model, co);  // refuses, before the cache allocates, a run that cannot fit
     tq::KvCache cache(model->kv_shape(), co);
     const int seq = cache.new_seq();
     std::mt19937_64 rng(o.rt.seed);
     std::vector<float> logits;
     using clk = std::chrono::steady_clock;
+    if (o.prefill_threads > 0) tq::set_threads(o.prefill_threads);
     const auto t0 = clk::now();
+    const double cpu0 = process_cpu_seconds();
     model->forward(cache, seq, prompt.data(), int(prompt.size()), nullptr, &logits);
     const double t_prefill = std::chrono::duration<double>(clk::now() - t0).count();
+    const double cpu_prefill = process_cpu_seconds() - cpu0;
+    if (o.prefill_threads > 0) o.rt.apply_threads();
+    std::vector<double> tok_s, tok_cpu_s;  // per decoded token, for segment medians
     if (!o.json && o.file.empty()) {
       std::fputs(o.prompt.c_str(), stdout);
       if (o.chat) std::fputc('\n', stdout);  // the reply is a new turn
@@ -134,7 +144,11 @@ void setup(CLI::App& app) {
         std::fflush(stdout);
       }
       if (i + 1 == o.n) break;
+      const auto ts = clk::now();
+      const double cs = process_cpu_seconds();
       model->forward(cache, seq, &id, 1, nullptr, &logits);
+      tok_s.push_back(std::chrono::duration<double>(clk::now() - ts).count());
+      tok_cpu_s.push_back(process_cpu_seconds() - cs);
       ++decoded;
     }
     const double t_decode = std::chrono::duration<double>(clk::now() - t1).count();
@@ -157,7 +171,16 @@ void setup(CLI::App& app) {
                            {"tokens", out},
                            {"prompt_tokens", prompt.size()},
                            {"prefill_tps", pf_tps},
+                           {"prefill_cpu_tps", cpu_prefill > 0 ? double(prompt.size()) / cpu_prefill
+                                                               : 0.0},
+                           {"prefill_s", t_prefill},
+                           {"prefill_cpu_s", cpu_prefill},
                            {"decode_tps", dec_tps},
+                           {"decoded", decoded},
+                           {"decode_s", t_decode},
+                           {"decode_cpu_s", cpu_decode},
+                           {"decode_token_s", tok_s},
+                           {"decode_token_cpu_s", tok_cpu_s},
                            {"decode_cpu_tps", decoded > 0 && cpu_decode > 0
                                                   ? double(decoded) / cpu_decode
                                                   : 0.0},
