@@ -5,6 +5,8 @@ llama-cpp-python, on the same GGUF. Not a project dependency: run it from a thro
     python3 -m venv /tmp/refvenv
     /tmp/refvenv/bin/pip install gguf numpy llama-cpp-python     # builds llama.cpp from source
     /tmp/refvenv/bin/python scripts/verify_reference.py --tq build/tq > docs/runtime-verification.md
+    /tmp/refvenv/bin/python scripts/verify_reference.py --tq build/tq \
+        --model models/gemma-3-270m-q4_k_m.gguf --chunks 4 > docs/gemma3-verification.md
 
 What it does (issue 3, "Done when" 1):
   * writes an F32 copy of the model (every tensor dequantized by gguf-py, metadata copied), so
@@ -67,6 +69,18 @@ def make_f32_copy(src, dst):
     w.close()
 
 
+def gguf_meta(path):
+    import gguf
+    r = gguf.GGUFReader(path)
+    out = {}
+    for key, f in r.fields.items():
+        try:
+            out[key] = f.contents()
+        except Exception:
+            pass
+    return out
+
+
 def gguf_version():
     try:
         from importlib.metadata import version
@@ -97,7 +111,8 @@ def main():
     import llama_cpp
     from llama_cpp import Llama
 
-    f32 = os.path.join(a.workdir, "tq-verify-f32.gguf")
+    base = os.path.splitext(os.path.basename(a.model))[0]
+    f32 = os.path.join(a.workdir, f"tq-verify-{base}-f32.gguf")
     if not os.path.exists(f32):
         log("writing the F32 copy", f32)
         make_f32_copy(a.model, f32 + ".part")
@@ -113,6 +128,9 @@ def main():
 
     n_ctx_llm = max(1024, a.ctx)
     F32 = 0  # GGML_TYPE_F32
+    # The model's own BOS rule (Gemma wants one, SmolLM2 does not); tq applies the same rule.
+    meta = gguf_meta(a.model)
+    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
     out = ["# Runtime verification against llama.cpp", ""]
     out.append(f"- reference: llama.cpp via llama-cpp-python {llama_cpp.__version__}, "
                f"on an F32 copy of `{os.path.basename(a.model)}` "
@@ -138,7 +156,7 @@ def main():
         ids, V = j["tokens"], j["n_vocab"]
         mine = np.fromfile(path, dtype=np.float32).reshape(len(ids), V)
         os.unlink(path)
-        theirs_ids = llm.tokenize(p.encode(), add_bos=False, special=True)
+        theirs_ids = llm.tokenize(p.encode(), add_bos=add_bos, special=True)
         llm.reset()
         llm.eval(ids)
         ref = np.array(llm.scores[: len(ids)], dtype=np.float32)
@@ -160,7 +178,7 @@ def main():
     n_same = 0
     for p in PROMPTS:
         j = json.loads(tq("generate", "-p", p, "-n", "32", "--temp", "0", "--json"))
-        ids = llm.tokenize(p.encode(), add_bos=False, special=True)
+        ids = llm.tokenize(p.encode(), add_bos=add_bos, special=True)
         llm.reset()
         llm.eval(ids)
         gen = []
@@ -181,11 +199,10 @@ def main():
 
     # 3. Perplexity, f16 cache, same chunking.
     text = open(a.text, encoding="utf-8").read()
-    add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
     toks = llm.tokenize(text.encode(), add_bos=add_bos, special=True)
     head = text[:4000]
     j = json.loads(tq("logits", "-p", head, "--out", os.devnull))
-    tok_same = j["tokens"] == llm.tokenize(head.encode(), add_bos=False, special=True)
+    tok_same = j["tokens"] == llm.tokenize(head.encode(), add_bos=add_bos, special=True)
     n_chunks = min(a.chunks, len(toks) // a.ctx)
     first = a.ctx // 2
     nll = []

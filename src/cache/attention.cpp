@@ -18,6 +18,9 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// The first position a query at pos sees: pos + 1 − window in a sliding-window layer, else 0.
+int first_visible(int pos, int window) { return window > 0 ? std::max(0, pos + 1 - window) : 0; }
+
 // f16 → f32 by table (256 KiB, built once): branch-free, and several times faster than the
 // scalar bit-twiddling conversion on machines where we do not dispatch to F16C.
 const float* f16_table() {
@@ -101,7 +104,7 @@ void check_args(const KvCache& cache, int seq, int layer, int n_head, int T, int
 
 // ---------------------------------------------------------------------------------------------
 void attention_reference(const KvCache& cache, int seq, int layer, int n_head, const float* q,
-                         int T, int pos0, float scale, float* out) {
+                         int T, int pos0, float scale, float* out, int window) {
   const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
   const int L = cache.seq_len(seq, layer);
   std::vector<float> K(size_t(L) * d), V(size_t(L) * d);
@@ -112,20 +115,20 @@ void attention_reference(const KvCache& cache, int seq, int layer, int n_head, c
     for (int qh = kh * g; qh < (kh + 1) * g; ++qh)
       for (int t = 0; t < T; ++t) {
         const float* qv = q + (size_t(t) * n_head + qh) * d;
-        const int vis = pos0 + t + 1;
+        const int vis = pos0 + t + 1, lo = first_visible(pos0 + t, window);
         double m = -1e300;
-        for (int i = 0; i < vis; ++i) {
+        for (int i = lo; i < vis; ++i) {
           double a = 0;
           for (int j = 0; j < d; ++j) a += double(qv[j]) * K[size_t(i) * d + j];
           s[i] = a * scale;
           m = std::max(m, s[i]);
         }
         double sum = 0;
-        for (int i = 0; i < vis; ++i) sum += (s[i] = std::exp(s[i] - m));
+        for (int i = lo; i < vis; ++i) sum += (s[i] = std::exp(s[i] - m));
         float* o = out + (size_t(t) * n_head + qh) * d;
         for (int j = 0; j < d; ++j) {
           double a = 0;
-          for (int i = 0; i < vis; ++i) a += s[i] * V[size_t(i) * d + j];
+          for (int i = lo; i < vis; ++i) a += s[i] * V[size_t(i) * d + j];
           o[j] = float(a / sum);
         }
       }
@@ -134,9 +137,10 @@ void attention_reference(const KvCache& cache, int seq, int layer, int n_head, c
 
 // ---------------------------------------------------------------------------------------------
 void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
-                     int pos0, float scale, float* out) {
+                     int pos0, float scale, float* out, int window) {
   const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
   const int L = pos0 + T;  // positions beyond the last query are never visible
+  const int lo_all = first_visible(pos0, window);  // nor those before the first one's window
   const auto hs = collect(cache, seq, layer);
   // Decode every (kv-head, K|V) segment into the transient tiles, in parallel.
   std::vector<std::vector<float>> K(H, std::vector<float>(size_t(L) * d));
@@ -149,9 +153,9 @@ void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const
   std::vector<Job> jobs;
   for (int kh = 0; kh < H; ++kh) {
     for (const auto& sg : hs[kh].k)
-      if (sg.pos0 < L) jobs.push_back({kh, true, &sg});
+      if (sg.pos0 < L && sg.pos0 + sg.n > lo_all) jobs.push_back({kh, true, &sg});
     for (const auto& sg : hs[kh].v)
-      if (sg.pos0 < L) jobs.push_back({kh, false, &sg});
+      if (sg.pos0 < L && sg.pos0 + sg.n > lo_all) jobs.push_back({kh, false, &sg});
   }
 #pragma omp parallel for schedule(dynamic)
   for (int i = 0; i < int(jobs.size()); ++i) {
@@ -168,7 +172,8 @@ void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const
     }
   }
   // (query head, row block) items; BLAS is single-threaded inside the OpenMP threads. Row
-  // blocks only read the columns up to their last row, so masked work is mostly skipped.
+  // blocks only read the columns from their first row's window start (c0) up to their last
+  // row, so masked work is mostly skipped.
   constexpr int kRows = 64;
   const int n_blocks = (T + kRows - 1) / kRows;
   const int ld = n_head * d;
@@ -180,26 +185,28 @@ void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const
       const int qh = it % n_head, blk = n_blocks - 1 - it / n_head;  // big blocks first
       const int kh = qh / g;
       const int r0 = blk * kRows, r1 = std::min(T, r0 + kRows), nr = r1 - r0;
-      const int cols = pos0 + r1;
+      const int c0 = first_visible(pos0 + r0, window), cols = pos0 + r1 - c0;
       const float* Q = q + size_t(r0) * ld + size_t(qh) * d;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, cols, d, scale, Q, ld,
-                  K[kh].data(), d, 0.f, S.data(), cols);
+                  K[kh].data() + size_t(c0) * d, d, 0.f, S.data(), cols);
       for (int r = 0; r < nr; ++r) {
-        float* row = S.data() + size_t(r) * cols;
-        const int vis = pos0 + r0 + r + 1;
+        float* row = S.data() + size_t(r) * cols;  // row[i] is position c0 + i
+        const int vis = pos0 + r0 + r + 1 - c0, lo = first_visible(pos0 + r0 + r, window) - c0;
         float m = kNegInf;
-        for (int i = 0; i < vis; ++i) m = std::max(m, row[i]);
+        for (int i = lo; i < vis; ++i) m = std::max(m, row[i]);
         float sum = 0.f;
-        for (int i = 0; i < vis; ++i) {
+        for (int i = lo; i < vis; ++i) {
           row[i] = std::exp(row[i] - m);
           sum += row[i];
         }
         const float inv = 1.f / sum;
-        for (int i = 0; i < vis; ++i) row[i] *= inv;
+        for (int i = 0; i < lo; ++i) row[i] = 0.f;
+        for (int i = lo; i < vis; ++i) row[i] *= inv;
         for (int i = vis; i < cols; ++i) row[i] = 0.f;
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, cols, 1.f, S.data(), cols,
-                  V[kh].data(), d, 0.f, out + size_t(r0) * ld + size_t(qh) * d, ld);
+                  V[kh].data() + size_t(c0) * d, d, 0.f, out + size_t(r0) * ld + size_t(qh) * d,
+                  ld);
     }
   }
 }
@@ -211,7 +218,7 @@ void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const
 // accumulated from the V segments that overlap it — compressed ones in the codec's working
 // domain (one accumulator, finish() once at the end), f16 ones in plain f32.
 void attention_codes(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
-                     int pos0, float scale, float* out) {
+                     int pos0, float scale, float* out, int window) {
   const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
   const int PT = cache.options().page_tokens;
   const auto hs = collect(cache, seq, layer);
@@ -235,9 +242,9 @@ void attention_codes(const KvCache& cache, int seq, int layer, int n_head, const
       acc_c.assign(cv.acc_size(), 0.f);
       std::fill(acc_f.begin(), acc_f.end(), 0.f);
       bool used_c = false;
-      const int vis = pos0 + t + 1;
+      const int vis = pos0 + t + 1, lo = first_visible(pos0 + t, window);
       float m = kNegInf, l = 0.f;
-      for (int a = 0; a < vis; a += PT) {
+      for (int a = lo / PT * PT; a < vis; a += PT) {
         const int b = std::min(a + PT, vis);  // positions [a, b) are visible in this page
         // Scores.
         for (const KvSegment& sg : hs[kh].k) {
@@ -264,6 +271,8 @@ void attention_codes(const KvCache& cache, int seq, int layer, int n_head, const
               dst[i - lo] = dot_f16(qs_buf.data(), h + size_t(i - sg.pos0) * d, d, simd);
           }
         }
+        // Positions before the sliding window (only in its first page) get no weight.
+        for (int i = a; i < lo; ++i) sc[i - a] = kNegInf;
         // Online softmax update.
         float pm = kNegInf;
         for (int i = 0; i < b - a; ++i) pm = std::max(pm, sc[i]);
@@ -313,8 +322,9 @@ void attention_codes(const KvCache& cache, int seq, int layer, int n_head, const
 }
 
 // Generation through the SIMD driver: one page list per KV head, K and V segments aligned.
+// Positions before `lo` (a sliding window's start) are left out.
 bool driver_pages(const KvCache& cache, int seq, int layer,
-                  std::vector<std::vector<cpu::KvPage>>& pages) {
+                  std::vector<std::vector<cpu::KvPage>>& pages, int lo = 0) {
   const int H = cache.shape().n_kv_head;
   pages.assign(H, {});
   std::vector<KvSegment> ks, vs;
@@ -330,20 +340,25 @@ bool driver_pages(const KvCache& cache, int seq, int layer,
     for (size_t i = 0; i < ks.size(); ++i) {
       if (!ks[i].codes || !vs[i].codes || ks[i].pos0 != vs[i].pos0 || ks[i].n != vs[i].n)
         return false;
-      pages[h].push_back({ks[i].codes, vs[i].codes, size_t(ks[i].n)});
+      const int skip = std::clamp(lo - ks[i].pos0, 0, ks[i].n);  // one token per block here
+      if (skip < ks[i].n)
+        pages[h].push_back({ks[i].codes + size_t(skip) * ck.block_bytes(),
+                            vs[i].codes + size_t(skip) * cv.block_bytes(),
+                            size_t(ks[i].n - skip)});
     }
   }
   return true;
 }
 
 void attention_driver(const KvCache& cache, int seq, int layer, int n_head, const float* q,
-                      int pos0, float scale, float* out) {
+                      int pos0, float scale, float* out, int window) {
   std::vector<std::vector<cpu::KvPage>> pages;
-  TQ_ASSERT(driver_pages(cache, seq, layer, pages));
+  const int lo = first_visible(pos0, window);
+  TQ_ASSERT(driver_pages(cache, seq, layer, pages, lo));
   const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
   size_t total = 0;
   for (const auto& pg : pages[0]) total += pg.tokens;
-  TQ_ASSERT(total == size_t(pos0) + 1);  // T = 1: the query sees every stored position
+  TQ_ASSERT(total == size_t(pos0 + 1 - lo));  // T = 1: the query sees every stored position
   std::vector<cpu::HeadTask> tasks;
   for (int h = 0; h < H; ++h)
     tasks.push_back({&cache.codec(layer, h, true), &cache.codec(layer, h, false), pages[h],
@@ -361,8 +376,9 @@ bool attention_driver_applicable(const KvCache& cache, int seq, int layer) {
 int attention_tiled_threshold() { return 8; }
 
 void attention(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
-               int pos0, float scale, float* out, AttnPath path) {
+               int pos0, float scale, float* out, AttnPath path, int window) {
   check_args(cache, seq, layer, n_head, T, pos0);
+  TQ_ASSERT(window >= 0);
   if (T == 0) return;
   if (path == AttnPath::kAuto) {
     if (T >= attention_tiled_threshold())
@@ -375,18 +391,18 @@ void attention(const KvCache& cache, int seq, int layer, int n_head, const float
   }
   switch (path) {
     case AttnPath::kReference:
-      attention_reference(cache, seq, layer, n_head, q, T, pos0, scale, out);
+      attention_reference(cache, seq, layer, n_head, q, T, pos0, scale, out, window);
       break;
     case AttnPath::kTiled:
-      attention_tiled(cache, seq, layer, n_head, q, T, pos0, scale, out);
+      attention_tiled(cache, seq, layer, n_head, q, T, pos0, scale, out, window);
       break;
     case AttnPath::kDriver:
       if (T != 1 || !attention_driver_applicable(cache, seq, layer))
         throw Error("attention: the driver path needs one query over codes-only segments");
-      attention_driver(cache, seq, layer, n_head, q, pos0, scale, out);
+      attention_driver(cache, seq, layer, n_head, q, pos0, scale, out, window);
       break;
     default:
-      attention_codes(cache, seq, layer, n_head, q, T, pos0, scale, out);
+      attention_codes(cache, seq, layer, n_head, q, T, pos0, scale, out, window);
   }
 }
 
