@@ -42,7 +42,10 @@ struct Tiny {
   std::map<std::string, std::vector<float>> w;
 };
 
-Tiny make_tiny(const std::string& path, bool with_optional = true) {
+// with_optional: the optional keys (pattern, query_pre_attn_scalar, softcapping); flags: the
+// pattern as per-layer flags instead of the period.
+Tiny make_tiny(const std::string& path, bool with_optional = true,
+               const std::vector<int32_t>& flags = {}) {
   Tiny t;
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0.f, 0.3f);
@@ -61,7 +64,10 @@ Tiny make_tiny(const std::string& path, bool with_optional = true) {
   g.set_f32(a + ".rope.freq_base", float(t.base));
   g.set_u32(a + ".attention.sliding_window", t.W);
   if (with_optional) {
-    g.set_u32(a + ".attention.sliding_window_pattern", t.pattern);
+    if (flags.empty())
+      g.set_u32(a + ".attention.sliding_window_pattern", t.pattern);
+    else
+      g.set_i32_array(a + ".attention.sliding_window_pattern", flags);
     g.set_f32(a + ".attention.query_pre_attn_scalar", float(t.pre_attn));
     g.set_f32(a + ".final_logit_softcapping", float(t.softcap));
   }
@@ -231,6 +237,23 @@ TEST(Gemma3Tiny, HyperparametersFromMetadata) {
   EXPECT_EQ(m2->hparams().layer_window, (std::vector<int>{5, 5, 5, 5}));
   EXPECT_FLOAT_EQ(m2->hparams().attn_scale, 0.25f);
   EXPECT_EQ(m2->hparams().logit_softcap, 0.f);
+  std::filesystem::remove(path);
+}
+
+// The pattern as one flag per layer (the array form of attention.sliding_window_pattern).
+TEST(Gemma3Tiny, PatternAsPerLayerFlags) {
+  const std::string path = tmp_path("tq_gemma3_flags");
+  make_tiny(path, true, {0, 1, 1, 0});
+  auto f = GgufFile::open(path);
+  EXPECT_EQ(LlamaModel::load(*f)->hparams().layer_window, (std::vector<int>{0, 5, 5, 0}));
+  make_tiny(path, true, {1, 0});
+  auto f2 = GgufFile::open(path);
+  try {
+    LlamaModel::load(*f2);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "model: attention.sliding_window_pattern has 2 entries for 4 layers");
+  }
   std::filesystem::remove(path);
 }
 

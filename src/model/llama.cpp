@@ -188,10 +188,22 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const GgufFile& f) {
     hp.attn_scale = float(1.0 / std::sqrt(pre_attn));
     const int window = int(f.get_int(a + ".attention.sliding_window", 0));
     if (window < 0) throw Error("model: negative attention.sliding_window");
-    const int pattern = int(f.get_int(a + ".attention.sliding_window_pattern", 6));
-    if (window > 0 && pattern <= 0) throw Error("model: bad attention.sliding_window_pattern");
-    for (int l = 0; window > 0 && l < hp.n_layer; ++l)
-      hp.layer_window[size_t(l)] = l % pattern < pattern - 1 ? window : 0;
+    // The pattern: one flag per layer (an array, true = sliding) or a period N (every N-th
+    // layer global).
+    const std::string pkey = a + ".attention.sliding_window_pattern";
+    if (window > 0 && f.has(pkey) && f.type_of(pkey) == GgufValueType::ARRAY) {
+      const std::vector<int32_t> flags = f.get_int_array(pkey);
+      if (int(flags.size()) != hp.n_layer)
+        throw Error("model: attention.sliding_window_pattern has " +
+                    std::to_string(flags.size()) + " entries for " +
+                    std::to_string(hp.n_layer) + " layers");
+      for (int l = 0; l < hp.n_layer; ++l) hp.layer_window[size_t(l)] = flags[l] ? window : 0;
+    } else if (window > 0) {
+      const int pattern = int(f.get_int(pkey, 6));
+      if (pattern <= 0) throw Error("model: bad attention.sliding_window_pattern");
+      for (int l = 0; l < hp.n_layer; ++l)
+        hp.layer_window[size_t(l)] = l % pattern < pattern - 1 ? window : 0;
+    }
     hp.rope_base_local = float(f.get_float(a + ".rope.freq_base_swa", 10000.0));
   }
 
