@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= $(if $(shell command -v nvcc),-DTQ_CUDA=ON,)
 
-.PHONY: run test build setup model clean
+.PHONY: run test build setup model models clean
 
 setup:
 	./scripts/setup.sh
@@ -17,6 +17,10 @@ build: setup $(BUILD)/build.ninja
 # Default model and text (SPEC §4).
 model: setup
 	./scripts/fetch_model.sh
+
+# The whole model set (SPEC §8): smollm2-135m, qwen2.5-coder-1.5b, gemma3-270m.
+models: setup
+	./scripts/fetch_model.sh all
 
 run: build model
 	./scripts/run_main.sh $(BUILD)

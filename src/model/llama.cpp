@@ -15,8 +15,9 @@
 namespace tq {
 
 struct LlamaModel::Layer {
-  std::vector<float> attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, w_gate, w_up, w_down;
+  std::vector<float> attn_norm, bq, bk, bv, ffn_norm;
   std::vector<float> q_norm, k_norm, post_attn_norm, post_ffn_norm;  // gemma3 only
+  QMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
 namespace {
@@ -27,56 +28,24 @@ std::string shape_str(const std::vector<int64_t>& ne) {
   return s + "]";
 }
 
-// Dequantizes a tensor to f32, checking its shape (ne, ggml order).
+// The 1-D tensors (norm weights, biases, RoPE factors) as f32; ne = {n}.
 std::vector<float> load_tensor(const GgufFile& f, const std::string& name,
                                std::vector<int64_t> want) {
-  const GgufTensor& t = f.tensor(name);
-  std::vector<int64_t> ne = t.ne;
-  while (ne.size() > want.size() && ne.back() == 1) ne.pop_back();
-  if (ne != want)
-    throw Error("tensor '" + name + "' has shape " + shape_str(t.ne) + ", expected " +
-                shape_str(want));
-  if (!ggml_can_dequantize(t.type))
-    throw Error("tensor '" + name + "' has unsupported type " + ggml_type_name(t.type));
-  const int64_t n = t.n_elements();
-  std::vector<float> out(static_cast<size_t>(n));
-  const int64_t row = ne[0];
-  const int64_t rows = n / row;
-  const int64_t bs = ggml_block_size(t.type);
-  if (row % bs != 0)
-    throw Error("tensor '" + name + "': row length " + std::to_string(row) +
-                " is not a multiple of the " + ggml_type_name(t.type) + " block");
-  const size_t row_bytes = size_t(row / bs) * ggml_block_bytes(t.type);
-  if (row_bytes * size_t(rows) > t.nbytes) throw Error("tensor '" + name + "' is truncated");
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r)
-    dequantize(t.type, t.data + size_t(r) * row_bytes, out.data() + size_t(r) * row, row);
-  return out;
+  TQ_ASSERT(want.size() == 1);
+  return vector_of(f, name, want[0]);
 }
 
-// Y (n × out) = X (n × in) · Wᵀ, W: out × in row-major (a GGUF Linear, ne = {in, out}).
-// beta = 1 adds to Y. One thread pool only: OpenBLAS runs single-threaded (set_threads) and the
-// output columns are split over the OpenMP threads — on a shared 2-core machine, OpenBLAS's
-// own pthread pool spinning against OpenMP's made prefill several times slower (measured 26 vs
-// 295 tok/s). One token goes through sgemv: 105 µs vs 520 µs for sgemm with M = 1 on a
-// 1536×576 weight, OpenBLAS 0.3.21, 1 thread.
-void linear(const float* X, int n, const std::vector<float>& W, int in, int out, float* Y,
+// A weight matrix, ne = {in, out}: a view into the mapped file.
+QMatrix load_matrix(const GgufFile& f, const std::string& name, std::vector<int64_t> want) {
+  TQ_ASSERT(want.size() == 2);
+  return qmatrix_of(f, name, want[0], want[1]);
+}
+
+// Y (n × out) = X (n × in) · Wᵀ (a GGUF Linear, ne = {in, out}); beta = 1 adds to Y.
+void linear(const float* X, int n, const QMatrix& W, int in, int out, float* Y,
             float beta = 0.f) {
-  const int nt = std::min(omp_get_max_threads(), std::max(1, out / 64));
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), T = omp_get_num_threads();
-    const int c0 = int(int64_t(out) * t / T), c1 = int(int64_t(out) * (t + 1) / T);
-    if (c1 > c0) {
-      const float* Wc = W.data() + size_t(c0) * in;
-      if (n == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, c1 - c0, in, 1.f, Wc, in, X, 1, beta, Y + c0,
-                    1);
-      else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c1 - c0, in, 1.f, X, in, Wc, in,
-                    beta, Y + c0, out);
-    }
-  }
+  TQ_ASSERT(W.cols == in && W.rows == out);
+  matmul(W, X, n, Y, beta != 0.f);
 }
 
 // n rows of dim: y = x / rms(x) · w (y may be x).
@@ -212,19 +181,19 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const GgufFile& f) {
     throw Error("tensor 'token_embd.weight' has shape " + shape_str(te.ne));
   hp.n_vocab = int(te.ne[1]);
   const int E = hp.n_embd, D = hp.head_dim, Hq = hp.n_head * D, Hk = hp.n_kv_head * D;
-  m->tok_embd_ = load_tensor(f, "token_embd.weight", {E, hp.n_vocab});
+  m->tok_embd_ = load_matrix(f, "token_embd.weight", {E, hp.n_vocab});
   m->output_norm_ = load_tensor(f, "output_norm.weight", {E});
   hp.tied_output = f.find_tensor("output.weight") == nullptr;
-  if (!hp.tied_output) m->output_ = load_tensor(f, "output.weight", {E, hp.n_vocab});
+  m->output_ = hp.tied_output ? m->tok_embd_ : load_matrix(f, "output.weight", {E, hp.n_vocab});
   m->layers_.resize(hp.n_layer);
   for (int l = 0; l < hp.n_layer; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     Layer& L = m->layers_[l];
     L.attn_norm = load_tensor(f, p + "attn_norm.weight", {E});
-    L.wq = load_tensor(f, p + "attn_q.weight", {E, Hq});
-    L.wk = load_tensor(f, p + "attn_k.weight", {E, Hk});
-    L.wv = load_tensor(f, p + "attn_v.weight", {E, Hk});
-    L.wo = load_tensor(f, p + "attn_output.weight", {Hq, E});
+    L.wq = load_matrix(f, p + "attn_q.weight", {E, Hq});
+    L.wk = load_matrix(f, p + "attn_k.weight", {E, Hk});
+    L.wv = load_matrix(f, p + "attn_v.weight", {E, Hk});
+    L.wo = load_matrix(f, p + "attn_output.weight", {Hq, E});
     if (hp.has_qkv_bias) {
       L.bq = load_tensor(f, p + "attn_q.bias", {Hq});
       L.bk = load_tensor(f, p + "attn_k.bias", {Hk});
@@ -239,9 +208,9 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const GgufFile& f) {
       L.post_ffn_norm = load_tensor(f, p + "post_ffw_norm.weight", {E});
     }
     L.ffn_norm = load_tensor(f, p + "ffn_norm.weight", {E});
-    L.w_gate = load_tensor(f, p + "ffn_gate.weight", {E, hp.n_ff});
-    L.w_up = load_tensor(f, p + "ffn_up.weight", {E, hp.n_ff});
-    L.w_down = load_tensor(f, p + "ffn_down.weight", {hp.n_ff, E});
+    L.w_gate = load_matrix(f, p + "ffn_gate.weight", {E, hp.n_ff});
+    L.w_up = load_matrix(f, p + "ffn_up.weight", {E, hp.n_ff});
+    L.w_down = load_matrix(f, p + "ffn_down.weight", {hp.n_ff, E});
   }
   // Per-dimension RoPE factors: rope_freqs.weight (Llama 3.1 style), global layers only.
   std::vector<float> factors;
@@ -269,8 +238,7 @@ KvShape LlamaModel::kv_shape() const {
 }
 
 void LlamaModel::logits(const float* hidden, int n, float* out) const {
-  const std::vector<float>& W = hp_.tied_output ? tok_embd_ : output_;
-  linear(hidden, n, W, hp_.n_embd, hp_.n_vocab, out);
+  linear(hidden, n, output_, hp_.n_embd, hp_.n_vocab, out);
   if (const float cap = hp_.logit_softcap; cap > 0) {
     const int64_t total = int64_t(n) * hp_.n_vocab;
 #pragma omp parallel for schedule(static) if (n > 4)
@@ -278,10 +246,50 @@ void LlamaModel::logits(const float* hidden, int n, float* out) const {
   }
 }
 
+size_t LlamaModel::weight_bytes() const {
+  size_t b = tok_embd_.bytes() + (hp_.tied_output ? 0 : output_.bytes());
+  b += output_norm_.size() * 4;
+  for (const Layer& L : layers_) {
+    for (const QMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+      b += w->bytes();
+    b += 4 * (L.attn_norm.size() + L.ffn_norm.size() + L.bq.size() + L.bk.size() + L.bv.size() +
+              L.q_norm.size() + L.k_norm.size() + L.post_attn_norm.size() +
+              L.post_ffn_norm.size());
+  }
+  return b;
+}
+
+size_t LlamaModel::activation_bytes(int batch) const {
+  const size_t n = size_t(std::max(1, std::min(batch, max_batch())));
+  const size_t E = hp_.n_embd, Hq = size_t(hp_.n_head) * hp_.head_dim;
+  const size_t Hk = size_t(hp_.n_kv_head) * hp_.head_dim, F = hp_.n_ff;
+  // forward_chunk's buffers (x, xn, q, k, v, att, g, u, two RoPE tables, gemma3's
+  // post-norm scratch), the logits, and the largest quantized-activation copy a product makes
+  // (at most 4 bytes per input value).
+  const size_t floats = n * (2 * E + 2 * Hq + 2 * Hk + 2 * F + 2 * hp_.head_dim) +
+                        (hp_.post_norms ? n * E : 0) + hp_.n_vocab;
+  return 4 * floats + 4 * n * std::max(E, F);
+}
+
 void LlamaModel::forward(KvCache& cache, int seq, const int32_t* tokens, int n,
                          std::vector<float>* hidden_out, std::vector<float>* logits_last,
                          AttnPath path) const {
   if (n <= 0) return;
+  if (n <= max_batch()) return forward_chunk(cache, seq, tokens, n, hidden_out, logits_last, path);
+  if (hidden_out) hidden_out->clear();
+  std::vector<float> h;
+  for (int t0 = 0; t0 < n; t0 += max_batch()) {
+    const int m = std::min(max_batch(), n - t0);
+    const bool last = t0 + m == n;
+    forward_chunk(cache, seq, tokens + t0, m, hidden_out ? &h : nullptr,
+                  last ? logits_last : nullptr, path);
+    if (hidden_out) hidden_out->insert(hidden_out->end(), h.begin(), h.end());
+  }
+}
+
+void LlamaModel::forward_chunk(KvCache& cache, int seq, const int32_t* tokens, int n,
+                               std::vector<float>* hidden_out, std::vector<float>* logits_last,
+                               AttnPath path) const {
   const int E = hp_.n_embd, D = hp_.head_dim, NH = hp_.n_head, NKV = hp_.n_kv_head;
   const int Hq = NH * D, Hk = NKV * D, F = hp_.n_ff;
   const int pos0 = cache.seq_len(seq, 0);
@@ -299,7 +307,7 @@ void LlamaModel::forward(KvCache& cache, int seq, const int32_t* tokens, int n,
   std::vector<float> g(size_t(n) * F), u(size_t(n) * F);
   for (int t = 0; t < n; ++t) {
     float* xt = &x[size_t(t) * E];
-    std::memcpy(xt, &tok_embd_[size_t(tokens[t]) * E], sizeof(float) * E);
+    qmatrix_row(tok_embd_, tokens[t], xt);
     if (hp_.embd_scale != 1.f)
       for (int j = 0; j < E; ++j) xt[j] *= hp_.embd_scale;
   }
@@ -366,7 +374,7 @@ void LlamaModel::forward(KvCache& cache, int seq, const int32_t* tokens, int n,
     attention(cache, seq, l, NH, q.data(), n, pos0, scale, att.data(), path,
               hp_.layer_window[size_t(l)]);
     // x += o (llama) or x += norm(o) (gemma3's post-attention norm); the same for the FFN.
-    auto residual = [&](const float* in, int w_in, const std::vector<float>& W,
+    auto residual = [&](const float* in, int w_in, const QMatrix& W,
                         const std::vector<float>& post) {
       if (post.empty()) return linear(in, n, W, w_in, E, x.data(), 1.f);
       linear(in, n, W, w_in, E, tmp.data());

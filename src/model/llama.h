@@ -2,11 +2,10 @@
 // mistral and smollm, which use the llama tensors). Gemma 3 is the same pass with the flags of
 // LlamaHparams switched on (DESIGN.md §8), not a second copy of it.
 //
-// Weights are dequantized to f32 at load and the projections run through OpenBLAS sgemm
-// (prefill, many tokens) / sgemv (one token). Measured on the default 135M model, 1 thread:
-// dequantizing all weights takes ~0.3-0.5 s, while a whole decode step with f32 weights takes
-// ~75 ms (memory-bound on the 0.54 GB of f32 weights) — dequantizing on the fly per step would
-// be several times slower, so load-time dequantization is the right choice at this size.
+// Weights stay in their GGUF types inside the memory-mapped file (QMatrix views, no f32 copy)
+// and every projection goes through matmul() (src/matmul, DESIGN.md §8): int8 activations and
+// integer dot products for the quantized types, OpenBLAS for f32 weights. Only the 1-D tensors
+// (norm weights, biases) are dequantized to f32. The GgufFile must outlive the model.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -15,6 +14,7 @@
 
 #include "cache/attention.h"
 #include "cache/kv_cache.h"
+#include "matmul/qmatrix.h"
 
 namespace tq {
 
@@ -53,8 +53,9 @@ int auto_threads();
 
 class LlamaModel {
  public:
-  // Reads hyperparameters and dequantizes all weights. Throws tq::Error for an unsupported
-  // architecture or a missing/mis-shaped tensor.
+  // Reads hyperparameters and maps the weights (views into f, which must outlive the model).
+  // Throws tq::Error for an unsupported architecture or weight type, or a missing/mis-shaped
+  // tensor.
   static std::unique_ptr<LlamaModel> load(const GgufFile& f);
   ~LlamaModel();
 
@@ -64,7 +65,8 @@ class LlamaModel {
 
   // Runs n tokens of sequence `seq` at positions [cache.seq_len(seq), +n) through the model,
   // appending their K/V to the cache (each layer's chunk is stored first, then its queries
-  // attend to the stored K/V). hidden_out (optional): n × n_embd, the final-norm hidden states.
+  // attend to the stored K/V). Long inputs run in chunks of max_batch() tokens, which bounds
+  // the activation memory (activation_bytes()). hidden_out (optional): n × n_embd, the final-norm hidden states.
   // logits_last (optional): n_vocab logits of the last token.
   void forward(KvCache& cache, int seq, const int32_t* tokens, int n,
                std::vector<float>* hidden_out, std::vector<float>* logits_last,
@@ -72,11 +74,22 @@ class LlamaModel {
   // logits (n × n_vocab) of n final-norm hidden states.
   void logits(const float* hidden, int n, float* out) const;
 
+  // Tokens per forward chunk.
+  static int max_batch() { return 512; }
+  // Bytes of the weights the forward pass reads (the mapped tensors it multiplies with, the
+  // f32 norms and biases), and of its activation buffers for a chunk of `batch` tokens.
+  size_t weight_bytes() const;
+  size_t activation_bytes(int batch) const;
+
  private:
   LlamaModel() = default;
+  void forward_chunk(KvCache& cache, int seq, const int32_t* tokens, int n,
+                     std::vector<float>* hidden_out, std::vector<float>* logits_last,
+                     AttnPath path) const;
   struct Layer;
   LlamaHparams hp_;
-  std::vector<float> tok_embd_, output_norm_, output_;  // output_ empty when tied
+  QMatrix tok_embd_, output_;  // output_ == tok_embd_ when tied
+  std::vector<float> output_norm_;
   std::vector<Layer> layers_;
   std::vector<float> inv_freq_;        // head_dim / 2
   std::vector<float> inv_freq_local_;  // the sliding-window layers' (empty when there are none)

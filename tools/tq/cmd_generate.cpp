@@ -10,6 +10,7 @@
 #include "command.h"
 #include "model/gguf.h"
 #include "model/llama.h"
+#include "model/memcheck.h"
 #include "model/paths.h"
 #include "model/tokenizer.h"
 #include "runtime_flags.h"
@@ -100,6 +101,7 @@ void setup(CLI::App& app) {
     o.rt.attach_codebooks(co, *f, *model);
     co.max_tokens = ctx;
     co.max_seqs = 1;
+    tq::check_memory(*model, co);  // refuses, before the cache allocates, a run that cannot fit
     tq::KvCache cache(model->kv_shape(), co);
     const int seq = cache.new_seq();
     std::mt19937_64 rng(o.rt.seed);

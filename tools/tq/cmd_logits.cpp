@@ -7,6 +7,7 @@
 #include "command.h"
 #include "model/gguf.h"
 #include "model/llama.h"
+#include "model/memcheck.h"
 #include "model/paths.h"
 #include "model/tokenizer.h"
 #include "runtime_flags.h"
@@ -37,6 +38,7 @@ void setup(CLI::App& app) {
     tq::KvCacheOptions co = o.rt.cache_options();
     co.max_tokens = int(ids.size());
     co.max_seqs = 1;
+    tq::check_memory(*model, co);
     tq::KvCache cache(model->kv_shape(), co);
     const int seq = cache.new_seq();
     std::vector<float> hidden;
