@@ -154,7 +154,7 @@ def main():
                 "| prompt | tokens | same tokenization | top-1 agree | max abs dlogit "
                 "| mean abs dlogit |",
                 "|---|---:|:---:|---:|---:|---:|"]
-        ok_all, worst = True, 0.0
+        ok_all, worst, ties = True, 0.0, []
         for p in prompts:
             with tempfile.NamedTemporaryFile(suffix=".f32", dir=a.workdir, delete=False) as fh:
                 path = fh.name
@@ -174,6 +174,17 @@ def main():
             rows.append(f"| {json.dumps(p)[:48]} | {len(ids)} "
                         f"| {'yes' if theirs_ids == ids else 'NO'} "
                         f"| {100 * agree:.1f}% | {d.max():.4f} | {d.mean():.5f} |")
+            # Where top-1 differs: how far apart the two tokens are in each engine (a gap
+            # below max |Δlogit| is a tie within float rounding).
+            for i in np.nonzero(mine.argmax(1) != ref.argmax(1))[0]:
+                x, y = int(mine[i].argmax()), int(ref[i].argmax())
+                ties.append(f"- prompt {json.dumps(p)[:24]}, position {i}: tq's top-1 "
+                            f"{json.dumps(llm.detokenize([x]).decode(errors='replace'))} leads "
+                            f"llama.cpp's {json.dumps(llm.detokenize([y]).decode(errors='replace'))}"
+                            f" by {mine[i, x] - mine[i, y]:.4f} in tq; llama.cpp has it "
+                            f"{ref[i, y] - ref[i, x]:.4f} the other way")
+        if ties:
+            rows += ["", "Top-1 differences:"] + ties
         if strict:
             rows += ["", "Criterion (top-1 equal everywhere, max |Δlogit| ≤ 0.05): "
                      f"**{'pass' if ok_all else 'FAIL'}** (max |Δlogit| {worst:.4f})", ""]
