@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= $(if $(shell command -v nvcc),-DTQ_CUDA=ON,)
 
-.PHONY: run test build setup model models clean
+.PHONY: run test test-sanitize build setup model models clean
 
 setup:
 	./scripts/setup.sh
@@ -28,5 +28,19 @@ run: build model
 test: build model
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
 
+# The sanitizer job of CI (issue 17): clang with ASan + UBSan (undefined behaviour aborts) and the
+# libFuzzer targets; runs the suite but the slow end-to-end tests (the normal `make test` runs
+# those), then each fuzz target for FUZZ_SECONDS on its committed corpus (fuzz/README.md).
+SAN_BUILD ?= build-sanitize
+FUZZ_SECONDS ?= 45
+SAN_SLOW ?= LlamaE2E\.|CompareE2E|CalibrateCli|KvQuantCli|PolarVqCli
+test-sanitize: setup model
+	CC=clang CXX=clang++ cmake -S . -B $(SAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DTQ_SANITIZE=ON -DTQ_FUZZ=ON -DTQ_BUILD_BENCH=OFF -DTQ_CUDA=OFF \
+	  -DTQ_FUZZ_SECONDS=$(FUZZ_SECONDS)
+	cmake --build $(SAN_BUILD) -j $(JOBS)
+	cd $(SAN_BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900 -LE fuzz -E '$(SAN_SLOW)'
+	cd $(SAN_BUILD) && ctest --output-on-failure -j $(JOBS) -L fuzz
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD)

@@ -13,7 +13,8 @@
 #include <random>
 #include <sstream>
 
-#include "cache/attention.h"
+#include "attention/attention.h"
+#include "attention/decode.h"
 #include "cache/kv_cache.h"
 #include "cpu/dispatch.h"
 #include "eval/perplexity.h"
@@ -268,7 +269,8 @@ TEST(Gemma3Tiny, MatchesScalarReferenceOnEveryPath) {
   const int n = int(ids.size());
   const auto ref = tiny_reference(t, ids);
   const auto ref_no_qk = tiny_reference(t, ids, false);
-  for (AttnPath pk : {AttnPath::kTiled, AttnPath::kCodes, AttnPath::kReference}) {
+  for (AttnPath pk : {AttnPath::kTiled, AttnPath::kCodes, AttnPath::kDecode,
+                      AttnPath::kReference}) {
     KvCacheOptions co;
     co.type_k = co.type_v = "f32";
     co.max_tokens = 32;
@@ -281,8 +283,8 @@ TEST(Gemma3Tiny, MatchesScalarReferenceOnEveryPath) {
     // The q/k norms change the result by far more than the tolerance (they are applied).
     EXPECT_GT(max_diff(logits, ref_no_qk), 1e-2) << int(pk);
   }
-  // Decode: 9 tokens of prefill, then one token at a time (kAuto takes the SIMD driver for an
-  // f16 cache), against the same reference.
+  // Decode: 9 tokens of prefill, then one token at a time (kAuto takes the decode algorithm),
+  // against the same reference.
   KvCacheOptions co;
   co.type_k = co.type_v = "f16";
   co.max_tokens = 32;
@@ -293,7 +295,6 @@ TEST(Gemma3Tiny, MatchesScalarReferenceOnEveryPath) {
   for (int i = 9; i < n; ++i) {
     std::vector<float> last;
     m->forward(cache, s, &ids[i], 1, nullptr, &last);
-    EXPECT_TRUE(attention_driver_applicable(cache, s, 0));
     EXPECT_LT(max_diff(last, ref, size_t(i) * t.V), 5e-3) << "decode position " << i;
   }
   std::filesystem::remove(path);
@@ -380,20 +381,29 @@ TEST(SlidingWindow, EveryPathEveryTypeAtHeadDim256) {
     const auto want = direct_window(*c, s, NH, q, T1, T0, scale, W);
     const auto full = direct_window(*c, s, NH, q, T1, T0, scale, 1 << 20);
     std::vector<float> got(q.size());
-    for (AttnPath pk : {AttnPath::kReference, AttnPath::kTiled, AttnPath::kCodes}) {
+    for (AttnPath pk :
+         {AttnPath::kReference, AttnPath::kTiled, AttnPath::kCodes, AttnPath::kDecode}) {
       attention(*c, s, 0, NH, q.data(), T1, T0, scale, got.data(), pk, W);
       EXPECT_LT(max_diff(got, want), 2e-4) << type << " path " << int(pk);
     }
     EXPECT_GT(max_diff(got, full), 1e-2) << type;  // the window does cut
-    // One query at the last position: the driver (where it serves) and kAuto.
+    // One query at the last position through kAuto (the decode algorithm), split over 3
+    // token ranges too (the window's start is not a step boundary).
     std::vector<float> q1(q.end() - NH * d, q.end()), g1(q1.size());
     const auto want1 = direct_window(*c, s, NH, q1, 1, T0 + T1 - 1, scale, W);
     attention(*c, s, 0, NH, q1.data(), 1, T0 + T1 - 1, scale, g1.data(), AttnPath::kAuto, W);
     EXPECT_LT(max_diff(g1, want1), 2e-4) << type << " auto";
-    if (attention_driver_applicable(*c, s, 0)) {
-      attention(*c, s, 0, NH, q1.data(), 1, T0 + T1 - 1, scale, g1.data(), AttnPath::kDriver, W);
-      EXPECT_LT(max_diff(g1, want1), 2e-4) << type << " driver";
-    }
+    std::vector<KvSegment> ks, vs;
+    c->segments(s, 0, 0, true, ks);
+    c->segments(s, 0, 0, false, vs);
+    const int pos = T0 + T1 - 1;
+    const HeadTask task{&c->codec(0, 0, true), &c->codec(0, 0, false), ks, vs, size_t(pos) + 1,
+                        q1.data(), g1.data(), size_t(pos + 1 - W)};
+    DecodeOptions opt;
+    opt.splits = 3;
+    opt.min_parallel_work = 0;
+    decode_attention_batch({&task, 1}, NH, scale, opt);
+    EXPECT_LT(max_diff(g1, want1), 2e-4) << type << " 3 splits";
     ++n_types;
   }
   EXPECT_GE(n_types, 10);

