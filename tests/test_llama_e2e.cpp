@@ -401,7 +401,7 @@ TEST(TinyModel, UnsupportedArchitecture) {
     LlamaModel::load(*f);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "unsupported architecture 'gpt2' (supported: llama, qwen2)");
+    EXPECT_STREQ(e.what(), "unsupported architecture 'gpt2' (supported: llama, qwen2, gemma3)");
   }
   std::filesystem::remove(path);
 }

@@ -31,7 +31,7 @@ void check_args(const KvCache& cache, int seq, int layer, int n_head, int T, int
 // Every query of the call through the decode algorithm: one task per (query, KV head), the
 // segment lists built once for all of them.
 void attention_decode(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
-                      int pos0, float scale, float* out, bool generic) {
+                      int pos0, float scale, float* out, bool generic, int window) {
   const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
   const auto hs = attn::collect(cache, seq, layer);
   std::vector<HeadTask> tasks;
@@ -40,7 +40,8 @@ void attention_decode(const KvCache& cache, int seq, int layer, int n_head, cons
     for (int h = 0; h < H; ++h) {
       const size_t off = (size_t(t) * n_head + size_t(h) * g) * d;  // [t][h·g .. h·g + g)[j]
       tasks.push_back({&cache.codec(layer, h, true), &cache.codec(layer, h, false), hs[h].k,
-                       hs[h].v, size_t(pos0) + t + 1, q + off, out + off});
+                       hs[h].v, size_t(pos0) + t + 1, q + off, out + off,
+                       size_t(attn::first_visible(pos0 + t, window))});
     }
   DecodeOptions opt;
   opt.use_generic = generic;
@@ -52,23 +53,24 @@ void attention_decode(const KvCache& cache, int seq, int layer, int n_head, cons
 int attention_tiled_threshold() { return 8; }
 
 void attention(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
-               int pos0, float scale, float* out, AttnPath path) {
+               int pos0, float scale, float* out, AttnPath path, int window) {
   check_args(cache, seq, layer, n_head, T, pos0);
+  TQ_ASSERT(window >= 0);
   if (T == 0) return;
   if (path == AttnPath::kAuto)
     path = T >= attention_tiled_threshold() ? AttnPath::kTiled : AttnPath::kDecode;
   switch (path) {
     case AttnPath::kReference:
-      attn::attention_reference(cache, seq, layer, n_head, q, T, pos0, scale, out);
+      attn::attention_reference(cache, seq, layer, n_head, q, T, pos0, scale, out, window);
       break;
     case AttnPath::kTiled:
-      attn::attention_tiled(cache, seq, layer, n_head, q, T, pos0, scale, out);
+      attn::attention_tiled(cache, seq, layer, n_head, q, T, pos0, scale, out, window);
       break;
     case AttnPath::kCodes:
-      attention_decode(cache, seq, layer, n_head, q, T, pos0, scale, out, true);
+      attention_decode(cache, seq, layer, n_head, q, T, pos0, scale, out, true, window);
       break;
     default:
-      attention_decode(cache, seq, layer, n_head, q, T, pos0, scale, out, false);
+      attention_decode(cache, seq, layer, n_head, q, T, pos0, scale, out, false, window);
   }
 }
 

@@ -1,7 +1,8 @@
 // turboquant — causal attention over the KV cache as stored (DESIGN.md §3 "Honest evaluation").
 //
 // q: T × n_head × head_dim (row-major [t][h][j]), the queries of positions pos0 .. pos0+T−1;
-// query t attends to the stored positions [0, pos0 + t]. out has the same layout as q.
+// query t attends to the stored positions [0, pos0 + t] (or its sliding window, see attention()).
+// out has the same layout as q.
 // GQA: query head h reads kv head h / (n_head / n_kv_head).
 //
 // Implementations of the same function (AttnPath):
@@ -26,8 +27,11 @@ namespace tq {
 
 enum class AttnPath { kAuto, kCodes, kTiled, kReference, kDecode, kDriver = kDecode };
 
+// window > 0: a sliding-window layer (Gemma 3, DESIGN.md §8): query t sees only the stored
+// positions [pos0 + t + 1 − window, pos0 + t]; 0 = all of [0, pos0 + t]. Every path honours it.
 void attention(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
-               int pos0, float scale, float* out, AttnPath path = AttnPath::kAuto);
+               int pos0, float scale, float* out, AttnPath path = AttnPath::kAuto,
+               int window = 0);
 
 // T at and above which kAuto takes the tiled path.
 int attention_tiled_threshold();

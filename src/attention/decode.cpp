@@ -228,16 +228,21 @@ void decode_attention_batch(std::span<const HeadTask> tasks, int G, float scale,
     int splits = opt.splits;
     if (splits <= 0) {  // enough ranges to keep every thread busy, none shorter than the minimum
       splits = (2 * threads + nt - 1) / nt;
-      const size_t cap = std::max<size_t>(1, t.n / std::max<size_t>(1, opt.min_split_tokens));
+      const size_t cap =
+          std::max<size_t>(1, (t.n - t.first) / std::max<size_t>(1, opt.min_split_tokens));
       splits = int(std::min<size_t>(size_t(splits), cap));
       if (threads == 1) splits = 1;
     }
-    splits = std::max(1, std::min<int>(splits, int(std::max<size_t>(1, t.n))));
+    TQ_ASSERT(t.first <= t.n);
+    splits = std::max(1, std::min<int>(splits, int(std::max<size_t>(1, t.n - t.first))));
     p.first_work = int(work.size());
     p.n_work = splits;
     // Range boundaries on multiples of the step, so that splitting does not change the steps.
+    // The visible range is [first, n) (first > 0 in a sliding-window layer).
     auto cut = [&](int s) {
-      return s == splits ? t.n : t.n * size_t(s) / size_t(splits) / kDecodeStep * kDecodeStep;
+      if (s == 0 || s == splits) return s == 0 ? t.first : t.n;
+      const size_t c = (t.first + (t.n - t.first) * size_t(s) / size_t(splits)) / kDecodeStep;
+      return std::max(t.first, c * kDecodeStep);
     };
     for (int s = 0; s < splits; ++s) work.push_back({i, cut(s), cut(s + 1)});
   }

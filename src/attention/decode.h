@@ -59,6 +59,7 @@ struct HeadTask {
   size_t n;                           // visible positions [0, n)
   const float* q;                     // G × d (original domain)
   float* out;                         // G × d
+  size_t first = 0;                   // positions before it are not visible (sliding window)
 };
 // Many KV heads at once (e.g. all heads of a layer, or of several queries): one parallel region
 // over (head, token range).

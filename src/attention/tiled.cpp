@@ -37,9 +37,10 @@ void decode_segment(const Codec& cd, PlainLayout plain, const KvSegment& sg, int
 }  // namespace
 
 void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
-                     int pos0, float scale, float* out) {
+                     int pos0, float scale, float* out, int window) {
   const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
   const int L = pos0 + T;  // positions beyond the last query are never visible
+  const int lo_all = first_visible(pos0, window);  // nor those before the first one's window
   const auto hs = collect(cache, seq, layer);
   // Decode every (kv-head, K|V) segment into the transient tiles, in parallel.
   std::vector<std::vector<float>> K(H, std::vector<float>(size_t(L) * d));
@@ -52,9 +53,9 @@ void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const
   std::vector<Job> jobs;
   for (int kh = 0; kh < H; ++kh) {
     for (const auto& sg : hs[kh].k)
-      if (sg.pos0 < L) jobs.push_back({kh, true, &sg});
+      if (sg.pos0 < L && sg.pos0 + sg.n > lo_all) jobs.push_back({kh, true, &sg});
     for (const auto& sg : hs[kh].v)
-      if (sg.pos0 < L) jobs.push_back({kh, false, &sg});
+      if (sg.pos0 < L && sg.pos0 + sg.n > lo_all) jobs.push_back({kh, false, &sg});
   }
   const PlainLayout plain_k = cache.traits(layer, true).plain;
   const PlainLayout plain_v = cache.traits(layer, false).plain;
@@ -89,26 +90,29 @@ void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const
       const int qh = it % n_head, blk = n_blocks - 1 - it / n_head;  // big blocks first
       const int kh = qh / g;
       const int r0 = blk * kRows, r1 = std::min(T, r0 + kRows), nr = r1 - r0;
-      const int cols = pos0 + r1;
+      // Columns from the first row's window start c0 (row[i] is position c0 + i).
+      const int c0 = first_visible(pos0 + r0, window), cols = pos0 + r1 - c0;
       const float* Q = q + size_t(r0) * ld + size_t(qh) * d;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, cols, d, scale, Q, ld,
-                  K[kh].data(), d, 0.f, S.data(), cols);
+                  K[kh].data() + size_t(c0) * d, d, 0.f, S.data(), cols);
       for (int r = 0; r < nr; ++r) {
         float* row = S.data() + size_t(r) * cols;
-        const int vis = pos0 + r0 + r + 1;
+        const int vis = pos0 + r0 + r + 1 - c0, lo = first_visible(pos0 + r0 + r, window) - c0;
         float m = kNegInf;
-        for (int i = 0; i < vis; ++i) m = std::max(m, row[i]);
+        for (int i = lo; i < vis; ++i) m = std::max(m, row[i]);
         float sum = 0.f;
-        for (int i = 0; i < vis; ++i) {
+        for (int i = lo; i < vis; ++i) {
           row[i] = std::exp(row[i] - m);
           sum += row[i];
         }
         const float inv = 1.f / sum;
-        for (int i = 0; i < vis; ++i) row[i] *= inv;
+        for (int i = 0; i < lo; ++i) row[i] = 0.f;
+        for (int i = lo; i < vis; ++i) row[i] *= inv;
         for (int i = vis; i < cols; ++i) row[i] = 0.f;
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, cols, 1.f, S.data(), cols,
-                  V[kh].data(), d, 0.f, out + size_t(r0) * ld + size_t(qh) * d, ld);
+                  V[kh].data() + size_t(c0) * d, d, 0.f, out + size_t(r0) * ld + size_t(qh) * d,
+                  ld);
     }
   }
 }

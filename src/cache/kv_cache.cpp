@@ -110,8 +110,8 @@ KvCache::KvCache(const KvShape& shape, const KvCacheOptions& opts) : shape_(shap
         s->copts.head = h;
         s->copts.is_key = is_key;
         s->copts.rope = shape.rope;
-        s->copts.rope_inv_freq = shape.rope_inv_freq;
-        s->copts.rope_freq_scale = shape.rope_freq_scale;
+        s->copts.rope_inv_freq = shape.inv_freq(l);
+        s->copts.rope_freq_scale = shape.freq_scale(l);
         s->codec = make_stream_codec(s->type, shape.head_dim, s->copts, opts);
         s->bt = s->codec->block_tokens();
         s->bb = s->codec->block_bytes();

@@ -60,6 +60,16 @@ struct KvShape {
   // codecs that keep keys before RoPE (kvquant).
   std::vector<float> rope_inv_freq;
   float rope_freq_scale = 1.f;
+  // Per-layer RoPE where layers differ (Gemma 3's sliding-window layers have their own base):
+  // empty = the two above for every layer. Read them through the accessors.
+  std::vector<std::vector<float>> layer_rope_inv_freq;
+  std::vector<float> layer_rope_freq_scale;
+  const std::vector<float>& inv_freq(int layer) const {
+    return layer_rope_inv_freq.empty() ? rope_inv_freq : layer_rope_inv_freq[size_t(layer)];
+  }
+  float freq_scale(int layer) const {
+    return layer_rope_freq_scale.empty() ? rope_freq_scale : layer_rope_freq_scale[size_t(layer)];
+  }
 };
 
 // A run of consecutive stored positions of one (layer, head, K|V) of one sequence.

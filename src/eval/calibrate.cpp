@@ -219,7 +219,7 @@ CodebookFile calibrate_kvquant(const KvShape& shape, const std::vector<HeadSampl
         for (size_t i = 0; i < rows.size(); ++i) {
           std::copy_n(&hs.keys[rows[i] * d], d, &K[i * d]);
           std::copy_n(&hs.values[rows[i] * d], d, &V[i * d]);
-          rope_rotate(&K[i * d], d, hs.pos[rows[i]], shape.rope_inv_freq, shape.rope_freq_scale,
+          rope_rotate(&K[i * d], d, hs.pos[rows[i]], shape.inv_freq(l), shape.freq_scale(l),
                       shape.rope, true);
         }
         auto cal = std::make_shared<KvQuantCalibration>();

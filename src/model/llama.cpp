@@ -17,6 +17,7 @@ namespace tq {
 
 struct LlamaModel::Layer {
   std::vector<float> attn_norm, bq, bk, bv, ffn_norm;
+  std::vector<float> q_norm, k_norm, post_attn_norm, post_ffn_norm;  // gemma3 only
   QMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
@@ -48,6 +49,7 @@ void linear(const float* X, int n, const QMatrix& W, int in, int out, float* Y,
   matmul(W, X, n, Y, beta != 0.f);
 }
 
+// n rows of dim: y = x / rms(x) · w (y may be x).
 void rms_norm(const float* x, int n, int dim, const std::vector<float>& w, float eps, float* y) {
 #pragma omp parallel for schedule(static) if (n > 4)
   for (int t = 0; t < n; ++t) {
@@ -58,6 +60,23 @@ void rms_norm(const float* x, int n, int dim, const std::vector<float>& w, float
     const float r = float(1.0 / std::sqrt(ss / dim + eps));
     for (int j = 0; j < dim; ++j) b[j] = a[j] * r * w[j];
   }
+}
+
+// GELU, tanh approximation (Gemma's gelu_pytorch_tanh).
+float gelu_tanh(float x) {
+  constexpr float kC = 0.7978845608028654f;  // sqrt(2/π)
+  return 0.5f * x * (1.f + std::tanh(kC * (x + 0.044715f * x * x * x)));
+}
+
+// RoPE frequencies θ_i = base^(−2i/d), optionally divided by per-dimension factors.
+std::vector<float> rope_inv_freq(double base, int d, const std::vector<float>& factors) {
+  std::vector<float> f(size_t(d) / 2);
+  for (int i = 0; i < d / 2; ++i) {
+    double v = std::pow(base, -2.0 * i / d);
+    if (!factors.empty()) v /= factors[size_t(i)];
+    f[size_t(i)] = float(v);
+  }
+  return f;
 }
 
 }  // namespace
@@ -107,21 +126,25 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const GgufFile& f) {
       L.bk = load_tensor(f, p + "attn_k.bias", {Hk});
       L.bv = load_tensor(f, p + "attn_v.bias", {Hk});
     }
+    if (hp.qk_norm) {
+      L.q_norm = load_tensor(f, p + "attn_q_norm.weight", {D});
+      L.k_norm = load_tensor(f, p + "attn_k_norm.weight", {D});
+    }
+    if (hp.post_norms) {
+      L.post_attn_norm = load_tensor(f, p + "post_attention_norm.weight", {E});
+      L.post_ffn_norm = load_tensor(f, p + "post_ffw_norm.weight", {E});
+    }
     L.ffn_norm = load_tensor(f, p + "ffn_norm.weight", {E});
     L.w_gate = load_matrix(f, p + "ffn_gate.weight", {E, hp.n_ff});
     L.w_up = load_matrix(f, p + "ffn_up.weight", {E, hp.n_ff});
     L.w_down = load_matrix(f, p + "ffn_down.weight", {hp.n_ff, E});
   }
-  // RoPE frequencies θ_i = base^(−2i/d), optionally divided by per-dimension factors
-  // (rope_freqs.weight, Llama 3.1 style).
-  m->inv_freq_.resize(D / 2);
+  // Per-dimension RoPE factors: rope_freqs.weight (Llama 3.1 style), global layers only.
   std::vector<float> factors;
   if (f.find_tensor("rope_freqs.weight")) factors = load_tensor(f, "rope_freqs.weight", {D / 2});
-  for (int i = 0; i < D / 2; ++i) {
-    double v = std::pow(double(hp.rope_base), -2.0 * i / D);
-    if (!factors.empty()) v /= factors[i];
-    m->inv_freq_[i] = float(v);
-  }
+  m->inv_freq_ = rope_inv_freq(hp.rope_base, D, factors);
+  if (std::any_of(hp.layer_window.begin(), hp.layer_window.end(), [](int w) { return w > 0; }))
+    m->inv_freq_local_ = rope_inv_freq(hp.rope_base_local, D, {});
   return m;
 }
 
@@ -133,11 +156,21 @@ KvShape LlamaModel::kv_shape() const {
   s.rope = hp_.rope;
   s.rope_inv_freq = inv_freq_;
   s.rope_freq_scale = hp_.rope_freq_scale;
+  if (!inv_freq_local_.empty())
+    for (int l = 0; l < hp_.n_layer; ++l) {
+      s.layer_rope_inv_freq.push_back(local(l) ? inv_freq_local_ : inv_freq_);
+      s.layer_rope_freq_scale.push_back(local(l) ? 1.f : hp_.rope_freq_scale);
+    }
   return s;
 }
 
 void LlamaModel::logits(const float* hidden, int n, float* out) const {
   linear(hidden, n, output_, hp_.n_embd, hp_.n_vocab, out);
+  if (const float cap = hp_.logit_softcap; cap > 0) {
+    const int64_t total = int64_t(n) * hp_.n_vocab;
+#pragma omp parallel for schedule(static) if (n > 4)
+    for (int64_t i = 0; i < total; ++i) out[i] = cap * std::tanh(out[i] / cap);
+  }
 }
 
 size_t LlamaModel::weight_bytes() const {
@@ -146,7 +179,9 @@ size_t LlamaModel::weight_bytes() const {
   for (const Layer& L : layers_) {
     for (const QMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
       b += w->bytes();
-    b += 4 * (L.attn_norm.size() + L.ffn_norm.size() + L.bq.size() + L.bk.size() + L.bv.size());
+    b += 4 * (L.attn_norm.size() + L.ffn_norm.size() + L.bq.size() + L.bk.size() + L.bv.size() +
+              L.q_norm.size() + L.k_norm.size() + L.post_attn_norm.size() +
+              L.post_ffn_norm.size());
   }
   return b;
 }
@@ -155,9 +190,11 @@ size_t LlamaModel::activation_bytes(int batch) const {
   const size_t n = size_t(std::max(1, std::min(batch, max_batch())));
   const size_t E = hp_.n_embd, Hq = size_t(hp_.n_head) * hp_.head_dim;
   const size_t Hk = size_t(hp_.n_kv_head) * hp_.head_dim, F = hp_.n_ff;
-  // forward_chunk's buffers (x, xn, q, k, v, att, g, u, RoPE tables), the logits, and the
-  // largest quantized-activation copy a product makes (at most 4 bytes per input value).
-  const size_t floats = n * (2 * E + 2 * Hq + 2 * Hk + 2 * F + hp_.head_dim) + hp_.n_vocab;
+  // forward_chunk's buffers (x, xn, q, k, v, att, g, u, two RoPE tables, gemma3's
+  // post-norm scratch), the logits, and the largest quantized-activation copy a product makes
+  // (at most 4 bytes per input value).
+  const size_t floats = n * (2 * E + 2 * Hq + 2 * Hk + 2 * F + 2 * hp_.head_dim) +
+                        (hp_.post_norms ? n * E : 0) + hp_.n_vocab;
   return 4 * floats + 4 * n * std::max(E, F);
 }
 
@@ -195,25 +232,37 @@ void LlamaModel::forward_chunk(KvCache& cache, int seq, const int32_t* tokens, i
   std::vector<float> x(size_t(n) * E), xn(size_t(n) * E);
   std::vector<float> q(size_t(n) * Hq), k(size_t(n) * Hk), v(size_t(n) * Hk), att(size_t(n) * Hq);
   std::vector<float> g(size_t(n) * F), u(size_t(n) * F);
-  for (int t = 0; t < n; ++t) qmatrix_row(tok_embd_, tokens[t], &x[size_t(t) * E]);
+  for (int t = 0; t < n; ++t) {
+    float* xt = &x[size_t(t) * E];
+    qmatrix_row(tok_embd_, tokens[t], xt);
+    if (hp_.embd_scale != 1.f)
+      for (int j = 0; j < E; ++j) xt[j] *= hp_.embd_scale;
+  }
 
-  // cos/sin per (token, pair).
+  // cos/sin per (token, pair): [0] the global layers', [1] the sliding-window layers'.
   const int P = D / 2;
-  std::vector<float> cs(size_t(n) * P), sn(size_t(n) * P);
-  for (int t = 0; t < n; ++t)
-    for (int i = 0; i < P; ++i) {
-      const double th = double(pos0 + t) * hp_.rope_freq_scale * inv_freq_[i];
-      cs[size_t(t) * P + i] = float(std::cos(th));
-      sn[size_t(t) * P + i] = float(std::sin(th));
-    }
+  std::vector<float> cs[2], sn[2];
+  for (int kind = 0; kind < 2; ++kind) {
+    const std::vector<float>& inv = kind ? inv_freq_local_ : inv_freq_;
+    if (inv.empty()) continue;
+    const double fs = kind ? 1.0 : hp_.rope_freq_scale;
+    cs[kind].resize(size_t(n) * P);
+    sn[kind].resize(size_t(n) * P);
+    for (int t = 0; t < n; ++t)
+      for (int i = 0; i < P; ++i) {
+        const double th = double(pos0 + t) * fs * inv[size_t(i)];
+        cs[kind][size_t(t) * P + i] = float(std::cos(th));
+        sn[kind][size_t(t) * P + i] = float(std::sin(th));
+      }
+  }
   const bool neox = hp_.rope == RopePairing::kNeox;
-  auto rope = [&](float* m, int heads) {
+  auto rope = [&](float* m, int heads, int kind) {
 #pragma omp parallel for schedule(static) if (n > 4)
     for (int t = 0; t < n; ++t)
       for (int h = 0; h < heads; ++h) {
         float* r = m + (size_t(t) * heads + h) * D;
-        const float* c = &cs[size_t(t) * P];
-        const float* s = &sn[size_t(t) * P];
+        const float* c = &cs[kind][size_t(t) * P];
+        const float* s = &sn[kind][size_t(t) * P];
         for (int i = 0; i < P; ++i) {
           const int ia = neox ? i : 2 * i, ib = neox ? i + P : 2 * i + 1;
           const float a0 = r[ia], b0 = r[ib];
@@ -226,7 +275,8 @@ void LlamaModel::forward_chunk(KvCache& cache, int seq, const int32_t* tokens, i
     for (int t = 0; t < n; ++t)
       for (int j = 0; j < w; ++j) m[size_t(t) * w + j] += b[j];
   };
-  const float scale = 1.f / std::sqrt(float(D));
+  const float scale = hp_.attn_scale > 0 ? hp_.attn_scale : 1.f / std::sqrt(float(D));
+  std::vector<float> tmp(hp_.post_norms ? size_t(n) * E : 0);
 
   for (int l = 0; l < hp_.n_layer; ++l) {
     const Layer& L = layers_[l];
@@ -239,21 +289,36 @@ void LlamaModel::forward_chunk(KvCache& cache, int seq, const int32_t* tokens, i
       add_bias(k.data(), L.bk, Hk);
       add_bias(v.data(), L.bv, Hk);
     }
-    rope(q.data(), NH);
-    rope(k.data(), NKV);
+    if (hp_.qk_norm) {  // every head's D values are one RMSNorm row
+      rms_norm(q.data(), n * NH, D, L.q_norm, hp_.rms_eps, q.data());
+      rms_norm(k.data(), n * NKV, D, L.k_norm, hp_.rms_eps, k.data());
+    }
+    const int kind = local(l) ? 1 : 0;
+    rope(q.data(), NH, kind);
+    rope(k.data(), NKV, kind);
     // Store first, then attend to what is stored (SPEC §3 "Honest evaluation").
     cache.append(seq, l, k.data(), v.data(), n);
-    attention(cache, seq, l, NH, q.data(), n, pos0, scale, att.data(), path);
-    linear(att.data(), n, L.wo, Hq, E, x.data(), 1.f);
+    attention(cache, seq, l, NH, q.data(), n, pos0, scale, att.data(), path,
+              hp_.layer_window[size_t(l)]);
+    // x += o (llama) or x += norm(o) (gemma3's post-attention norm); the same for the FFN.
+    auto residual = [&](const float* in, int w_in, const QMatrix& W,
+                        const std::vector<float>& post) {
+      if (post.empty()) return linear(in, n, W, w_in, E, x.data(), 1.f);
+      linear(in, n, W, w_in, E, tmp.data());
+      rms_norm(tmp.data(), n, E, post, hp_.rms_eps, tmp.data());
+      for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    };
+    residual(att.data(), Hq, L.wo, L.post_attn_norm);
     rms_norm(x.data(), n, E, L.ffn_norm, hp_.rms_eps, xn.data());
     linear(xn.data(), n, L.w_gate, E, F, g.data());
     linear(xn.data(), n, L.w_up, E, F, u.data());
+    const bool gelu = hp_.gelu_ffn;
 #pragma omp parallel for schedule(static) if (n > 4)
     for (int64_t i = 0; i < int64_t(n) * F; ++i) {
       const float a = g[i];
-      g[i] = a / (1.f + std::exp(-a)) * u[i];
+      g[i] = (gelu ? gelu_tanh(a) : a / (1.f + std::exp(-a))) * u[i];
     }
-    linear(g.data(), n, L.w_down, F, E, x.data(), 1.f);
+    residual(g.data(), F, L.w_down, L.post_ffn_norm);
   }
   rms_norm(x.data(), n, E, output_norm_, hp_.rms_eps, xn.data());
   if (logits_last) {

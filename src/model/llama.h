@@ -1,5 +1,6 @@
-// turboquant — Llama-family forward pass on the CPU (architectures llama, qwen2; aliases
-// mistral and smollm, which use the llama tensors).
+// turboquant — Llama-family forward pass on the CPU (architectures llama, qwen2, gemma3; aliases
+// mistral and smollm, which use the llama tensors). Gemma 3 is the same pass with the flags of
+// LlamaHparams switched on (DESIGN.md §8), not a second copy of it.
 //
 // Weights stay in their GGUF types inside the memory-mapped file (QMatrix views, no f32 copy)
 // and every projection goes through matmul() (src/matmul, DESIGN.md §8): int8 activations and
@@ -29,6 +30,18 @@ struct LlamaHparams {
   RopePairing rope = RopePairing::kNormal;
   bool has_qkv_bias = false;
   bool tied_output = false;
+  // Gemma 3 (DESIGN.md §8). Its GGUF stores the RMSNorm weights already as (1 + w), so every
+  // norm is the plain x·r·w here too.
+  bool qk_norm = false;       // per-head RMSNorm of q and k (attn_q_norm / attn_k_norm), pre-RoPE
+  bool post_norms = false;    // RMSNorm of the attention and FFN outputs before the residual add
+  bool gelu_ffn = false;      // GeGLU (gelu-tanh gate) instead of SwiGLU (silu gate)
+  float embd_scale = 1.f;     // token embeddings × this (gemma3: sqrt(n_embd))
+  float attn_scale = 0.f;     // softmax scale of q·k; 0 = 1/sqrt(head_dim)
+  float logit_softcap = 0.f;  // > 0: logits = cap·tanh(logits / cap)
+  // Per layer: 0 = global attention, W > 0 = sliding window (a query at p sees [p−W+1, p]).
+  // Sliding layers take RoPE base rope_base_local and no RoPE scaling.
+  std::vector<int> layer_window;
+  float rope_base_local = 10000.f;
 };
 
 // Threads of the forward pass and attention (OpenMP; OpenBLAS is kept single-threaded and
@@ -78,7 +91,9 @@ class LlamaModel {
   QMatrix tok_embd_, output_;  // output_ == tok_embd_ when tied
   std::vector<float> output_norm_;
   std::vector<Layer> layers_;
-  std::vector<float> inv_freq_;  // head_dim / 2
+  std::vector<float> inv_freq_;        // head_dim / 2
+  std::vector<float> inv_freq_local_;  // the sliding-window layers' (empty when there are none)
+  bool local(int layer) const { return hp_.layer_window[size_t(layer)] > 0; }
 };
 
 }  // namespace tq

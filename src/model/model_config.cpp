@@ -1,5 +1,6 @@
 #include "model/model_config.h"
 
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -155,10 +156,10 @@ LlamaHparams read_llama_hparams(const GgufFile& f) {
   const std::string a = hp.arch;
   if (a == "llama" || a == "mistral" || a == "smollm") {
     hp.rope = RopePairing::kNormal;  // convert_hf_to_gguf permutes Q/K for this pairing
-  } else if (a == "qwen2") {
+  } else if (a == "qwen2" || a == "gemma3") {
     hp.rope = RopePairing::kNeox;
   } else {
-    throw Error("unsupported architecture '" + a + "' (supported: llama, qwen2)");
+    throw Error("unsupported architecture '" + a + "' (supported: llama, qwen2, gemma3)");
   }
   const std::string k_layers = a + ".block_count", k_embd = a + ".embedding_length";
   const std::string k_ff = a + ".feed_forward_length", k_head = a + ".attention.head_count";
@@ -224,6 +225,38 @@ LlamaHparams read_llama_hparams(const GgufFile& f) {
   }
   hp.has_qkv_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
   hp.tied_output = f.find_tensor("output.weight") == nullptr;
+  hp.layer_window.assign(size_t(hp.n_layer), 0);
+  if (a == "gemma3") {
+    // Facts of the gemma3 format (as llama.cpp reads it): embeddings × sqrt(n_embd), q/k
+    // norms, post-attention/FFN norms, GeGLU; when attention.sliding_window is set, five
+    // sliding-window layers then one global layer (layer l is global iff l % 6 == 5), the
+    // sliding ones with RoPE base 10000 unless the file says otherwise; softmax scale
+    // 1/sqrt(query_pre_attn_scalar), which is head_dim unless given.
+    hp.qk_norm = hp.post_norms = hp.gelu_ffn = true;
+    hp.embd_scale = std::sqrt(float(hp.n_embd));
+    if (f.has(a + ".final_logit_softcapping"))
+      hp.logit_softcap = float(positive(f, a + ".final_logit_softcapping", 0.0));
+    const double pre_attn = positive(f, a + ".attention.query_pre_attn_scalar", hp.head_dim);
+    hp.attn_scale = float(1.0 / std::sqrt(pre_attn));
+    const int window = int_in(f, a + ".attention.sliding_window", 0, kMaxContext, int64_t(0));
+    // The pattern: one flag per layer (an array, true = sliding) or a period N (every N-th
+    // layer global).
+    const std::string pkey = a + ".attention.sliding_window_pattern";
+    if (window > 0 && f.has(pkey) && f.type_of(pkey) == GgufValueType::ARRAY) {
+      const std::vector<int32_t> flags = f.get_int_array(pkey);
+      if (int(flags.size()) != hp.n_layer)
+        bad("attention.sliding_window_pattern has " +
+                    std::to_string(flags.size()) + " entries for " +
+                    std::to_string(hp.n_layer) + " layers");
+      for (int l = 0; l < hp.n_layer; ++l) hp.layer_window[size_t(l)] = flags[l] ? window : 0;
+    } else if (window > 0) {
+      const int pattern = int_in(f, pkey, 1, kMaxLayers, int64_t(6));
+      for (int l = 0; l < hp.n_layer; ++l)
+        hp.layer_window[size_t(l)] = l % pattern < pattern - 1 ? window : 0;
+    }
+    hp.rope_base_local = float(positive(f, a + ".rope.freq_base_swa", 10000.0));
+  }
+
   return hp;
 }
 

@@ -14,7 +14,7 @@ namespace tq {
 class GgufFile;
 struct GgufTensor;
 
-// The hyperparameters of a llama/qwen2 (mistral, smollm) model, n_vocab, has_qkv_bias and
+// The hyperparameters of a llama/qwen2/gemma3 (mistral, smollm) model, n_vocab, has_qkv_bias and
 // tied_output included. Throws tq::Error naming the metadata key (or the tensor whose shape
 // contradicts it) when a value is missing, out of range or inconsistent.
 LlamaHparams read_llama_hparams(const GgufFile& f);
