@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
     const std::string out = argv[8];
     std::vector<uint8_t> codes(nb * c->block_bytes());
     c->encode(x.data(), nb, codes.data());
-    std::vector<float> dec(n * size_t(d)), scores(n), acc(c->acc_size(), 0.f), wsum(size_t(d));
+    std::vector<float> dec(n * size_t(d)), scores(n), acc(c->acc_size(), 0.f);
+    std::vector<float> wsum(static_cast<size_t>(d));
     c->decode(codes.data(), nb, dec.data());
     auto qs = c->prepare_query(q.data());
     c->score(*qs, codes.data(), nb, scores.data());
