@@ -12,6 +12,7 @@
 
 #include "core/half.h"
 #include "cpu/decode_attention.h"
+#include "cpu/dispatch.h"
 
 namespace tq {
 namespace {
@@ -39,8 +40,7 @@ namespace {
 
 // f16 kernels: AVX2+F16C+FMA when the CPU has them and d is a multiple of 8, else the table.
 bool use_avx2(int d) {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
-                         __builtin_cpu_supports("fma");
+  static const bool ok = cpu::detected_level() != cpu::Level::kScalar;  // AVX2+FMA+F16C+BMI2
   return ok && d % 8 == 0;
 }
 float dot_f16(const float* q, const uint16_t* h, int d, bool simd) {
