@@ -161,7 +161,8 @@ void bind_cache(nb::module_& m) {
   m.def(
       "polarvq_preset",
       [](const std::string& name) { return params_dict(tq::polarvq_preset(name)); },
-      nb::arg("name"), "The parameters of a polar-vq preset (quality, balanced, max, gqa, stage1).");
+      nb::arg("name"),
+      "The parameters of a polar-vq preset (quality, balanced, max, gqa, stage1).");
   m.def("polarvq_preset_names", &tq::polarvq_preset_names);
 
   m.def(

@@ -114,15 +114,17 @@ class Cache(_HfCache):
 
     Options (the ``tq`` tool's flags): ``k``, ``v`` (cache types, see ``turboquant.types()``),
     ``layer_k`` / ``layer_v`` ({layer: type}), ``boundary`` (first and last N layers use
-    ``boundary_type``), ``residual`` (newest R tokens stay f16), ``sinks`` (first S tokens stay
-    f16), ``center_keys`` (per-channel key mean subtracted first), ``seed`` (rotations),
-    ``codebooks`` (a :class:`turboquant.Codebooks` for polar-vq / kvquant types, made on this
-    model's keys, e.g. by :class:`turboquant.TurboQuantPipeline`), ``max_len`` (tokens per
-    sequence the pool holds; the pool is allocated at the first step), ``page_tokens``.
+    ``boundary_type``: default f16 on CPU, bf16 on CUDA), ``residual`` (newest R tokens stay
+    f16), ``sinks`` (first S tokens stay f16), ``center_keys`` (per-channel key mean subtracted
+    first), ``seed`` (rotations), ``codebooks`` (a :class:`turboquant.Codebooks` for polar-vq /
+    kvquant types, made on this model's keys, e.g. by :class:`turboquant.TurboQuantPipeline`),
+    ``max_len`` (tokens per sequence the pool holds; the pool is allocated at the first step),
+    ``page_tokens``.
     """
 
     def __init__(self, k: str = "turbo3", v: str = "turbo3", *, layer_k=None, layer_v=None,
-                 boundary: int = 0, boundary_type: str = "f16", residual: int = 0, sinks: int = 0,
+                 boundary: int = 0, boundary_type: Optional[str] = None, residual: int = 0,
+                 sinks: int = 0,
                  center_keys: bool = False, seed: int = 0x54510001,
                  codebooks: Optional[Codebooks] = None, max_len: int = 4096,
                  page_tokens: int = 256) -> None:
@@ -146,6 +148,7 @@ class Cache(_HfCache):
         for m in (o["layer_k"], o["layer_v"]):
             if isinstance(m, dict):
                 named += list(m.values())
+        named = [t for t in named if t is not None]
         for t in named:
             _core.describe_type(t)  # unknown type -> Error
         calibrated = {r["name"] for r in _core.types(64) if r["needs_calibration"]}
@@ -188,6 +191,8 @@ class Cache(_HfCache):
     @property
     def bpv(self) -> Tuple[float, float]:
         """All-in bits per stored value (keys, values)."""
+        if self.cuda is not None:
+            return self.cuda.bpv
         if self.engine is None:
             return (0.0, 0.0)
         return (self.engine.bpv_k, self.engine.bpv_v)
@@ -213,17 +218,20 @@ class Cache(_HfCache):
         layer.pending = None
         if self.engine is None and self.cuda is None:
             self._start(module, k)
+        if layer.length > self.max_len:
+            raise Error(f"turboquant.hf.Cache: {layer.length} tokens exceed max_len="
+                        f"{self.max_len}: pass a larger max_len to turboquant.hf.Cache")
+        _check_mask(attention_mask, query.shape[2], layer.length)
         if self.cuda is not None:
+            if query.device.type != "cuda":
+                raise Error(f"turboquant.hf: tensors on {query.device} (the cache started on CUDA)")
+            self.attended = True
             return self.cuda.attend(layer.idx, query, k, v, scaling)
         if query.device.type != "cpu":
             raise Error(f"turboquant.hf: tensors on {query.device} (the cache started on CPU)")
         if k.shape[0] != len(self.seqs):
             raise Error(f"turboquant.hf.Cache: batch size changed from {len(self.seqs)} to "
                         f"{k.shape[0]}")
-        if layer.length > self.max_len:
-            raise Error(f"turboquant.hf.Cache: {layer.length} tokens exceed max_len="
-                        f"{self.max_len}: pass a larger max_len to turboquant.hf.Cache")
-        _check_mask(attention_mask, query.shape[2], layer.length)
         dt = query.dtype
         kf, vf, qf = (t.detach().float() for t in (k, v, query))
         self.engine.append_batch(self.seqs, layer.idx, kf, vf)

@@ -72,7 +72,8 @@ def test_types_list(tq_tool):
     py = {t["name"]: t for t in tq.types(128)}
     assert [r["type"] for r in cli] == list(py)
     for r in cli:
-        assert py[r["type"]]["bpv_k"] == r["bpv_k_d128"] and py[r["type"]]["bpv_v"] == r["bpv_v_d128"]
+        row = py[r["type"]]
+        assert row["bpv_k"] == r["bpv_k_d128"] and row["bpv_v"] == r["bpv_v_d128"]
     assert all(t["description"] for t in py.values())
 
 
