@@ -63,25 +63,35 @@ class CudaCache:
         pages = sum((n + PAGE_TOKENS - 1) // PAGE_TOKENS for n in self.lengths) * self.B
         return sum(c.page_bytes for c in self.layers) // len(self.layers) * pages
 
-    def attend(self, layer: int, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               scale: float) -> torch.Tensor:
-        B, Hq, T, d = query.shape
-        if k.shape[0] != self.B or k.shape[1] != self.H or k.shape[3] != self.d:
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> int:
+        """Packs k, v ([B, H, T, d], any float dtype) into the layer's pages; returns the first
+        new position."""
+        B, _, T, _ = k.shape
+        if B != self.B or k.shape[1] != self.H or k.shape[3] != self.d or k.device.type != "cuda":
             raise Error(f"turboquant.hf: keys of shape {tuple(k.shape)} do not fit the cache "
                         f"(B={self.B}, H={self.H}, d={self.d})")
         L0 = self.lengths[layer]
         if L0 + T > self.max_len:
             raise Error(f"turboquant.hf.Cache: {L0 + T} tokens exceed max_len={self.max_len}: "
                         "pass a larger max_len to turboquant.hf.Cache")
-        c = self.layers[layer]
-        stream = torch.cuda.current_stream().cuda_stream
         # [B, H, T, d] -> bf16 [B][T][H][d], contiguous, as the append kernel reads it.
         kb = k.transpose(1, 2).to(torch.bfloat16).contiguous()
         vb = v.transpose(1, 2).to(torch.bfloat16).contiguous()
-        start = torch.full((B,), L0, dtype=torch.int32, device=query.device)
-        c.append(kb.data_ptr(), vb.data_ptr(), B, T, self.block_table.data_ptr(), self.max_pages,
-                 start.data_ptr(), stream)
+        start = torch.full((B,), L0, dtype=torch.int32, device=k.device)
+        self.layers[layer].append(kb.data_ptr(), vb.data_ptr(), B, T, self.block_table.data_ptr(),
+                                  self.max_pages, start.data_ptr(),
+                                  torch.cuda.current_stream().cuda_stream)
         self.lengths[layer] = L0 + T
+        return L0
+
+    def attend(self, layer: int, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               scale: float) -> torch.Tensor:
+        """Appends the new k, v, then attention of the new queries on the layer's codes."""
+        B, Hq, T, d = query.shape
+        L0 = self.append(layer, k, v)
+        c = self.layers[layer]
+        stream = torch.cuda.current_stream().cuda_stream
+        start = torch.full((B,), L0, dtype=torch.int32, device=query.device)
         if T == 1:
             q = query[:, :, 0, :].float().contiguous()  # [B][Hq][d]
             out = torch.empty_like(q)

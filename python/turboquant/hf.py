@@ -198,7 +198,9 @@ class Cache(_HfCache):
         return (self.engine.bpv_k, self.engine.bpv_v)
 
     def _start(self, module, key: torch.Tensor) -> None:
-        cfg = module.config
+        self._start_shape(module.config, key)
+
+    def _start_shape(self, cfg, key: torch.Tensor) -> None:
         n_layer = cfg.num_hidden_layers
         B, H, _, d = key.shape
         rope_inv_freq = _rope_inv_freq(cfg, d)
@@ -212,6 +214,35 @@ class Cache(_HfCache):
         self.engine = KvCache(n_layer, H, d, rope="neox", rope_inv_freq=rope_inv_freq,
                               max_tokens=pool, max_seqs=B, **o)
         self.seqs = [self.engine.new_seq() for _ in range(B)]
+
+    def load(self, other: _HfCache, config) -> "Cache":
+        """Stores every layer of another transformers cache (e.g. a ``DynamicCache`` after a
+        prefill with SDPA) as codes in this empty cache; decoding then continues on this one.
+        ``config``: the model's config. Returns self."""
+        if self.engine is not None or self.cuda is not None or self.layers:
+            raise Error("turboquant.hf.Cache.load: the cache is not empty")
+        cfg = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        src = [layer for layer in other.layers]
+        if len(src) != cfg.num_hidden_layers or any(getattr(l, "keys", None) is None for l in src):
+            raise Error("turboquant.hf.Cache.load: the source cache must hold every layer")
+        with torch.no_grad():
+            for idx, layer in enumerate(src):
+                k, v = layer.keys, layer.values
+                if idx == 0:
+                    self._start_shape(cfg, k)
+                if k.shape[-2] > self.max_len:
+                    raise Error(f"turboquant.hf.Cache.load: {k.shape[-2]} tokens exceed max_len="
+                                f"{self.max_len}")
+                mine = _Layer(self, idx)
+                mine.lazy_initialization(k, v)
+                mine.length = k.shape[-2]
+                self.layers.append(mine)
+                if self.cuda is not None:
+                    self.cuda.append(idx, k, v)
+                else:
+                    self.engine.append_batch(self.seqs, idx, k.detach().float(),
+                                             v.detach().float())
+        return self
 
     def _attend(self, layer: _Layer, module, query, attention_mask, scaling) -> torch.Tensor:
         k, v = layer.pending

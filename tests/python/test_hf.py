@@ -130,3 +130,21 @@ def test_turboquant_attention_without_our_cache_is_sdpa():
         model.set_attn_implementation("sdpa")
         b = model(input_ids=ids, past_key_values=DynamicCache()).logits
     assert torch.equal(a, b)
+
+
+def test_load_a_prefilled_dynamic_cache():
+    model = _tiny("llama")
+    ids = _prompt(B=2)
+    with torch.no_grad():
+        dyn = DynamicCache()
+        model(input_ids=ids, past_key_values=dyn, use_cache=True)
+        mine = tqhf.Cache(k="f16", v="f16").load(dyn, model.config)
+        assert mine.get_seq_length() == ids.shape[1]
+        nxt = torch.randint(0, 320, (2, 1), generator=torch.Generator().manual_seed(5))
+        for _ in range(4):
+            a = model(input_ids=nxt, past_key_values=dyn, use_cache=True).logits
+            b = model(input_ids=nxt, past_key_values=mine, use_cache=True).logits
+            assert (a - b).abs().max().item() < 1e-3
+            nxt = a[:, -1].argmax(-1, keepdim=True)
+    with pytest.raises(tq.Error, match="not empty"):
+        mine.load(dyn, model.config)
