@@ -19,7 +19,7 @@ for name in ("turbo4", "turbo3", "turbo2"):
     err = np.mean((c.decode(codes) - x) ** 2) / np.mean(x ** 2)
     s = c.score(q, codes)                      # q . x_i computed on the codes
     corr = np.corrcoef(s, x @ q)[0, 1]
-    print(f"{name}: {c.bpv:.3f} bits/value, {x.nbytes // codes.nbytes}x smaller than f32, "
+    print(f"{name}: {c.bpv:.3f} bits/value, {x.nbytes / codes.nbytes:.1f}x smaller than f32, "
           f"relative MSE {err:.4f}, score correlation {corr:.4f}")
 
 # PyTorch tensors work the same way (zero-copy for contiguous float32 CPU tensors).

@@ -34,7 +34,8 @@ for name, cache in (("DynamicCache", DynamicCache()),
                     ("q8_0/turbo3, sinks 4, boundary 1",
                      turboquant.hf.Cache(k="q8_0", v="turbo3", sinks=4, boundary=1))):
     t0 = time.perf_counter()
-    out = model.generate(ids, max_new_tokens=24, do_sample=False, past_key_values=cache)
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
+                         do_sample=False, past_key_values=cache, pad_token_id=0)
     dt = time.perf_counter() - t0
     text = tok.decode(out[0, ids.shape[1]:]) if tok else out[0, ids.shape[1]:].tolist()[:12]
     extra = f", {cache.kv_bytes} KV bytes, bpv {cache.bpv}" if hasattr(cache, "kv_bytes") else ""
