@@ -8,7 +8,7 @@
 #include <cmath>
 #include <set>
 
-#include "cache/attention.h"
+#include "attention/attention.h"
 #include "codecs/polarvq.h"
 #include "common.h"
 #include "eval/calibrate.h"
