@@ -72,7 +72,7 @@ void bind_codec(nb::module_& m) {
             else if (rope == "neox") o.rope = tq::RopePairing::kNeox;
             else throw tq::Error("rope: expected 'normal' or 'neox', got '" + rope + "'");
             if (dim <= 0) throw tq::Error("dim must be positive");
-            if (tq::type_needs_calibration(type) || type == "polar-vq:custom")
+            if (needs_learned_data(type))
               throw tq::Error("cache type '" + type + "' needs learned codebooks: use it "
                               "through a cache with codebooks");
             new (self) PyCodec{tq::make_codec(type, dim, o), type};

@@ -302,7 +302,7 @@ void bind_model(nb::module_& m) {
                 row_types.push_back(t);
             for (const auto& t : row_types)
               if (cb_path.empty() && !co.cache.codebooks &&
-                  (tq::type_needs_calibration(t) || t == "polar-vq:custom"))
+                  needs_learned_data(t))
                 throw tq::Error("cache type '" + t + "' needs learned codebooks: run " +
                                 tq::calibrate_command(t) + " and pass codebooks=FILE");
             if (!cb_path.empty())

@@ -188,10 +188,14 @@ std::vector<std::string> option_types(const tq::KvCacheOptions& o) {
   return t;
 }
 
+bool needs_learned_data(const std::string& type) {
+  return tq::type_needs_calibration(type) || type == "polar-vq:custom";
+}
+
 void require_codebooks(const tq::KvCacheOptions& o, bool have_path) {
   if (o.codebooks || have_path) return;
   for (const auto& t : option_types(o))
-    if (tq::type_needs_calibration(t) || t == "polar-vq:custom")
+    if (needs_learned_data(t))
       throw tq::Error("cache type '" + t + "' needs learned codebooks: run " +
                       tq::calibrate_command(t) + " and pass codebooks=FILE");
 }
@@ -229,7 +233,7 @@ NB_MODULE(_core, m) {
           r["bpv_k"] = k ? nb::cast(*k) : nb::none();
           r["bpv_v"] = v ? nb::cast(*v) : nb::none();
           r["bpv"] = k && v ? nb::cast(0.5 * (*k + *v)) : nb::none();
-          r["needs_calibration"] = tq::type_needs_calibration(t) || t == "polar-vq:custom";
+          r["needs_calibration"] = tqpy::needs_learned_data(t);
           rows.append(r);
         }
         return rows;

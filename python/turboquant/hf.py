@@ -124,8 +124,7 @@ class Cache(_HfCache):
 
     def __init__(self, k: str = "turbo3", v: str = "turbo3", *, layer_k=None, layer_v=None,
                  boundary: int = 0, boundary_type: Optional[str] = None, residual: int = 0,
-                 sinks: int = 0,
-                 center_keys: bool = False, seed: int = 0x54510001,
+                 sinks: int = 0, center_keys: bool = False, seed: int = 0x54510001,
                  codebooks: Optional[Codebooks] = None, max_len: int = 4096,
                  page_tokens: int = 256) -> None:
         super().__init__(layer_class_to_replicate=_Layer)
@@ -140,7 +139,6 @@ class Cache(_HfCache):
         self.engine: Optional[KvCache] = None
         self.seqs: List[int] = []
         self.cuda = None  # the CUDA cache when the tensors are on a GPU
-        self.attended = False
 
     def _check_options(self) -> None:
         o = self.options
@@ -256,7 +254,6 @@ class Cache(_HfCache):
         if self.cuda is not None:
             if query.device.type != "cuda":
                 raise Error(f"turboquant.hf: tensors on {query.device} (the cache started on CUDA)")
-            self.attended = True
             return self.cuda.attend(layer.idx, query, k, v, scaling)
         if query.device.type != "cpu":
             raise Error(f"turboquant.hf: tensors on {query.device} (the cache started on CPU)")
@@ -267,7 +264,6 @@ class Cache(_HfCache):
         kf, vf, qf = (t.detach().float() for t in (k, v, query))
         self.engine.append_batch(self.seqs, layer.idx, kf, vf)
         out = self.engine.attention_batch(self.seqs, layer.idx, qf, float(scaling))
-        self.attended = True
         return torch.from_numpy(out).to(dt)
 
 
