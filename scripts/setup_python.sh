@@ -25,7 +25,9 @@ TORCH_LIBS=(nvidia-cuda-runtime==13.2.86 nvidia-cuda-cupti==13.2.86 nvidia-cuda-
   nvidia-nvshmem-cu13==3.7.2)
 TORCH_PYDEPS=(filelock "typing-extensions>=4.13.0" "setuptools>=77.0.3" "sympy>=1.13.3"
   "networkx>=2.5.1" jinja2 "fsspec>=0.8.5")
-PKGS=(transformers==5.23.0 numpy pytest nanobind==3.1.0 scikit-build-core==1.1.2)
+# gguf + accelerate: transformers loading the default GGUF model (tests/python/test_hf_gguf.py).
+PKGS=(transformers==5.23.0 numpy pytest nanobind==3.1.0 scikit-build-core==1.1.2 gguf==0.19.0
+  accelerate==1.16.0)
 
 if [[ ! -x $VENV/bin/python ]]; then
   echo "setup_python: creating $VENV" >&2
