@@ -12,6 +12,10 @@
 # weights 16 GB + DynamicCache 64 GiB + our turbo3 cache 13 GiB: an 80 GB GPU is too small,
 # an H100/H200 with 94+ GB is enough.
 #
+# A machine without those -dev packages (the lent H200 has no cblas.h or xxhash.h): run
+# scripts/pack_device_deps.sh on a machine set up by scripts/setup.sh, carry build/devdeps along
+# and set DEVDEPS=build/devdeps (the prefix goes to CMake and LD_LIBRARY_PATH).
+#
 #   scripts/python_device_bench.sh              # the full run (prefill ~1-2 min, then decode)
 #   SMOKE=1 scripts/python_device_bench.sh      # 2 layers, B=2, 2k context: checks the plumbing
 set -euo pipefail
@@ -21,9 +25,20 @@ OUT=${OUT:-bench/results}
 mkdir -p "$OUT"
 "$PY" -c "import torch, transformers, nanobind, scikit_build_core, pytest
 assert torch.cuda.is_available(), 'torch sees no CUDA device'"
+DEPS=()
+if [[ -n ${DEVDEPS:-} ]]; then
+  DD=$(cd "$DEVDEPS" && pwd)
+  L=$DD/lib/x86_64-linux-gnu
+  export LD_LIBRARY_PATH=$L${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  DEPS=("-Ccmake.define.CMAKE_PREFIX_PATH=$DD" "-Ccmake.define.CMAKE_LIBRARY_PATH=$L"
+        "-Ccmake.define.CMAKE_INCLUDE_PATH=$DD/include"
+        "-Ccmake.define.CMAKE_CXX_FLAGS=-I$DD/include")
+fi
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 echo "== build (TQ_CUDA=ON)" >&2
 "$PY" -m pip install -q --no-build-isolation --no-deps --disable-pip-version-check \
-  -Cbuild-dir=build/py-cuda -Ccmake.define.TQ_CUDA=ON -Ccmake.define.CMAKE_CUDA_ARCHITECTURES=native .
+  -Cbuild-dir=build/py-cuda -Ccmake.define.TQ_CUDA=ON \
+  -Ccmake.define.CMAKE_CUDA_ARCHITECTURES=native "${DEPS[@]}" .
 "$PY" -c "import turboquant as tq; assert tq._core.HAS_CUDA and tq._core.cuda_available()"
 echo "== CUDA tests" >&2
 "$PY" -m pytest -q tests/python/test_hf_cuda.py tests/python/test_hf.py
