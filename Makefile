@@ -7,7 +7,7 @@ VENV ?= $(BUILD)/venv
 # The Python package: scikit-build-core's own build folder, linking the library `build` made.
 PY_BUILD_FLAGS = -Cbuild-dir=$(BUILD)/py -Ccmake.define.TQ_PREBUILT_LIB=$(abspath $(BUILD))/libtq.a
 
-.PHONY: run test build setup model clean python python-test
+.PHONY: run test test-sanitize build setup model clean python python-test
 
 setup:
 	./scripts/setup.sh
@@ -39,5 +39,19 @@ python: build
 python-test: python model
 	TQ_BUILD_DIR=$(abspath $(BUILD)) $(VENV)/bin/python -m pytest -q tests/python
 
+# The sanitizer job of CI (issue 17): clang with ASan + UBSan (undefined behaviour aborts) and the
+# libFuzzer targets; runs the suite but the slow end-to-end tests (the normal `make test` runs
+# those), then each fuzz target for FUZZ_SECONDS on its committed corpus (fuzz/README.md).
+SAN_BUILD ?= build-sanitize
+FUZZ_SECONDS ?= 45
+SAN_SLOW ?= LlamaE2E\.|CompareE2E|CalibrateCli|KvQuantCli|PolarVqCli
+test-sanitize: setup model
+	CC=clang CXX=clang++ cmake -S . -B $(SAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DTQ_SANITIZE=ON -DTQ_FUZZ=ON -DTQ_BUILD_BENCH=OFF -DTQ_CUDA=OFF \
+	  -DTQ_FUZZ_SECONDS=$(FUZZ_SECONDS)
+	cmake --build $(SAN_BUILD) -j $(JOBS)
+	cd $(SAN_BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900 -LE fuzz -E '$(SAN_SLOW)'
+	cd $(SAN_BUILD) && ctest --output-on-failure -j $(JOBS) -L fuzz
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD)

@@ -47,12 +47,12 @@ void BM_DecodeAttention(benchmark::State& st) {
   std::vector<uint8_t> kc(ctx * k->block_bytes()), vc(ctx * v->block_bytes());
   k->encode(kx.data(), ctx, kc.data());
   v->encode(vx.data(), ctx, vc.data());
-  const tq::cpu::KvPage page{kc.data(), vc.data(), ctx};
+  const tq::KvPage page{kc.data(), vc.data(), ctx};
   std::vector<float> out(size_t(G) * d);
-  tq::cpu::DecodeOptions opt;
+  tq::DecodeOptions opt;
   opt.threads = 1;
   for (auto _ : st) {
-    tq::cpu::decode_attention(*k, *v, {&page, 1}, q.data(), G, 1.0f / std::sqrt(float(d)),
+    tq::decode_attention(*k, *v, {&page, 1}, q.data(), G, 1.0f / std::sqrt(float(d)),
                               out.data(), opt);
     benchmark::DoNotOptimize(out.data());
   }

@@ -1,7 +1,7 @@
 # CUDA part (TQ_CUDA=ON): the tq_cuda library from src/cuda/*.cu (sm_90a machine code plus
 # compute_80 PTX as the portable target), GoogleTest executables from tests/cuda/test_*.cu
 # (they skip themselves, reported as skipped, when no GPU is present) and the device benchmark
-# bench/gpu/bench_decode.cu.
+# bench/gpu/bench_decode.cu with the experimental decode modes of bench/gpu/decode_variants.cu.
 include(CheckLanguage)
 check_language(CUDA)
 if(NOT CMAKE_CUDA_COMPILER)
@@ -42,6 +42,7 @@ if(TQ_BUILD_TESTS)
   endforeach()
 endif()
 
-add_executable(bench_gpu_decode ${PROJECT_SOURCE_DIR}/bench/gpu/bench_decode.cu)
+add_executable(bench_gpu_decode ${PROJECT_SOURCE_DIR}/bench/gpu/bench_decode.cu
+                                ${PROJECT_SOURCE_DIR}/bench/gpu/decode_variants.cu)
 target_link_libraries(bench_gpu_decode PRIVATE tq_cuda)
 target_link_options(bench_gpu_decode PRIVATE ${TQ_CUDA_PORTABLE_LINK})

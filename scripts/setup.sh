@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libopenblas-dev libgtest-dev libgmock-dev
       libbenchmark-dev libcli11-dev nlohmann-json3-dev libfmt-dev libxxhash-dev
-      python3 python3-pip gnuplot-nox python3.11-doc unzip)
+      python3 python3-pip gnuplot-nox python3.11-doc unzip
+      clang libomp-dev libclang-rt-dev)  # clang: the sanitizer and fuzz build (make test-sanitize)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

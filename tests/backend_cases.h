@@ -15,6 +15,7 @@
 //     }
 //   }
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <string>
 
+#include "temp_dir.h"
+
 struct CliResult {
   int status = -1;
   std::string out;  // stdout
@@ -14,8 +16,7 @@ struct CliResult {
 
 inline CliResult run_tq(const std::string& args) {
   static int counter = 0;
-  const std::string errfile =
-      "/tmp/tq_test_err_" + std::to_string(getpid()) + "_" + std::to_string(counter++);
+  const std::string errfile = tq::test::temp_path("err_" + std::to_string(counter++));
   const std::string cmd = std::string(TQ_TOOL_PATH) + " " + args + " 2>" + errfile;
   CliResult r;
   FILE* p = popen(cmd.c_str(), "r");

@@ -12,13 +12,15 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "model/paths.h"
+#include "temp_dir.h"
 #include "cli_util.h"
 #include "codecs/polarvq_file.h"
 
 namespace {
 
 const std::string kRoot = TQ_SOURCE_DIR;
-const std::string kModel = kRoot + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const std::string kModel = kRoot + "/" + tq::kDefaultModelFile;
 const std::string kCalib = kRoot + "/data/calib.txt";
 const std::string kEval = kRoot + "/data/eval.txt";
 
@@ -39,7 +41,7 @@ class CalibrateCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!have_model()) return;
-    file_ = "/tmp/tq_test_cb_" + std::to_string(getpid()) + ".tqcb";
+    file_ = tq::test::temp_path("cb.tqcb");
     // Tiny settings: 4 windows of 64 tokens = 256 vectors per head, as many as the stage-2
     // codebooks have entries (the least k-means accepts).
     calib_ = run_tq("calibrate -m " + kModel + " -f " + kCalib +

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "codecs/polarvq.h"
 #include "core/rng.h"
 #include "cpu/dispatch.h"
 #include "tq/codec.h"
@@ -137,19 +138,85 @@ TEST_P(EveryType, RejectsNanAndInf) {
   }
 }
 
+// Bytes of one block (tokens × bytes) as each type's byte layout is documented in its header
+// (src/codecs/*.h, *.cpp), written out here independently of the codecs' block_bytes();
+// 0 = a type this table does not know (the test then fails: add its layout).
+struct Layout {
+  int tokens;
+  size_t bytes;
+};
+size_t ceil8(size_t bits) { return (bits + 7) / 8; }
+Layout documented_layout(const std::string& t, int d, bool is_key) {
+  const size_t D = size_t(d);
+  auto ggml = [&](size_t block) { return Layout{1, D / 32 * block}; };
+  auto mse = [&](int b) { return size_t(2) + ceil8(D * b); };  // fp16 norm + codes
+  if (t == "f32") return {1, 4 * D};
+  if (t == "f16" || t == "bf16") return {1, 2 * D};
+  if (t == "fp8_e4m3") return {1, D + 2};  // d E4M3 bytes + fp16 scale
+  if (t == "q8_0" || t == "q8_0+h") return ggml(34);  // fp16 d + 32 int8
+  if (t == "q4_0" || t == "q4_0+h" || t == "iq4_nl" || t == "iq4_nl+h") return ggml(18);
+  if (t == "q4_1" || t == "q4_1+h") return ggml(20);  // fp16 d, m + 16 nibble bytes
+  if (t == "q5_0" || t == "q5_0+h") return ggml(22);
+  if (t == "q5_1" || t == "q5_1+h") return ggml(24);
+  if (t == "int4-g64") return {1, D / 64 * (4 + 32)};  // per 64: fp16 scale, min + 32 bytes
+  if (t == "kivi2" || t == "kivi4") {
+    const int b = t == "kivi2" ? 2 : 4;
+    if (is_key) return {32, 4 * D + 32 * ceil8(D * b)};  // per channel fp16 scale, min
+    return {1, D / 32 * 4 + ceil8(D * b)};               // per 32 channels fp16 scale, min
+  }
+  if (t == "turbo2.5" || t == "turbo3.5") {  // two TurboQuant_mse blocks: d/4 and 3d/4 channels
+    const int hi = t == "turbo2.5" ? 3 : 4, lo = hi - 1;
+    return {1, 2 + ceil8(D / 4 * hi) + 2 + ceil8((D - D / 4) * lo)};
+  }
+  if (t.rfind("turbo", 0) == 0) {
+    const int b = t[5] - '0';
+    const std::string rest = t.substr(6);
+    if (rest.empty() || rest == "nc") return {1, mse(b)};
+    if (rest == "p") return {1, 4 + ceil8(D * (b - 1)) + ceil8(D)};  // 2 norms, mse, signs
+  }
+  if (t == "polar") return {1, ceil8(D / 16 * 62)};  // 62 bits per group of 16 coordinates
+  if (t == "vllm-k8") return {1, D};
+  if (t == "vllm-k4nc") return {1, mse(4)};
+  if (t == "vllm-k3nc") return {1, mse(3)};
+  if (t == "vllm-v4") return {1, 4 + ceil8(D * 4)};  // fp16 scale and zero + codes
+  if (t == "vllm-v3") return {1, 4 + ceil8(D * 3)};
+  if (t.rfind("polar-vq:", 0) == 0) {
+    // polarvq.h: keys (r, θ) per RoPE pair, fp16 (min, scale) per group of group_size
+    // magnitudes (per pair-channel over the block when key_block_tokens > 1); values
+    // value_bits codes with fp16 (min, scale) per value_group channels. No stage 2 here.
+    const PolarVqParams p = polarvq_preset(t.substr(9));
+    if (p.vq_size) return {0, 0};
+    if (is_key) {
+      const int T = p.key_block_tokens;
+      const size_t groups = T == 1 ? (D / 2 + p.group_size - 1) / p.group_size : D / 2;
+      return {T, groups * 4 + ceil8(D / 2 * (p.mag_bits + p.angle_bits) * T)};
+    }
+    return {1, (D + p.value_group - 1) / p.value_group * 4 + ceil8(D * p.value_bits)};
+  }
+  return {0, 0};
+}
+
 TEST_P(EveryType, BpvComesFromTheLayout) {
   const std::string t = GetParam();
-  for (int d : {64, 128}) {
-    std::unique_ptr<Codec> c;
-    try {
-      c = make_codec(t, d);
-    } catch (const Error&) {
+  int checked = 0;
+  for (int d : {64, 128})
+    for (bool is_key : {true, false}) {
+      CodecOptions o;
+      o.is_key = is_key;
+      std::unique_ptr<Codec> c;
+      try {
+        c = make_codec(t, d, o);
+      } catch (const Error&) {
+        continue;  // the type does not take this dim
+      }
+      const Layout l = documented_layout(t, d, is_key);
+      ASSERT_GT(l.tokens, 0) << t << ": no documented layout in this test";
+      EXPECT_EQ(c->block_tokens(), l.tokens) << t << " d=" << d << " key=" << is_key;
+      EXPECT_EQ(c->block_bytes(), l.bytes) << t << " d=" << d << " key=" << is_key;
+      EXPECT_DOUBLE_EQ(c->bpv(), 8.0 * double(l.bytes) / (double(l.tokens) * d));
+      ++checked;
     }
-    if (!c) continue;
-    EXPECT_DOUBLE_EQ(c->bpv(), 8.0 * c->block_bytes() / (double(c->block_tokens()) * d));
-    EXPECT_GT(c->bpv(), 0.5);
-    EXPECT_LE(c->bpv(), 32.0);
-  }
+  EXPECT_GT(checked, 0) << t;
 }
 
 // Types that need learned codebooks (polar-vq:balanced/max, kvquant3/4) cannot be made without

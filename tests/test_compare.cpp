@@ -7,13 +7,15 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "model/paths.h"
+#include "temp_dir.h"
 #include "cli_util.h"
 #include "eval/compare.h"
 #include "tq/error.h"
 
 namespace {
 
-const std::string kModel = std::string(TQ_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const std::string kModel = std::string(TQ_SOURCE_DIR) + "/" + tq::kDefaultModelFile;
 const std::string kText = std::string(TQ_SOURCE_DIR) + "/data/eval.txt";
 bool have_model() { return std::filesystem::exists(kModel) && std::filesystem::exists(kText); }
 
@@ -39,7 +41,7 @@ TEST(CompareParse, RowOptionsAndKiviDefault) {
   const auto e = tq::parse_type_list("kivi2,kivi4@R=0,turbo3@S=4,q8_0/kivi2@R=64@S=2");
   ASSERT_EQ(e.size(), 4u);
   tq::CompareOptions o;
-  EXPECT_EQ(tq::row_cache_options(e[0], o).residual_window, tq::kKiviDefaultResidual);
+  EXPECT_EQ(tq::row_cache_options(e[0], o).residual_window, 128);  // KIVI keeps R = 128
   EXPECT_EQ(tq::row_cache_options(e[1], o).residual_window, 0);
   EXPECT_EQ(tq::row_cache_options(e[2], o).sink_tokens, 4);
   EXPECT_EQ(tq::row_cache_options(e[2], o).residual_window, 0);
@@ -104,7 +106,7 @@ TEST(CompareCli, BoundaryCountError) {
 
 TEST(CompareCli, TinyRunJson) {
   if (!have_model()) GTEST_SKIP() << "model or text missing (run scripts/fetch_model.sh)";
-  const std::string csv = "/tmp/tq_test_compare_" + std::to_string(getpid()) + ".csv";
+  const std::string csv = tq::test::temp_path("compare.csv");
   const auto r = run_tq("compare -m " + kModel + " -f " + kText +
                         " -c 48 --chunks 1 --decode 2 -q --json --types f16,q8_0/turbo3 --csv " +
                         csv);

@@ -23,6 +23,7 @@
 
 #include "codecs/common.h"
 #include "codecs/turbo.h"
+#include "core/half.h"
 #include "core/rotation.h"
 #include "attention/decode.h"
 #include "cpu/dispatch.h"
@@ -65,22 +66,42 @@ struct LevelGuard {
   explicit LevelGuard(Level l) { cpu::force_level(l); }
   ~LevelGuard() { cpu::reset_level(); }
 };
+// Sets the 8-bit fast-scan switch for a scope and restores the previous value.
 struct Int8Guard {
-  explicit Int8Guard(bool on) { cpu::set_int8_scores(on); }
-  ~Int8Guard() { cpu::set_int8_scores(true); }
+  explicit Int8Guard(bool on) : was(cpu::int8_scores_enabled()) { cpu::set_int8_scores(on); }
+  ~Int8Guard() { cpu::set_int8_scores(was); }
+  bool was;
 };
 
-const std::vector<std::string> kTypes = {"f32",     "f16",      "turbo1",   "turbo2",  "turbo3",
-                                         "turbo4",  "turbo3nc", "turbo6",   "turbo2p", "turbo3p",
-                                         "turbo4p", "turbo2.5", "turbo3.5", "q8_0",    "q4_0",
-                                         "q8_0+h",  "polar"};
+// Every listed type whose traits promise the decode driver's SIMD kernels (Codec::attn_ops());
+// a renamed or new type is picked up here, and TraitsPromiseKernels fails if the promise is
+// not kept.
+std::vector<std::string> simd_types() {
+  std::vector<std::string> v;
+  for (const auto& t : list_types())
+    if (type_traits(t).simd_attention) v.push_back(t);
+  return v;
+}
 
-std::unique_ptr<Codec> try_make(const std::string& t, int d) {
+// Head dims of the kernel tests: multiples of 16 and odd ones that leave vector tails (d % 16,
+// d % 8 ≠ 0) and non-powers of two. Every type must take 64 and 128; the others are run where
+// the type accepts them (make_codec says which: q8_0/q4_0 need d % 32, polar d % 16).
+const std::vector<int> kDims = {64, 128, 96, 80, 72, 136};
+
+std::unique_ptr<Codec> make_at(const std::string& t, int d) {
+  if (d == 64 || d == 128) return make_codec(t, d);  // must work: throws into the test
   try {
     return make_codec(t, d);
   } catch (const Error&) {
-    return nullptr;
+    return nullptr;  // the type does not take this head dim (its documented constraint)
   }
+}
+
+// Whether the codec's scores/values run on TurboQuant code rows (the 8-bit fast-scan kernels
+// apply to them when cpu::int8_scores_active()).
+bool on_code_rows(const Codec& c) {
+  return dynamic_cast<const TurboMseCodec*>(&c) || dynamic_cast<const TurboProdCodec*>(&c) ||
+         dynamic_cast<const TurboSplitCodec*>(&c);
 }
 
 // Scalar references of the codec's score/accumulate, where the codec has them.
@@ -105,6 +126,27 @@ bool ref_acc(const Codec& c, const uint8_t* codes, size_t n, const float* w, flo
 
 }  // namespace
 
+// The traits' promise: a type with simd_attention has a fast path at every dim it takes, a
+// type without has none (the driver then runs it through the Codec interface).
+TEST(CpuKernels, TraitsPromiseKernels) {
+  size_t promised = 0;
+  for (const auto& t : list_types())
+    for (int d : kDims) {
+      SCOPED_TRACE(t + " d=" + std::to_string(d));
+      if (type_traits(t).needs_calibration) continue;  // encodes nothing without learned data
+      std::unique_ptr<Codec> c;
+      try {
+        c = make_codec(t, d);
+      } catch (const Error&) {
+        continue;  // the type does not take this dim
+      }
+      const bool has = c->attn_ops() != nullptr;
+      EXPECT_EQ(has, type_traits(t).simd_attention);
+      promised += has;
+    }
+  EXPECT_GT(promised, 0u);
+}
+
 TEST(Dispatch, LevelsAndForcing) {
   const auto levels = cpu::available_levels();
   ASSERT_FALSE(levels.empty());
@@ -118,6 +160,26 @@ TEST(Dispatch, LevelsAndForcing) {
   }
   EXPECT_THROW(cpu::parse_level("sse9"), Error);
   std::printf("[ info ] detected SIMD level: %s\n", cpu::level_name(cpu::detected_level()));
+}
+
+// f16 → f32 conversion (the tiled path's f16 rows): exact at every level, odd lengths.
+TEST(Dispatch, F16ToF32Exact) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Rand r(seed);
+  for (size_t n : {size_t(1), size_t(7), size_t(16), size_t(77), size_t(1000)}) {
+    std::vector<uint16_t> h(n);
+    for (auto& x : h) x = uint16_t(r.g());
+    for (auto& x : h)
+      if ((x & 0x7c00) == 0x7c00) x &= 0xbfff;  // no Inf / NaN (NaN payloads may differ)
+    std::vector<float> ref(n);
+    for (size_t i = 0; i < n; ++i) ref[i] = f16_to_f32(h[i]);
+    for (Level l : cpu::available_levels()) {
+      std::vector<float> y(n, -1.0f);
+      cpu::kernels_for(l).f16_to_f32(reinterpret_cast<const uint8_t*>(h.data()), n, y.data());
+      for (size_t i = 0; i < n; ++i) ASSERT_EQ(y[i], ref[i]) << cpu::level_name(l) << " i=" << i;
+    }
+  }
 }
 
 TEST(Dispatch, FwhtBitIdentical) {
@@ -183,9 +245,9 @@ TEST(CpuKernels, ScoreAndAccumulateMatchReference) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   Rand r(seed);
-  for (const auto& type : kTypes)
-    for (int d : {64, 128, 96, 80}) {
-      auto c = try_make(type, d);
+  for (const auto& type : simd_types())
+    for (int d : kDims) {
+      auto c = make_at(type, d);
       if (!c) continue;
       const bool prod = dynamic_cast<const TurboProdCodec*>(c.get()) != nullptr;
       for (size_t n : {size_t(1), size_t(37), size_t(131)}) {
@@ -213,8 +275,7 @@ TEST(CpuKernels, ScoreAndAccumulateMatchReference) {
             LevelGuard lg(l);
             Int8Guard ig(int8);
             SCOPED_TRACE(std::string(cpu::level_name(l)) + (int8 ? " int8-on" : " int8-off"));
-            const bool turbo = type.rfind("turbo", 0) == 0 && type != "turbo6";
-            const bool i8 = cpu::int8_scores_active() && turbo;
+            const bool i8 = cpu::int8_scores_active() && on_code_rows(*c);
             auto qs = c->prepare_query(q.data());
             std::vector<float> s(n), s2(n);
             c->score(*qs, codes.data(), n, s.data());
@@ -316,9 +377,9 @@ std::vector<double> ref_attention(const Codec& kc, const Codec& vc, const std::v
 }
 
 // Cut n tokens into pages of odd sizes.
-std::vector<cpu::KvPage> make_pages(const std::vector<uint8_t>& k, size_t kb,
+std::vector<KvPage> make_pages(const std::vector<uint8_t>& k, size_t kb,
                                     const std::vector<uint8_t>& v, size_t vb, size_t n, Rand& r) {
-  std::vector<cpu::KvPage> pages;
+  std::vector<KvPage> pages;
   size_t t = 0;
   std::uniform_int_distribution<size_t> len(1, 300);
   while (t < n) {
@@ -340,8 +401,8 @@ TEST(DecodeAttention, MatchesReferenceAtEveryLevelAndThreadCount) {
       {"turbo3", "turbo3"}, {"turbo2", "turbo4"}, {"turbo3p", "turbo3"},  {"turbo2.5", "turbo3.5"},
       {"polar", "polar"},   {"q8_0+h", "turbo3"}, {"turbo4p", "turbo2.5"}};
   for (const auto& [kt, vt] : kv)
-    for (int d : {64, 128, 96}) {
-      auto kc = try_make(kt, d), vc = try_make(vt, d);
+    for (int d : {64, 128, 96, 80}) {
+      auto kc = make_at(kt, d), vc = make_at(vt, d);
       if (!kc || !vc) continue;
       for (int G : {1, 3, 4}) {
         const size_t n = (G == 3) ? 1531 : 777;
@@ -362,21 +423,20 @@ TEST(DecodeAttention, MatchesReferenceAtEveryLevelAndThreadCount) {
           for (bool int8 : {true, false}) {
             LevelGuard lg(l);
             Int8Guard ig(int8);
-            const bool i8 = cpu::int8_scores_active() &&
-                            (kt.rfind("turbo", 0) == 0 || vt.rfind("turbo", 0) == 0);
+            const bool i8 = cpu::int8_scores_active() && (on_code_rows(*kc) || on_code_rows(*vc));
             std::vector<float> base;
             for (int threads : {1, 2})
               for (int splits : {1, 3, 0}) {
                 SCOPED_TRACE(std::string(cpu::level_name(l)) + (i8 ? " int8" : "") + " threads=" +
                              std::to_string(threads) + " splits=" + std::to_string(splits));
-                cpu::DecodeOptions opt;
+                DecodeOptions opt;
                 opt.threads = threads;
                 opt.splits = splits;
                 opt.min_split_tokens = 100;
                 opt.min_parallel_work = 0;
                 std::vector<float> out(size_t(G) * d);
-                cpu::decode_attention(*kc, *vc, pages, q.data(), G, scale, out.data(), opt);
-                const bool prod = kt.find('p') != std::string::npos && kt != "polar";
+                decode_attention(*kc, *vc, pages, q.data(), G, scale, out.data(), opt);
+                const bool prod = dynamic_cast<const TurboProdCodec*>(kc.get()) != nullptr;
                 for (size_t i = 0; i < out.size(); ++i)
                   ASSERT_LE(std::fabs(out[i] - ref[i]) / vmax, i8 ? 5e-3 : prod ? 1e-4 : 2e-5) << i;
                 if (base.empty()) {
@@ -389,11 +449,11 @@ TEST(DecodeAttention, MatchesReferenceAtEveryLevelAndThreadCount) {
                 }
               }
             // the generic (Codec-interface) path agrees with the fast path
-            cpu::DecodeOptions gen;
+            DecodeOptions gen;
             gen.use_generic = true;
             gen.threads = 1;
             std::vector<float> out(size_t(G) * d);
-            cpu::decode_attention(*kc, *vc, pages, q.data(), G, scale, out.data(), gen);
+            decode_attention(*kc, *vc, pages, q.data(), G, scale, out.data(), gen);
             for (size_t i = 0; i < out.size(); ++i)
               ASSERT_LE(std::fabs(out[i] - ref[i]) / vmax, i8 ? 5e-3 : 1e-4) << i;
           }
@@ -413,7 +473,7 @@ TEST(DecodeAttention, SoftmaxStateMergeIsExact) {
   double vmax = 0;
   for (float x : v) vmax = std::max(vmax, double(std::fabs(x)));
   auto run = [&](size_t b, size_t e) {
-    cpu::SoftmaxState st(G, A);
+    SoftmaxState st(G, A);
     for (int g = 0; g < G; ++g)
       for (size_t t = b; t < e; ++t) {
         const float x = s[g * n + t];

@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/paths.h"
+#include "temp_dir.h"
 #include "core/half.h"
 #include "model/gguf.h"
 #include "model/gguf_writer.h"
@@ -23,9 +25,7 @@ using tq::GgufFile;
 using tq::GgufWriter;
 
 std::string tmp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() /
-          ("tq_gguf_" + std::to_string(::getpid()) + "_" + name))
-      .string();
+  return tq::test::temp_path("gguf_" + name);
 }
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
@@ -570,7 +570,7 @@ TEST(Dequant, Q6K) {
 // ----- The default model -----
 
 TEST(GgufModel, DefaultModel) {
-  std::string path = std::string(TQ_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  std::string path = std::string(TQ_SOURCE_DIR) + "/" + tq::kDefaultModelFile;
   if (const char* e = std::getenv("TQ_MODEL"); e != nullptr && *e != '\0') path = e;
   if (!std::filesystem::exists(path)) GTEST_SKIP() << "model missing: " << path;
   auto f = GgufFile::open(path);
@@ -637,7 +637,7 @@ TEST(ToolInfo, JsonAndErrors) {
   EXPECT_NE(out.find("cannot open"), std::string::npos) << out;
   std::filesystem::remove(p);
 
-  const std::string model = std::string(TQ_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  const std::string model = std::string(TQ_SOURCE_DIR) + "/" + tq::kDefaultModelFile;
   if (!std::filesystem::exists(model)) GTEST_SKIP() << "model missing: " << model;
   out = run(std::string(TQ_TOOL_PATH) + " info --json -m " + model, rc);
   ASSERT_EQ(rc, 0) << out;

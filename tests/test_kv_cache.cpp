@@ -250,7 +250,6 @@ TEST(KvCache, DriverVsReference) {
       std::mt19937 rng(seed);
       const int s = c.new_seq();
       append_random(c, s, 100, rng);
-      ASSERT_TRUE(attention_driver_applicable(c, s, 0)) << t;
       auto q = randn(size_t(NH) * d, rng, 0.5f);
       std::vector<float> ref(q.size()), got(q.size()), autop(q.size());
       attention(c, s, 0, NH, q.data(), 1, 99, 0.125f, ref.data(), AttnPath::kReference);
@@ -263,15 +262,39 @@ TEST(KvCache, DriverVsReference) {
       }
     }
   cpu::set_int8_scores(int8_was);
-  // With an f16 window the driver does not apply; kAuto falls back to the codes path.
-  KvCacheOptions o;
-  o.type_k = o.type_v = "turbo3";
-  o.residual_window = 8;
-  KvCache c(small_shape(1, 1, 64), o);
-  std::mt19937 rng(seed);
-  const int s = c.new_seq();
-  append_random(c, s, 40, rng);
-  EXPECT_FALSE(attention_driver_applicable(c, s, 0));
+}
+
+// The decode algorithm over mixed segments: f16 sinks, codes of two types whose K and V are
+// cut differently (a 4-token block type for V, pages of 32), a pending f16 window; several
+// queries of an append; vs the reference at the exact kernels.
+TEST(KvCache, DecodeOverMixedSegments) {
+  const unsigned seed = std::random_device{}();
+  const bool int8_was = cpu::int8_scores_enabled();
+  cpu::set_int8_scores(false);
+  for (const char* t : {"turbo3", "q8_0", "f16", "polar"})
+    for (int T : {1, 5}) {
+      const int d = 64, H = 2, NH = 6;
+      KvCacheOptions o;
+      o.type_k = t;
+      o.type_v = "turbo4";
+      o.page_tokens = 32;
+      o.residual_window = 9;
+      o.sink_tokens = 3;
+      KvCache c(small_shape(1, H, d), o);
+      std::mt19937 rng(seed);
+      const int s = c.new_seq();
+      append_random(c, s, 101, rng);
+      auto q = randn(size_t(T) * NH * d, rng, 0.5f);
+      std::vector<float> ref(q.size()), got(q.size()), gen(q.size());
+      attention(c, s, 0, NH, q.data(), T, 101 - T, 0.125f, ref.data(), AttnPath::kReference);
+      attention(c, s, 0, NH, q.data(), T, 101 - T, 0.125f, got.data(), AttnPath::kDecode);
+      attention(c, s, 0, NH, q.data(), T, 101 - T, 0.125f, gen.data(), AttnPath::kCodes);
+      for (size_t i = 0; i < ref.size(); ++i) {
+        ASSERT_NEAR(ref[i], got[i], 2e-4) << t << " T=" << T << " seed=" << seed;
+        ASSERT_NEAR(ref[i], gen[i], 2e-4) << t << " T=" << T << " seed=" << seed;
+      }
+    }
+  cpu::set_int8_scores(int8_was);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -287,11 +310,13 @@ INSTANTIATE_TEST_SUITE_P(
                       AttnCase{"turbo3", "turbo4", 13, 3, 0, 77, true},
                       AttnCase{"turbo2", "f16", 5, 0, 66, 9, true}));
 
-// The f16 kernels (AVX2/F16C where available: d a multiple of 8, with a remainder block when not
-// a multiple of 16; the table otherwise) vs the scalar reference, on fresh random inputs.
+// The f16 paths (the dispatched f16 row kernels and conversion, at every SIMD level: dims with
+// vector tails included) vs the scalar reference, on fresh random inputs.
 TEST(KvCache, F16KernelsVsReferenceFreshInputs) {
   const unsigned seed = std::random_device{}();
+  for (cpu::Level l : cpu::available_levels())
   for (int d : {40, 36, 64, 24}) {
+    cpu::force_level(l);
     KvCacheOptions o;
     o.type_k = "f16";
     o.type_v = "f16";
@@ -307,17 +332,18 @@ TEST(KvCache, F16KernelsVsReferenceFreshInputs) {
     auto q = randn(size_t(T1) * 3 * d, rng, 0.5f);
     std::vector<float> ref(q.size()), got(q.size()), tiled(q.size());
     attention(c, s, 0, 3, q.data(), T1, T0, 0.2f, ref.data(), AttnPath::kReference);
-    attention(c, s, 0, 3, q.data(), T1, T0, 0.2f, got.data(), AttnPath::kCodes);
+    attention(c, s, 0, 3, q.data(), T1, T0, 0.2f, got.data(), AttnPath::kDecode);
     attention(c, s, 0, 3, q.data(), T1, T0, 0.2f, tiled.data(), AttnPath::kTiled);
+    cpu::reset_level();
     for (size_t i = 0; i < ref.size(); ++i) {
-      ASSERT_NEAR(ref[i], got[i], 2e-4) << "d=" << d << " seed=" << seed;
-      ASSERT_NEAR(ref[i], tiled[i], 2e-4) << "d=" << d << " seed=" << seed;
+      ASSERT_NEAR(ref[i], got[i], 2e-4) << "d=" << d << " seed=" << seed << cpu::level_name(l);
+      ASSERT_NEAR(ref[i], tiled[i], 2e-4) << "d=" << d << " seed=" << seed << cpu::level_name(l);
     }
   }
 }
 
-// A block codec for the tests (the real ones — q8_0, KIVI … — live on other branches): f32
-// values in blocks of 4 tokens plus a 4-byte header, so a block is encoded only when complete.
+// A block codec for the tests with a block size no registered type has: f32 values in blocks
+// of 4 tokens plus a 4-byte header, so a block is encoded only when complete.
 class TestBlockCodec final : public Codec {
  public:
   explicit TestBlockCodec(int d) : d_(d) {}

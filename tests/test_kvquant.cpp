@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <random>
 
+#include "temp_dir.h"
 #include "attention/attention.h"
 #include "cache/kv_cache.h"
 #include "codecs/kvquant.h"
@@ -407,8 +408,6 @@ TEST(KvQuant, CachePositionsAndAttentionPaths) {
           EXPECT_LT(mt, 2e-4) << t << " T " << T1 << " seed " << seed;
           EXPECT_LT(ma, 2e-4) << t << " T " << T1 << " seed " << seed;
         }
-        // The SIMD driver knows no positions: it declines kvquant keys (kAuto took codes).
-        EXPECT_FALSE(attention_driver_applicable(c, sd.id, 0));
       }
     }
 }
@@ -461,7 +460,7 @@ TEST(KvQuant, CodebookFileKeepsTheKvquantSection) {
   const KvShape sh = shape(RopePairing::kNeox, 2, 3, 64);
   auto f = kvq_file(sh, rng);
   f->model_fingerprint = 42;
-  const std::string path = "/tmp/tq_kvq_" + std::to_string(getpid()) + ".tqcb";
+  const std::string path = tq::test::temp_path("kvq.tqcb");
   write_codebook_file(path, *f);
   const CodebookFile g = read_codebook_file(path);
   std::remove(path.c_str());

@@ -3,6 +3,8 @@
 // generation, turbo4 KLD vs f16, prefill paths agree, and context-length errors.
 #include <gtest/gtest.h>
 
+#include "model/paths.h"
+#include "temp_dir.h"
 #include "cpu/dispatch.h"
 
 #include <cmath>
@@ -31,7 +33,7 @@ class ExactScores : public ::testing::Environment {
 const auto* const kExact = ::testing::AddGlobalTestEnvironment(new ExactScores);
 
 
-const std::string kModel = std::string(TQ_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const std::string kModel = std::string(TQ_SOURCE_DIR) + "/" + tq::kDefaultModelFile;
 const std::string kText = std::string(TQ_SOURCE_DIR) + "/data/eval.txt";
 
 struct Loaded {
@@ -120,9 +122,7 @@ TEST(LlamaE2E, GreedyDeterministic) {
 
 TEST(LlamaE2E, Turbo4KldSmallButPositive) {
   NEED_MODEL();
-  const std::string base =
-      (std::filesystem::temp_directory_path() / ("tq_e2e_" + std::to_string(::getpid()) + ".kld"))
-          .string();
+  const std::string base = tq::test::temp_path("e2e.kld");
   std::filesystem::remove(base);
   PerplexityOptions o;
   o.n_ctx = 128;
@@ -358,9 +358,7 @@ std::vector<double> tiny_reference(const Tiny& t, bool neox, const std::vector<i
 
 TEST(TinyModel, MatchesScalarReferenceBothArchitectures) {
   for (const std::string arch : {"llama", "qwen2"}) {
-    const std::string path = (std::filesystem::temp_directory_path() /
-                              ("tq_tiny_" + arch + std::to_string(::getpid()) + ".gguf"))
-                                 .string();
+    const std::string path = tq::test::temp_path("tiny_" + arch + ".gguf");
     const Tiny t = make_tiny(arch, path);
     auto f = GgufFile::open(path);
     auto m = LlamaModel::load(*f);
@@ -385,9 +383,7 @@ TEST(TinyModel, MatchesScalarReferenceBothArchitectures) {
 }
 
 TEST(TinyModel, UnsupportedArchitecture) {
-  const std::string path =
-      (std::filesystem::temp_directory_path() / ("tq_tiny_gpt2" + std::to_string(::getpid()) +
-                                                 ".gguf")).string();
+  const std::string path = tq::test::temp_path("tiny_gpt2.gguf");
   make_tiny("gpt2", path);
   auto f = GgufFile::open(path);
   try {

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <random>
 
+#include "temp_dir.h"
 #include "codecs/polarvq.h"
 #include "codecs/polarvq_file.h"
 #include "core/kmeans.h"
@@ -199,8 +200,8 @@ TEST(KMeans, AngleDiffMatchesTheFmodReference) {
 class CodebookFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    path_ = "/tmp/tq_cb_" + std::to_string(getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".tqcb";
+    path_ = tq::test::temp_path(
+        std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + ".tqcb");
     Rng rng(fresh_seed());
     f_.params = polarvq_preset("balanced");
     f_.model_fingerprint = rng.next();

@@ -9,6 +9,8 @@
 #include <random>
 #include <sstream>
 
+#include "model/paths.h"
+#include "temp_dir.h"
 #include "model/gguf.h"
 #include "model/gguf_writer.h"
 #include "model/tokenizer.h"
@@ -21,7 +23,7 @@ using tq::Tokenizer;
 
 std::string model_path() {
   if (const char* e = std::getenv("TQ_MODEL"); e != nullptr && *e != '\0') return e;
-  return std::string(TQ_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  return std::string(TQ_SOURCE_DIR) + "/" + tq::kDefaultModelFile;
 }
 
 struct Golden {
@@ -202,9 +204,7 @@ TEST_F(SmolTokenizer, ChatTemplate) {
 // ----- Synthetic vocabularies -----
 
 std::string tmp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() /
-          ("tq_tok_" + std::to_string(::getpid()) + "_" + name))
-      .string();
+  return tq::test::temp_path("tok_" + name);
 }
 
 std::unique_ptr<Tokenizer> load(const tq::GgufWriter& w, const std::string& name) {

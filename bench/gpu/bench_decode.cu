@@ -3,16 +3,19 @@
 // Shapes as issue 7: B ∈ {1, 8, 32}, ctx ∈ {8192, 32768, 131072}, 32 query / 8 KV heads,
 // d = 128. Small shapes rotate over distinct sequences so that repeats do not hit the L2.
 // Times: CUDA events around each call (query rotation + decode + split merge), median.
+//   usage: bench_gpu_decode [--out FILE] [--types a,b,c] [--quick] [--reps N] [--no-variants]
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "cuda/tq_cuda.h"
+#include "decode_variants.h"
 
 using namespace tq::cuda;
 
@@ -56,6 +59,8 @@ int main(int argc, char** argv) {
                                     "turbo4", "turbo2.5", "turbo3.5", "turbo3p"};
   std::vector<int> Bs = {1, 8, 32}, ctxs = {8192, 32768, 131072};
   int reps = 20;
+  bool variants = true;
+  int reps_arg = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--out" && i + 1 < argc) out_path = argv[++i];
@@ -69,12 +74,17 @@ int main(int argc, char** argv) {
         if (q == std::string::npos) break;
         p = q + 1;
       }
+    } else if (a == "--no-variants") {
+      variants = false;
+    } else if (a == "--reps" && i + 1 < argc) {
+      reps_arg = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--quick") {
       Bs = {32};
       ctxs = {32768};
       reps = 10;
     }
   }
+  if (reps_arg > 0) reps = reps_arg;
   if (!device_available()) {
     std::fprintf(stderr, "no CUDA device\n");
     return 1;
@@ -137,7 +147,7 @@ int main(int argc, char** argv) {
   for (const auto& tname : types) {
     CacheConfig cfg;
     cfg.kfmt = parse_fmt(tname);
-    cfg.vfmt = cfg.kfmt == Fmt::T3P ? Fmt::T3 : cfg.kfmt;
+    cfg.vfmt = cfg.kfmt == Fmt::kTurbo3p ? Fmt::kTurbo3 : cfg.kfmt;
     cfg.head_dim = D;
     cfg.n_kv_heads = Hkv;
     cfg.n_pages = Bmax * max_pages;
@@ -207,38 +217,71 @@ int main(int argc, char** argv) {
         first_row = false;
       }
   }
-  // tuning variants of the turbo3 kernel at B = 32, ctx = 32768 (stderr only)
-  if (std::find(types.begin(), types.end(), "turbo3") != types.end() && ctx_max >= 32768) {
-    CacheConfig cfg;
-    cfg.head_dim = D;
-    cfg.n_kv_heads = Hkv;
-    cfg.n_pages = Bmax * max_pages;
-    GpuCache cache(cfg);
-    for (int s = 0; s < 32768; s += chunk) {
-      std::vector<int> st(Bmax, s);
-      CK(cudaMemcpy(d_start, st.data(), Bmax * 4, cudaMemcpyHostToDevice));
-      fill_bf16<<<2048, 256>>>(d_k, chunk_vals, 1000 + s);
-      fill_bf16<<<2048, 256>>>(d_v, chunk_vals, 5000 + s);
-      cache.append(d_k, d_v, Bmax, chunk, d_bt, max_pages, d_start);
-    }
+  // Variants of the turbo3 kernel at B = 32, ctx = 32768 (stderr only): production options
+  // (split grid, exact two-byte tables) and the experiments of decode_variants.cu, each with
+  // its normalised difference from the default's output.
+  if (variants && std::find(types.begin(), types.end(), "turbo3") != types.end() &&
+      ctx_max >= 32768) {
     std::vector<int> lens(Bmax, 32768);
     CK(cudaMemcpy(d_lens, lens.data(), Bmax * 4, cudaMemcpyHostToDevice));
-    for (int v = 0; v <= 7; ++v) {
-      set_decode_variant(v);
-      std::vector<float> ts;
-      for (int r = 0; r < 23; ++r) {
-        CK(cudaEventRecord(e0));
-        cache.decode(d_q, d_out, Bmax, Hq, d_bt, max_pages, d_lens, 32768, 0.088f);
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        if (r >= 3) ts.push_back(ms);
+    const size_t nout = size_t(Bmax) * Hq * D;
+    std::vector<float> ref(nout), cur(nout);
+    for (bool exact : {false, true}) {
+      CacheConfig cfg;
+      cfg.head_dim = D;
+      cfg.n_kv_heads = Hkv;
+      cfg.n_pages = Bmax * max_pages;
+      cfg.exact_codebook = exact;
+      GpuCache cache(cfg);
+      for (int s = 0; s < 32768; s += chunk) {
+        std::vector<int> st(Bmax, s);
+        CK(cudaMemcpy(d_start, st.data(), Bmax * 4, cudaMemcpyHostToDevice));
+        fill_bf16<<<2048, 256>>>(d_k, chunk_vals, 1000 + s);
+        fill_bf16<<<2048, 256>>>(d_v, chunk_vals, 5000 + s);
+        cache.append(d_k, d_v, Bmax, chunk, d_bt, max_pages, d_start);
       }
-      CK(cudaGetLastError());
-      std::fprintf(stderr, "variant %d: turbo3 B=32 ctx=32768 %.4f ms\n", v, median(ts));
+      struct Run {
+        const char* name;
+        DecodeGrid grid;
+        bench::DecodeVariant variant;
+      };
+      const Run runs[] = {{"default", DecodeGrid::kAuto, bench::DecodeVariant::kProduction},
+                          {"split grid", DecodeGrid::kSplit, bench::DecodeVariant::kProduction},
+                          {"no lookups", DecodeGrid::kAuto, bench::DecodeVariant::kNoLookups},
+                          {"<= 128 registers", DecodeGrid::kAuto, bench::DecodeVariant::kRegs128}};
+      for (const Run& run : runs) {
+        if (exact && run.variant != bench::DecodeVariant::kProduction) continue;
+        cache.set_decode_grid(run.grid);
+        bench::use_decode_variant(run.variant);
+        std::vector<float> ts;
+        for (int r = 0; r < 23; ++r) {
+          CK(cudaEventRecord(e0));
+          cache.decode(d_q, d_out, Bmax, Hq, d_bt, max_pages, d_lens, 32768, 0.088f);
+          CK(cudaEventRecord(e1));
+          CK(cudaEventSynchronize(e1));
+          float ms;
+          CK(cudaEventElapsedTime(&ms, e0, e1));
+          if (r >= 3) ts.push_back(ms);
+        }
+        CK(cudaGetLastError());
+        CK(cudaMemcpy(cur.data(), d_out, nout * 4, cudaMemcpyDeviceToHost));
+        if (!exact && run.grid == DecodeGrid::kAuto &&
+            run.variant == bench::DecodeVariant::kProduction)
+          ref = cur;
+        double num = 0, den = 0;
+        for (size_t i = 0; i < nout; ++i) {
+          num += double(cur[i] - ref[i]) * (cur[i] - ref[i]);
+          den += double(ref[i]) * ref[i];
+        }
+        std::fprintf(stderr,
+                     "variant %-16s%s: turbo3 B=32 ctx=32768 %.4f ms, rel. diff from default "
+                     "%.2e%s\n",
+                     run.name, exact ? " (exact tables)" : "", median(ts),
+                     std::sqrt(num / std::max(den, 1e-300)),
+                     run.variant == bench::DecodeVariant::kNoLookups ? " (wrong by design)" : "");
+      }
+      bench::use_decode_variant(bench::DecodeVariant::kProduction);
     }
-    set_decode_variant(0);
   }
   std::fprintf(fo, "\n], \"append\": [%s]}\n", append_json.c_str());
   std::fclose(fo);

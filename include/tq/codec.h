@@ -9,14 +9,20 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "tq/error.h"
+#include "tq/gpu_format.h"
 
 namespace tq {
+
+// A codec's CPU attention fast path (src/codecs/attn_ops.h): the dispatched SIMD kernels that
+// score and accumulate G query heads at once, straight from the codes.
+class AttnOps;
 
 // Opaque per-query state (rotated query, lookup tables).
 class QueryState {
@@ -106,28 +112,81 @@ class Codec {
     (void)pos0;
     score(qs, codes, n_blocks, scores);
   }
+
+  // The CPU decode driver's fast path for this codec (SIMD kernels over the codes), or null
+  // when the codec has none (the driver then runs it through the interface above). A type
+  // whose TypeTraits::simd_attention is set returns non-null at every dim it accepts.
+  virtual std::unique_ptr<AttnOps> attn_ops() const;
 };
 
 // Registry. Names: f32 f16 bf16 turbo1..turbo8 turbo2p..turbo8p turbo2.5 turbo3.5 polar, and
 // whatever else is registered. Throws tq::Error for an unknown name or unsupported dimension.
 std::unique_ptr<Codec> make_codec(std::string_view type, int dim, const CodecOptions& opts = {});
-// All registered type names, in display order.
+// All registered type names, in display order (types registered as unlisted are left out).
 std::vector<std::string> list_types();
 // One-line description of a type.
 std::string describe_type(std::string_view type);
 
+// The row layout of a type whose codes are plain values (the tiled and f16 paths read them
+// directly instead of decoding).
+enum class PlainLayout { kNone, kF32, kF16, kBF16 };
+
+// Which learned data a type reads from a codebook file (codecs/polarvq_file.h).
+enum class CalibrationKind {
+  kNone,
+  kPolarVq,  // CodebookFile::head(layer, head), the file's preset must be calibration_preset
+  kKvQuant,  // CodebookFile::kvq_head(layer, head)
+};
+
+// Everything the rest of the engine needs to know about a cache type, so that no code outside
+// the registry decides by its name (ggml keeps one such table per type). Set at registration,
+// beside the codec (src/codecs/*.cpp).
+struct TypeTraits {
+  // Learned data: what the type reads from a codebook file, whether it cannot encode without
+  // it, the preset the file must carry, whether the codec's parameters come from the file
+  // (polar-vq:custom) and the command that makes the file (for messages).
+  CalibrationKind calibration = CalibrationKind::kNone;
+  bool needs_calibration = false;
+  std::string calibration_preset;  // "" = takes no codebook file
+  bool params_from_codebooks = false;
+  std::string calibrate_command = "`tq calibrate`";
+  std::string calibration_label;  // how messages name the file's preset ("kvquant")
+  // Defaults of `tq compare` for the type's rows when --residual / --sinks are not given.
+  int default_window = 0;
+  int default_sinks = 0;
+  // The cache sets CodecOptions::outlier_channels from the statistics of the first append.
+  bool outliers_from_prefill = false;
+  PlainLayout plain = PlainLayout::kNone;
+  bool positional = false;  // the codecs are positional() (keys stored before RoPE)
+  GpuFormat gpu = GpuFormat::kNone;  // the CUDA backend's format; kNone = CPU only
+  // Codec::attn_ops() is non-null (the decode driver's SIMD kernels; tests check the promise).
+  bool simd_attention = false;
+  // The uncompressed cache `tq compare` measures every other row against (f16).
+  bool reference = false;
+};
+
 // Registration hook used by codec source files (src/codecs/*.cpp).
-using CodecFactory = std::unique_ptr<Codec> (*)(std::string_view type, int dim,
-                                                const CodecOptions& opts);
+using CodecFactory =
+    std::function<std::unique_ptr<Codec>(std::string_view type, int dim, const CodecOptions&)>;
 struct CodecRegistration {
   std::string name;
   std::string description;
   CodecFactory factory;
   int order = 1000;  // display order in `tq types`
-  bool needs_calibration = false;  // encode needs learned data (CodecOptions::calibration)
+  TypeTraits traits = {};
+  bool listed = true;  // shown by list_types() (polar-vq:custom is made from a file only)
 };
+void register_codec(CodecRegistration reg);
+
+// The traits of a registered type; throws tq::Error for an unknown name.
+const TypeTraits& type_traits(std::string_view type);
 // Whether a type needs learned data before it can encode (e.g. polar-vq:balanced).
 bool type_needs_calibration(std::string_view type);
-void register_codec(CodecRegistration reg);
+// Throws the one-line tq::Error naming the command to run when `type` needs a codebook file
+// and none is given.
+void check_calibration_given(std::string_view type, bool have_codebooks);
+// How a codebook file's preset is named in messages ("polar-vq:balanced", "kvquant"): the
+// label of the registered type that takes that preset.
+std::string calibration_label(std::string_view preset);
 
 }  // namespace tq

@@ -1,3 +1,4 @@
+// turboquant — the decode algorithm over a KV head's segments (see decode.h).
 #include "attention/decode.h"
 
 #include <omp.h>
@@ -7,179 +8,15 @@
 #include <cstring>
 #include <limits>
 
-#include "codecs/common.h"
-#include "codecs/turbo.h"
-#include "core/rotation.h"
+#include "core/parallel.h"
 #include "cpu/dispatch.h"
 
-namespace tq::cpu {
+namespace tq {
 namespace {
 
-// ------------------------------------------------------------------ ops per codec family
-// Caches scored by a pair of row kernels over the original domain: f32, f16 and the ggml
-// q8_0 / q4_0 blocks (32 along the head dimension). The kernels are looked up in the active
-// level's table at every call (tests switch levels between calls).
-class PlainOps final : public AttnOps {
- public:
-  using ScoreFn = decltype(Kernels::score_f32);
-  using AccFn = decltype(Kernels::acc_f32);
-  PlainOps(int d, size_t token_bytes, ScoreFn Kernels::*score, AccFn Kernels::*acc)
-      : d_(d), token_bytes_(token_bytes), score_(score), acc_(acc) {}
-  size_t acc_size() const override { return size_t(d_); }
-  size_t token_bytes() const override { return token_bytes_; }
-  void prepare(const float* q, int G, Prepared& p) const override {
-    p.G = G;
-    p.a.assign(q, q + size_t(G) * d_);
-  }
-  void score(const Prepared& p, const uint8_t* c, size_t n, float* s, size_t lds) const override {
-    (kernels().*score_)(c, n, d_, p.a.data(), p.G, s, lds);
-  }
-  void accumulate(const uint8_t* c, size_t n, const float* w, size_t ldw, int G,
-                  float* acc) const override {
-    (kernels().*acc_)(c, n, d_, w, ldw, G, acc, size_t(d_));
-  }
-  void finish(const float* acc, float* out) const override {
-    std::memcpy(out, acc, sizeof(float) * d_);
-  }
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
- private:
-  int d_;
-  size_t token_bytes_;
-  ScoreFn Kernels::*score_;
-  AccFn Kernels::*acc_;
-};
-
-class TurboMseOps final : public AttnOps {
- public:
-  explicit TurboMseOps(const TurboMseCodec& c) : c_(c), d_(c.dim()) {}
-  size_t acc_size() const override { return size_t(d_); }
-  size_t token_bytes() const override { return c_.block_bytes(); }
-  void prepare(const float* q, int G, Prepared& p) const override {
-    p.G = G;
-    p.a.resize(size_t(G) * d_);
-    for (int g = 0; g < G; ++g) c_.rotation().forward(q + size_t(g) * d_, &p.a[size_t(g) * d_]);
-  }
-  void score(const Prepared& p, const uint8_t* c, size_t n, float* s, size_t lds) const override {
-    kernels().score_rows(c_.rows(c, c_.block_bytes()), n, p.a.data(), p.G, s, lds, false);
-  }
-  void accumulate(const uint8_t* c, size_t n, const float* w, size_t ldw, int G,
-                  float* acc) const override {
-    kernels().acc_rows(c_.rows(c, c_.block_bytes()), n, w, ldw, G, acc, size_t(d_));
-  }
-  void finish(const float* acc, float* out) const override { c_.finish(acc, out); }
-
- private:
-  const TurboMseCodec& c_;
-  int d_;
-};
-
-class TurboProdOps final : public AttnOps {
- public:
-  explicit TurboProdOps(const TurboProdCodec& c) : c_(c), d_(c.dim()) {}
-  size_t acc_size() const override { return 2 * size_t(d_); }
-  size_t token_bytes() const override { return c_.block_bytes(); }
-  void prepare(const float* q, int G, Prepared& p) const override {
-    p.G = G;
-    p.a.resize(size_t(G) * d_);
-    p.b.resize(size_t(G) * d_);
-    for (int g = 0; g < G; ++g)
-      c_.prepare_vectors(q + size_t(g) * d_, &p.a[size_t(g) * d_], &p.b[size_t(g) * d_]);
-  }
-  void score(const Prepared& p, const uint8_t* c, size_t n, float* s, size_t lds) const override {
-    const auto& k = kernels();
-    const size_t st = c_.block_bytes();
-    k.score_rows(c_.mse_rows(c, st), n, p.a.data(), p.G, s, lds, false);
-    k.score_rows(c_.sign_rows(c, st, float(TurboProdCodec::qjl_factor(d_))), n, p.b.data(), p.G, s,
-                 lds, true);
-  }
-  void accumulate(const uint8_t* c, size_t n, const float* w, size_t ldw, int G,
-                  float* acc) const override {
-    // Per head: [mse part (d) | sign part (d)]; two strided views of the accumulators.
-    const auto& k = kernels();
-    const size_t st = c_.block_bytes();
-    k.acc_rows(c_.mse_rows(c, st), n, w, ldw, G, acc, acc_size());
-    k.acc_rows(c_.sign_rows(c, st, 1.0f), n, w, ldw, G, acc + d_, acc_size());
-  }
-  void finish(const float* acc, float* out) const override { c_.finish(acc, out); }
-
- private:
-  const TurboProdCodec& c_;
-  int d_;
-};
-
-class TurboSplitOps final : public AttnOps {
- public:
-  explicit TurboSplitOps(const TurboSplitCodec& c)
-      : c_(c), d_(c.dim()), nh_(c.n_hi()), nl_(c.dim() - c.n_hi()) {}
-  size_t acc_size() const override { return size_t(d_); }
-  size_t token_bytes() const override { return c_.block_bytes(); }
-  void prepare(const float* q, int G, Prepared& p) const override {
-    p.G = G;
-    p.a.resize(size_t(G) * nh_);
-    p.b.resize(size_t(G) * nl_);
-    std::vector<float> g(d_);
-    const auto& perm = c_.perm();
-    for (int h = 0; h < G; ++h) {
-      for (int j = 0; j < d_; ++j) g[j] = q[size_t(h) * d_ + perm[j]];
-      c_.hi().rotation().forward(g.data(), &p.a[size_t(h) * nh_]);
-      c_.lo().rotation().forward(g.data() + nh_, &p.b[size_t(h) * nl_]);
-    }
-  }
-  void score(const Prepared& p, const uint8_t* c, size_t n, float* s, size_t lds) const override {
-    const auto& k = kernels();
-    const size_t st = c_.block_bytes();
-    k.score_rows(c_.hi().rows(c, st), n, p.a.data(), p.G, s, lds, false);
-    k.score_rows(c_.lo().rows(c, st, c_.hi().block_bytes()), n, p.b.data(), p.G, s, lds, true);
-  }
-  void accumulate(const uint8_t* c, size_t n, const float* w, size_t ldw, int G,
-                  float* acc) const override {
-    const auto& k = kernels();
-    const size_t st = c_.block_bytes();
-    k.acc_rows(c_.hi().rows(c, st), n, w, ldw, G, acc, size_t(d_));
-    k.acc_rows(c_.lo().rows(c, st, c_.hi().block_bytes()), n, w, ldw, G, acc + nh_, size_t(d_));
-  }
-  void finish(const float* acc, float* out) const override { c_.finish(acc, out); }
-
- private:
-  const TurboSplitCodec& c_;
-  int d_, nh_, nl_;
-};
-
-// PolarQuant: a step of tokens is decoded once into the rotated domain (table lookups, no
-// trigonometry) and then shared by all query heads through the f32 kernels.
-class PolarOps final : public AttnOps {
- public:
-  PolarOps(const Codec& c, const Rotation& r) : c_(c), rot_(r), d_(c.dim()) {}
-  size_t acc_size() const override { return size_t(d_); }
-  size_t token_bytes() const override { return c_.block_bytes(); }
-  void prepare(const float* q, int G, Prepared& p) const override {
-    p.G = G;
-    p.a.resize(size_t(G) * d_);
-    for (int g = 0; g < G; ++g) rot_.forward(q + size_t(g) * d_, &p.a[size_t(g) * d_]);
-  }
-  void score(const Prepared& p, const uint8_t* c, size_t n, float* s, size_t lds) const override {
-    thread_local std::vector<float> y;
-    y.resize(n * d_);
-    polar_decode_rotated(c_, c, n, y.data());
-    kernels().score_f32(reinterpret_cast<const uint8_t*>(y.data()), n, d_, p.a.data(), p.G, s, lds);
-  }
-  void accumulate(const uint8_t* c, size_t n, const float* w, size_t ldw, int G,
-                  float* acc) const override {
-    thread_local std::vector<float> y;
-    y.resize(n * d_);
-    polar_decode_rotated(c_, c, n, y.data());
-    kernels().acc_f32(reinterpret_cast<const uint8_t*>(y.data()), n, d_, w, ldw, G, acc,
-                      size_t(d_));
-  }
-  void finish(const float* acc, float* out) const override { rot_.inverse(acc, out); }
-
- private:
-  const Codec& c_;
-  const Rotation& rot_;
-  int d_;
-};
-
-// Any codec, through the Codec interface (one query head at a time).
+// Any codec, through the Codec interface (one query head at a time, with positions).
 class GenericOps final : public AttnOps {
  public:
   explicit GenericOps(const Codec& c) : c_(c) {}
@@ -190,14 +27,15 @@ class GenericOps final : public AttnOps {
     p.qs.clear();
     for (int g = 0; g < G; ++g) p.qs.push_back(c_.prepare_query(q + size_t(g) * c_.dim()));
   }
-  void score(const Prepared& p, const uint8_t* c, size_t n, float* s, size_t lds) const override {
+  void score(const Prepared& p, const uint8_t* c, size_t n, int64_t pos0, float* s,
+             size_t lds) const override {
     const size_t nb = n / size_t(c_.block_tokens());
-    for (int g = 0; g < p.G; ++g) c_.score(*p.qs[g], c, nb, s + size_t(g) * lds);
+    for (int g = 0; g < p.G; ++g) c_.score_at(*p.qs[g], c, nb, pos0, s + size_t(g) * lds);
   }
-  void accumulate(const uint8_t* c, size_t n, const float* w, size_t ldw, int G,
-                  float* acc) const override {
+  void accumulate(const uint8_t* c, size_t n, const float* w, size_t ldw, int G, float* acc,
+                  size_t lda) const override {
     const size_t nb = n / size_t(c_.block_tokens());
-    for (int g = 0; g < G; ++g) c_.accumulate(c, nb, w + size_t(g) * ldw, acc + g * acc_size());
+    for (int g = 0; g < G; ++g) c_.accumulate(c, nb, w + size_t(g) * ldw, acc + size_t(g) * lda);
   }
   void finish(const float* acc, float* out) const override { c_.finish(acc, out); }
 
@@ -205,51 +43,142 @@ class GenericOps final : public AttnOps {
   const Codec& c_;
 };
 
-bool is_ggml(const Codec& c, const char* name, size_t block) {
-  return c.name() == name && c.block_tokens() == 1 && c.dim() % 32 == 0 &&
-         c.block_bytes() == size_t(c.dim() / 32) * block;
+// The per-task state of one call: ops, prepared queries, accumulator layout, ranges.
+struct Prep {
+  std::unique_ptr<AttnOps> k, v, f16;  // f16: the f16 segments' ops (when there are any)
+  AttnOps::Prepared pk, pf;            // the query prepared for k and for f16
+  int bk = 1, bv = 1;                  // tokens per block of the K / V codec
+  size_t kbb = 0, vbb = 0;             // bytes per block
+  bool v_codes = false, v_f16 = false;
+  size_t acc_codes = 0, acc_total = 0;  // per head: [V working domain | f16 values (d)]
+  int first_work = 0, n_work = 0;
+};
+
+struct Work {
+  int task;
+  size_t begin, end;  // token range
+};
+
+// Checks that segs cover [0, n) in order and reports which kinds of segment they hold there.
+void scan_segments(std::span<const KvSegment> segs, size_t n, bool& codes, bool& f16) {
+  size_t pos = 0;
+  for (const KvSegment& s : segs) {
+    if (pos >= n) break;
+    TQ_ASSERT(size_t(s.pos0) == pos && s.n > 0 && (s.codes != nullptr) != (s.f16 != nullptr));
+    (s.codes ? codes : f16) = true;
+    pos += size_t(s.n);
+  }
+  TQ_ASSERT(pos >= n);
+}
+
+// Scratch of one token range, reused across its steps.
+struct Scratch {
+  std::vector<float> s, tmp;  // scores / weights (G × kDecodeStep), a block-aligned piece
+  SoftmaxState step;
+};
+
+// Scores of positions [lo, hi) of segment sg into s[g·kDecodeStep + (lo − t)].
+void score_piece(const HeadTask& task, const Prep& p, const KvSegment& sg, size_t lo, size_t hi,
+                 size_t t, int G, Scratch& sc) {
+  const int d = task.k->dim();
+  float* dst = sc.s.data() + (lo - t);
+  const size_t off = lo - size_t(sg.pos0);
+  if (sg.f16) {
+    const auto* rows = reinterpret_cast<const uint8_t*>(sg.f16) + off * size_t(d) * 2;
+    p.f16->score(p.pf, rows, hi - lo, int64_t(lo), dst, kDecodeStep);
+  } else if (p.bk == 1) {
+    p.k->score(p.pk, sg.codes + off * p.kbb, hi - lo, int64_t(lo), dst, kDecodeStep);
+  } else {
+    // Whole blocks around the piece, scored into tmp; the piece's scores are copied out.
+    const size_t b0 = off / size_t(p.bk), b1 = (hi - size_t(sg.pos0) + p.bk - 1) / size_t(p.bk);
+    const size_t nt = (b1 - b0) * size_t(p.bk), skip = off - b0 * size_t(p.bk);
+    sc.tmp.resize(size_t(G) * nt);
+    p.k->score(p.pk, sg.codes + b0 * p.kbb, nt, sg.pos0 + int64_t(b0) * p.bk, sc.tmp.data(), nt);
+    for (int g = 0; g < G; ++g)
+      std::memcpy(dst + size_t(g) * kDecodeStep, &sc.tmp[size_t(g) * nt + skip],
+                  sizeof(float) * (hi - lo));
+  }
+}
+
+// Values of positions [lo, hi) of segment sg, weighted by s[g·kDecodeStep + (lo − t)], into
+// the step's accumulators.
+void accumulate_piece(const HeadTask& task, const Prep& p, const KvSegment& sg, size_t lo,
+                      size_t hi, size_t t, int G, Scratch& sc) {
+  const int d = task.v->dim();
+  const float* w = sc.s.data() + (lo - t);
+  float* acc = sc.step.acc.data();
+  const size_t off = lo - size_t(sg.pos0);
+  if (sg.f16) {
+    const auto* rows = reinterpret_cast<const uint8_t*>(sg.f16) + off * size_t(d) * 2;
+    p.f16->accumulate(rows, hi - lo, w, kDecodeStep, G, acc + p.acc_codes, p.acc_total);
+  } else if (p.bv == 1) {
+    p.v->accumulate(sg.codes + off * p.vbb, hi - lo, w, kDecodeStep, G, acc, p.acc_total);
+  } else {
+    // Whole blocks around the piece; the tokens outside it get weight 0.
+    const size_t b0 = off / size_t(p.bv), b1 = (hi - size_t(sg.pos0) + p.bv - 1) / size_t(p.bv);
+    const size_t nt = (b1 - b0) * size_t(p.bv), skip = off - b0 * size_t(p.bv);
+    sc.tmp.assign(size_t(G) * nt, 0.0f);
+    for (int g = 0; g < G; ++g)
+      std::memcpy(&sc.tmp[size_t(g) * nt + skip], w + size_t(g) * kDecodeStep,
+                  sizeof(float) * (hi - lo));
+    p.v->accumulate(sg.codes + b0 * p.vbb, nt, sc.tmp.data(), nt, G, acc, p.acc_total);
+  }
+}
+
+// Online softmax over positions [begin, end) of a task into st.
+void run_range(const HeadTask& task, const Prep& p, size_t begin, size_t end, float scale, int G,
+               SoftmaxState& st) {
+  const auto& kern = cpu::kernels();
+  Scratch sc;
+  sc.s.resize(size_t(G) * kDecodeStep);
+  sc.step = SoftmaxState(G, p.acc_total);
+  size_t ki = 0, vi = 0;  // the first K / V segment that may overlap the step
+  for (size_t t = begin, n; t < end; t += n) {
+    // Steps end on multiples of kDecodeStep in the global position, so that a split context is
+    // cut into exactly the same steps as the whole (the 8-bit kernels scale per call).
+    n = std::min(kDecodeStep - t % kDecodeStep, end - t);
+    const size_t e = t + n;
+    while (size_t(task.ks[ki].pos0 + task.ks[ki].n) <= t) ++ki;
+    for (size_t i = ki; i < task.ks.size() && size_t(task.ks[i].pos0) < e; ++i) {
+      const KvSegment& sg = task.ks[i];
+      score_piece(task, p, sg, std::max(t, size_t(sg.pos0)), std::min(e, size_t(sg.pos0 + sg.n)),
+                  t, G, sc);
+    }
+    // The step is a softmax state of its own (weights relative to its max, values summed into
+    // a zeroed accumulator) merged into the running one: a step's partial sums do not depend
+    // on what came before it.
+    for (int g = 0; g < G; ++g) {
+      float* sg = &sc.s[size_t(g) * kDecodeStep];
+      sc.step.m[g] = kern.scale_max(sg, n, scale);
+      sc.step.l[g] = kern.exp_sum(sg, n, sc.step.m[g]);
+    }
+    std::fill(sc.step.acc.begin(), sc.step.acc.end(), 0.0f);
+    while (size_t(task.vs[vi].pos0 + task.vs[vi].n) <= t) ++vi;
+    for (size_t i = vi; i < task.vs.size() && size_t(task.vs[i].pos0) < e; ++i) {
+      const KvSegment& sg = task.vs[i];
+      accumulate_piece(task, p, sg, std::max(t, size_t(sg.pos0)),
+                       std::min(e, size_t(sg.pos0 + sg.n)), t, G, sc);
+    }
+    st.merge(sc.step);
+  }
 }
 
 }  // namespace
 
-std::unique_ptr<AttnOps> make_attn_ops(const Codec& c, bool generic) {
-  if (!generic && c.block_tokens() == 1) {
-    const std::string nm = c.name();
-    const int d = c.dim();
-    if (nm == "f32" && c.block_bytes() == size_t(d) * 4)
-      return std::make_unique<PlainOps>(d, c.block_bytes(), &Kernels::score_f32,
-                                        &Kernels::acc_f32);
-    if (nm == "f16" && c.block_bytes() == size_t(d) * 2)
-      return std::make_unique<PlainOps>(d, c.block_bytes(), &Kernels::score_f16,
-                                        &Kernels::acc_f16);
-    if (is_ggml(c, "q8_0", 34))
-      return std::make_unique<PlainOps>(d, c.block_bytes(), &Kernels::score_q8_0,
-                                        &Kernels::acc_q8_0);
-    if (is_ggml(c, "q4_0", 18))
-      return std::make_unique<PlainOps>(d, c.block_bytes(), &Kernels::score_q4_0,
-                                        &Kernels::acc_q4_0);
-    if (auto* m = dynamic_cast<const TurboMseCodec*>(&c)) return std::make_unique<TurboMseOps>(*m);
-    if (auto* p = dynamic_cast<const TurboProdCodec*>(&c))
-      return std::make_unique<TurboProdOps>(*p);
-    if (auto* s = dynamic_cast<const TurboSplitCodec*>(&c))
-      return std::make_unique<TurboSplitOps>(*s);
-    if (const Rotation* r = polar_rotation(c)) return std::make_unique<PolarOps>(c, *r);
-  }
-  return std::make_unique<GenericOps>(c);
-}
-
 // ------------------------------------------------------------------ softmax state
 SoftmaxState::SoftmaxState(int h, size_t a)
-    : heads(h),
-      acc_size(a),
-      m(size_t(h), -std::numeric_limits<float>::infinity()),
-      l(size_t(h), 0.0f),
-      acc(size_t(h) * a, 0.0f) {}
+    : heads(h), acc_size(a), m(size_t(h), kNegInf), l(size_t(h), 0.0f), acc(size_t(h) * a, 0.0f) {}
+
+void SoftmaxState::clear() {
+  std::fill(m.begin(), m.end(), kNegInf);
+  std::fill(l.begin(), l.end(), 0.0f);
+  std::fill(acc.begin(), acc.end(), 0.0f);
+}
 
 void SoftmaxState::merge(const SoftmaxState& o) {
   TQ_ASSERT(o.heads == heads && o.acc_size == acc_size);
   for (int g = 0; g < heads; ++g) {
-    if (o.m[g] == -std::numeric_limits<float>::infinity()) continue;  // o is empty
+    if (o.m[g] == kNegInf) continue;  // o is empty
     const float mx = std::max(m[g], o.m[g]);
     const float a = std::exp(m[g] - mx), b = std::exp(o.m[g] - mx);  // exp(−inf) = 0
     float* x = &acc[size_t(g) * acc_size];
@@ -261,68 +190,11 @@ void SoftmaxState::merge(const SoftmaxState& o) {
 }
 
 // ------------------------------------------------------------------ the driver
-namespace {
-
-constexpr size_t kChunk = 1024;  // tokens per score/softmax/accumulate step (L1/L2-resident)
-
-struct Work {
-  int task;
-  size_t begin, end;  // token range
-};
-
-// Online softmax over tokens [begin, end) of a task's pages.
-void run_range(const AttnOps& kops, const AttnOps& vops, const AttnOps::Prepared& pq,
-               std::span<const KvPage> pages, size_t begin, size_t end, float scale,
-               SoftmaxState& st) {
-  const int G = st.heads;
-  const auto& kern = kernels();
-  std::vector<float> s(size_t(G) * kChunk), acc_step(st.acc.size()), mstep(G), lstep(G);
-  const size_t kb = kops.token_bytes(), vb = vops.token_bytes();
-  size_t base = 0;
-  for (const KvPage& pg : pages) {
-    const size_t lo = std::max(begin, base), hi = std::min(end, base + pg.tokens);
-    // Steps end on multiples of kChunk in the global token index, so that a split context is
-    // cut into exactly the same steps as the whole (the 8-bit kernels scale per step).
-    for (size_t t = lo, n; t < hi; t += n) {
-      n = std::min(kChunk - t % kChunk, hi - t);
-      const size_t off = t - base;
-      kops.score(pq, pg.k + off * kb, n, s.data(), kChunk);
-      // Each step is a softmax state of its own (weights relative to the step's max, values
-      // summed into a zeroed accumulator) merged into the running state: a step's partial
-      // sums do not depend on what came before it, so a split context gives the same steps
-      // bit for bit, also on the 8-bit kernels (they quantize the weights per step).
-      for (int g = 0; g < G; ++g) {
-        float* sg = &s[size_t(g) * kChunk];
-        mstep[g] = kern.scale_max(sg, n, scale);
-        lstep[g] = kern.exp_sum(sg, n, mstep[g]);
-      }
-      std::fill(acc_step.begin(), acc_step.end(), 0.0f);
-      vops.accumulate(pg.v + off * vb, n, s.data(), kChunk, G, acc_step.data());
-      for (int g = 0; g < G; ++g) {
-        const float mx = std::max(st.m[g], mstep[g]);
-        const float a = std::exp(st.m[g] - mx), b = std::exp(mstep[g] - mx);  // exp(−inf) = 0
-        float* x = &st.acc[size_t(g) * st.acc_size];
-        const float* y = &acc_step[size_t(g) * st.acc_size];
-        for (size_t j = 0; j < st.acc_size; ++j) x[j] = a * x[j] + b * y[j];
-        st.l[g] = a * st.l[g] + b * lstep[g];
-        st.m[g] = mx;
-      }
-    }
-    base += pg.tokens;
-    if (base >= end) break;
-  }
+std::unique_ptr<AttnOps> make_attn_ops(const Codec& c, bool generic) {
+  if (!generic)
+    if (auto ops = c.attn_ops()) return ops;
+  return std::make_unique<GenericOps>(c);
 }
-
-void check_codecs(const Codec& k, const Codec& v) {
-  if (k.dim() != v.dim())
-    throw Error("decode attention: K and V head dimensions differ (" + std::to_string(k.dim()) +
-                " vs " + std::to_string(v.dim()) + ")");
-  if (k.block_tokens() != 1 || v.block_tokens() != 1)
-    throw Error("decode attention: cache types with multi-token blocks (" + k.name() + ", " +
-                v.name() + ") are not supported by the CPU decode driver yet");
-}
-
-}  // namespace
 
 void decode_attention_batch(std::span<const HeadTask> tasks, int G, float scale,
                             const DecodeOptions& opt) {
@@ -330,35 +202,42 @@ void decode_attention_batch(std::span<const HeadTask> tasks, int G, float scale,
   const int nt = int(tasks.size());
   if (nt == 0) return;
   const int threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();
-  struct Prep {
-    std::unique_ptr<AttnOps> k, v;
-    AttnOps::Prepared pq;
-    size_t tokens = 0;
-    int first_work = 0, n_work = 0;
-  };
   std::vector<Prep> prep(nt);
   std::vector<Work> work;
   for (int i = 0; i < nt; ++i) {
     const HeadTask& t = tasks[i];
-    check_codecs(*t.k, *t.v);
+    TQ_ASSERT(t.k->dim() == t.v->dim());  // the cache holds K and V of one head dim
+    const int d = t.k->dim();
     Prep& p = prep[i];
+    bool k_codes = false, k_f16 = false;
+    scan_segments(t.ks, t.n, k_codes, k_f16);
+    scan_segments(t.vs, t.n, p.v_codes, p.v_f16);
     p.k = make_attn_ops(*t.k, opt.use_generic);
     p.v = make_attn_ops(*t.v, opt.use_generic);
-    p.k->prepare(t.q, G, p.pq);
-    for (const auto& pg : t.pages) p.tokens += pg.tokens;
+    p.bk = t.k->block_tokens();
+    p.bv = t.v->block_tokens();
+    p.kbb = t.k->block_bytes();
+    p.vbb = t.v->block_bytes();
+    if (k_codes) p.k->prepare(t.q, G, p.pk);
+    if (k_f16 || p.v_f16) {
+      p.f16 = make_plain_ops(PlainRows::kF16, d);
+      if (k_f16) p.f16->prepare(t.q, G, p.pf);
+    }
+    p.acc_codes = p.v->acc_size();
+    p.acc_total = p.acc_codes + (p.v_f16 ? size_t(d) : 0);
     int splits = opt.splits;
     if (splits <= 0) {  // enough ranges to keep every thread busy, none shorter than the minimum
       splits = (2 * threads + nt - 1) / nt;
-      const size_t cap = std::max<size_t>(1, p.tokens / std::max<size_t>(1, opt.min_split_tokens));
+      const size_t cap = std::max<size_t>(1, t.n / std::max<size_t>(1, opt.min_split_tokens));
       splits = int(std::min<size_t>(size_t(splits), cap));
       if (threads == 1) splits = 1;
     }
-    splits = std::max(1, std::min<int>(splits, int(std::max<size_t>(1, p.tokens))));
+    splits = std::max(1, std::min<int>(splits, int(std::max<size_t>(1, t.n))));
     p.first_work = int(work.size());
     p.n_work = splits;
     // Range boundaries on multiples of the step, so that splitting does not change the steps.
     auto cut = [&](int s) {
-      return s == splits ? p.tokens : p.tokens * size_t(s) / size_t(splits) / kChunk * kChunk;
+      return s == splits ? t.n : t.n * size_t(s) / size_t(splits) / kDecodeStep * kDecodeStep;
     };
     for (int s = 0; s < splits; ++s) work.push_back({i, cut(s), cut(s + 1)});
   }
@@ -367,15 +246,18 @@ void decode_attention_batch(std::span<const HeadTask> tasks, int G, float scale,
   // Waking worker threads costs scheduler latency (milliseconds on a busy machine): small jobs
   // run on the calling thread.
   size_t total = 0;
-  for (const auto& p : prep) total += p.tokens;
+  for (const auto& t : tasks) total += t.n;
   const bool parallel = nw > 1 && threads > 1 && total * size_t(G) >= opt.min_parallel_work;
+  ParallelErrors errors;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
-  for (int w = 0; w < nw; ++w) {
-    const Work& wk = work[w];
-    const Prep& p = prep[wk.task];
-    states[w] = SoftmaxState(G, p.v->acc_size());
-    run_range(*p.k, *p.v, p.pq, tasks[wk.task].pages, wk.begin, wk.end, scale, states[w]);
-  }
+  for (int w = 0; w < nw; ++w)
+    errors.run([&] {
+      const Work& wk = work[w];
+      const Prep& p = prep[wk.task];
+      states[w] = SoftmaxState(G, p.acc_total);
+      run_range(tasks[wk.task], p, wk.begin, wk.end, scale, G, states[w]);
+    });
+  errors.rethrow();
   // Merge each task's ranges in order (deterministic), then normalise and map back.
   for (int i = 0; i < nt; ++i) {
     const Prep& p = prep[i];
@@ -385,17 +267,36 @@ void decode_attention_batch(std::span<const HeadTask> tasks, int G, float scale,
     for (int g = 0; g < G; ++g) {
       float* a = &st.acc[size_t(g) * st.acc_size];
       float* out = tasks[i].out + size_t(g) * d;
-      if (st.l[g] > 0) kernels().scale(a, st.acc_size, 1.0f / st.l[g]);
-      if (p.tokens == 0) std::fill(a, a + st.acc_size, 0.0f);
-      p.v->finish(a, out);
+      if (st.l[g] > 0) cpu::kernels().scale(a, st.acc_size, 1.0f / st.l[g]);
+      if (tasks[i].n == 0) std::fill(a, a + st.acc_size, 0.0f);
+      if (p.v_codes || !p.v_f16)
+        p.v->finish(a, out);
+      else
+        std::fill(out, out + d, 0.0f);
+      if (p.v_f16)
+        for (int j = 0; j < d; ++j) out[j] += a[p.acc_codes + j];
     }
   }
 }
 
+std::vector<KvSegment> page_segments(std::span<const KvPage> pages, bool keys) {
+  std::vector<KvSegment> segs;
+  int pos = 0;
+  for (const KvPage& pg : pages) {
+    if (pg.tokens == 0) continue;
+    segs.push_back({pos, int(pg.tokens), keys ? pg.k : pg.v, nullptr});
+    pos += int(pg.tokens);
+  }
+  return segs;
+}
+
 void decode_attention(const Codec& kc, const Codec& vc, std::span<const KvPage> pages,
                       const float* q, int G, float scale, float* out, const DecodeOptions& opt) {
-  const HeadTask t{&kc, &vc, pages, q, out};
+  const std::vector<KvSegment> ks = page_segments(pages, true), vs = page_segments(pages, false);
+  size_t n = 0;
+  for (const auto& pg : pages) n += pg.tokens;
+  const HeadTask t{&kc, &vc, ks, vs, n, q, out};
   decode_attention_batch(std::span<const HeadTask>(&t, 1), G, scale, opt);
 }
 
-}  // namespace tq::cpu
+}  // namespace tq

@@ -1,6 +1,6 @@
 // turboquant — the tiled attention path (prefill, large T): per (layer, kv-head) the stored
-// codes are decoded into a transient f32 tile, then sgemm Q·Kᵀ, causal mask, softmax, sgemm P·V,
-// in row blocks so that masked columns are mostly skipped.
+// codes are decoded into a transient f32 tile, then sgemm Q·Kᵀ, causal mask, softmax,
+// sgemm P·V, in row blocks so that masked columns are mostly skipped.
 #include <cblas.h>
 #include <omp.h>
 
@@ -11,10 +11,29 @@
 #include <vector>
 
 #include "attention/paths.h"
+#include "core/parallel.h"
+#include "cpu/dispatch.h"
 
 namespace tq::attn {
 namespace {
+
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// x (n × d floats) = the decoded segment: f16 rows (f16 segments, and the codes of a type
+// whose layout is plain f16) by the dispatched conversion, plain f32 codes copied, everything
+// else through the codec's decode (with positions).
+void decode_segment(const Codec& cd, PlainLayout plain, const KvSegment& sg, int d, float* x) {
+  const size_t m = size_t(sg.n) * d;
+  if (sg.f16)
+    cpu::kernels().f16_to_f32(reinterpret_cast<const uint8_t*>(sg.f16), m, x);
+  else if (plain == PlainLayout::kF16)
+    cpu::kernels().f16_to_f32(sg.codes, m, x);
+  else if (plain == PlainLayout::kF32)
+    std::memcpy(x, sg.codes, sizeof(float) * m);
+  else
+    cd.decode_at(sg.codes, size_t(sg.n / cd.block_tokens()), sg.pos0, x);
+}
+
 }  // namespace
 
 void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
@@ -37,20 +56,26 @@ void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const
     for (const auto& sg : hs[kh].v)
       if (sg.pos0 < L) jobs.push_back({kh, false, &sg});
   }
+  const PlainLayout plain_k = cache.traits(layer, true).plain;
+  const PlainLayout plain_v = cache.traits(layer, false).plain;
+  ParallelErrors errors;
 #pragma omp parallel for schedule(dynamic)
-  for (int i = 0; i < int(jobs.size()); ++i) {
-    const Job& jb = jobs[i];
-    const Codec& cd = cache.codec(layer, jb.kh, jb.is_key);
-    const KvSegment& sg = *jb.sg;
-    float* X = (jb.is_key ? K : V)[jb.kh].data() + size_t(sg.pos0) * d;
-    if (sg.pos0 + sg.n <= L) {
-      decode_segment(cd, plain_kind(cd), sg, d, X);
-    } else {  // a compressed block reaching past the last query: decode whole, copy the part
-      std::vector<float> tmp(size_t(sg.n) * d);
-      decode_segment(cd, plain_kind(cd), sg, d, tmp.data());
-      std::memcpy(X, tmp.data(), sizeof(float) * size_t(L - sg.pos0) * d);
-    }
-  }
+  for (int i = 0; i < int(jobs.size()); ++i)
+    errors.run([&] {
+      const Job& jb = jobs[i];
+      const Codec& cd = cache.codec(layer, jb.kh, jb.is_key);
+      const PlainLayout plain = jb.is_key ? plain_k : plain_v;
+      const KvSegment& sg = *jb.sg;
+      float* X = (jb.is_key ? K : V)[jb.kh].data() + size_t(sg.pos0) * d;
+      if (sg.pos0 + sg.n <= L) {
+        decode_segment(cd, plain, sg, d, X);
+      } else {  // a compressed block reaching past the last query: decode whole, copy the part
+        std::vector<float> tmp(size_t(sg.n) * d);
+        decode_segment(cd, plain, sg, d, tmp.data());
+        std::memcpy(X, tmp.data(), sizeof(float) * size_t(L - sg.pos0) * d);
+      }
+    });
+  errors.rethrow();
   // (query head, row block) items; BLAS is single-threaded inside the OpenMP threads. Row
   // blocks only read the columns up to their last row, so masked work is mostly skipped.
   constexpr int kRows = 64;

@@ -6,7 +6,6 @@
 #include <cstring>
 #include <numeric>
 
-#include "codecs/kvquant.h"
 #include "codecs/polarvq.h"
 #include "codecs/polarvq_file.h"
 #include "core/half.h"
@@ -21,7 +20,7 @@ struct KvCache::Stream {
   size_t bb = 0;             // codec block_bytes
   size_t page_bytes = 0;     // (page_tokens / bt) · bb
   std::vector<uint8_t> pool;  // n_pages · page_bytes
-  bool outliers_from_data = false;  // fractional TurboQuant: outlier channels from the first append
+  bool outliers_from_data = false;  // TypeTraits::outliers_from_prefill: set from the first append
   bool outliers_set = false;
 };
 
@@ -41,37 +40,36 @@ struct KvCache::Seq {
 };
 
 namespace {
-bool is_fractional_turbo(const std::string& t) {
-  return t.rfind("turbo", 0) == 0 && t.find('.') != std::string::npos;
-}
-bool is_polarvq(const std::string& t) { return t.rfind("polar-vq:", 0) == 0; }
 
-// The codec of one stream: polar-vq and kvquant types get their (layer, head) learned data.
+// The codec of one stream: types that read learned data (TypeTraits::calibration) get their
+// (layer, head) part of the codebook file.
 std::unique_ptr<Codec> make_stream_codec(const std::string& type, int dim, CodecOptions& co,
                                          const KvCacheOptions& opts) {
-  if (is_kvquant_type(type)) {
-    const auto& cb = opts.codebooks;
-    if (!cb || cb->kvq.empty())
-      throw Error("cache type '" + type + "' needs a kvquant calibration file: run `tq " +
-                  "calibrate --preset kvquant` and pass --codebooks FILE");
-    co.calibration = cb->kvq_head(co.layer, co.head);
-    return make_codec(type, dim, co);
-  }
-  if (!is_polarvq(type)) return make_codec(type, dim, co);
+  const TypeTraits& tr = type_traits(type);
   const auto& cb = opts.codebooks;
-  const std::string preset = type.substr(9);
-  if (!cb) {
-    if (preset == "custom")
-      throw Error("cache type 'polar-vq:custom' takes its parameters from a codebook file: "
-                  "pass --codebooks FILE");
-    return make_codec(type, dim, co);
+  switch (tr.calibration) {
+    case CalibrationKind::kNone:
+      return make_codec(type, dim, co);
+    case CalibrationKind::kKvQuant:
+      if (!cb || cb->kvq.empty())
+        throw Error("cache type '" + type + "' needs a kvquant calibration file: run " +
+                    tr.calibrate_command + " and pass --codebooks FILE");
+      co.calibration = cb->kvq_head(co.layer, co.head);
+      return make_codec(type, dim, co);
+    case CalibrationKind::kPolarVq:
+      if (!cb) {
+        check_calibration_given(type, false);
+        return make_codec(type, dim, co);
+      }
+      if (cb->params.preset != tr.calibration_preset)
+        throw Error("the codebook file is for " + calibration_label(cb->params.preset) +
+                    ", the cache type is '" + type + "'");
+      co.calibration = cb->head(co.layer, co.head);
+      if (tr.params_from_codebooks) return std::make_unique<PolarVqCodec>(cb->params, dim, co);
+      return make_codec(type, dim, co);
   }
-  if (cb->params.preset != preset)
-    throw Error("the codebook file is for polar-vq:" + cb->params.preset + ", the cache type is '" +
-                type + "'");
-  co.calibration = cb->head(co.layer, co.head);
-  if (preset == "custom") return std::make_unique<PolarVqCodec>(cb->params, dim, co);
-  return make_codec(type, dim, co);
+  TQ_ASSERT(false);
+  return nullptr;
 }
 }  // namespace
 
@@ -86,10 +84,7 @@ KvCache::KvCache(const KvShape& shape, const KvCacheOptions& opts) : shape_(shap
   // Learned data: refuse what cannot work before allocating anything.
   for (int l = 0; l < shape.n_layer; ++l)
     for (bool is_key : {true, false}) {
-      const std::string t = type_name(l, is_key);
-      if (!opts.codebooks && (type_needs_calibration(t) || t == "polar-vq:custom"))
-        throw Error("cache type '" + t + "' needs learned codebooks: run " +
-                    calibrate_command(t) + " and pass --codebooks FILE");
+      check_calibration_given(type_name(l, is_key), opts.codebooks != nullptr);
     }
   if (const auto& cb = opts.codebooks) {
     if (int(cb->n_layer) != shape.n_layer || int(cb->n_head_kv) != shape.n_kv_head ||
@@ -126,7 +121,7 @@ KvCache::KvCache(const KvShape& shape, const KvCacheOptions& opts) : shape_(shap
                       std::to_string(s->bt) + " tokens)");
         s->page_bytes = size_t(opts.page_tokens / s->bt) * s->bb;
         s->pool.assign(size_t(n_pages_) * s->page_bytes, 0);
-        s->outliers_from_data = is_fractional_turbo(s->type);
+        s->outliers_from_data = type_traits(s->type).outliers_from_prefill;
         streams_.push_back(std::move(s));
       }
   for (int p = n_pages_ - 1; p >= 0; --p) free_pages_.push_back(p);
@@ -250,7 +245,8 @@ void KvCache::append_part(Seq& s, int layer, bool is_key, const float* x, int T)
     if (center)
       for (int t = 0; t < T; ++t)
         for (int j = 0; j < d; ++j) xh[size_t(t) * d + j] -= part.mu[h][j];
-    // Fractional TurboQuant: the outlier channels (largest mean |x|) from the first append.
+    // Types that take their outlier channels from prefill (the fractional TurboQuant types):
+    // the d/4 channels of largest mean |x| in the first append.
     if (st.outliers_from_data && !st.outliers_set && T > 0) {
       std::vector<double> mag(d, 0.0);
       for (int t = 0; t < T; ++t)

@@ -1,4 +1,4 @@
-// turboquant — the paged, compressed KV cache (SPEC §3).
+// turboquant — the paged, compressed KV cache (DESIGN.md §3).
 //
 // Storage: one codec per (layer, kv-head) for K and one for V. Compressed codes live in a pool
 // of fixed-size pages (page_tokens tokens, a multiple of every codec's block_tokens()); each
@@ -108,6 +108,9 @@ class KvCache {
   int pages_total() const { return n_pages_; }
   int pages_free() const { return int(free_pages_.size()); }
   std::string type_name(int layer, bool is_key) const;
+  const TypeTraits& traits(int layer, bool is_key) const {
+    return type_traits(type_name(layer, is_key));
+  }
 
  private:
   struct Stream;  // one (layer, head, K|V): codec + page pool

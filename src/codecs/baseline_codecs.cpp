@@ -381,22 +381,26 @@ void register_baseline_codecs() {
                     return std::make_unique<Int4G64Codec>(d);
                   },
                   60});
-  auto kivi = [](std::string_view t, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
-    if (d % kKiviG != 0) unsupported_dim(t, d, "KIVI needs a multiple of 32 (groups of 32)");
-    const int bits = t == "kivi2" ? 2 : 4;
-    if (o.is_key) return std::make_unique<KiviKeyCodec>(d, bits);
-    return std::make_unique<KiviValueCodec>(d, bits);
+  auto kivi = [](int bits) {
+    return [bits](std::string_view t, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
+      if (d % kKiviG != 0) unsupported_dim(t, d, "KIVI needs a multiple of 32 (groups of 32)");
+      if (o.is_key) return std::make_unique<KiviKeyCodec>(d, bits);
+      return std::make_unique<KiviValueCodec>(d, bits);
+    };
   };
+  // KIVI keeps the newest R = 128 tokens in f16; tq compare applies that by default.
+  TypeTraits kivi_traits;
+  kivi_traits.default_window = 128;
   register_codec({"kivi2",
                   "KIVI 2-bit: keys per channel over 32-token blocks, values per token over "
                   "32-channel groups, fp16 scale and min (3.0 bpv); KIVI keeps the newest "
                   "R=128 tokens f16: tq compare applies that unless --residual is given",
-                  kivi, 70});
+                  kivi(2), 70, kivi_traits});
   register_codec({"kivi4",
                   "KIVI 4-bit: keys per channel over 32-token blocks, values per token over "
                   "32-channel groups, fp16 scale and min (5.0 bpv); KIVI keeps the newest "
                   "R=128 tokens f16: tq compare applies that unless --residual is given",
-                  kivi, 71});
+                  kivi(4), 71, kivi_traits});
 }
 
 }  // namespace tq

@@ -57,10 +57,8 @@ inline const float* plain_query_data(const QueryState& qs) {
               std::to_string(dim) + ": " + why);
 }
 
-class Rotation;
-// PolarQuant internals for the CPU attention driver: the codec's rotation (nullptr if c is not
-// a PolarQuant codec) and its decode into the rotated domain (no inverse rotation).
-const Rotation* polar_rotation(const Codec& c);
+// PolarQuant internals for the kernel tests: the decode into the rotated domain (no inverse
+// rotation).
 // PolarQuant codes → rotated-domain vectors (n × d) through the dispatched kernel; _ref is the
 // codec's own scalar decode (the kernels' reference).
 void polar_decode_rotated(const Codec& c, const uint8_t* codes, size_t n, float* y);

@@ -1,6 +1,7 @@
 // Uncompressed reference types: f32, f16, bf16. Layout per token: d values, little endian.
 #include <cstring>
 
+#include "codecs/attn_ops.h"
 #include "codecs/common.h"
 #include "core/half.h"
 #include "cpu/dispatch.h"
@@ -76,6 +77,11 @@ class FloatCodec final : public Codec {
   void finish(const float* acc, float* out) const override {
     std::memcpy(out, acc, sizeof(float) * dim_);
   }
+  std::unique_ptr<AttnOps> attn_ops() const override {
+    if (kind_ == FloatKind::kF32) return make_plain_ops(PlainRows::kF32, dim_);
+    if (kind_ == FloatKind::kF16) return make_plain_ops(PlainRows::kF16, dim_);
+    return nullptr;
+  }
 
  private:
   FloatKind kind_;
@@ -85,13 +91,22 @@ class FloatCodec final : public Codec {
 }  // namespace
 
 void register_float_codecs() {
-  auto f = [](std::string_view t, int d, const CodecOptions&) -> std::unique_ptr<Codec> {
-    const FloatKind k = t == "f32" ? FloatKind::kF32 : t == "f16" ? FloatKind::kF16 : FloatKind::kBF16;
-    return std::make_unique<FloatCodec>(k, d);
+  auto f = [](FloatKind k) {
+    return [k](std::string_view, int d, const CodecOptions&) -> std::unique_ptr<Codec> {
+      return std::make_unique<FloatCodec>(k, d);
+    };
   };
-  register_codec({"f32", "IEEE float32, uncompressed", f, 0});
-  register_codec({"f16", "IEEE float16 (the usual reference cache)", f, 1});
-  register_codec({"bf16", "bfloat16", f, 2});
+  TypeTraits f32, f16, bf16;
+  f32.plain = PlainLayout::kF32;
+  f32.simd_attention = true;
+  f16.plain = PlainLayout::kF16;
+  f16.simd_attention = true;
+  f16.reference = true;
+  bf16.plain = PlainLayout::kBF16;
+  bf16.gpu = GpuFormat::kBF16;
+  register_codec({"f32", "IEEE float32, uncompressed", f(FloatKind::kF32), 0, f32});
+  register_codec({"f16", "IEEE float16 (the usual reference cache)", f(FloatKind::kF16), 1, f16});
+  register_codec({"bf16", "bfloat16", f(FloatKind::kBF16), 2, bf16});
 }
 
 }  // namespace tq

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "codecs/attn_ops.h"
 #include "codecs/common.h"
 #include "codecs/ggml_blocks.h"
 #include "core/rng.h"
@@ -85,6 +86,10 @@ const GgmlFormat kFormats[] = {
 };
 #undef TQ_GGML_FORMAT
 
+// The formats with SIMD kernels (src/cpu) and CUDA formats.
+constexpr const char* kQ8_0 = "q8_0";
+constexpr const char* kQ4_0 = "q4_0";
+
 struct GgmlQuery : QueryState {
   std::vector<float> q;  // the query in the working domain (rotated for +h)
 };
@@ -151,10 +156,14 @@ class GgmlCodec final : public Codec {
     if (rotate_) rot_.inverse(acc, out);
     else std::memcpy(out, acc, sizeof(float) * dim_);
   }
+  std::unique_ptr<AttnOps> attn_ops() const override {
+    if (rotate_) return nullptr;
+    if (is(kQ8_0)) return make_plain_ops(PlainRows::kQ8_0, dim_);
+    if (is(kQ4_0)) return make_plain_ops(PlainRows::kQ4_0, dim_);
+    return nullptr;
+  }
 
  private:
-  static constexpr const char* kQ8_0 = "q8_0";
-  static constexpr const char* kQ4_0 = "q4_0";
   bool is(const char* nm) const { return std::strcmp(f_.name, nm) == 0; }
 
   const GgmlFormat& f_;
@@ -164,15 +173,6 @@ class GgmlCodec final : public Codec {
   Rotation rot_;
 };
 
-std::unique_ptr<Codec> make_ggml_codec(std::string_view t, int d, const CodecOptions& o) {
-  const bool rot = t.size() > 2 && t.substr(t.size() - 2) == "+h";
-  const std::string_view base = rot ? t.substr(0, t.size() - 2) : t;
-  if (d % ggml::kBlock != 0) unsupported_dim(t, d, "ggml block formats need a multiple of 32");
-  for (const GgmlFormat& g : kFormats)
-    if (base == g.name) return std::make_unique<GgmlCodec>(g, d, rot, o.seed);
-  TQ_ASSERT(false);
-  return nullptr;
-}
 
 }  // namespace
 
@@ -185,7 +185,20 @@ void register_ggml_codecs() {
           rot ? std::string(f.name) + " after a randomised Hadamard rotation (llama.cpp's "
                                       "rotated quantized cache; no extra bytes)"
               : std::string(f.description);
-      register_codec({nm, desc, &make_ggml_codec, order++});
+      TypeTraits tr;
+      // The SIMD kernels and the CUDA formats are ggml's own layouts, without the rotation.
+      const bool q8 = std::strcmp(f.name, kQ8_0) == 0, q4 = std::strcmp(f.name, kQ4_0) == 0;
+      tr.simd_attention = !rot && (q8 || q4);
+      if (!rot && q8) tr.gpu = GpuFormat::kQ8_0;
+      if (!rot && q4) tr.gpu = GpuFormat::kQ4_0;
+      const GgmlFormat* fmt = &f;
+      auto make = [fmt, rot](std::string_view t, int d,
+                             const CodecOptions& o) -> std::unique_ptr<Codec> {
+        if (d % ggml::kBlock != 0)
+          unsupported_dim(t, d, "ggml block formats need a multiple of 32");
+        return std::make_unique<GgmlCodec>(*fmt, d, rot, o.seed);
+      };
+      register_codec({nm, desc, make, order++, tr});
     }
   }
 }

@@ -14,7 +14,6 @@
 
 namespace tq {
 
-bool is_kvquant_type(const std::string& t) { return t == "kvquant3" || t == "kvquant4"; }
 
 bool KvQuantCalibration::valid(int d) const {
   for (const auto* v : {&key_center, &key_range, &value_center, &value_range})
@@ -369,22 +368,32 @@ void kvq_normalised(const float* x, int d, const float* center, const float* ran
 }
 
 void register_kvquant_codecs() {
-  auto make = [](std::string_view t, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
-    if (d % 2 != 0) unsupported_dim(t, d, "keys are rotated in RoPE pairs (d must be even)");
-    return std::make_unique<KvQuantCodec>(t == "kvquant3" ? 3 : 4, d, o);
+  auto make = [](int bits) {
+    return [bits](std::string_view t, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
+      if (d % 2 != 0) unsupported_dim(t, d, "keys are rotated in RoPE pairs (d must be even)");
+      return std::make_unique<KvQuantCodec>(bits, d, o);
+    };
   };
+  TypeTraits tr;
+  tr.calibration = CalibrationKind::kKvQuant;
+  tr.needs_calibration = true;
+  tr.calibration_preset = kKvqPreset;
+  tr.calibration_label = kKvqPreset;
+  tr.calibrate_command = "`tq calibrate --preset kvquant`";
+  tr.default_sinks = kKvqDefaultSinks;  // KVQuant keeps the first token in f16
+  tr.positional = true;
   register_codec({"kvquant3",
                   "KVQuant-style 3-bit: pre-RoPE per-channel keys (calibrated ranges), per-token "
                   "values, per-layer non-uniform levels, ~1% fp16 outliers per token "
                   "(3.375/3.875 bpv at d=64); needs `tq calibrate --preset kvquant`; tq compare "
                   "keeps S=1 sink token f16 unless --sinks is given",
-                  make, 75, true});
+                  make(3), 75, tr});
   register_codec({"kvquant4",
                   "KVQuant-style 4-bit: pre-RoPE per-channel keys (calibrated ranges), per-token "
                   "values, per-layer non-uniform levels, ~1% fp16 outliers per token "
                   "(4.375/4.875 bpv at d=64); needs `tq calibrate --preset kvquant`; tq compare "
                   "keeps S=1 sink token f16 unless --sinks is given",
-                  make, 76, true});
+                  make(4), 76, tr});
 }
 
 }  // namespace tq

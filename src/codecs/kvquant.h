@@ -37,11 +37,8 @@
 
 namespace tq {
 
-bool is_kvquant_type(const std::string& type);
-// The command that makes a type's learned data, for error messages.
-inline std::string calibrate_command(const std::string& type) {
-  return is_kvquant_type(type) ? "`tq calibrate --preset kvquant`" : "`tq calibrate`";
-}
+// The preset of a kvquant codebook file (TypeTraits::calibration_preset of kvquant3/4).
+constexpr const char* kKvqPreset = "kvquant";
 
 // Tail probability of the calibrated per-channel ranges (each side).
 constexpr double kKvqRangeTail = 0.005;

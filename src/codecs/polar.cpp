@@ -15,6 +15,7 @@
 #include <cmath>
 #include <mutex>
 
+#include "codecs/attn_ops.h"
 #include "codecs/common.h"
 #include "core/bitpack.h"
 #include "core/half.h"
@@ -117,6 +118,7 @@ class PolarCodec final : public Codec {
   void finish(const float* acc, float* out) const override { rot_.inverse(acc, out); }
 
   const Rotation& rotation() const { return rot_; }
+  std::unique_ptr<AttnOps> attn_ops() const override;
   void decode_rotated_n(const uint8_t* codes, size_t n, float* y) const {
     cpu::kernels_scalar().polar_decode(codes, n, block_bytes(), groups_, polar_tables(), y);
   }
@@ -168,12 +170,46 @@ class PolarCodec final : public Codec {
   const PolarBooks& bk_;
 };
 
+// The attention fast path: a step of tokens is decoded once into the rotated domain (table
+// lookups, no trigonometry; the dispatched polar_decode kernel) and then shared by all query
+// heads through the f32 kernels; one inverse rotation per output.
+class PolarOps final : public AttnOps {
+ public:
+  explicit PolarOps(const PolarCodec& c) : c_(c), d_(c.dim()) {}
+  size_t acc_size() const override { return size_t(d_); }
+  size_t token_bytes() const override { return c_.block_bytes(); }
+  void prepare(const float* q, int G, Prepared& p) const override {
+    p.G = G;
+    p.a.resize(size_t(G) * d_);
+    for (int g = 0; g < G; ++g) c_.rotation().forward(q + size_t(g) * d_, &p.a[size_t(g) * d_]);
+  }
+  void score(const Prepared& p, const uint8_t* c, size_t n, int64_t, float* s,
+             size_t lds) const override {
+    const float* y = decode(c, n);
+    cpu::kernels().score_f32(reinterpret_cast<const uint8_t*>(y), n, d_, p.a.data(), p.G, s, lds);
+  }
+  void accumulate(const uint8_t* c, size_t n, const float* w, size_t ldw, int G, float* acc,
+                  size_t lda) const override {
+    const float* y = decode(c, n);
+    cpu::kernels().acc_f32(reinterpret_cast<const uint8_t*>(y), n, d_, w, ldw, G, acc, lda);
+  }
+  void finish(const float* acc, float* out) const override { c_.rotation().inverse(acc, out); }
+
+ private:
+  const float* decode(const uint8_t* c, size_t n) const {
+    thread_local std::vector<float> y;
+    y.resize(n * d_);
+    cpu::kernels().polar_decode(c, n, c_.block_bytes(), d_ / kGroup, polar_tables(), y.data());
+    return y.data();
+  }
+  const PolarCodec& c_;
+  int d_;
+};
+
+std::unique_ptr<AttnOps> PolarCodec::attn_ops() const { return std::make_unique<PolarOps>(*this); }
+
 }  // namespace
 
-const Rotation* polar_rotation(const Codec& c) {
-  auto* p = dynamic_cast<const PolarCodec*>(&c);
-  return p ? &p->rotation() : nullptr;
-}
 
 void polar_decode_rotated(const Codec& c, const uint8_t* codes, size_t n, float* y) {
   auto* p = dynamic_cast<const PolarCodec*>(&c);
@@ -205,6 +241,12 @@ const cpu::PolarTables& polar_tables() {
   return t;
 }
 
+TypeTraits polar_traits() {
+  TypeTraits t;
+  t.simd_attention = true;
+  return t;
+}
+
 void register_polar_codecs() {
   register_codec({"polar",
                   "PolarQuant: rotation + 4-level polar transform per 16 coords, fp16 radius, "
@@ -213,7 +255,7 @@ void register_polar_codecs() {
                     if (d % kGroup) unsupported_dim(t, d, "needs a multiple of 16");
                     return std::make_unique<PolarCodec>(d, o.seed);
                   },
-                  200});
+                  200, polar_traits()});
 }
 
 }  // namespace tq

@@ -47,6 +47,29 @@ PolarVqParams polarvq_preset(const std::string& name) {
   return p;
 }
 
+void validate_polarvq_params(const PolarVqParams& p, const std::string& where) {
+  const auto need = [&](const char* name, int v, int lo, int hi) {
+    if (v < lo || v > hi)
+      throw Error(where + ": " + name + " = " + std::to_string(v) + " must be in [" +
+                  std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  };
+  need("mag_bits", p.mag_bits, 1, 8);
+  need("angle_bits", p.angle_bits, 1, 8);
+  need("value_bits", p.value_bits, 1, 8);
+  need("group_size", p.group_size, 1, 65536);
+  need("key_block_tokens", p.key_block_tokens, 1, 65536);
+  need("value_group", p.value_group, 1, 65536);
+  need("vq_size", p.vq_size, 0, 65536);
+  if (p.vq_size != 0) {
+    if (p.vq_size < 2 || (p.vq_size & (p.vq_size - 1)) != 0)
+      throw Error(where + ": vq_size = " + std::to_string(p.vq_size) +
+                  " must be 0 (no stage 2) or a power of two in [2, 65536]");
+    need("vq_dim", p.vq_dim, 1, 65536);
+    need("subspaces", p.subspaces, 1, 65536);
+    need("key_vq_dim", p.key_vq_dim, 0, 65536);
+  }
+}
+
 std::vector<std::string> polarvq_preset_names() {
   return {"quality", "balanced", "max", "gqa", "stage1"};
 }
@@ -96,9 +119,7 @@ PolarVqCodec::PolarVqCodec(const PolarVqParams& p, int dim, const CodecOptions& 
     : p_(p), dim_(dim), key_(opts.is_key), rope_(opts.rope), half_(dim / 2) {
   const std::string nm = "polar-vq:" + p.preset;
   if (dim % 2) unsupported_dim(nm, dim, "needs an even dimension");
-  if (p.mag_bits < 1 || p.mag_bits > 8 || p.angle_bits < 1 || p.angle_bits > 8 ||
-      p.value_bits < 1 || p.value_bits > 8)
-    throw Error(nm + ": bit widths must be 1..8");
+  validate_polarvq_params(p, nm);
   calib_ = std::dynamic_pointer_cast<const PolarVqCalibration>(opts.calibration);
   if (opts.calibration && !calib_) throw Error(nm + ": the calibration given is not polar-vq's");
   if (calib_ && calib_->dim != dim)
@@ -435,13 +456,32 @@ void register_polarvq_codecs() {
       desc += " + residual PQ (" + std::to_string(p.vq_size) + " entries, sub-vectors of " +
               std::to_string(p.vq_dim) + ")";
     desc += p.vq_size ? "; needs --codebooks" : "; calibration optional";
+    TypeTraits tr;
+    tr.calibration = CalibrationKind::kPolarVq;
+    tr.needs_calibration = p.vq_size > 0;
+    tr.calibration_preset = name;
+    tr.calibration_label = "polar-vq:" + name;
     register_codec({"polar-vq:" + name, desc,
-                    [](std::string_view t, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
-                      return std::make_unique<PolarVqCodec>(
-                          polarvq_preset(std::string(t.substr(9))), d, o);
+                    [p](std::string_view, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
+                      return std::make_unique<PolarVqCodec>(p, d, o);
                     },
-                    300, p.vq_size > 0});
+                    300, tr});
   }
+  // polar-vq:custom (a parameter sweep of `tq calibrate`) takes its parameters from the
+  // codebook file: the cache builds it from CodebookFile::params, never through the factory.
+  TypeTraits custom;
+  custom.calibration = CalibrationKind::kPolarVq;
+  custom.needs_calibration = true;
+  custom.params_from_codebooks = true;
+  custom.calibration_preset = "custom";
+  custom.calibration_label = "polar-vq:custom";
+  register_codec({"polar-vq:custom", "polar-vq with the parameters of a codebook file",
+                  [](std::string_view t, int, const CodecOptions&) -> std::unique_ptr<Codec> {
+                    throw Error("cache type '" + std::string(t) +
+                                "' takes its parameters from a codebook file: pass --codebooks "
+                                "FILE");
+                  },
+                  399, custom, /*listed=*/false});
 }
 
 }  // namespace tq

@@ -39,6 +39,12 @@ struct PolarVqParams {
 
 // The preset's parameters; throws tq::Error for an unknown preset.
 PolarVqParams polarvq_preset(const std::string& name);
+// Throws tq::Error ("<where>: <parameter> = <value> must be ...") unless every parameter is in
+// its range: bit widths 1..8, group sizes and key_block_tokens 1..65536, vq_size 0 or a power of
+// two 2..65536, vq_dim / subspaces 1..65536 and key_vq_dim 0..65536 when stage 2 is on. Called
+// where parameters enter: `tq calibrate --preset NAME+KEY=VALUE`, a codebook file being read,
+// and the codec itself (a group of 0 divided by zero, value_group=-64 crashed every later use).
+void validate_polarvq_params(const PolarVqParams& p, const std::string& where);
 std::vector<std::string> polarvq_preset_names();
 
 // Learned data of one (layer, kv-head).

@@ -3,8 +3,10 @@
 #include <xxhash.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <span>
 
 namespace tq {
 namespace {
@@ -52,7 +54,8 @@ class In {
     const uint64_t n = pod<uint64_t>();
     if (n > (n_ - off_) / sizeof(T)) bad("array length past the end");
     std::vector<T> v(n);
-    std::memcpy(v.data(), p_ + off_, n * sizeof(T));
+    // (an empty vector's data() may be null, and memcpy from null is undefined)
+    if (n > 0) std::memcpy(v.data(), p_ + off_, n * sizeof(T));
     off_ += n * sizeof(T);
     return v;
   }
@@ -86,6 +89,8 @@ PolarVqParams get_params(In& in) {
   p.mag_bits = v[0]; p.angle_bits = v[1]; p.group_size = v[2]; p.key_block_tokens = v[3];
   p.value_bits = v[4]; p.value_group = v[5]; p.vq_size = v[6]; p.vq_dim = v[7];
   p.subspaces = v[8]; p.key_vq_dim = v[9]; p.vq_keys = v[10]; p.vq_values = v[11];
+  if ((v[10] != 0 && v[10] != 1) || (v[11] != 0 && v[11] != 1) || v[12] != 0)
+    in.bad("parameter flags out of range");
   return p;
 }
 
@@ -131,9 +136,24 @@ void write_codebook_file(const std::string& path, const CodebookFile& f) {
 }
 
 CodebookFile read_codebook_file(const std::string& path) {
+  std::error_code ec;
+  // (an ifstream opens a directory and then fails with "basic_filebuf::underflow")
+  if (std::filesystem::is_directory(path, ec))
+    throw Error("codebook file '" + path + "' is a directory");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open codebook file '" + path + "'");
-  std::vector<uint8_t> b((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> b;
+  try {
+    b.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } catch (const std::ios_base::failure&) {
+    throw Error("cannot read codebook file '" + path + "'");
+  }
+  if (in.bad()) throw Error("cannot read codebook file '" + path + "'");
+  return parse_codebook_file(b.data(), b.size(), path);
+}
+
+CodebookFile parse_codebook_file(const uint8_t* data, size_t size, const std::string& path) {
+  const std::span<const uint8_t> b(data, size);
   if (b.size() < 4 || std::memcmp(b.data(), "TQCB", 4) != 0)
     throw Error("'" + path + "' is not a turboquant codebook file (bad magic)");
   if (b.size() < 12) throw Error("codebook file '" + path + "' is truncated");
@@ -163,8 +183,15 @@ CodebookFile read_codebook_file(const std::string& path) {
   f.n_layer = r.pod<uint32_t>();
   f.n_head_kv = r.pod<uint32_t>();
   f.head_dim = r.pod<uint32_t>();
-  f.rope = r.pod<uint32_t>() ? RopePairing::kNeox : RopePairing::kNormal;
+  const uint32_t rope = r.pod<uint32_t>();
+  if (rope > 1) r.bad("unknown RoPE pairing " + std::to_string(rope));
+  f.rope = rope ? RopePairing::kNeox : RopePairing::kNormal;
   if (size_t(f.n_layer) * f.n_head_kv > 1u << 20) r.bad("implausible head count");
+  if (f.head_dim > 65536) r.bad("implausible head dimension " + std::to_string(f.head_dim));
+  // Parameters written to a file are validated when read, not only when given (a file made
+  // with value_group=-64 crashed every later use).
+  if (f.params.preset != "kvquant")
+    validate_polarvq_params(f.params, "codebook file '" + path + "'");
   for (size_t i = 0; i < size_t(f.n_layer) * f.n_head_kv; ++i) {
     auto h = std::make_shared<PolarVqCalibration>();
     h->dim = int(f.head_dim);
@@ -172,6 +199,12 @@ CodebookFile read_codebook_file(const std::string& path) {
     h->value_perm = r.vec<int32_t>();
     h->key_vq = r.vec<float>();
     h->value_vq = r.vec<float>();
+    // A polar-vq file with stage 2 carries its tables (the codec refused to encode without
+    // them only when the first token arrived, inside a parallel region).
+    if (f.params.preset != "kvquant" &&
+        ((f.params.has_vq(true) && h->key_vq.empty()) ||
+         (f.params.has_vq(false) && h->value_vq.empty())))
+      r.bad("head " + std::to_string(i) + " lacks its stage-2 codebook");
     f.heads.push_back(std::move(h));
   }
   const uint32_t nk = r.pod<uint32_t>();

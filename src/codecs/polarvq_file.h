@@ -27,17 +27,13 @@ namespace tq {
 
 constexpr uint32_t kCodebookFormatVersion = 3;
 
-// The preset of the codebook file a cache type needs ("balanced" for polar-vq:balanced,
-// "kvquant" for kvquant3/kvquant4), or "" for types that need none.
+// The preset of the codebook file a cache type takes ("balanced" for polar-vq:balanced,
+// "kvquant" for kvquant3/kvquant4), or "" for types that take none.
 inline std::string codebook_preset_of(const std::string& type) {
-  if (type.rfind("polar-vq:", 0) == 0) return type.substr(9);
-  if (is_kvquant_type(type)) return "kvquant";
-  return "";
+  return type_traits(type).calibration_preset;
 }
 // How a file's preset is named in messages: "polar-vq:balanced", "kvquant".
-inline std::string preset_label(const std::string& preset) {
-  return preset == "kvquant" ? preset : "polar-vq:" + preset;
-}
+inline std::string preset_label(const std::string& preset) { return calibration_label(preset); }
 
 struct CodebookFile {
   PolarVqParams params;
@@ -63,6 +59,8 @@ void write_codebook_file(const std::string& path, const CodebookFile& f);
 // Throws tq::Error naming the file and the problem (missing, not a codebook file, unknown
 // format version, truncated, checksum mismatch).
 CodebookFile read_codebook_file(const std::string& path);
+// The same for the bytes of a file (`path` only names it in messages; the fuzz target's entry).
+CodebookFile parse_codebook_file(const uint8_t* data, size_t size, const std::string& path);
 // Throws tq::Error if the file does not fit the model (fingerprint, shape) or the preset.
 void check_codebook_compatible(const CodebookFile& f, const std::string& path,
                                uint64_t model_fingerprint, int n_layer, int n_head_kv,

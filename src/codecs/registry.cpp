@@ -1,7 +1,9 @@
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <mutex>
 
+#include "codecs/attn_ops.h"
 #include "codecs/common.h"
 
 namespace tq {
@@ -9,7 +11,7 @@ namespace {
 
 struct Registry {
   std::mutex mu;
-  std::vector<CodecRegistration> entries;
+  std::deque<CodecRegistration> entries;  // stable addresses: type_traits() returns references
   bool initialised = false;
 };
 
@@ -45,7 +47,16 @@ const CodecRegistration* find(std::string_view name) {
   return nullptr;
 }
 
+const CodecRegistration& find_or_throw(std::string_view type) {
+  const CodecRegistration* e = find(type);
+  if (!e)
+    throw Error("unknown cache type '" + std::string(type) + "' (run `tq types` for the list)");
+  return *e;
+}
+
 }  // namespace
+
+std::unique_ptr<AttnOps> Codec::attn_ops() const { return nullptr; }
 
 void register_codec(CodecRegistration reg) {
   Registry& r = registry();
@@ -55,14 +66,10 @@ void register_codec(CodecRegistration reg) {
 }
 
 std::unique_ptr<Codec> make_codec(std::string_view type, int dim, const CodecOptions& opts) {
-  const CodecRegistration* e = find(type);
-  if (!e) {
-    throw Error("unknown cache type '" + std::string(type) +
-                "' (run `tq types` for the list)");
-  }
+  const CodecRegistration& e = find_or_throw(type);
   if (dim < 2 || dim > 1024)
     unsupported_dim(type, dim, "head dimensions 2..1024 are supported");
-  return e->factory(type, dim, opts);
+  return e.factory(type, dim, opts);
 }
 
 std::vector<std::string> list_types() {
@@ -70,23 +77,34 @@ std::vector<std::string> list_types() {
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mu);
   std::vector<const CodecRegistration*> v;
-  for (const auto& e : r.entries) v.push_back(&e);
+  for (const auto& e : r.entries)
+    if (e.listed) v.push_back(&e);
   std::stable_sort(v.begin(), v.end(), [](auto* a, auto* b) { return a->order < b->order; });
   std::vector<std::string> names;
   for (auto* e : v) names.push_back(e->name);
   return names;
 }
 
-bool type_needs_calibration(std::string_view type) {
-  const CodecRegistration* e = find(type);
-  if (!e) throw Error("unknown cache type '" + std::string(type) + "'");
-  return e->needs_calibration;
+const TypeTraits& type_traits(std::string_view type) { return find_or_throw(type).traits; }
+
+bool type_needs_calibration(std::string_view type) { return type_traits(type).needs_calibration; }
+
+void check_calibration_given(std::string_view type, bool have_codebooks) {
+  const TypeTraits& t = type_traits(type);
+  if (!have_codebooks && t.needs_calibration)
+    throw Error("cache type '" + std::string(type) + "' needs learned codebooks: run " +
+                t.calibrate_command + " and pass --codebooks FILE");
 }
 
-std::string describe_type(std::string_view type) {
-  const CodecRegistration* e = find(type);
-  if (!e) throw Error("unknown cache type '" + std::string(type) + "'");
-  return e->description;
+std::string calibration_label(std::string_view preset) {
+  ensure_initialised();
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  for (const auto& e : r.entries)
+    if (!preset.empty() && e.traits.calibration_preset == preset) return e.traits.calibration_label;
+  return std::string(preset);
 }
+
+std::string describe_type(std::string_view type) { return find_or_throw(type).description; }
 
 }  // namespace tq

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "codecs/turbo_layout.h"
 #include "core/bitpack.h"
 #include "core/half.h"
 #include "core/rng.h"
@@ -11,8 +12,8 @@
 namespace tq {
 namespace {
 
-constexpr uint64_t kRotationTag = 1, kSketchTag = 2, kSplitHiTag = 3, kSplitLoTag = 4;
-
+using turbo_layout::kRotationTag, turbo_layout::kSketchTag, turbo_layout::kSplitHiTag,
+    turbo_layout::kSplitLoTag;
 
 struct TurboQuery : QueryState {
   std::vector<float> q;   // Π q
@@ -288,7 +289,7 @@ void TurboProdCodec::finish(const float* acc, float* out) const {
 // ---------------------------------------------------------------- fractional split
 TurboSplitCodec::TurboSplitCodec(std::string name, int dim, int bits_hi, int bits_lo,
                                  uint64_t seed, std::vector<int> outliers)
-    : name_(std::move(name)), dim_(dim), n_hi_(dim / 4) {
+    : name_(std::move(name)), dim_(dim), n_hi_(turbo_layout::split_outlier_dims(dim)) {
   if (outliers.empty())
     for (int j = 0; j < n_hi_; ++j) outliers.push_back(j);
   if (int(outliers.size()) != n_hi_)
@@ -391,45 +392,63 @@ void TurboSplitCodec::finish(const float* acc, float* out) const {
 
 // ---------------------------------------------------------------- registration
 void register_turbo_codecs() {
+  // Every TurboQuant type runs the decode driver's SIMD kernels (turbo_attn.cpp); the CUDA
+  // backend stores turbo2/3/4, turbo3p (keys) and the split types.
+  auto traits = [](GpuFormat gpu, bool split = false) {
+    TypeTraits t;
+    t.simd_attention = true;
+    t.gpu = gpu;
+    t.outliers_from_prefill = split;  // the split types take their outlier set from prefill
+    return t;
+  };
+  auto mse_gpu = [](int b) {
+    return b == 2 ? GpuFormat::kTurbo2 : b == 3 ? GpuFormat::kTurbo3
+                                       : b == 4 ? GpuFormat::kTurbo4 : GpuFormat::kNone;
+  };
   for (int b = 1; b <= 8; ++b) {
     const std::string nm = "turbo" + std::to_string(b);
     register_codec({nm,
                     "TurboQuant_mse, " + std::to_string(b) +
                         "-bit Lloyd-Max codes after a random rotation, fp16 norm",
-                    [](std::string_view t, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
-                      return std::make_unique<TurboMseCodec>(d, t[5] - '0', o.seed, false);
+                    [b](std::string_view, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
+                      return std::make_unique<TurboMseCodec>(d, b, o.seed, false);
                     },
-                    100 + b * 10});
+                    100 + b * 10, traits(mse_gpu(b))});
     register_codec({nm + "nc",
                     "TurboQuant_mse " + std::to_string(b) +
                         "-bit with norm correction (stores n/|c|, decoded norm exact)",
-                    [](std::string_view t, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
-                      return std::make_unique<TurboMseCodec>(d, t[5] - '0', o.seed, true);
+                    [b](std::string_view, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
+                      return std::make_unique<TurboMseCodec>(d, b, o.seed, true);
                     },
-                    100 + b * 10 + 1});
+                    100 + b * 10 + 1, traits(GpuFormat::kNone)});
     if (b >= 2)
-      register_codec({nm + "p",
-                      "TurboQuant_prod: " + std::to_string(b - 1) +
-                          "-bit mse + 1-bit QJL residual sketch (unbiased scores), fp16 norms",
-                      [](std::string_view t, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
-                        return std::make_unique<TurboProdCodec>(d, t[5] - '0', o.seed);
-                      },
-                      100 + b * 10 + 2});
+      register_codec(
+          {nm + "p",
+           "TurboQuant_prod: " + std::to_string(b - 1) +
+               "-bit mse + 1-bit QJL residual sketch (unbiased scores), fp16 norms",
+           [b](std::string_view, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
+             return std::make_unique<TurboProdCodec>(d, b, o.seed);
+           },
+           100 + b * 10 + 2, traits(b == 3 ? GpuFormat::kTurbo3p : GpuFormat::kNone)});
   }
-  auto split = [](std::string_view t, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
-    if (d < 8) unsupported_dim(t, d, "needs d >= 8 for the outlier split");
-    const bool half = t == "turbo2.5";
-    return std::make_unique<TurboSplitCodec>(std::string(t), d, half ? 3 : 4, half ? 2 : 3,
-                                             o.seed, o.outlier_channels);
+  // hi/lo: bits of the d/4 outlier channels and of the rest.
+  auto split = [](int hi, int lo) {
+    return [hi, lo](std::string_view t, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
+      if (d < 8) unsupported_dim(t, d, "needs d >= 8 for the outlier split");
+      return std::make_unique<TurboSplitCodec>(std::string(t), d, hi, lo, o.seed,
+                                               o.outlier_channels);
+    };
   };
   register_codec({"turbo2.5",
                   "TurboQuant 2.5 bpv at d=128: d/4 outlier channels at 3 bits + the rest at 2, "
                   "two instances, fp16 norms",
-                  split, 125});
+                  split(turbo_layout::kTurbo2_5Bits.hi, turbo_layout::kTurbo2_5Bits.lo), 125,
+                  traits(GpuFormat::kTurbo2_5, true)});
   register_codec({"turbo3.5",
                   "TurboQuant 3.5 bpv at d=128: d/4 outlier channels at 4 bits + the rest at 3, "
                   "two instances, fp16 norms",
-                  split, 135});
+                  split(turbo_layout::kTurbo3_5Bits.hi, turbo_layout::kTurbo3_5Bits.lo), 135,
+                  traits(GpuFormat::kTurbo3_5, true)});
 }
 
 }  // namespace tq

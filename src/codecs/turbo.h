@@ -29,6 +29,7 @@ class TurboMseCodec final : public Codec {
   void score(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const override;
   void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override;
   void finish(const float* acc, float* out) const override;
+  std::unique_ptr<AttnOps> attn_ops() const override;  // turbo_attn.cpp
 
   void encode_ref(const float* x, size_t n, uint8_t* codes) const;
   void score_ref(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const;
@@ -71,6 +72,7 @@ class TurboProdCodec final : public Codec {
   size_t acc_size() const override { return 2 * size_t(dim_); }
   void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override;
   void finish(const float* acc, float* out) const override;
+  std::unique_ptr<AttnOps> attn_ops() const override;  // turbo_attn.cpp
 
   void score_ref(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const;
   void accumulate_ref(const uint8_t* codes, size_t n, const float* w, float* acc) const;
@@ -110,6 +112,7 @@ class TurboSplitCodec final : public Codec {
   void score(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const override;
   void accumulate(const uint8_t* codes, size_t n, const float* w, float* acc) const override;
   void finish(const float* acc, float* out) const override;
+  std::unique_ptr<AttnOps> attn_ops() const override;  // turbo_attn.cpp
 
   void score_ref(const QueryState& qs, const uint8_t* codes, size_t n, float* out) const;
   void accumulate_ref(const uint8_t* codes, size_t n, const float* w, float* acc) const;

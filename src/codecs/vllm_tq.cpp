@@ -316,29 +316,33 @@ void register_vllm_codecs() {
                     return std::make_unique<VllmFp8KeyCodec>(d);
                   },
                   200});
-  auto mse = [](std::string_view t, int d, const CodecOptions&) -> std::unique_ptr<Codec> {
-    if (!is_pow2(d))
-      unsupported_dim(t, d, "vLLM's Sylvester Hadamard rotation needs a power of two");
-    return std::make_unique<VllmMseKeyCodec>(d, t == "vllm-k4nc" ? 4 : 3);
+  auto mse = [](int bits) {
+    return [bits](std::string_view t, int d, const CodecOptions&) -> std::unique_ptr<Codec> {
+      if (!is_pow2(d))
+        unsupported_dim(t, d, "vLLM's Sylvester Hadamard rotation needs a power of two");
+      return std::make_unique<VllmMseKeyCodec>(d, bits);
+    };
   };
   register_codec({"vllm-k4nc",
                   "vLLM TurboQuant keys: Hadamard + 4-bit Lloyd-Max (Gaussian), fp16 norm, "
                   "norm correction at decode",
-                  mse, 201});
+                  mse(4), 201});
   register_codec({"vllm-k3nc",
                   "vLLM TurboQuant keys: Hadamard + 3-bit Lloyd-Max (Gaussian), fp16 norm, "
                   "norm correction at decode",
-                  mse, 202});
-  auto val = [](std::string_view t, int d, const CodecOptions&) -> std::unique_ptr<Codec> {
-    if (d % 8 != 0) unsupported_dim(t, d, "vLLM's value packing needs a multiple of 8");
-    return std::make_unique<VllmValueCodec>(d, t == "vllm-v4" ? 4 : 3);
+                  mse(3), 202});
+  auto val = [](int bits) {
+    return [bits](std::string_view t, int d, const CodecOptions&) -> std::unique_ptr<Codec> {
+      if (d % 8 != 0) unsupported_dim(t, d, "vLLM's value packing needs a multiple of 8");
+      return std::make_unique<VllmValueCodec>(d, bits);
+    };
   };
   register_codec({"vllm-v4",
-                  "vLLM TurboQuant values: 4-bit uniform per token, fp16 scale and zero", val,
-                  203});
+                  "vLLM TurboQuant values: 4-bit uniform per token, fp16 scale and zero",
+                  val(4), 203});
   register_codec({"vllm-v3",
-                  "vLLM TurboQuant values: 3-bit uniform per token, fp16 scale and zero", val,
-                  204});
+                  "vLLM TurboQuant values: 3-bit uniform per token, fp16 scale and zero",
+                  val(3), 204});
 }
 
 }  // namespace tq

@@ -105,6 +105,8 @@ struct Kernels {
   // codec's scalar decode, so results are bit-identical.
   void (*polar_decode)(const uint8_t* codes, size_t n, size_t stride, int groups,
                        const PolarTables& t, float* y);
+  // n f16 values (little endian) → n floats, exact (the tiled path's f16 rows).
+  void (*f16_to_f32)(const uint8_t* h, size_t n, float* x);
 };
 
 // 8-bit fast-scan scores for code tables (AVX-512 level with VBMI + VNNI; see

@@ -1,7 +1,9 @@
 // AVX-512 level (F, BW, VL, DQ + FMA, F16C, BMI2) of the CPU kernels: W = 16 floats per vector.
 // GCC 12 warns about the deliberately undefined upper lanes inside its own intrinsics headers.
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)  // (clang has no -Wmaybe-uninitialized and warns about the name)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <algorithm>

@@ -428,6 +428,13 @@ inline void k_polar_decode(const uint8_t* codes, size_t n, size_t stride, int gr
   }
 }
 
+// f16 rows → f32 (exact at every level: F16C and the scalar conversion agree bit for bit).
+void k_f16_to_f32(const uint8_t* h, size_t n, float* x) {
+  size_t i = 0;
+  for (; i + W <= n; i += W) vstoref(x + i, vload_f16(h + 2 * i));
+  for (; i < n; ++i) x[i] = load_half(h + 2 * i);
+}
+
 #ifndef TQ_POLAR_DECODE_FN
 #define TQ_POLAR_DECODE_FN k_polar_decode
 #endif
@@ -441,4 +448,5 @@ const Kernels kTable = {
     kLevel,    TQ_SCORE_ROWS_FN, TQ_ACC_ROWS_FN, k_score_f32,  k_acc_f32,  k_score_f16,
     k_acc_f16, k_score_q8_0,     k_acc_q8_0,     k_score_q4_0, k_acc_q4_0, k_exp_sum,
     k_scale,   k_scale_max,      k_fwht,         k_encode_mse, TQ_POLAR_DECODE_FN,
+    k_f16_to_f32,
 };

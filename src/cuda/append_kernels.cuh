@@ -161,7 +161,7 @@ __device__ __forceinline__ float group_max(float v) {
 // Row stride (bytes) of the per-page code bytes [tok][dim] in shared memory: 16 bytes of padding
 // per token so that the word-building gathers of phase 2 (lanes = tokens g, g+1, ...) do not
 // all hit one bank (a 128-byte row is exactly the 32 banks). bf16 keeps [tok][dim] of 16 bits.
-TQ_HD constexpr int code_row(Fmt f, int D) { return f == Fmt::BF16 ? D : D + 16; }
+TQ_HD constexpr int code_row(Fmt f, int D) { return f == Fmt::kBF16 ? D : D + 16; }
 
 // GPU code of a 4-bit Lloyd-Max index: sign (1 = negative) and magnitude index of |c[8+m]|.
 TQ_HD uint32_t lut4_code(int idx) { return idx < 8 ? 8u | uint32_t(7 - idx) : uint32_t(idx - 8); }
@@ -175,14 +175,14 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
   constexpr int CB = codes_bytes(F, D);
   constexpr int RS = code_row(F, D);
   const int j0 = E * lane;  // first element of this lane
-  if constexpr (F == Fmt::BF16) {
+  if constexpr (F == Fmt::kBF16) {
 #pragma unroll
     for (int k = 0; k < E; ++k) raw16[tok * D + j0 + k] = raw[k];
-  } else if constexpr (F == Fmt::Q8_0 || F == Fmt::Q4_0) {
+  } else if constexpr (F == Fmt::kQ8_0 || F == Fmt::kQ4_0) {
     constexpr int LB = 32 / E;  // lanes per 32-dim block
     uint32_t q[E];
     float d;
-    if constexpr (F == Fmt::Q8_0) {
+    if constexpr (F == Fmt::kQ8_0) {
       float a = 0.f;
 #pragma unroll
       for (int k = 0; k < E; ++k) a = fmaxf(a, fabsf(x[k]));
@@ -246,7 +246,7 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
     {
       const int q = zero ? 0 : quantize_n(u[k], c.bounds[part], c.nbounds[part]);
       codes[tok * RS + j0 + k] =
-          uint8_t(part == 0 && F == Fmt::T35 ? lut4_code(q) : uint32_t(q));
+          uint8_t(part == 0 && F == Fmt::kTurbo3_5 ? lut4_code(q) : uint32_t(q));
     }
     __syncwarp();
     if (lane == 0) {
@@ -271,9 +271,9 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
     for (int k = 0; k < E; ++k) {
       u[k] *= sc;
       idx[k] = n > 0.f ? quantize_cells(u[k], cells, c.qinv, c.qoff) : 0;
-      if constexpr (F == Fmt::T4) idx[k] = int(lut4_code(idx[k]));
+      if constexpr (F == Fmt::kTurbo4) idx[k] = int(lut4_code(idx[k]));
     }
-    if constexpr (F == Fmt::T3P) {
+    if constexpr (F == Fmt::kTurbo3p) {
       const float n16 = __half2float(__float2half_rn(n));
       float g2 = 0.f;
 #pragma unroll
@@ -442,7 +442,7 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
   if (tok0 >= tok1) return;
   const int s0 = tok0 - pg * kPageTokens, s1 = tok1 - pg * kPageTokens;
   constexpr int TK = tile_bytes(KF, D);
-  constexpr int CBYTES = (KF == Fmt::BF16 ? 2 : 1) * kPageTokens * code_row(KF, D);  // per tile
+  constexpr int CBYTES = (KF == Fmt::kBF16 ? 2 : 1) * kPageTokens * code_row(KF, D);  // per tile
   extern __shared__ uint4 smem4[];
   uint8_t* ck = reinterpret_cast<uint8_t*>(smem4);
   uint8_t* cv = ck + CBYTES;
@@ -466,9 +466,9 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
   // quantizer cell tables of K and V (Hadamard turbo types)
   float2* cells = reinterpret_cast<float2*>(stage + kWarps * D);
   // turbo2/3/4 with the same K and V type: 4 vectors per warp, boundaries in registers
-  constexpr bool kGroup = KF == VF && (KF == Fmt::T2 || KF == Fmt::T3 || KF == Fmt::T4);
+  constexpr bool kGroup = KF == VF && (KF == Fmt::kTurbo2 || KF == Fmt::kTurbo3 || KF == Fmt::kTurbo4);
   // (turbo4's 15 boundaries: the cell table is faster than the search)
-  constexpr bool kSearch = kGroup && KF != Fmt::T4;
+  constexpr bool kSearch = kGroup && KF != Fmt::kTurbo4;
   if (!kSearch && p.kc.qcells)
     for (int i = threadIdx.x; i < kQCells; i += blockDim.x) cells[i] = p.kc.qcells[i];
   if (!kGroup && p.vc.qcells)
@@ -487,7 +487,7 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
       const float4 v = reinterpret_cast<const float4*>(p.kc.signs + EL * sl)[k4];
       sg[4 * k4] = v.x; sg[4 * k4 + 1] = v.y; sg[4 * k4 + 2] = v.z; sg[4 * k4 + 3] = v.w;
     }
-    constexpr int NB = KF == Fmt::T2 ? 3 : 7;
+    constexpr int NB = KF == Fmt::kTurbo2 ? 3 : 7;
     float bnd[NB];  // opaque moves: kept in registers, not re-read per use from the parameters
 #pragma unroll
     for (int i = 0; i < NB; ++i) asm("mov.b32 %0, %1;" : "=f"(bnd[i]) : "f"(p.kc.bounds[0][i]));
@@ -618,7 +618,7 @@ __global__ void __launch_bounds__(kWarps * 32) append_kernel(AppendParams p) {
 
 // Dynamic shared memory of the append kernel.
 __host__ __device__ constexpr int append_smem_bytes(Fmt kf, Fmt vf, int D) {
-  return 2 * (kf == Fmt::BF16 ? 2 : 1) * kPageTokens * code_row(kf, D) + kWarps * D * 4 +
+  return 2 * (kf == Fmt::kBF16 ? 2 : 1) * kPageTokens * code_row(kf, D) + kWarps * D * 4 +
          2 * kQCells * 8;
 }
 

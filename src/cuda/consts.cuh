@@ -10,7 +10,7 @@ namespace tq::cuda {
 constexpr int kQCells = 256;
 
 struct FormatConsts {
-  Fmt fmt = Fmt::T3;
+  Fmt fmt = Fmt::kTurbo3;
   int D = 128;
   // Per part: fp16 codebook split into low/high bytes for prmt lookups (LUT4: the 8
   // magnitudes |c[8+m]|; LUT1: {−1, +1}).

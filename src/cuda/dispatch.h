@@ -1,36 +1,83 @@
-// Per-head-dim kernel dispatch (each head dim instantiated in its own .cu file).
+// Runtime → compile-time dispatch of the CUDA kernels (head dim, format pair, mode flags), in the
+// style of FlashInfer's DISPATCH_* macros: each macro turns a runtime value into a constexpr of
+// the given name and runs the body (statements) with it. Each head dim's kernels are
+// instantiated in their own translation unit (kernels_d{64,128,256}.cu).
 #pragma once
 #include <cuda_runtime.h>
 
 #include "cuda/append_kernels.cuh"
-#include "cuda/decode_kernels.cuh"
+#include "cuda/decode_modes.cuh"
+#include "cuda/decode_params.cuh"
+
+// D: 64, 128 or 256 (the head dims with kernels); any other value runs no body.
+#define TQ_DISPATCH_HEAD_DIM(head_dim, D, ...) \
+  switch (head_dim) {                          \
+    case 64: {                                 \
+      constexpr int D = 64;                    \
+      __VA_ARGS__                              \
+    } break;                                   \
+    case 128: {                                \
+      constexpr int D = 128;                   \
+      __VA_ARGS__                              \
+    } break;                                   \
+    case 256: {                                \
+      constexpr int D = 256;                   \
+      __VA_ARGS__                              \
+    } break;                                   \
+    default: break;                            \
+  }
+
+#define TQ_DISPATCH_BOOL(cond, NAME, ...) \
+  if (cond) {                             \
+    constexpr bool NAME = true;           \
+    __VA_ARGS__                           \
+  } else {                                \
+    constexpr bool NAME = false;          \
+    __VA_ARGS__                           \
+  }
+
+// The (K, V) format pairs the cache stores (see pair_supported): the same format for K and V,
+// or turbo3p keys with turbo3 values. The body sees KF and VF; pairs that are not
+// instantiated at a head dim must be skipped with `if constexpr (pair_supported(KF, VF, D))`.
+#define TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, K, V, ...)                    \
+  if (kf == ::tq::cuda::Fmt::K && vf == ::tq::cuda::Fmt::V) {               \
+    constexpr ::tq::cuda::Fmt KF = ::tq::cuda::Fmt::K, VF = ::tq::cuda::Fmt::V; \
+    __VA_ARGS__                                                             \
+  }
+#define TQ_DISPATCH_FORMAT_PAIR(kf, vf, KF, VF, ...)                             \
+  TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kBF16, kBF16, __VA_ARGS__)               \
+  else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kQ8_0, kQ8_0, __VA_ARGS__)          \
+  else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kQ4_0, kQ4_0, __VA_ARGS__)          \
+  else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kTurbo2, kTurbo2, __VA_ARGS__)      \
+  else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kTurbo3, kTurbo3, __VA_ARGS__)      \
+  else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kTurbo4, kTurbo4, __VA_ARGS__)      \
+  else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kTurbo2_5, kTurbo2_5, __VA_ARGS__)  \
+  else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kTurbo3_5, kTurbo3_5, __VA_ARGS__)  \
+  else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kTurbo3p, kTurbo3, __VA_ARGS__)
 
 namespace tq::cuda {
 
-constexpr int kDecodeWarps = 4;
-// Decode kernel variant for tuning (turbo3, D = 128 only; see kernels_impl.cuh): 0 default.
-int decode_variant();
-// Whether the variant runs in stream mode (the host then launches the persistent grid).
-inline bool decode_variant_streams(int v) { return v != 1 && v != 4; }
-// Warps per decode CTA.
-inline int decode_warps(Fmt, Fmt, int) { return kDecodeWarps; }
+// A decode launcher: launches the kernel for (kf, vf, D, flags) on grid (dp != null), or fills
+// info (dp == null). Returns false when no kernel is instantiated for them.
+using DecodeLauncher = bool (*)(Fmt kf, Fmt vf, int D, const DecodeFlags& flags,
+                                const DecodeParams* dp, dim3 grid, cudaStream_t st,
+                                DecodeKernelInfo* info);
 
-// Decode launch modes (bits): the persistent stream-mode kernel (dk::stream_eligible types; else
-// the split grid), turbo3's exact two-byte codebook tables (else one-byte tables).
-// G ≤ 4 query heads per KV head (turbo3 values use the mma's spare head columns).
-constexpr int kDecodeStream = 1, kDecodeExact = 2, kDecodeG4 = 4;
-// Return false when (kf, vf, D) is not instantiated.
-bool launch_decode(Fmt kf, Fmt vf, int D, const DecodeParams& p, dim3 grid, cudaStream_t st,
-                   int mode);
+// The production kernels (kernels_d*.cu).
+bool launch_decode_production(Fmt kf, Fmt vf, int D, const DecodeFlags& flags,
+                              const DecodeParams* dp, dim3 grid, cudaStream_t st,
+                              DecodeKernelInfo* info);
+template <int D>
+bool launch_decode_d(Fmt kf, Fmt vf, const DecodeFlags& flags, const DecodeParams* dp,
+                     dim3 grid, cudaStream_t st, DecodeKernelInfo* info);
+
+// Benchmarks only (bench/gpu/decode_variants.cu): route every decode launch of the process
+// through another launcher, to run experimental kernels on a cache's data; nullptr (the
+// default) restores the production kernels. The library itself instantiates no experiment.
+void set_decode_launcher(DecodeLauncher launcher);
+DecodeLauncher decode_launcher();
+
 bool launch_append(Fmt kf, Fmt vf, int D, const AppendParams& p, dim3 grid, cudaStream_t st);
-
-template <int D>
-bool launch_decode_d(Fmt kf, Fmt vf, const DecodeParams& p, dim3 grid, cudaStream_t st,
-                     int mode);
-// Resident decode CTAs per SM for (kf, vf, D) (0: not instantiated).
-int decode_occupancy(Fmt kf, Fmt vf, int D, int mode);
-template <int D>
-int decode_occupancy_d(Fmt kf, Fmt vf, int mode);
 template <int D>
 bool launch_append_d(Fmt kf, Fmt vf, const AppendParams& p, dim3 grid, cudaStream_t st);
 

@@ -24,6 +24,8 @@
 #pragma once
 #include <cstdint>
 
+#include "tq/gpu_format.h"
+
 #ifdef __CUDACC__
 #define TQ_HD __host__ __device__ __forceinline__
 #else
@@ -32,7 +34,9 @@
 
 namespace tq::cuda {
 
-enum class Fmt : int { BF16 = 0, Q8_0, Q4_0, T2, T3, T4, T25, T35, T3P, kCount };
+// The format enum is the one the CPU registry's traits name (include/tq/gpu_format.h); the
+// format tables of src/cuda are indexed by it.
+using Fmt = ::tq::GpuFormat;
 enum class Kind : int { LUT1, LUT2, LUT3, LUT4, Q8, Q4, BF16 };
 
 TQ_HD constexpr int kind_bits(Kind k) {
@@ -42,24 +46,33 @@ TQ_HD constexpr int kind_bits(Kind k) {
 TQ_HD constexpr bool kind_is_lut(Kind k) { return int(k) <= int(Kind::LUT4); }
 
 TQ_HD constexpr int nparts(Fmt f) {
-  return (f == Fmt::T25 || f == Fmt::T35 || f == Fmt::T3P) ? 2 : 1;
+  return (f == Fmt::kTurbo2_5 || f == Fmt::kTurbo3_5 || f == Fmt::kTurbo3p) ? 2 : 1;
 }
 TQ_HD constexpr Kind part_kind(Fmt f, int p) {
   switch (f) {
-    case Fmt::BF16: return Kind::BF16;
-    case Fmt::Q8_0: return Kind::Q8;
-    case Fmt::Q4_0: return Kind::Q4;
-    case Fmt::T2: return Kind::LUT2;
-    case Fmt::T3: return Kind::LUT3;
-    case Fmt::T4: return Kind::LUT4;
-    case Fmt::T25: return p == 0 ? Kind::LUT3 : Kind::LUT2;
-    case Fmt::T35: return p == 0 ? Kind::LUT4 : Kind::LUT3;
-    case Fmt::T3P: return p == 0 ? Kind::LUT2 : Kind::LUT1;
+    case Fmt::kBF16: return Kind::BF16;
+    case Fmt::kQ8_0: return Kind::Q8;
+    case Fmt::kQ4_0: return Kind::Q4;
+    case Fmt::kTurbo2: return Kind::LUT2;
+    case Fmt::kTurbo3: return Kind::LUT3;
+    case Fmt::kTurbo4: return Kind::LUT4;
+    case Fmt::kTurbo2_5: return p == 0 ? Kind::LUT3 : Kind::LUT2;
+    case Fmt::kTurbo3_5: return p == 0 ? Kind::LUT4 : Kind::LUT3;
+    case Fmt::kTurbo3p: return p == 0 ? Kind::LUT2 : Kind::LUT1;
     default: return Kind::BF16;
   }
 }
-TQ_HD constexpr bool is_split(Fmt f) { return f == Fmt::T25 || f == Fmt::T35; }
-TQ_HD constexpr bool is_turbo(Fmt f) { return int(f) >= int(Fmt::T2); }
+TQ_HD constexpr bool is_split(Fmt f) { return f == Fmt::kTurbo2_5 || f == Fmt::kTurbo3_5; }
+TQ_HD constexpr bool is_turbo(Fmt f) { return int(f) >= int(Fmt::kTurbo2); }
+// The head dims with kernels, and the (K, V) pairs the cache stores at a head dim: the same
+// format for K and V, or turbo3p keys (key-only) with turbo3 values; the split types need
+// D >= 128 (their outlier part is D/4 lane elements, a whole number of 32-groups).
+TQ_HD constexpr bool head_dim_supported(int D) { return D == 64 || D == 128 || D == 256; }
+TQ_HD constexpr bool pair_supported(Fmt kf, Fmt vf, int D) {
+  if (int(kf) < 0 || int(kf) >= int(Fmt::kCount) || vf == Fmt::kTurbo3p) return false;
+  if (kf == Fmt::kTurbo3p) return vf == Fmt::kTurbo3;
+  return kf == vf && (!is_split(kf) || D >= 128);
+}
 // Lane elements covered by part p, and the first one. T3P's two parts (mse codes, QJL signs)
 // cover the same elements.
 TQ_HD constexpr int part_elems(Fmt f, int p, int D) {
@@ -82,13 +95,19 @@ TQ_HD constexpr int codes_bytes(Fmt f, int D) {
 // the outlier part, norm of the rest; T3P: norm, residual norm γ; q8_0/q4_0: one scale per
 // 32-dim block ([block][token]).
 TQ_HD constexpr int nscalars(Fmt f, int D) {
-  return f == Fmt::BF16 ? 0 : (f == Fmt::Q8_0 || f == Fmt::Q4_0) ? D / 32
-       : (is_split(f) || f == Fmt::T3P) ? 2 : 1;
+  return f == Fmt::kBF16 ? 0 : (f == Fmt::kQ8_0 || f == Fmt::kQ4_0) ? D / 32
+       : (is_split(f) || f == Fmt::kTurbo3p) ? 2 : 1;
 }
 // Position of token tok in a turbo scalar array: the 4 tokens g, g+8, g+16, g+24 that one lane
 // needs are adjacent (one 8-byte load).
 TQ_HD constexpr int scalar_slot(int tok) { return 4 * (tok & 7) + (tok >> 3); }
 TQ_HD constexpr int tile_bytes(Fmt f, int D) { return codes_bytes(f, D) + nscalars(f, D) * 64; }
+// Tokens per GPU page. The CPU cache pages hold 256 tokens (KvCacheOptions::page_tokens); the
+// GPU page is the decode kernel's unit of work instead: one warp reads one page as two m16
+// tiles of keys (the M dimension of S^T = K·Q'^T) and one k32 step of values (the int8 mma's
+// K dimension), and the fragment order above is defined over exactly 32 tokens. A page of
+// 256 tokens would only change the block-table granularity (8x fewer entries) at the price of
+// 8x coarser allocation; the GPU and CPU caches share no memory, so nothing forces one size.
 constexpr int kPageTokens = 32;
 
 // turbo3 keys and values are read by the int8 tensor-core path (mma.m16n8k32, see
@@ -99,7 +118,7 @@ constexpr int kPageTokens = 32;
 //                           token = 16(a>>1) + 8(j>>1) + 2t + (j&1)
 // (V: the token order within the k dimension is the one the transposed P' fragment gives, see
 // the decode kernel; still, every 32 consecutive lane elements cover one 32-dim block).
-TQ_HD constexpr bool i8_layout(Fmt f, bool /*is_v*/) { return f == Fmt::T3; }
+TQ_HD constexpr bool i8_layout(Fmt f, bool /*is_v*/) { return f == Fmt::kTurbo3; }
 
 // (token, dim) of lane element i of lane l.
 TQ_HD void elem_to_td(bool is_v, int lane, int i, int& tok, int& dim, bool i8 = false) {

@@ -1,6 +1,6 @@
 // turboquant CUDA: a paged, compressed KV cache on the GPU, the append kernel (rotate, quantize,
 // pack new tokens) and flash-decoding attention that reads the packed codes directly
-// (SPEC §3, §5). Layouts: src/cuda/formats.cuh and docs/gpu-notes.md.
+// (DESIGN.md §3, §5). Layouts: src/cuda/formats.cuh and docs/gpu-notes.md.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -17,20 +17,20 @@ bool device_available();
 std::string device_name();
 
 // Parse "bf16", "q8_0", "q4_0", "turbo2", "turbo3", "turbo4", "turbo2.5", "turbo3.5",
-// "turbo3p" (keys only). Throws tq::Error otherwise.
+// "turbo3p" (keys only). Throws tq::Error otherwise. (format_tables.cu)
 Fmt parse_fmt(const std::string& name);
 const char* fmt_name(Fmt f);
 // All-in bits per value of the GPU layout (codes + per-token scalars).
 double fmt_bpv(Fmt f, int D);
 
-// Select a decode-kernel tuning variant (benchmarks; see dispatch.h). 0 = default.
-void set_decode_variant(int v);
-// Tests: force the stream-mode decode grid with n CTAs (n > 0) or one per resident slot
-// (n = −1); 0 (default): stream mode when every warp gets ≥ 32 pages, else the split grid.
-void set_decode_stream_ctas(int n);
+// The decode grid (tests and benchmarks; GpuCache::set_decode_grid). kAuto: the stream mode
+// when every warp gets ≥ 32 pages (and the type and call allow it), else the split grid;
+// kSplit: always the split grid; kStream: the stream mode whenever the type and call allow it
+// (an automatic split count, not prefill).
+enum class DecodeGrid { kAuto, kSplit, kStream };
 
 struct CacheConfig {
-  Fmt kfmt = Fmt::T3, vfmt = Fmt::T3;
+  Fmt kfmt = Fmt::kTurbo3, vfmt = Fmt::kTurbo3;
   int head_dim = 128;
   int n_kv_heads = 8;
   int n_pages = 0;          // pages in the pool (each 32 tokens of every KV head)
@@ -41,8 +41,11 @@ struct CacheConfig {
   bool exact_codebook = false;
 };
 
-// Device-side constants of one format (tables, rotations); defined in cache.cu.
+// Device-side constants of one format (tables, rotations; consts.cuh, format_tables.cu).
 struct FormatConsts;
+// Decode launch flags and what a launcher reports (decode_modes.cuh).
+struct DecodeFlags;
+struct DecodeKernelInfo;
 
 // One layer's paged cache on the device. Pages are zeroed at creation; a token position is
 // written once (append packs codes with bitwise OR into its page).
@@ -60,6 +63,13 @@ class GpuCache {
   uint8_t* pool() { return pool_; }
   const FormatConsts& kconsts() const { return *kc_; }
   const FormatConsts& vconsts() const { return *vc_; }
+
+  // Tests and benchmarks: the decode grid (see DecodeGrid); stream_ctas > 0 sizes a forced
+  // stream-mode grid (default: one CTA per resident slot).
+  void set_decode_grid(DecodeGrid grid, int stream_ctas = 0) {
+    grid_ = grid;
+    stream_ctas_ = stream_ctas;
+  }
 
   // Append n_new tokens per sequence. k, v: device bf16 [B][n_new][Hkv][D];
   // block_table: device int [B][max_pages]; start: device int [B] (first new position).
@@ -109,10 +119,18 @@ class GpuCache {
     uint32_t one[2][2] = {};
     float one_mul[2] = {};
   } i8_;
-  int sms_ = 0;                // multiprocessors
-  int occ_cache_[128] = {};    // resident decode CTAs per SM, per (mode, variant)
+  int sms_ = 0;  // multiprocessors
+  DecodeGrid grid_ = DecodeGrid::kAuto;
+  int stream_ctas_ = 0;
+  // occupancy and warps of the decode kernel per (stream, exact tables, G ≤ 4), for the
+  // launcher that answered (the query costs microseconds, a decode call ~0.03-1 ms)
+  struct KernelInfoCache {
+    const void* launcher = nullptr;
+    int ctas_per_sm[8] = {}, warps[8] = {};
+  } info_cache_;
   int* counters_ = nullptr;  // fused split merge: CTAs done per (sequence, KV head), zero
   size_t counters_n_ = 0;
+  DecodeKernelInfo kernel_info(const DecodeFlags& flags);
   void decode_impl(const float* q, float* out, int B, int Hq, const int* block_table,
                    int max_pages, int bt_stride, const int* seq_lens, int max_seq,
                    float sm_scale, int splits, void* stream);

@@ -8,6 +8,7 @@
 #include "cache/kv_cache.h"
 #include "codecs/kvquant.h"
 #include "core/kmeans.h"
+#include "core/parallel.h"
 #include "core/rng.h"
 #include "model/gguf.h"
 #include "model/llama.h"
@@ -62,11 +63,11 @@ CodebookFile calibrate_polarvq(const PolarVqParams& p, int n_layer, int n_head_k
   // Heads are independent (each has its own derived seeds), so they run in parallel and the
   // result does not depend on the thread count.
   f.heads.resize(heads.size());
-  std::string error;
+  ParallelErrors errors;  // the first error (or bad_alloc) of any thread, after the loop
   size_t done = 0;
 #pragma omp parallel for schedule(dynamic)
   for (size_t h = 0; h < heads.size(); ++h) {
-    try {
+    errors.run([&] {
       const HeadSamples& hs = heads[h];
       const size_t n = hs.n;
       if (n < size_t(std::max(A, 2)))
@@ -164,17 +165,14 @@ CodebookFile calibrate_polarvq(const PolarVqParams& p, int n_layer, int n_head_k
         }
       }
       f.heads[h] = std::move(cal);
-    } catch (const std::exception& e) {
-#pragma omp critical(tq_calibrate)
-      if (error.empty()) error = e.what();
-    }
+    });
 #pragma omp critical(tq_calibrate)
     {
       ++done;
       if (opt.progress) opt.progress(done, heads.size());
     }
   }
-  if (!error.empty()) throw Error(error);
+  errors.rethrow();
   return f;
 }
 
@@ -183,7 +181,7 @@ CodebookFile calibrate_kvquant(const KvShape& shape, const std::vector<HeadSampl
   const int L = shape.n_layer, H = shape.n_kv_head, d = shape.head_dim;
   TQ_ASSERT(heads.size() == size_t(L) * H);
   CodebookFile f;
-  f.params.preset = "kvquant";
+  f.params.preset = kKvqPreset;
   f.n_layer = uint32_t(L);
   f.n_head_kv = uint32_t(H);
   f.head_dim = uint32_t(d);
@@ -194,13 +192,13 @@ CodebookFile calibrate_kvquant(const KvShape& shape, const std::vector<HeadSampl
     h = std::make_shared<PolarVqCalibration>();
     h->dim = d;
   }
-  std::string error;
+  ParallelErrors errors;  // the first error (or bad_alloc) of any thread, after the loop
   size_t done = 0;
   // Layers are independent; within one, the per-channel ranges of each head first, then the
   // layer's levels from the normalised values of all its heads.
 #pragma omp parallel for schedule(dynamic)
   for (int l = 0; l < L; ++l) {
-    try {
+    errors.run([&] {
       std::vector<float> zk, zv;
       std::vector<std::shared_ptr<KvQuantCalibration>> cals(H);
       std::vector<std::vector<float>> keys(H);
@@ -263,17 +261,14 @@ CodebookFile calibrate_kvquant(const KvShape& shape, const std::vector<HeadSampl
         cals[h]->value_levels4 = v4;
         f.kvq[size_t(l) * H + h] = cals[h];
       }
-    } catch (const std::exception& e) {
-#pragma omp critical(tq_calibrate)
-      if (error.empty()) error = e.what();
-    }
+    });
 #pragma omp critical(tq_calibrate)
     {
       ++done;
       if (opt.progress) opt.progress(done, size_t(L));
     }
   }
-  if (!error.empty()) throw Error(error);
+  errors.rethrow();
   return f;
 }
 
@@ -300,29 +295,24 @@ std::shared_ptr<const CodebookFile> load_codebooks(const std::string& path, cons
     throw Error("codebook file '" + path + "' was made for another RoPE pairing");
   bool used = false;
   for (const auto& t : types) {
-    if (is_kvquant_type(t)) {
-      used = true;
-      if (cb->params.preset != "kvquant" || cb->kvq.empty())
-        throw Error("codebook file '" + path + "' is for preset '" + cb->params.preset +
-                    "', cache type '" + t + "' needs a `tq calibrate --preset kvquant` file");
-      if (int(cb->n_layer) != hp.n_layer || int(cb->n_head_kv) != hp.n_kv_head ||
-          int(cb->head_dim) != hp.head_dim)
-        throw Error("codebook file '" + path + "' does not fit the model's shape");
-      continue;
-    }
-    if (t.rfind("polar-vq:", 0) != 0) continue;
+    const TypeTraits& tr = type_traits(t);
+    if (tr.calibration == CalibrationKind::kNone) continue;
     used = true;
-    const std::string preset = t.substr(9);
-    if (preset == "custom") {
-      if (int(cb->n_layer) != hp.n_layer || int(cb->n_head_kv) != hp.n_kv_head ||
-          int(cb->head_dim) != hp.head_dim)
-        throw Error("codebook file '" + path + "' does not fit the model's shape");
-      if (cb->params.preset != "custom")
+    const bool shape_ok = int(cb->n_layer) == hp.n_layer && int(cb->n_head_kv) == hp.n_kv_head &&
+                          int(cb->head_dim) == hp.head_dim;
+    if (tr.calibration == CalibrationKind::kKvQuant) {
+      if (cb->params.preset != tr.calibration_preset || cb->kvq.empty())
         throw Error("codebook file '" + path + "' is for preset '" + cb->params.preset +
-                    "', not 'custom'");
+                    "', cache type '" + t + "' needs a " + tr.calibrate_command + " file");
+      if (!shape_ok) throw Error("codebook file '" + path + "' does not fit the model's shape");
+    } else if (tr.params_from_codebooks) {
+      if (!shape_ok) throw Error("codebook file '" + path + "' does not fit the model's shape");
+      if (cb->params.preset != tr.calibration_preset)
+        throw Error("codebook file '" + path + "' is for preset '" + cb->params.preset +
+                    "', not '" + tr.calibration_preset + "'");
     } else {
       check_codebook_compatible(*cb, path, cb->model_fingerprint, hp.n_layer, hp.n_kv_head,
-                                hp.head_dim, preset);
+                                hp.head_dim, tr.calibration_preset);
     }
   }
   if (!used)

@@ -77,10 +77,9 @@ struct TempDir {
 }  // namespace
 
 bool CompareEntry::is_f16() const {
-  return ctk == "f16" && ctv == "f16" && preset.empty() && !residual && !sinks;
+  return type_traits(ctk).reference && type_traits(ctv).reference && preset.empty() && !residual &&
+         !sinks;
 }
-
-bool is_kivi_type(const std::string& t) { return t == "kivi2" || t == "kivi4"; }
 
 std::vector<CompareEntry> parse_type_list(const std::string& list) {
   std::vector<CompareEntry> out;
@@ -152,14 +151,15 @@ KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& op
     c.boundary_layers = e.boundary_layers;
     c.boundary_type_k = c.boundary_type_v = e.boundary_type;
   }
+  const TypeTraits &tk = type_traits(e.ctk), &tv = type_traits(e.ctv);
   if (e.residual)
     c.residual_window = *e.residual;
-  else if (!opts.residual_given && (is_kivi_type(e.ctk) || is_kivi_type(e.ctv)))
-    c.residual_window = kKiviDefaultResidual;
+  else if (!opts.residual_given && std::max(tk.default_window, tv.default_window) > 0)
+    c.residual_window = std::max(tk.default_window, tv.default_window);
   if (e.sinks)
     c.sink_tokens = *e.sinks;
-  else if (!opts.sinks_given && (is_kvquant_type(e.ctk) || is_kvquant_type(e.ctv)))
-    c.sink_tokens = kKvqDefaultSinks;
+  else if (!opts.sinks_given && std::max(tk.default_sinks, tv.default_sinks) > 0)
+    c.sink_tokens = std::max(tk.default_sinks, tv.default_sinks);
   if (!opts.codebook_set.empty()) {
     std::string preset;  // the preset of the row's codebook file ("kvquant" for kvquant types)
     std::vector<std::string> types = {c.type_k, c.type_v};
@@ -194,10 +194,21 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
     throw Error("compare: context " + std::to_string(opts.n_ctx) + " exceeds the model's " +
                 "context length " + std::to_string(hp.n_ctx_train));
   const int max_chunks = opts.n_ctx > 0 ? int(tokens.size() / size_t(opts.n_ctx)) : 0;
-  const int n_chunks =
-      opts.n_chunks < 0 ? max_chunks : std::min(opts.n_chunks, std::max(max_chunks, 1));
-  const int n_decode = std::clamp(std::min(opts.decode_tokens, hp.n_ctx_train - opts.n_ctx), 0,
-                                  1 << 20);
+  if (opts.n_chunks == 0 || opts.n_chunks < -1)
+    throw Error("compare: --chunks must be at least 1 (or -1: all the text holds)");
+  if (opts.n_chunks > std::max(max_chunks, 1))
+    throw Error("compare: --chunks " + std::to_string(opts.n_chunks) + ": the text holds " +
+                std::to_string(max_chunks) + " chunks of " + std::to_string(opts.n_ctx) +
+                " tokens");
+  const int n_chunks = opts.n_chunks < 0 ? max_chunks : opts.n_chunks;
+  // The decode steps run after a CTX-token prefill, so they must fit in the model's context
+  // (they were clamped silently).
+  if (opts.decode_tokens < 0 || opts.decode_tokens > hp.n_ctx_train - opts.n_ctx)
+    throw Error("compare: --decode " + std::to_string(opts.decode_tokens) + " must be in [0, " +
+                std::to_string(std::max(0, hp.n_ctx_train - opts.n_ctx)) +
+                "] (the model's context length " + std::to_string(hp.n_ctx_train) + " - -c " +
+                std::to_string(opts.n_ctx) + ")");
+  const int n_decode = opts.decode_tokens;
 
   TempDir tmp(opts.work_dir);
   const std::string base = (tmp.path / "kld-base.bin").string();

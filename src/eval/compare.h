@@ -40,9 +40,8 @@ struct CompareEntry {
 // one line). Does no other work.
 std::vector<CompareEntry> parse_type_list(const std::string& list);
 
-// Whether a type is a KIVI type (gets the default R = 128 residual window in compare).
-bool is_kivi_type(const std::string& type);
-constexpr int kKiviDefaultResidual = 128;
+// A row's residual window and sinks default to its types' TypeTraits::default_window /
+// default_sinks (KIVI: R = 128, kvquant: S = 1) unless given on the command line or per row.
 
 struct CompareOptions {
   int n_ctx = 512;

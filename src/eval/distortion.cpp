@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/parallel.h"
 #include "core/rng.h"
 #include "tq/codec.h"
 
@@ -18,12 +19,15 @@ DistortionResult measure_distortion(const std::string& type, int dim, size_t n, 
   std::vector<double> err2(n), ipe(n), tru(n), est(n);
   const size_t bb = codec->block_bytes();
   TQ_ASSERT(codec->block_tokens() == 1);
+  // Each iteration's error (e.g. a codec that refuses to encode) is kept and rethrown after the
+  // region: an exception leaving it would call std::terminate.
+  ParallelErrors errors;
 #pragma omp parallel
   {
     std::vector<float> x(dim), y(dim), xt(dim);
     std::vector<uint8_t> code(bb);
 #pragma omp for schedule(static)
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = 0; i < n; ++i) errors.run([&] {
       Rng rng(derive_seed(seed, i, 0x44495354));
       auto unit = [&](std::vector<float>& v) {
         double s = 0;
@@ -50,8 +54,9 @@ DistortionResult measure_distortion(const std::string& type, int dim, size_t n, 
       tru[i] = t;
       est[i] = s;
       ipe[i] = s - t;
-    }
+    });
   }
+  errors.rethrow();
   double m = 0, m2 = 0, b = 0, b2 = 0, v = 0, num = 0, den = 0;
   for (size_t i = 0; i < n; ++i) {
     m += err2[i];

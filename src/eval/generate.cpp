@@ -57,8 +57,9 @@ GenerateResult run_generate(const LlamaModel& model, const Tokenizer& tok,
   if (o.n_predict < 0) throw Error("-n must be ≥ 0");
   if (!(o.top_p > 0.f && o.top_p <= 1.f)) throw Error("--top-p must be in (0, 1]");
   if (prompt.empty()) throw Error("empty prompt");
-  const int need = int(prompt.size()) + o.n_predict;
-  const int ctx = o.ctx > 0 ? o.ctx : need;
+  // 64-bit: a long prompt plus n_predict must not wrap.
+  const int64_t need = int64_t(prompt.size()) + o.n_predict;
+  const int64_t ctx = o.ctx > 0 ? o.ctx : need;
   if (ctx > model.hparams().n_ctx_train)
     throw Error("context " + std::to_string(ctx) + " exceeds the model's context length " +
                 std::to_string(model.hparams().n_ctx_train));
@@ -66,7 +67,7 @@ GenerateResult run_generate(const LlamaModel& model, const Tokenizer& tok,
     throw Error("prompt (" + std::to_string(prompt.size()) + " tokens) + -n " +
                 std::to_string(o.n_predict) + " does not fit in -c " + std::to_string(ctx));
   KvCacheOptions co = o.cache;
-  co.max_tokens = ctx;
+  co.max_tokens = int(ctx);
   co.max_seqs = 1;
   KvCache cache(model.kv_shape(), co);
   const int seq = cache.new_seq();

@@ -1,6 +1,8 @@
 // turboquant — perplexity / KLD runner (see perplexity.h).
 #include "eval/perplexity.h"
 
+#include <unistd.h>
+
 #include <xxhash.h>
 
 #include <algorithm>
@@ -83,8 +85,14 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
   if (max_chunks < 1)
     throw Error("perplexity: the text has " + std::to_string(tokens.size()) +
                 " tokens, fewer than one chunk of " + std::to_string(n_ctx));
-  const int n_chunks = opts.n_chunks < 0 ? max_chunks : std::min(opts.n_chunks, max_chunks);
-  if (n_chunks < 1) throw Error("perplexity: --chunks must be at least 1");
+  // -1 = all; any other value is taken as given (more than the text holds was clamped
+  // silently, -5 meant "all").
+  if (opts.n_chunks == 0 || opts.n_chunks < -1)
+    throw Error("perplexity: --chunks must be at least 1 (or -1: all the text holds)");
+  if (opts.n_chunks > max_chunks)
+    throw Error("perplexity: --chunks " + std::to_string(opts.n_chunks) + ": the text holds " +
+                std::to_string(max_chunks) + " chunks of " + std::to_string(n_ctx) + " tokens");
+  const int n_chunks = opts.n_chunks < 0 ? max_chunks : opts.n_chunks;
   const int V = hp.n_vocab, E = hp.n_embd;
   const int first = n_ctx / 2, n_scored = n_ctx - 1 - first;
 
@@ -164,7 +172,9 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
   std::vector<float> logits(size_t(kRows) * V), logp(size_t(kRows) * V);
   std::vector<uint16_t> base_rec(size_t(kRows) * rec_u16);
   const float* lut = f16_lut();
-  if (opts.progress) progress_bar(0, n_chunks, 0.0, 0.0);
+  // The bar redraws one line with \r: only on a terminal (logs and CI output stay clean).
+  const bool bar = opts.progress && isatty(2);
+  if (bar) progress_bar(0, n_chunks, 0.0, 0.0);
   for (int c = 0; c < n_chunks; ++c) {
     const int seq = cache.new_seq();
     std::vector<float> hidden;
@@ -235,7 +245,7 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
     }
     res.tokens += n_scored;
     if (opts.on_chunk) opts.on_chunk(c + 1);
-    if (opts.progress)
+    if (bar)
       progress_bar(c + 1, n_chunks, std::exp(nll_sum / double(res.tokens)),
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start)
                        .count());

@@ -27,7 +27,7 @@ struct PerplexityOptions {
   int n_chunks = -1;  // −1: as many as the text holds
   KvCacheOptions cache;
   std::string kld_base;  // "" = no KLD; missing file = write it; existing = compare
-  bool progress = true;  // progress bar on stderr
+  bool progress = true;  // progress bar on stderr (drawn only when stderr is a terminal)
   uint64_t model_fingerprint = 0;
   // Hooks for `tq compare` (both optional):
   // after_first_chunk runs once, right after the first chunk's forward, while its sequence is

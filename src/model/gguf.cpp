@@ -97,6 +97,12 @@ T load(const uint8_t* p) {
   return v;
 }
 
+// The integer view of a float value (never read: get_int refuses floats). Converting a value
+// outside int64's range (or NaN) is undefined behaviour, so those become 0.
+int64_t float_to_int(double f) {
+  return f > -9.2e18 && f < 9.2e18 ? int64_t(f) : 0;
+}
+
 // Decodes one fixed-size scalar at p into (i, u, f).
 void decode_scalar(GgufValueType t, const uint8_t* p, int64_t& i, uint64_t& u, double& f) {
   switch (t) {
@@ -109,8 +115,8 @@ void decode_scalar(GgufValueType t, const uint8_t* p, int64_t& i, uint64_t& u, d
     case GgufValueType::I32: i = load<int32_t>(p); u = uint64_t(i); f = double(i); break;
     case GgufValueType::U64: u = load<uint64_t>(p); i = int64_t(u); f = double(u); break;
     case GgufValueType::I64: i = load<int64_t>(p); u = uint64_t(i); f = double(i); break;
-    case GgufValueType::F32: f = load<float>(p); i = int64_t(f); u = uint64_t(i); break;
-    case GgufValueType::F64: f = load<double>(p); i = int64_t(f); u = uint64_t(i); break;
+    case GgufValueType::F32: f = load<float>(p); i = float_to_int(f); u = uint64_t(i); break;
+    case GgufValueType::F64: f = load<double>(p); i = float_to_int(f); u = uint64_t(i); break;
     default: break;
   }
 }
@@ -203,7 +209,7 @@ int64_t GgufTensor::n_elements() const {
 }
 
 GgufFile::~GgufFile() {
-  if (map_ != nullptr) munmap(const_cast<uint8_t*>(map_), size_);
+  if (map_ != nullptr && owned_.empty()) munmap(const_cast<uint8_t*>(map_), size_);
 }
 
 void GgufFile::fail(const std::string& what) const { throw Error("GGUF " + path_ + ": " + what); }
@@ -227,7 +233,25 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   ::close(fd);
   if (m == MAP_FAILED) f->fail(std::string("mmap failed: ") + std::strerror(errno));
   f->map_ = static_cast<const uint8_t*>(m);
+  f->parse();
+  return f;
+}
 
+std::unique_ptr<GgufFile> GgufFile::from_bytes(std::vector<uint8_t> bytes,
+                                               const std::string& name) {
+  std::unique_ptr<GgufFile> f(new GgufFile());
+  f->path_ = name;
+  f->owned_ = std::move(bytes);
+  f->size_ = f->owned_.size();
+  if (f->size_ < 24)
+    f->fail("file too small to be a GGUF (" + std::to_string(f->size_) + " bytes)");
+  f->map_ = f->owned_.data();
+  f->parse();
+  return f;
+}
+
+void GgufFile::parse() {
+  GgufFile* const f = this;
   Cursor c(f->map_, f->size_, f->path_);
   if (std::memcmp(f->map_, "GGUF", 4) != 0) f->fail("not a GGUF file (bad magic)");
   c.skip(4, "magic");
@@ -345,7 +369,6 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
               std::to_string(f->data_offset_) + "): truncated file?");
     ti.data = f->map_ + f->data_offset_ + ti.offset;
   }
-  return f;
 }
 
 uint32_t GgufFile::version() const { return version_; }

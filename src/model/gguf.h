@@ -75,6 +75,9 @@ class GgufFile {
   // alignment (general.alignment, default 32), and that every tensor lies inside the file.
   // Throws tq::Error with a one-line message naming the file and the problem.
   static std::unique_ptr<GgufFile> open(const std::string& path);
+  // The same checks on bytes in memory (kept by the object); `name` stands for the path in
+  // messages. For tests and the fuzz target (fuzz/fuzz_gguf.cpp).
+  static std::unique_ptr<GgufFile> from_bytes(std::vector<uint8_t> bytes, const std::string& name);
   ~GgufFile();
   GgufFile(const GgufFile&) = delete;
   GgufFile& operator=(const GgufFile&) = delete;
@@ -117,6 +120,8 @@ class GgufFile {
   GgufFile() = default;
   const Value& value(const std::string& key) const;
   [[noreturn]] void fail(const std::string& what) const;
+  void parse();  // the header, metadata and tensor table of map_[0, size_)
+  std::vector<uint8_t> owned_;  // from_bytes(): the bytes map_ points into (else not used)
 
   std::string path_;
   uint32_t version_ = 0;

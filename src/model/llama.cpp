@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "model/gguf.h"
+#include "model/model_config.h"
 
 namespace tq {
 
@@ -116,48 +117,8 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const GgufFile& f) {
   openblas_set_num_threads(1);  // see linear()
   std::unique_ptr<LlamaModel> m(new LlamaModel());
   LlamaHparams& hp = m->hp_;
-  hp.arch = f.architecture();
-  const std::string a = hp.arch;
-  if (a == "llama" || a == "mistral" || a == "smollm") {
-    hp.rope = RopePairing::kNormal;  // convert_hf_to_gguf permutes Q/K for this pairing
-  } else if (a == "qwen2") {
-    hp.rope = RopePairing::kNeox;
-  } else {
-    throw Error("unsupported architecture '" + a + "' (supported: llama, qwen2)");
-  }
-  hp.n_layer = int(f.get_int(a + ".block_count"));
-  hp.n_embd = int(f.get_int(a + ".embedding_length"));
-  hp.n_ff = int(f.get_int(a + ".feed_forward_length"));
-  hp.n_head = int(f.get_int(a + ".attention.head_count"));
-  hp.n_kv_head = int(f.get_int(a + ".attention.head_count_kv", hp.n_head));
-  hp.rms_eps = float(f.get_float(a + ".attention.layer_norm_rms_epsilon", 1e-5));
-  hp.rope_base = float(f.get_float(a + ".rope.freq_base", 10000.0));
-  hp.n_ctx_train = int(f.get_int(a + ".context_length", 2048));
-  if (hp.n_layer <= 0 || hp.n_embd <= 0 || hp.n_ff <= 0 || hp.n_head <= 0 ||
-      hp.n_kv_head <= 0 || hp.n_head % hp.n_kv_head != 0)
-    throw Error("model: inconsistent hyperparameters (layers, width, heads)");
-  hp.head_dim = int(f.get_int(a + ".attention.key_length", hp.n_embd / hp.n_head));
-  if (f.get_int(a + ".attention.value_length", hp.head_dim) != hp.head_dim)
-    throw Error("model: key and value head sizes differ (unsupported)");
-  if (hp.head_dim % 2 != 0) throw Error("model: odd head dimension");
-  const int rope_dims = int(f.get_int(a + ".rope.dimension_count", hp.head_dim));
-  if (rope_dims != hp.head_dim)
-    throw Error("model: partial RoPE (" + std::to_string(rope_dims) + " of " +
-                std::to_string(hp.head_dim) + " dims) is not supported");
-  const std::string scaling = f.get_string(a + ".rope.scaling.type", "none");
-  if (scaling == "linear") {
-    const double factor = f.get_float(a + ".rope.scaling.factor", 1.0);
-    if (factor <= 0) throw Error("model: bad rope.scaling.factor");
-    hp.rope_freq_scale = float(1.0 / factor);
-  } else if (scaling != "none" && !scaling.empty()) {
-    throw Error("model: RoPE scaling '" + scaling + "' is not supported (none, linear)");
-  }
-  hp.has_qkv_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
-
-  const GgufTensor& te = f.tensor("token_embd.weight");
-  if (te.ne.size() < 2 || te.ne[0] != hp.n_embd)
-    throw Error("tensor 'token_embd.weight' has shape " + shape_str(te.ne));
-  hp.n_vocab = int(te.ne[1]);
+  hp = read_llama_hparams(f);  // validated sizes (model/model_config.h)
+  check_tensors_finite(f);
   const int E = hp.n_embd, D = hp.head_dim, Hq = hp.n_head * D, Hk = hp.n_kv_head * D;
   m->tok_embd_ = load_tensor(f, "token_embd.weight", {E, hp.n_vocab});
   m->output_norm_ = load_tensor(f, "output_norm.weight", {E});

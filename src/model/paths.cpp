@@ -37,24 +37,8 @@ std::string find_file(const char* env, const std::string& rel) {
 
 }  // namespace
 
-std::string repo_root_guess() {
-  if (const char* e = std::getenv("TQ_ROOT"); e != nullptr && *e != '\0') return e;
-  std::vector<fs::path> cands;
-  const fs::path d = exe_dir();
-  if (!d.empty()) {
-    cands.push_back(d.parent_path());
-    cands.push_back(d.parent_path().parent_path());
-  }
-  cands.push_back(fs::current_path());
-  std::error_code ec;
-  for (const auto& c : cands)
-    if (fs::is_directory(c / "models", ec) || fs::is_directory(c / "data", ec))
-      return c.lexically_normal().string();
-  return "";
-}
-
 std::string default_model_path() {
-  return find_file("TQ_MODEL", "models/SmolLM2-135M-Instruct.Q4_1.gguf");
+  return find_file("TQ_MODEL", kDefaultModelFile);
 }
 
 std::string default_text_path() { return find_file("TQ_TEXT", "data/eval.txt"); }

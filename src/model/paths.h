@@ -5,12 +5,12 @@
 
 namespace tq {
 
-// The repository root as seen from the running binary: $TQ_ROOT if set, else the first of
-// <exe dir>/.. , <exe dir>/../.. and the current directory that holds a models/ or data/ folder
-// (empty string if none does).
-std::string repo_root_guess();
+// The default model, relative to the repository root (scripts/fetch_model.sh fetches it); the
+// one definition the tools' help text and the tests use.
+constexpr const char* kDefaultModelFile = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+constexpr const char* kDefaultModelName = "SmolLM2-135M-Instruct (Q4_1)";
 
-// models/SmolLM2-135M-Instruct.Q4_1.gguf: $TQ_MODEL if set, else <exe dir>/../models/...,
+// kDefaultModelFile: $TQ_MODEL if set, else <exe dir>/../models/...,
 // else ./models/... (the first that exists; the last candidate if none does, so that the error
 // message names a sensible path).
 std::string default_model_path();

@@ -183,6 +183,23 @@ struct Tokenizer::Impl {
   int32_t byte_token[256];                     // SPM <0xXX> tokens (-1 if absent)
 
   void bpe_word(const std::string& mapped, std::vector<int32_t>& out) const;
+  // A byte the vocabulary has no token for. It used to become the unknown token — in SmolLM2's
+  // vocabulary <|endoftext|>, which put document boundaries into a text — so decode(encode(s))
+  // was not s; no token sequence can spell the byte, so encode() refuses the text instead.
+  // (SmolLM2 lacks 21 of the 256 byte tokens: 0x04 0x06 0x13 0x14 0x16 0x1D 0xC0 0xC1 0xF1
+  // 0xF2 0xF5-0xFF, i.e. rare controls, bytes invalid in UTF-8 and the lead bytes of planes 4-15.)
+  [[noreturn]] void unencodable_byte(unsigned char b) const {
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02X", b);
+    throw Error(std::string("tokenizer: the text holds byte ") + hex +
+                ", which this model's vocabulary has no token for (it cannot be encoded)");
+  }
+  // The same for a character of the GPT-2 byte alphabet.
+  [[noreturn]] void unencodable(const std::string& mapped_char) const {
+    const auto u = unicode::decode_utf8(mapped_char);
+    const auto it = u.empty() ? cp_byte.end() : cp_byte.find(u[0].cp);
+    unencodable_byte(it == cp_byte.end() ? 0 : it->second);
+  }
   void encode_bpe(std::string_view frag, std::vector<int32_t>& out) const;
   void encode_spm(std::string_view frag, bool prefix_space, std::vector<int32_t>& out) const;
   int32_t lookup(const std::string& s) const {
@@ -378,8 +395,8 @@ void Tokenizer::Impl::bpe_word(const std::string& w, std::vector<int32_t>& out) 
       const size_t l =
           std::min(unicode::utf8_len(static_cast<unsigned char>(piece[k])), piece.size() - k);
       const int32_t id = lookup(piece.substr(k, l));
-      if (id >= 0) out.push_back(id);
-      else if (unk >= 0) out.push_back(unk);
+      if (id < 0) unencodable(piece.substr(k, l));
+      out.push_back(id);
       k += l;
     }
   }
@@ -410,13 +427,11 @@ void Tokenizer::Impl::encode_spm(std::string_view frag, bool prefix_space,
     size_t pos, len;
     int prev, next;
   };
+  // One symbol per valid UTF-8 character and per invalid byte: a lead byte's claimed length
+  // swallowed the next bytes (e.g. the U+2581 of a following space, decoded back as "▁").
   std::vector<Sym> sym;
-  for (size_t i = 0; i < text.size();) {
-    const size_t l =
-        std::min(unicode::utf8_len(static_cast<unsigned char>(text[i])), text.size() - i);
-    sym.push_back({i, l, int(sym.size()) - 1, int(sym.size()) + 1});
-    i += l;
-  }
+  for (const unicode::Unit& u : unicode::decode_utf8(text))
+    sym.push_back({u.pos, u.len, int(sym.size()) - 1, int(sym.size()) + 1});
   if (sym.empty()) return;
   sym.back().next = -1;
   struct Cand {
@@ -457,8 +472,8 @@ void Tokenizer::Impl::encode_spm(std::string_view frag, bool prefix_space,
       continue;
     }
     for (unsigned char byte : piece) {
-      if (byte_token[byte] >= 0) out.push_back(byte_token[byte]);
-      else if (unk >= 0) out.push_back(unk);
+      if (byte_token[byte] < 0) unencodable_byte(byte);
+      out.push_back(byte_token[byte]);
     }
   }
 }
@@ -543,8 +558,8 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
     const bool special = ty == kControl || ty == kUserDefined || ty == kUnknown;
     if (m.spm && m.add_space_prefix && after_special && !special && !p.empty() && p[0] == ' ')
       p.erase(0, 1);  // the space encode() put in front
-    if (!special) after_special = false;
-    else if (ty == kControl) after_special = true;
+    // As encode(): the text after any special token (control or user-defined) got the space.
+    after_special = special;
     out += p;
   }
   return out;

@@ -25,7 +25,9 @@ class Tokenizer {
   ~Tokenizer();
 
   // add_bos only if the model wants a BOS (tokenizer.ggml.add_bos_token, default per model
-  // type); special tokens in text (e.g. <|im_start|>) are parsed as specials.
+  // type); special tokens in text (e.g. <|im_start|>) are parsed as specials. Any bytes (invalid
+  // UTF-8 included) encode so that decode() gives them back; a byte the vocabulary has no token
+  // for (neither its byte-level character nor a <0xXX> token) is a tq::Error naming it.
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const;
   std::string token_to_piece(int32_t id) const;  // raw bytes of the token
   // Concatenated pieces; for "llama" models the space added in front of the text by encode()

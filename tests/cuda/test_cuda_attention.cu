@@ -1,4 +1,5 @@
-// GPU append + decode attention against the CPU codecs (SPEC §7). Skipped without a GPU.
+// GPU append + decode attention against the CPU codecs (DESIGN.md §7). Skipped without a GPU
+// (the launch-planning tests at the end need none).
 // Each case: random bf16 K/V appended on the GPU in two runs per sequence (the second starts
 // mid-page), odd sequence lengths, shuffled page table; the CPU reference attends (in double)
 // over the CPU codec's decode of the same vectors (turbo*) or over ggml-style q8_0/q4_0
@@ -18,6 +19,7 @@
 
 #include "codecs/turbo.h"
 #include "core/half.h"
+#include "cuda/launch_plan.h"
 #include "cuda/tq_cuda.h"
 #include "tq/codec.h"
 
@@ -58,18 +60,18 @@ void q4_block(const float* x, int* q, float* d_out) {
 // CPU "stored" vectors for a format: what the GPU cache must hold, decoded.
 std::vector<float> cpu_decode(Fmt f, bool is_v, int D, const std::vector<float>& x, size_t n) {
   std::vector<float> y(x.size());
-  if (f == Fmt::BF16) return x;  // inputs are already bf16 values
-  if (f == Fmt::Q8_0 || f == Fmt::Q4_0) {
+  if (f == Fmt::kBF16) return x;  // inputs are already bf16 values
+  if (f == Fmt::kQ8_0 || f == Fmt::kQ4_0) {
     int q[32];
     float d;
     for (size_t t = 0; t < n; ++t)
       for (int b = 0; b < D / 32; ++b) {
         const float* xb = &x[t * D + b * 32];
-        if (f == Fmt::Q8_0) q8_block(xb, q, &d);
+        if (f == Fmt::kQ8_0) q8_block(xb, q, &d);
         else q4_block(xb, q, &d);
         const float d16 = round_f16(d);
         for (int j = 0; j < 32; ++j)
-          y[t * D + b * 32 + j] = d16 * float(f == Fmt::Q8_0 ? q[j] : q[j] - 8);
+          y[t * D + b * 32 + j] = d16 * float(f == Fmt::kQ8_0 ? q[j] : q[j] - 8);
       }
     return y;
   }
@@ -89,6 +91,8 @@ struct Case {
   std::vector<int> lens;  // per sequence
   double tol;
   bool exact = false;     // turbo3: exact two-byte codebook tables
+  DecodeGrid grid = DecodeGrid::kAuto;
+  int stream_ctas = 0;    // DecodeGrid::kStream: CTAs (0: one per resident slot)
 };
 
 double run_case(const Case& c, int splits, bool check_codes, std::mt19937& rng) {
@@ -104,6 +108,7 @@ double run_case(const Case& c, int splits, bool check_codes, std::mt19937& rng) 
   cfg.n_pages = n_pages;
   cfg.exact_codebook = c.exact;
   GpuCache cache(cfg);
+  cache.set_decode_grid(c.grid, c.stream_ctas);
 
   // shuffled page table
   std::vector<int> perm(n_pages);
@@ -173,7 +178,7 @@ double run_case(const Case& c, int splits, bool check_codes, std::mt19937& rng) 
         }
       Kq[b * Hkv + h] = cpu_decode(c.kf, false, D, xk, L);
       Vq[b * Hkv + h] = cpu_decode(c.vf, true, D, xv, L);
-      if (check_codes && (c.kf == Fmt::T2 || c.kf == Fmt::T3 || c.kf == Fmt::T4)) {
+      if (check_codes && (c.kf == Fmt::kTurbo2 || c.kf == Fmt::kTurbo3 || c.kf == Fmt::kTurbo4)) {
         // GPU codes vs the CPU codec's indices (norms within one fp16 step)
         auto codec = make_codec(fmt_name(c.kf), D);
         auto* mse = dynamic_cast<TurboMseCodec*>(codec.get());
@@ -284,34 +289,34 @@ void run_all(const std::vector<Named>& list, int G, std::vector<int> lens, bool 
 }  // namespace
 
 TEST_F(CudaAttention, AllTypesHeadDim128) {
-  run_all({{Fmt::BF16, Fmt::BF16, 128, 1e-2},
-           {Fmt::Q8_0, Fmt::Q8_0, 128, 1e-2},
-           {Fmt::Q4_0, Fmt::Q4_0, 128, 1e-2},
-           {Fmt::T2, Fmt::T2, 128, 1e-2},
-           {Fmt::T3, Fmt::T3, 128, 1e-2},
-           {Fmt::T4, Fmt::T4, 128, 1e-2},
-           {Fmt::T25, Fmt::T25, 128, 1e-2},
-           {Fmt::T35, Fmt::T35, 128, 1e-2},
-           {Fmt::T3P, Fmt::T3, 128, 1e-2}},
+  run_all({{Fmt::kBF16, Fmt::kBF16, 128, 1e-2},
+           {Fmt::kQ8_0, Fmt::kQ8_0, 128, 1e-2},
+           {Fmt::kQ4_0, Fmt::kQ4_0, 128, 1e-2},
+           {Fmt::kTurbo2, Fmt::kTurbo2, 128, 1e-2},
+           {Fmt::kTurbo3, Fmt::kTurbo3, 128, 1e-2},
+           {Fmt::kTurbo4, Fmt::kTurbo4, 128, 1e-2},
+           {Fmt::kTurbo2_5, Fmt::kTurbo2_5, 128, 1e-2},
+           {Fmt::kTurbo3_5, Fmt::kTurbo3_5, 128, 1e-2},
+           {Fmt::kTurbo3p, Fmt::kTurbo3, 128, 1e-2}},
           4, {1, 77, 300, 33}, true);
 }
 
 TEST_F(CudaAttention, HeadDims64And256) {
-  run_all({{Fmt::BF16, Fmt::BF16, 64, 1e-2},
-           {Fmt::Q8_0, Fmt::Q8_0, 64, 1e-2},
-           {Fmt::T3, Fmt::T3, 64, 1e-2},
-           {Fmt::T4, Fmt::T4, 64, 1e-2},
-           {Fmt::T3P, Fmt::T3, 64, 1e-2},
-           {Fmt::BF16, Fmt::BF16, 256, 1e-2},
-           {Fmt::Q4_0, Fmt::Q4_0, 256, 1e-2},
-           {Fmt::T2, Fmt::T2, 256, 1e-2},
-           {Fmt::T3, Fmt::T3, 256, 1e-2},
-           {Fmt::T35, Fmt::T35, 256, 1e-2}},
+  run_all({{Fmt::kBF16, Fmt::kBF16, 64, 1e-2},
+           {Fmt::kQ8_0, Fmt::kQ8_0, 64, 1e-2},
+           {Fmt::kTurbo3, Fmt::kTurbo3, 64, 1e-2},
+           {Fmt::kTurbo4, Fmt::kTurbo4, 64, 1e-2},
+           {Fmt::kTurbo3p, Fmt::kTurbo3, 64, 1e-2},
+           {Fmt::kBF16, Fmt::kBF16, 256, 1e-2},
+           {Fmt::kQ4_0, Fmt::kQ4_0, 256, 1e-2},
+           {Fmt::kTurbo2, Fmt::kTurbo2, 256, 1e-2},
+           {Fmt::kTurbo3, Fmt::kTurbo3, 256, 1e-2},
+           {Fmt::kTurbo3_5, Fmt::kTurbo3_5, 256, 1e-2}},
           3, {65, 129, 2}, true);
 }
 
 TEST_F(CudaAttention, LongContextManySplits) {
-  run_all({{Fmt::T3, Fmt::T3, 128, 1e-2}, {Fmt::BF16, Fmt::BF16, 128, 1e-2}}, 8, {4099, 1500},
+  run_all({{Fmt::kTurbo3, Fmt::kTurbo3, 128, 1e-2}, {Fmt::kBF16, Fmt::kBF16, 128, 1e-2}}, 8, {4099, 1500},
           false);
 }
 
@@ -321,11 +326,11 @@ TEST_F(CudaAttention, LongContextManySplits) {
 // sequence (zero rows) among odd lengths. Then turbo3 variants and the exact two-byte tables.
 TEST_F(CudaAttention, StreamModePiecesAndTables) {
   const std::vector<int> lens = {1, 300, 0, 33, 1025, 64};
-  const Named types[] = {{Fmt::T3, Fmt::T3, 128, 1e-2},
-                         {Fmt::T2, Fmt::T2, 128, 1e-2},
-                         {Fmt::Q4_0, Fmt::Q4_0, 128, 2e-2},
-                         {Fmt::T3P, Fmt::T3, 128, 1e-2},
-                         {Fmt::T3, Fmt::T3, 64, 1e-2}};
+  const Named types[] = {{Fmt::kTurbo3, Fmt::kTurbo3, 128, 1e-2},
+                         {Fmt::kTurbo2, Fmt::kTurbo2, 128, 1e-2},
+                         {Fmt::kQ4_0, Fmt::kQ4_0, 128, 2e-2},
+                         {Fmt::kTurbo3p, Fmt::kTurbo3, 128, 1e-2},
+                         {Fmt::kTurbo3, Fmt::kTurbo3, 64, 1e-2}};
   for (const auto& n : types) {
     Case c{n.kf, n.vf, n.D, 3, 4, lens, n.tol};
     // the same data for every grid (the split grid as the comparison)
@@ -334,38 +339,33 @@ TEST_F(CudaAttention, StreamModePiecesAndTables) {
       std::mt19937 rng(777);
       e_split = run_case(c, 1, false, rng);
     }
-    for (int ctas : {1, 3, -1}) {  // -1: one CTA per resident slot
-      set_decode_stream_ctas(ctas);
+    for (int ctas : {1, 3, 0}) {  // 0: one CTA per resident slot
+      c.grid = DecodeGrid::kStream;
+      c.stream_ctas = ctas;
       std::mt19937 rng(777);
       const double err = run_case(c, 0, false, rng);
       std::printf("  %-9s/%-8s D=%-3d stream ctas=%d  rel.err %.2e (split grid %.2e)\n",
                   fmt_name(n.kf), fmt_name(n.vf), n.D, ctas, err, e_split);
     }
-    set_decode_stream_ctas(0);
   }
-  // turbo3 variants (stream mode forced for splits = 0; small cases pick the split grid):
-  // 2 (8-bit query), 4 (split grid), 7 (≤ 128 registers)
-  set_decode_stream_ctas(-1);
-  for (int variant : {2, 4, 7}) {
-    set_decode_variant(variant);
-    Case c{Fmt::T3, Fmt::T3, 128, 3, 4, lens, 1e-2};
-    for (int splits : {0, 3}) {
-      std::mt19937 rng(777);
-      const double err = run_case(c, splits, false, rng);
-      std::printf("  turbo3 variant=%d splits=%d  rel.err %.2e\n", variant, splits, err);
-    }
+  // turbo3 on the split grid with the automatic split count (the stream mode's options)
+  {
+    Case c{Fmt::kTurbo3, Fmt::kTurbo3, 128, 3, 4, lens, 1e-2};
+    c.grid = DecodeGrid::kSplit;
+    std::mt19937 rng(777);
+    const double err = run_case(c, 0, false, rng);
+    std::printf("  turbo3 split grid, automatic splits  rel.err %.2e\n", err);
   }
-  set_decode_variant(0);
   // turbo3 keys and values with the exact two-byte tables (the default is one byte), both grids
-  for (const auto& n : {Named{Fmt::T3, Fmt::T3, 128, 1e-2}, Named{Fmt::T3P, Fmt::T3, 128, 1e-2}})
+  for (const auto& n : {Named{Fmt::kTurbo3, Fmt::kTurbo3, 128, 1e-2},
+                        Named{Fmt::kTurbo3p, Fmt::kTurbo3, 128, 1e-2}})
     for (int splits : {0, 3}) {
-      Case c{n.kf, n.vf, n.D, 3, 4, lens, n.tol, true};
+      Case c{n.kf, n.vf, n.D, 3, 4, lens, n.tol, true, DecodeGrid::kStream};
       std::mt19937 rng(777);
       const double err = run_case(c, splits, false, rng);
       std::printf("  %-9s/%-8s D=%-3d exact tables splits=%d  rel.err %.2e\n", fmt_name(n.kf),
                   fmt_name(n.vf), n.D, splits, err);
     }
-  set_decode_stream_ctas(0);
 }
 
 // Prefill: T new tokens (already appended) attend causally to the cache.
@@ -461,7 +461,7 @@ double run_prefill(Fmt kf, Fmt vf, int D, int L, int T, std::mt19937& rng) {
 
 TEST_F(CudaAttention, PrefillCausal) {
   std::mt19937 rng(777);
-  for (Fmt f : {Fmt::T3, Fmt::BF16, Fmt::Q4_0, Fmt::T25}) {
+  for (Fmt f : {Fmt::kTurbo3, Fmt::kBF16, Fmt::kQ4_0, Fmt::kTurbo2_5}) {
     const double err = run_prefill(f, f, 128, 151, 37, rng);
     std::printf("  prefill %-8s D=128 L=151 T=37  rel.err %.2e\n", fmt_name(f), err);
     EXPECT_LT(err, 1e-2) << fmt_name(f);
@@ -473,10 +473,84 @@ TEST(CudaCache, BadConfigIsAnError) {
   cfg.head_dim = 96;
   cfg.n_pages = 1;
   EXPECT_THROW(GpuCache{cfg}, tq::Error);
+  cfg.head_dim = 128;
+  cfg.kfmt = cfg.vfmt = Fmt::kNone;
+  EXPECT_THROW(GpuCache{cfg}, tq::Error);
+  cfg.kfmt = Fmt::kTurbo3;
+  cfg.vfmt = Fmt::kTurbo3p;
+  EXPECT_THROW(GpuCache{cfg}, tq::Error);
   EXPECT_THROW(parse_fmt("turbo9"), tq::Error);
-  EXPECT_EQ(parse_fmt("turbo3"), Fmt::T3);
-  EXPECT_NEAR(fmt_bpv(Fmt::T3, 128), 3.125, 1e-12);
-  EXPECT_NEAR(fmt_bpv(Fmt::Q8_0, 128), 8.5, 1e-12);
-  EXPECT_NEAR(fmt_bpv(Fmt::Q4_0, 128), 4.5, 1e-12);
-  EXPECT_NEAR(fmt_bpv(Fmt::T25, 128), 2.5, 1e-12);
+  EXPECT_EQ(parse_fmt("turbo3"), Fmt::kTurbo3);
+  EXPECT_NEAR(fmt_bpv(Fmt::kTurbo3, 128), 3.125, 1e-12);
+  EXPECT_NEAR(fmt_bpv(Fmt::kQ8_0, 128), 8.5, 1e-12);
+  EXPECT_NEAR(fmt_bpv(Fmt::kQ4_0, 128), 4.5, 1e-12);
+  EXPECT_NEAR(fmt_bpv(Fmt::kTurbo2_5, 128), 2.5, 1e-12);
+}
+
+// Launch planning (host arithmetic only: no GPU needed). Occupancy and warps as the H200's
+// turbo3 kernels report them: stream mode 3 CTAs/SM, split grid 2, 4 warps each.
+namespace {
+DecodeKernelInfo h200_info(bool stream) { return {stream ? 3 : 2, 4}; }
+DecodePlanInput t3_input(int B, int ctx) {
+  DecodePlanInput in;
+  in.B = B;
+  in.Hq = 32;
+  in.Hkv = 8;
+  in.D = 128;
+  in.pages = (ctx + kPageTokens - 1) / kPageTokens;
+  in.stream_eligible = true;
+  in.sms = 132;
+  return in;
+}
+}  // namespace
+
+TEST(CudaLaunchPlan, StreamModeOnlyForLargeCalls) {
+  // B = 32 × 8 heads × 1024 pages ≥ 32 pages × 132 SMs × 3 CTAs × 4 warps: stream mode,
+  // one CTA per resident slot, one piece per segment and warp at most
+  const DecodePlan big = plan_decode(t3_input(32, 32768), h200_info);
+  EXPECT_TRUE(big.stream);
+  EXPECT_EQ(big.stream_ctas, 132 * 3);
+  EXPECT_EQ(big.splits, 1);
+  EXPECT_EQ(big.part_o_floats, (size_t(32) * 8 + size_t(132) * 3 * 4) * 8 * 128);
+  EXPECT_EQ(big.part_ml_floats, (size_t(32) * 8 + size_t(132) * 3 * 4) * 16);
+  // B = 1: the split grid; every split has pages and the splits cover the sequence
+  const DecodePlan small = plan_decode(t3_input(1, 8193), h200_info);
+  EXPECT_FALSE(small.stream);
+  EXPECT_GT(small.splits, 1);
+  EXPECT_GE(small.splits * small.pages_per_split, 257);
+  EXPECT_LT((small.splits - 1) * small.pages_per_split, 257);
+  EXPECT_EQ(small.part_o_floats, size_t(32) * small.splits * 128);
+  EXPECT_EQ(small.part_ml_floats, size_t(32) * small.splits * 2);
+}
+
+TEST(CudaLaunchPlan, GridOverridesAndLimits) {
+  DecodePlanInput in = t3_input(2, 300);
+  in.grid = DecodeGrid::kStream;
+  in.stream_ctas = 3;
+  const DecodePlan forced = plan_decode(in, h200_info);
+  EXPECT_TRUE(forced.stream);
+  EXPECT_EQ(forced.stream_ctas, 3);
+  in.splits = 3;  // an explicit split count always runs the split grid
+  const DecodePlan split3 = plan_decode(in, h200_info);
+  EXPECT_FALSE(split3.stream);
+  EXPECT_EQ(split3.splits, 3);
+  EXPECT_EQ(split3.pages_per_split, 4);  // 10 pages
+  in.splits = 0;
+  in.shared_table = true;  // prefill: never the stream mode
+  EXPECT_FALSE(plan_decode(in, h200_info).stream);
+  in.shared_table = false;
+  in.stream_eligible = false;  // e.g. turbo2.5
+  EXPECT_FALSE(plan_decode(in, h200_info).stream);
+  DecodePlanInput big = t3_input(32, 32768);
+  big.grid = DecodeGrid::kSplit;
+  EXPECT_FALSE(plan_decode(big, h200_info).stream);
+  // more splits than pages are clamped
+  DecodePlanInput one = t3_input(1, 5);
+  one.splits = 7;
+  const DecodePlan p1 = plan_decode(one, h200_info);
+  EXPECT_EQ(p1.splits, 1);
+  EXPECT_EQ(p1.pages_per_split, 1);
+  // a call too large for one stream-mode launch is a user error
+  DecodePlanInput huge = t3_input(1 << 16, 1 << 22);
+  EXPECT_THROW(plan_decode(huge, h200_info), tq::Error);
 }

@@ -99,7 +99,7 @@ struct TypeCache {
   std::string type;
   std::unique_ptr<tq::Codec> k, v;
   std::vector<std::vector<uint8_t>> kb, vb;
-  std::vector<std::vector<tq::cpu::KvPage>> pages;
+  std::vector<std::vector<tq::KvSegment>> ks, vs;  // per KV head: one segment of ctx tokens
   size_t bytes = 0;
 };
 
@@ -152,21 +152,24 @@ void bench_attention(const Opts& o) {
           c.kb.push_back(k1);
           c.vb.push_back(v1);
         }
-        for (int h = 0; h < kvh; ++h) c.pages.push_back({{c.kb[h].data(), c.vb[h].data(), ctx}});
+        for (int h = 0; h < kvh; ++h) {
+          c.ks.push_back({{0, int(ctx), c.kb[h].data(), nullptr}});
+          c.vs.push_back({{0, int(ctx), c.vb[h].data(), nullptr}});
+        }
         c.bytes = size_t(kvh) * (k1.size() + v1.size());
         caches.push_back(std::move(c));
       }
       const float scale = 1.0f / std::sqrt(float(d));
-      tq::cpu::DecodeOptions opt;
+      tq::DecodeOptions opt;
       opt.threads = threads;
       std::map<std::string, std::vector<double>> times, cpu_times;
       auto run_one = [&](TypeCache& c) {
-        std::vector<tq::cpu::HeadTask> tasks;
+        std::vector<tq::HeadTask> tasks;
         for (int h = 0; h < kvh; ++h)
-          tasks.push_back(
-              {c.k.get(), c.v.get(), c.pages[h], &q[size_t(h) * G * d], &out[size_t(h) * G * d]});
+          tasks.push_back({c.k.get(), c.v.get(), c.ks[h], c.vs[h], ctx, &q[size_t(h) * G * d],
+                           &out[size_t(h) * G * d]});
         const double t0 = now_s(), c0 = process_cpu_s();
-        tq::cpu::decode_attention_batch(tasks, G, scale, opt);
+        tq::decode_attention_batch(tasks, G, scale, opt);
         cpu_times[c.type].push_back(process_cpu_s() - c0);
         return now_s() - t0;
       };

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "command.h"
+#include "numeric_options.h"
 #include "core/progress.h"
 #include "eval/calibrate.h"
 #include "model/gguf.h"
@@ -31,10 +32,10 @@ tq::PolarVqParams parse_preset(const std::string& spec) {
   std::stringstream ss(spec);
   std::string item;
   std::getline(ss, item, '+');
-  if (item == "kvquant") {  // the kvquant3/kvquant4 data (one file serves both)
+  if (item == tq::kKvqPreset) {  // the kvquant3/kvquant4 data (one file serves both)
     if (item != spec) throw tq::Error("--preset kvquant takes no parameters");
     tq::PolarVqParams p;
-    p.preset = "kvquant";
+    p.preset = tq::kKvqPreset;
     return p;
   }
   tq::PolarVqParams p = tq::polarvq_preset(item);
@@ -44,12 +45,9 @@ tq::PolarVqParams parse_preset(const std::string& spec) {
     if (eq == std::string::npos)
       throw tq::Error("--preset: expected KEY=VALUE, got '" + item + "'");
     const std::string k = item.substr(0, eq);
-    int v = 0;
-    try {
-      v = std::stoi(item.substr(eq + 1));
-    } catch (const std::exception&) {
-      throw tq::Error("--preset: bad value in '" + item + "'");
-    }
+    // The whole value must be an integer (stoi took "64abc" as 64); ranges are checked below.
+    const int v = int(tq::parse_int_flag("--preset " + k, item.substr(eq + 1), INT32_MIN,
+                                         INT32_MAX));
     if (k == "mag_bits") p.mag_bits = v;
     else if (k == "angle_bits") p.angle_bits = v;
     else if (k == "group_size") p.group_size = v;
@@ -66,6 +64,7 @@ tq::PolarVqParams parse_preset(const std::string& spec) {
     changed = true;
   }
   if (changed) p.preset = "custom";
+  tq::validate_polarvq_params(p, "--preset " + spec);
   return p;
 }
 
@@ -88,11 +87,13 @@ void setup(CLI::App& app) {
     bool json = false;
   };
   static Opts o;
-  cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
+  cmd->add_option("-m,--model", o.model,
+                  std::string("GGUF model (default: ") + tq::kDefaultModelFile + ")");
   cmd->add_option("-f,--file", o.text, "Calibration text (default: data/calib.txt)");
-  cmd->add_option("--samples", o.samples, "Number of sequences (windows of -c tokens)")
-      ->capture_default_str();
-  cmd->add_option("-c,--ctx-size", o.ctx, "Tokens per sequence")->capture_default_str();
+  using tq::cli::add_int_option;
+  add_int_option(cmd, "--samples", o.samples, 1, 1 << 20,
+                 "Number of sequences (windows of -c tokens)");
+  add_int_option(cmd, "-c,--ctx-size", o.ctx, 2, 1 << 24, "Tokens per sequence");
   cmd->add_option("--preset", o.preset,
                   "polar-vq preset(s), comma-separated: quality, balanced, max, gqa, stage1, or "
                   "kvquant (the data of kvquant3/kvquant4); "
@@ -107,13 +108,12 @@ void setup(CLI::App& app) {
       ->required();
   cmd->add_option("--seed", o.seed, "Seed of the window choice and of k-means")
       ->capture_default_str();
-  cmd->add_option("--max-per-head", o.max_per_head,
-                  "Keys/values kept per (layer, kv-head) (bounds the memory)")
-      ->capture_default_str();
-  cmd->add_option("--vq-points", o.vq_points,
-                  "Sub-vectors per stage-2 codebook fed to k-means (bounds the k-means time)")
-      ->capture_default_str();
-  cmd->add_option("-t,--threads", o.threads, "Threads (default 0 = auto)");
+  add_int_option(cmd, "--max-per-head", o.max_per_head, 16, 1 << 24,
+                 "Keys/values kept per (layer, kv-head) (bounds the memory)");
+  add_int_option(cmd, "--vq-points", o.vq_points, 1, 1 << 24,
+                 "Sub-vectors per stage-2 codebook fed to k-means (bounds the k-means time)");
+  add_int_option(cmd, "-t,--threads", o.threads, 0, tq::max_thread_flag(),
+                 "Threads (default 0 = auto)");
   cmd->add_flag("--json", o.json, "Print one JSON document on stdout");
   cmd->callback([] {
     using clk = std::chrono::steady_clock;
@@ -171,12 +171,12 @@ void setup(CLI::App& app) {
       co.seed = o.seed;
       co.max_vq_points = o.vq_points;
       for (const auto& m : made) co.earlier.push_back(&m);
-      const bool kvq = p.preset == "kvquant";  // kvquant reports layers, polar-vq heads
+      const bool kvq = p.preset == tq::kKvqPreset;  // kvquant reports layers, polar-vq heads
       tq::Progress bar_k("k-means " + p.preset, kvq ? size_t(hp.n_layer) : heads.size());
       co.progress = [&](size_t d, size_t) { bar_k.update(d, kvq ? "layers" : "heads"); };
       const auto tk = clk::now();
       tq::CodebookFile cb =
-          p.preset == "kvquant"
+          p.preset == tq::kKvqPreset
               ? tq::calibrate_kvquant(model->kv_shape(), heads, co)
               : tq::calibrate_polarvq(p, hp.n_layer, hp.n_kv_head, hp.head_dim, hp.rope, heads,
                                       co);

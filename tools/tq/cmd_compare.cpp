@@ -16,6 +16,7 @@
 #include "model/paths.h"
 #include "model/tokenizer.h"
 #include "eval/calibrate.h"
+#include "numeric_options.h"
 #include "runtime_flags.h"
 
 namespace {
@@ -200,11 +201,13 @@ void setup(CLI::App& app) {
     tq::cli::RuntimeFlags rt;
   };
   static Opts o;
-  cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
+  cmd->add_option("-m,--model", o.model,
+                  std::string("GGUF model (default: ") + tq::kDefaultModelFile + ")");
   cmd->add_option("-f,--file", o.text, "Text file (default: data/eval.txt)");
-  cmd->add_option("-c,--ctx-size", o.ctx, "Tokens per chunk (the run's context)")
-      ->capture_default_str();
-  cmd->add_option("--chunks", o.chunks, "Number of chunks (default: all the text holds)");
+  tq::cli::add_int_option(cmd, "-c,--ctx-size", o.ctx, 4, 1 << 24,
+                          "Tokens per chunk (the run's context)");
+  tq::cli::add_int_option(cmd, "--chunks", o.chunks, -1, INT32_MAX,
+                          "Number of chunks (default -1: all the text holds)");
   cmd->add_option("--types", o.types,
                   "Comma-separated rows: T (K = V = T), K/V (e.g. q8_0/turbo3), a vLLM preset "
                   "(e.g. turboquant_k3v4_nc: its K/V types and f16 boundary layers); suffix "
@@ -212,12 +215,12 @@ void setup(CLI::App& app) {
                   "get KIVI's R=128 window unless --residual or @R= is given; kvquant3/kvquant4 "
                   "rows keep S=1 sink token f16 unless --sinks or @S= is given")
       ;
-  cmd->add_option("--decode", o.decode,
-                  "Greedy tokens timed for decode tok/s: after the first chunk's CTX-token "
-                  "prefill, N steps of one token each through the model's generation path "
-                  "(AttnPath::kAuto: the SIMD decode driver when every stored segment is codes, "
-                  "else the code-scoring path), at the run's thread count")
-      ->capture_default_str();
+  tq::cli::add_int_option(cmd, "--decode", o.decode, 0, 1 << 24,
+                          "Greedy tokens timed for decode tok/s: after the first chunk's CTX-token "
+                          "prefill, N steps of one token each through the model's generation "
+                          "path (AttnPath::kAuto: the SIMD decode driver when every stored "
+                          "segment is codes, "
+                          "else the code-scoring path), at the run's thread count");
   cmd->add_flag("--json", o.json,
                 "Print {\"rows\":[{ctk,ctv,bpv,ppl,dppl_pct,kld_mean,kld_p99,top1,kv_bytes,"
                 "decode_tps,...}]} on stdout");
@@ -265,10 +268,7 @@ void setup(CLI::App& app) {
     for (const auto& e : entries)
       for (const auto& t : tq::cli::RuntimeFlags::all_types(tq::row_cache_options(e, co)))
         row_types.push_back(t);
-    for (const auto& t : row_types)
-      if (o.rt.codebooks.empty() && (tq::type_needs_calibration(t) || t == "polar-vq:custom"))
-        throw tq::Error("cache type '" + t + "' needs learned codebooks: run " +
-                        tq::calibrate_command(t) + " and pass --codebooks FILE");
+    for (const auto& t : row_types) tq::check_calibration_given(t, !o.rt.codebooks.empty());
     if (o.rt.codebooks.find(',') != std::string::npos) {
       // One file per preset (polar-vq presets, kvquant): each is checked against its rows.
       std::stringstream ss(o.rt.codebooks);

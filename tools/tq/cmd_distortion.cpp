@@ -5,6 +5,8 @@
 #include <sstream>
 
 #include "command.h"
+#include "codecs/turbo.h"
+#include "numeric_options.h"
 #include "core/lloyd_max.h"
 #include "core/progress.h"
 #include "eval/distortion.h"
@@ -26,16 +28,21 @@ struct Opts {
 const double kPaperMse[] = {0.36, 0.117, 0.03, 0.009};
 const double kPaperProd[] = {1.57, 0.56, 0.18, 0.047};  // × 1/d
 
-// Parses "turboB", "turboBnc", "turboBp" → bits and kind ('m', 'n', 'p'); 0 bits otherwise.
-int turbo_bits(const std::string& t, char& kind) {
+// The bits of a TurboQuant type and its kind ('m': TurboQuant_mse with or without norm
+// correction, 'p': TurboQuant_prod), from the codec itself; 0 bits for every other type
+// (the split types have no single bit-width).
+int turbo_bits(const std::string& t, int dim, char& kind) {
   kind = 0;
-  if (t.rfind("turbo", 0) != 0 || t.size() < 6 || !isdigit(t[5])) return 0;
-  const std::string rest = t.substr(6);
-  if (rest.empty()) kind = 'm';
-  else if (rest == "nc") kind = 'n';
-  else if (rest == "p") kind = 'p';
-  else return 0;
-  return t[5] - '0';
+  const auto c = tq::make_codec(t, dim);
+  if (auto* m = dynamic_cast<const tq::TurboMseCodec*>(c.get())) {
+    kind = 'm';
+    return m->bits();
+  }
+  if (auto* p = dynamic_cast<const tq::TurboProdCodec*>(c.get())) {
+    kind = 'p';
+    return p->bits();
+  }
+  return 0;
 }
 
 void run(const Opts& o) {
@@ -59,7 +66,7 @@ void run(const Opts& o) {
     bar.update(done++, t);
     const auto r = tq::measure_distortion(t, o.dim, o.n, o.seed);
     char kind;
-    const int b = turbo_bits(t, kind);
+    const int b = turbo_bits(t, o.dim, kind);
     nlohmann::json row = {{"type", t},         {"bits", nullptr},      {"bpv", r.bpv},
                           {"d_mse", r.d_mse},  {"d_mse_se", r.d_mse_se}, {"ip_var", r.ip_var},
                           {"ip_bias", r.ip_bias}, {"ip_bias_se", r.ip_bias_se},
@@ -110,8 +117,8 @@ void setup(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "distortion",
       "Measure D_mse and inner-product error on random unit vectors vs the TurboQuant paper");
-  cmd->add_option("--dim,-d", o.dim, "Vector dimension (head_dim)")->capture_default_str();
-  cmd->add_option("--n", o.n, "Number of random vectors")->capture_default_str();
+  tq::cli::add_int_option(cmd, "-d,--dim", o.dim, 2, 1 << 16, "Vector dimension (head_dim)");
+  tq::cli::add_int_option(cmd, "--n", o.n, 1, 1 << 26, "Number of random vectors");
   cmd->add_option("--seed", o.seed, "Seed of the random vectors")->capture_default_str();
   cmd->add_option("--types", o.types, "Comma-separated cache types")->capture_default_str();
   cmd->add_flag("--json", o.json,

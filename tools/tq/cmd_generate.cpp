@@ -8,6 +8,7 @@
 #include "model/llama.h"
 #include "model/paths.h"
 #include "model/tokenizer.h"
+#include "numeric_options.h"
 #include "runtime_flags.h"
 
 namespace {
@@ -22,13 +23,18 @@ void setup(CLI::App& app) {
     tq::cli::RuntimeFlags rt;
   };
   static Opts o;
-  cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
+  cmd->add_option("-m,--model", o.model,
+                  std::string("GGUF model (default: ") + tq::kDefaultModelFile + ")");
   cmd->add_option("-p,--prompt", o.prompt, "Prompt")->capture_default_str();
   cmd->add_option("-f,--file", o.file, "Read the prompt from a file (instead of -p)");
-  cmd->add_option("-n,--n-predict", o.n, "Tokens to generate")->capture_default_str();
-  cmd->add_option("-c,--ctx-size", o.ctx, "Cache capacity in tokens (default: prompt + n)");
-  cmd->add_option("--temp", o.temp, "Sampling temperature (0 = greedy)")->capture_default_str();
-  cmd->add_option("--top-p", o.top_p, "Nucleus sampling mass")->capture_default_str();
+  using tq::cli::add_float_option, tq::cli::add_int_option;
+  // Bounds: a context beyond 2^24 tokens is beyond every supported model (and the checks
+  // below compare it with the model's own context length).
+  add_int_option(cmd, "-n,--n-predict", o.n, 0, 1 << 24, "Tokens to generate");
+  add_int_option(cmd, "-c,--ctx-size", o.ctx, 0, 1 << 24,
+                 "Cache capacity in tokens (default 0: prompt + n)");
+  add_float_option(cmd, "--temp", o.temp, 0.0, 100.0, "Sampling temperature (0 = greedy)");
+  add_float_option(cmd, "--top-p", o.top_p, 0.0, 1.0, "Nucleus sampling mass (0, 1]");
   cmd->add_flag("--chat", o.chat, "Wrap the prompt in the model's chat template");
   cmd->add_flag("--json", o.json, "Print one JSON summary on stdout (text included)");
   o.rt.add(cmd);

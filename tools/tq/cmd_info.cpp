@@ -24,7 +24,7 @@ std::string hex64(uint64_t v) {
 void print_codebooks(const std::string& path, bool json) {
   const tq::CodebookFile f = tq::read_codebook_file(path);
   const tq::PolarVqParams& p = f.params;
-  const bool kvq = p.preset == "kvquant";  // kvquant files carry no polar-vq parameters
+  const bool kvq = p.preset == tq::kKvqPreset;  // kvquant files carry no polar-vq parameters
   const nlohmann::json params = kvq ? nlohmann::json::object() : nlohmann::json{
       {"mag_bits", p.mag_bits},     {"angle_bits", p.angle_bits},
       {"group_size", p.group_size}, {"key_block_tokens", p.key_block_tokens},
@@ -67,7 +67,8 @@ void setup(CLI::App& app) {
                                          "tokenizer and tensor types");
   static std::string model, codebooks;
   static bool json = false, metadata = false;
-  cmd->add_option("-m,--model", model, "GGUF model file (default: the SmolLM2 model)");
+  cmd->add_option("-m,--model", model,
+                  std::string("GGUF model file (default: ") + tq::kDefaultModelFile + ")");
   cmd->add_option("--codebooks", codebooks,
                   "Instead: show the header of a polar-vq codebook file (`tq calibrate`): "
                   "preset, parameters, samples, calibration context, model fingerprint");

@@ -21,7 +21,8 @@ void setup(CLI::App& app) {
     tq::cli::RuntimeFlags rt;
   };
   static Opts o;
-  cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
+  cmd->add_option("-m,--model", o.model,
+                  std::string("GGUF model (default: ") + tq::kDefaultModelFile + ")");
   cmd->add_option("-p,--prompt", o.prompt, "Prompt text");
   cmd->add_option("--ids", o.ids, "Token ids instead of a prompt")->delimiter(',');
   cmd->add_option("--out", o.out, "Output file (float32 n_tokens × n_vocab)")->required();

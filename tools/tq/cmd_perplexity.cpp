@@ -8,6 +8,7 @@
 #include "model/llama.h"
 #include "model/paths.h"
 #include "model/tokenizer.h"
+#include "numeric_options.h"
 #include "runtime_flags.h"
 
 namespace {
@@ -30,10 +31,13 @@ void setup(CLI::App& app) {
     tq::cli::RuntimeFlags rt;
   };
   static Opts o;
-  cmd->add_option("-m,--model", o.model, "GGUF model (default: the SmolLM2-135M model)");
+  cmd->add_option("-m,--model", o.model,
+                  std::string("GGUF model (default: ") + tq::kDefaultModelFile + ")");
   cmd->add_option("-f,--file", o.text, "Text file (default: data/eval.txt)");
-  cmd->add_option("-c,--ctx-size", o.ctx, "Tokens per chunk")->capture_default_str();
-  cmd->add_option("--chunks", o.chunks, "Number of chunks (default: all the text holds)");
+  tq::cli::add_int_option(cmd, "-c,--ctx-size", o.ctx, 4, 1 << 24, "Tokens per chunk");
+  // -1 (the default) = all the text holds; more than it holds is refused by run_perplexity.
+  tq::cli::add_int_option(cmd, "--chunks", o.chunks, -1, INT32_MAX,
+                          "Number of chunks (default -1: all the text holds)");
   cmd->add_option("--kld-base", o.kld_base,
                   "Reference log-probs: written if the file is missing, compared against if not");
   cmd->add_flag("--json", o.json, "Print one JSON document on stdout");
@@ -53,6 +57,7 @@ void setup(CLI::App& app) {
         tok->encode(tq::cli::read_file(tpath, "text file"), true);
     tq::PerplexityOptions po;
     po.n_ctx = o.ctx;
+    if (o.chunks == 0) throw tq::Error("--chunks must be at least 1 (or -1: all)");
     po.n_chunks = o.chunks;
     o.rt.attach_codebooks(cache_opts, *f, *model);
     if (cache_opts.codebooks)

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "tq: error: %s\n", e.what());
     return 1;
   } catch (const std::bad_alloc&) {
+    // Every allocation failure ends here, those inside OpenMP regions too (ParallelErrors,
+    // core/parallel.h, carries them out of the region).
+    std::fprintf(stderr, "tq: error: out of memory\n");
+    return 1;
+  } catch (const std::length_error&) {  // a container asked for more than max_size()
     std::fprintf(stderr, "tq: error: out of memory\n");
     return 1;
   } catch (const std::exception& e) {

@@ -11,6 +11,7 @@
 #include "codecs/kvquant.h"
 #include "eval/calibrate.h"
 #include "model/llama.h"
+#include "numeric_options.h"
 #include "tq/error.h"
 
 namespace tq::cli {
@@ -34,19 +35,21 @@ struct RuntimeFlags {
         ->capture_default_str();
     cmd->add_option("--layer-k", layer_k, "Per-layer key types, e.g. \"0=f16,29=turbo4\"");
     cmd->add_option("--layer-v", layer_v, "Per-layer value types, e.g. \"0=f16\"");
-    cmd->add_option("--boundary", boundary, "First and last N layers use --boundary-type");
+    add_int_option(cmd, "--boundary", boundary, 0, 1 << 16,
+                   "First and last N layers use --boundary-type");
     cmd->add_option("--boundary-type", boundary_type, "Cache type of the boundary layers (K and V)")
         ->capture_default_str();
-    cmd->add_option("--residual", residual, "Keep the newest R tokens in f16");
-    cmd->add_option("--sinks", sinks, "Keep the first S tokens in f16 (attention sinks)");
+    add_int_option(cmd, "--residual", residual, 0, 1 << 24, "Keep the newest R tokens in f16");
+    add_int_option(cmd, "--sinks", sinks, 0, 1 << 24,
+                   "Keep the first S tokens in f16 (attention sinks)");
     cmd->add_flag("--center-keys", center_keys, "Mean-centre keys per channel before quantizing");
     cmd->add_option("--seed", seed, "Seed of the cache's rotations/sketches (and sampling)");
     cmd->add_option("--codebooks", codebooks,
                     "codebook file from `tq calibrate` (needed by polar-vq:balanced/max; "
                     "kvquant3/4 need one from `tq calibrate --preset kvquant`; compare takes "
                     "FILE,FILE,... with one file per preset)");
-    cmd->add_option("-t,--threads", threads,
-                    "Threads (default 0 = all cores, or 1 if the machine is busy)");
+    add_int_option(cmd, "-t,--threads", threads, 0, tq::max_thread_flag(),
+                   "Threads (default 0 = all cores, or 1 if the machine is busy)");
   }
 
   static std::map<int, std::string> parse_layers(const std::string& s, const char* flag) {
@@ -80,11 +83,7 @@ struct RuntimeFlags {
     o.center_keys = center_keys;
     o.seed = seed;
     // A type that cannot work without learned data fails here, before the model is loaded.
-    if (codebooks.empty())
-      for (const auto& t : all_types(o))
-        if (tq::type_needs_calibration(t) || t == "polar-vq:custom")
-          throw Error("cache type '" + t + "' needs learned codebooks: run " +
-                      tq::calibrate_command(t) + " and pass --codebooks FILE");
+    for (const auto& t : all_types(o)) tq::check_calibration_given(t, !codebooks.empty());
     return o;
   }
 

@@ -1,0 +1,92 @@
+#include "core/numeric_flag.h"
+
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <thread>
+
+#include "tq/error.h"
+
+namespace tq {
+namespace {
+
+// The text as it appears in a message: at most 40 bytes, control bytes escaped, so that a
+// hostile argument cannot break the one-line error.
+std::string shown(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < 40; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c >= 0x7F) {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\x%02X", c);
+      out += b;
+    } else {
+      out += char(c);
+    }
+  }
+  if (s.size() > 40) out += "...";
+  return out;
+}
+
+std::string num(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  return b;
+}
+
+}  // namespace
+
+// The text without one leading '+' (which from_chars does not take); false if what is left
+// cannot start a number ("", "+-5", "++5").
+bool strip_plus(std::string_view& t) {
+  if (!t.empty() && t[0] == '+') {
+    t.remove_prefix(1);
+    if (t.empty() || t[0] == '-' || t[0] == '+') return false;
+  }
+  return !t.empty();
+}
+
+int64_t parse_int_flag(std::string_view flag, std::string_view text, int64_t lo, int64_t hi) {
+  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  std::string_view t = text;
+  int64_t v = 0;
+  std::errc ec = std::errc::invalid_argument;
+  const char* end = nullptr;
+  if (strip_plus(t)) {
+    const auto r = std::from_chars(t.data(), t.data() + t.size(), v);
+    ec = r.ec;
+    end = r.ptr;
+  }
+  if (end != t.data() + t.size() || (ec != std::errc() && ec != std::errc::result_out_of_range))
+    throw Error(std::string(flag) + ": expected an integer in " + range + ", got '" + shown(text) +
+                "'");
+  if (ec == std::errc::result_out_of_range || v < lo || v > hi)
+    throw Error(std::string(flag) + " " + shown(text) + " is out of range " + range);
+  return v;
+}
+
+double parse_float_flag(std::string_view flag, std::string_view text, double lo, double hi) {
+  const std::string range = "[" + num(lo) + ", " + num(hi) + "]";
+  std::string_view t = text;
+  double v = 0;
+  std::errc ec = std::errc::invalid_argument;
+  const char* end = nullptr;
+  if (strip_plus(t)) {
+    const auto r = std::from_chars(t.data(), t.data() + t.size(), v);
+    ec = r.ec;
+    end = r.ptr;
+  }
+  if (end != t.data() + t.size() || (ec != std::errc() && ec != std::errc::result_out_of_range))
+    throw Error(std::string(flag) + ": expected a number in " + range + ", got '" + shown(text) +
+                "'");
+  if (ec == std::errc::result_out_of_range || !std::isfinite(v) || v < lo || v > hi)
+    throw Error(std::string(flag) + " " + shown(text) + " is out of range " + range);
+  return v;
+}
+
+int max_thread_flag() {
+  const unsigned hw = std::thread::hardware_concurrency();
+  return 4 * int(hw > 0 ? hw : 1);
+}
+
+}  // namespace tq
