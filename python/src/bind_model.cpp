@@ -301,10 +301,7 @@ void bind_model(nb::module_& m) {
               for (const auto& t : option_types(tq::row_cache_options(e, co)))
                 row_types.push_back(t);
             for (const auto& t : row_types)
-              if (cb_path.empty() && !co.cache.codebooks &&
-                  needs_learned_data(t))
-                throw tq::Error("cache type '" + t + "' needs learned codebooks: run " +
-                                tq::calibrate_command(t) + " and pass codebooks=FILE");
+              tq::check_calibration_given(t, !cb_path.empty() || co.cache.codebooks);
             if (!cb_path.empty())
               co.cache.codebooks = tq::load_codebooks(cb_path, *s.f, *s.model, row_types);
             for (const auto& e : entries)

@@ -55,8 +55,7 @@ tq::KvCacheOptions cache_options(const nb::dict& kw, std::string* codebooks_path
 // The types the options name (K, V, boundary, per-layer).
 std::vector<std::string> option_types(const tq::KvCacheOptions& o);
 // Whether a type cannot encode without learned data (calibrated codebooks or, for
-// polar-vq:custom, the parameters a codebook file carries). The one place the bindings name a
-// type; it becomes a registry trait with the house refactor's traits table.
+// polar-vq:custom, the parameters a codebook file carries): the registry's traits.
 bool needs_learned_data(const std::string& type);
 // Throws the CLI's "needs learned codebooks" error when a type needs them and none are given.
 void require_codebooks(const tq::KvCacheOptions& o, bool have_path);

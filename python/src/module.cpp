@@ -8,7 +8,6 @@
 #include <optional>
 #include <sstream>
 
-#include "codecs/kvquant.h"
 #include "common.h"
 #include "model/llama.h"
 #include "tq/codec.h"
@@ -189,15 +188,12 @@ std::vector<std::string> option_types(const tq::KvCacheOptions& o) {
 }
 
 bool needs_learned_data(const std::string& type) {
-  return tq::type_needs_calibration(type) || type == "polar-vq:custom";
+  const tq::TypeTraits& t = tq::type_traits(type);
+  return t.needs_calibration || t.params_from_codebooks;
 }
 
 void require_codebooks(const tq::KvCacheOptions& o, bool have_path) {
-  if (o.codebooks || have_path) return;
-  for (const auto& t : option_types(o))
-    if (needs_learned_data(t))
-      throw tq::Error("cache type '" + t + "' needs learned codebooks: run " +
-                      tq::calibrate_command(t) + " and pass codebooks=FILE");
+  for (const auto& t : option_types(o)) tq::check_calibration_given(t, o.codebooks || have_path);
 }
 
 }  // namespace tqpy
