@@ -3,7 +3,11 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= $(if $(shell command -v nvcc),-DTQ_CUDA=ON,)
 
-.PHONY: run test test-sanitize build setup model models clean
+VENV ?= $(BUILD)/venv
+# The Python package: scikit-build-core's own build folder, linking the library `build` made.
+PY_BUILD_FLAGS = -Cbuild-dir=$(BUILD)/py -Ccmake.define.TQ_PREBUILT_LIB=$(abspath $(BUILD))/libtq.a
+
+.PHONY: run test test-sanitize build setup model models clean python python-test
 
 setup:
 	./scripts/setup.sh
@@ -25,8 +29,19 @@ models: setup
 run: build model
 	./scripts/run_main.sh $(BUILD)
 
+# The C++ tests first (they need no Python), then the Python package and its tests.
 test: build model
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
+	$(MAKE) --no-print-directory python-test
+
+# build/venv (scripts/setup_python.sh) + `pip install .` of the package into it.
+python: build
+	VENV=$(VENV) ./scripts/setup_python.sh
+	$(VENV)/bin/python -m pip install -q --no-build-isolation --disable-pip-version-check \
+	  $(PY_BUILD_FLAGS) .
+
+python-test: python model
+	TQ_BUILD_DIR=$(abspath $(BUILD)) $(VENV)/bin/python -m pytest -q tests/python
 
 # The sanitizer job of CI (issue 17): clang with ASan + UBSan (undefined behaviour aborts) and the
 # libFuzzer targets; runs the suite but the slow end-to-end tests (the normal `make test` runs
