@@ -18,11 +18,11 @@ $(BUILD)/build.ninja:
 build: setup $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Default model and text (SPEC §4).
+# Default model and text (DESIGN.md §4).
 model: setup
 	./scripts/fetch_model.sh
 
-# The whole model set (SPEC §8): smollm2-135m, qwen2.5-coder-1.5b, gemma3-270m.
+# The whole model set (DESIGN.md §8): smollm2-135m, qwen2.5-coder-1.5b, gemma3-270m.
 models: setup
 	./scripts/fetch_model.sh all
 

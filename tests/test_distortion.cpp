@@ -1,4 +1,4 @@
-// The TurboQuant paper's numbers (SPEC §2.2), measured through the codecs' own encode, decode and
+// The TurboQuant paper's numbers (DESIGN.md §2.2), measured through the codecs' own encode, decode and
 // score paths on random unit vectors (d = 128, 20,000 samples).
 #include <gtest/gtest.h>
 

@@ -119,7 +119,7 @@ TEST(PolarVq, ChannelGroupedMagnitudes) {
 }
 
 TEST(PolarVq, PresetsHitTheirCompressionTargets) {
-  // SPEC §2.4: quality ≈4x, balanced ≈6x, max ≈8x, gqa ≈3.5x vs f16, ±10%, at d = 128.
+  // DESIGN.md §2.4: quality ≈4x, balanced ≈6x, max ≈8x, gqa ≈3.5x vs f16, ±10%, at d = 128.
   const std::pair<const char*, double> targets[] = {
       {"quality", 4.0}, {"balanced", 6.0}, {"max", 8.0}, {"gqa", 3.5}};
   for (auto [name, x] : targets) {

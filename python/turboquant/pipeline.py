@@ -6,7 +6,7 @@
     quantizer = TurboQuantPipeline(polar_config, turbo_config)
     quantized_model = quantizer.apply(model, calibration_data)
 
-The two configs name the parameters of the engine's polar-vq type (SPEC §2.4): stage 1 stores a
+The two configs name the parameters of the engine's polar-vq type (DESIGN.md §2.4): stage 1 stores a
 key's RoPE pairs as magnitude (``magnitude_bits``) and angle (``angle_bits``, per pair-channel
 centroids learned on calibration keys), magnitudes grouped by ``group_size`` (within a token
 when 64, per pair-channel over a block of tokens when 128: the presets' layouts); stage 2

@@ -1,4 +1,4 @@
-// Baseline cache types (SPEC §2.5): fp8_e4m3, int4-g64, and KIVI (kivi2, kivi4).
+// Baseline cache types (DESIGN.md §2.5): fp8_e4m3, int4-g64, and KIVI (kivi2, kivi4).
 //
 // fp8_e4m3 — OCP E4M3FN values with a per-token fp16 scale. A per-(layer, head) or per-tensor
 //   scale would need calibration data, which this data-oblivious baseline does not have, so

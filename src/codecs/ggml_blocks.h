@@ -1,4 +1,4 @@
-// ggml/llama.cpp block formats (SPEC §2.5), byte for byte as ggml defines them
+// ggml/llama.cpp block formats (DESIGN.md §2.5), byte for byte as ggml defines them
 // (ggml/src/ggml-common.h, ggml-quants.c): blocks of 32 consecutive values, each block a packed
 // struct whose first field is an fp16 scale. Facts taken from upstream; the code is our own.
 //

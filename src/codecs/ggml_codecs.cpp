@@ -1,4 +1,4 @@
-// ggml/llama.cpp block formats as cache types (SPEC §2.5): q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl,
+// ggml/llama.cpp block formats as cache types (DESIGN.md §2.5): q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl,
 // each also as NAME+h with a randomised Hadamard rotation in front.
 //
 // Token layout (block_tokens = 1): the token's d values cut into d/32 ggml blocks, stored back

@@ -1,4 +1,4 @@
-// KVQuant-style cache types kvquant3 / kvquant4 (Hooper et al., arXiv 2401.18079; SPEC §2.5).
+// KVQuant-style cache types kvquant3 / kvquant4 (Hooper et al., arXiv 2401.18079; DESIGN.md §2.5).
 //
 // Keys (the key form, CodecOptions::is_key) are quantized before RoPE: encode_at() un-rotates
 // each post-RoPE key by its position (the model's pairing and frequencies, CodecOptions::rope*),

@@ -1,4 +1,4 @@
-// PolarQuant (Han et al., arXiv 2502.02617; SPEC §2.3).
+// PolarQuant (Han et al., arXiv 2502.02617; DESIGN.md §2.3).
 // After the random rotation, each group of 16 coordinates is turned into one radius and 15
 // angles by a 4-level recursive polar transform:
 //   level 1: 8 pairs (y_2i, y_2i+1) → radius r1_i, angle ψ ∈ [0, 2π)      (4-bit codes)

@@ -1,4 +1,4 @@
-// The seed's two-stage pipeline, "polar-vq" (SPEC §2.4; ../shared/seed/).
+// The seed's two-stage pipeline, "polar-vq" (DESIGN.md §2.4: the original description's pipeline).
 //
 // Keys (post-RoPE), stage 1: each RoPE pair (k_a, k_b) → magnitude r = √(k_a² + k_b²) and angle
 // θ = atan2(k_b, k_a). r: uniform mag_bits codes with an fp16 (min, scale) per group of

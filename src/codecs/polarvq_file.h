@@ -1,4 +1,4 @@
-// Versioned codebook files for polar-vq (SPEC §2.4) and kvquant (SPEC §2.5).
+// Versioned codebook files for polar-vq (DESIGN.md §2.4) and kvquant (DESIGN.md §2.5).
 // Layout (little endian):
 //   "TQCB" | u32 format version (3) | u32 payload bytes | payload | u64 xxHash64(payload)
 // payload: str preset | i32 × 13 parameters | u64 model fingerprint | u64 corpus hash |

@@ -1,4 +1,4 @@
-// TurboQuant codecs (Zandieh et al., arXiv 2504.19874; SPEC §2.2). Exposed inside the library
+// TurboQuant codecs (Zandieh et al., arXiv 2504.19874; DESIGN.md §2.2). Exposed inside the library
 // so that SIMD/CUDA kernels and tests can reach the codebook, rotation and sketch.
 #pragma once
 #include <memory>

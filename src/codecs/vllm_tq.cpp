@@ -1,4 +1,4 @@
-// The component codecs of vLLM's TurboQuant KV-cache presets (SPEC §2.5), reproduced from
+// The component codecs of vLLM's TurboQuant KV-cache presets (DESIGN.md §2.5), reproduced from
 // vLLM's sources (vllm/model_executor/layers/quantization/turboquant/{config,centroids}.py,
 // vllm/v1/attention/backends/turboquant_attn.py, vllm/v1/attention/ops/
 // triton_turboquant_{store,decode}.py, read 2026-11). The presets themselves (which K and V

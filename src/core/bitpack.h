@@ -1,4 +1,4 @@
-// Bit packing of small codes (SPEC §2; scalar reference).
+// Bit packing of small codes (DESIGN.md §2; scalar reference).
 // Layout: an LSB-first bit stream. Code i of width b occupies stream bits [i·b, (i+1)·b); stream
 // bit j is bit (j mod 8) of byte j/8. For b = 4 that is two codes per byte, low nibble first;
 // for b = 2 four per byte; for b = 3, 8 codes in 3 bytes. Mixed widths append to one stream.

@@ -1,5 +1,5 @@
 // k-means with k-means++ initialisation (seeded, deterministic), for the learned codebooks of
-// the polar-vq pipeline (SPEC §2.4): Euclidean on g-dimensional vectors, and 1-D on the circle
+// the polar-vq pipeline (DESIGN.md §2.4): Euclidean on g-dimensional vectors, and 1-D on the circle
 // for angle codebooks.
 #pragma once
 #include <cstddef>

@@ -1,5 +1,5 @@
 // Lloyd-Max scalar codebooks on the exact coordinate density of a uniformly random unit vector
-// in R^d:  f(t) = Γ(d/2) / (√π Γ((d−1)/2)) · (1 − t²)^((d−3)/2),  t ∈ [−1, 1]  (SPEC §2.2).
+// in R^d:  f(t) = Γ(d/2) / (√π Γ((d−1)/2)) · (1 − t²)^((d−3)/2),  t ∈ [−1, 1]  (DESIGN.md §2.2).
 // Solved once per (d, bits) and cached (thread-safe).
 #pragma once
 #include <vector>

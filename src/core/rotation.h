@@ -1,4 +1,4 @@
-// Random orthogonal rotations Π for TurboQuant/PolarQuant (SPEC §2.1).
+// Random orthogonal rotations Π for TurboQuant/PolarQuant (DESIGN.md §2.1).
 //  - power-of-two d: randomised Hadamard y = (1/√d)·H·D·x, D = seeded ±1 signs, H applied by an
 //    in-place fast Walsh-Hadamard transform (O(d log d));
 //  - other d (80, 96, ...): a dense orthogonal matrix Q = QR(seeded Gaussian), y = Q·x.

@@ -1,4 +1,4 @@
-// Runtime SIMD dispatch for the CPU kernels (SPEC §5, issue 6).
+// Runtime SIMD dispatch for the CPU kernels (DESIGN.md §5, issue 6).
 //
 // Three levels: scalar (portable C++), AVX2 (+FMA, F16C, BMI2) and AVX-512 (F, BW, VL, DQ).
 // The active level is the best one the CPU supports, unless the environment variable

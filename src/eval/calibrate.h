@@ -1,4 +1,4 @@
-// Calibration of the polar-vq codebooks (SPEC §2.4) from post-RoPE key and value samples.
+// Calibration of the polar-vq codebooks (DESIGN.md §2.4) from post-RoPE key and value samples.
 #pragma once
 #include <cstdint>
 #include <functional>

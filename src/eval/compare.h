@@ -1,5 +1,5 @@
 // turboquant — `tq compare`: one f16 reference run, then every listed cache type over the same
-// chunks, in one table (SPEC §4, §6).
+// chunks, in one table (DESIGN.md §4, §6).
 //
 // The reference runs once through run_perplexity with a KLD base file (its full-vocabulary
 // log-probs, fp16) in a temporary folder; every other row compares against that file, so the

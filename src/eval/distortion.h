@@ -1,4 +1,4 @@
-// Distortion of a cache type on random unit vectors (SPEC §2.2 numbers).
+// Distortion of a cache type on random unit vectors (DESIGN.md §2.2 numbers).
 #pragma once
 #include <cstdint>
 #include <string>

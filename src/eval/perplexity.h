@@ -1,4 +1,4 @@
-// turboquant — perplexity and KL divergence of a KV-cache type (SPEC §4), llama.cpp style.
+// turboquant — perplexity and KL divergence of a KV-cache type (DESIGN.md §4), llama.cpp style.
 //
 // The token stream is cut into non-overlapping chunks of n_ctx tokens (the first token of each
 // chunk replaced by BOS when the model adds one). Each chunk runs through the model in one

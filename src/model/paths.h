@@ -1,4 +1,4 @@
-// Default locations of the model and the evaluation text (SPEC §4), so every command finds them
+// Default locations of the model and the evaluation text (DESIGN.md §4), so every command finds them
 // the same way.
 #pragma once
 #include <string>

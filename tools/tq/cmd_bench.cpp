@@ -1,5 +1,5 @@
 // `tq bench attention` / `tq bench encode`: CPU decode-attention and append throughput over
-// compressed caches (SPEC §5, issue 6). Baselines (f16 and q8_0) are always measured in the same
+// compressed caches (DESIGN.md §5, issue 6). Baselines (f16 and q8_0) are always measured in the same
 // run, interleaved with the other types repetition by repetition, so that their ratios survive
 // a noisy shared machine; every number is the median over the repetitions.
 #include <omp.h>

@@ -1,5 +1,5 @@
-// `tq calibrate`: learns the polar-vq codebooks (SPEC §2.4) or the kvquant ranges and levels
-// (--preset kvquant; SPEC §2.5, codecs/kvquant.h) of a model from a calibration text and writes
+// `tq calibrate`: learns the polar-vq codebooks (DESIGN.md §2.4) or the kvquant ranges and levels
+// (--preset kvquant; DESIGN.md §2.5, codecs/kvquant.h) of a model from a calibration text and writes
 // them to a codebook file (src/codecs/polarvq_file.h).
 //
 // Sampling: N windows of -c tokens from the text (distinct, non-overlapping, chosen by --seed),

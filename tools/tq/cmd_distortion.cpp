@@ -1,5 +1,5 @@
 // `tq distortion`: measured MSE and inner-product error of each type on random unit vectors,
-// next to the TurboQuant paper's values and bounds (SPEC §2.2).
+// next to the TurboQuant paper's values and bounds (DESIGN.md §2.2).
 #include <cmath>
 #include <cstdio>
 #include <sstream>

@@ -1,5 +1,5 @@
 // Flags shared by the commands that run the model (`generate`, `perplexity`): the cache types
-// and options (SPEC §3) and the thread count.
+// and options (DESIGN.md §3) and the thread count.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <map>
