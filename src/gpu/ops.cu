@@ -30,15 +30,21 @@ __device__ __forceinline__ float bf16_float(uint16_t b) {
   return __bfloat162float(__ushort_as_bfloat16(b));
 }
 
+// offset + scale·u rounded twice, as the host computes it (no FMA contraction), so that the
+// host reference regenerates every bit
+__device__ __forceinline__ float init_value(uint64_t seed, size_t i, float scale, float off) {
+  return __fadd_rn(off, __fmul_rn(scale, d_hash_uniform(seed, i)));
+}
+
 __global__ void init_bf16_kernel(uint16_t* w, size_t n, uint64_t seed, float scale, float off) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x)
-    w[i] = bf16_bits(off + scale * d_hash_uniform(seed, i));
+    w[i] = bf16_bits(init_value(seed, i, scale, off));
 }
 __global__ void init_f32_kernel(float* w, size_t n, uint64_t seed, float scale, float off) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x)
-    w[i] = bf16_float(bf16_bits(off + scale * d_hash_uniform(seed, i)));
+    w[i] = bf16_float(bf16_bits(init_value(seed, i, scale, off)));
 }
 
 __global__ void embed_kernel(const uint16_t* embd, const int* tokens, float* x, int E) {

@@ -177,7 +177,7 @@ struct GpuRuntime::Impl {
     return true;
   }
   void reserve_or_throw(int s, int n_total) {
-    if (n_total > max_pages * 32)
+    if (n_total > cfg.max_ctx)
       throw Error("GPU runtime: sequence of " + std::to_string(n_total) +
                   " tokens exceeds the context of " + std::to_string(cfg.max_ctx));
     if (!reserve(s, n_total))
@@ -400,7 +400,7 @@ void GpuRuntime::free_seq(int s) {
 
 int GpuRuntime::seq_len(int s) const { return impl_->seqs.at(size_t(s)).len; }
 bool GpuRuntime::try_reserve(int s, int n_total) {
-  if (n_total > impl_->max_pages * 32) return false;
+  if (n_total > cfg_.max_ctx) return false;
   return impl_->reserve(s, n_total);
 }
 int GpuRuntime::pages_free() const { return int(impl_->free_pages.size()); }
