@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/decode_attention.h"
+#include "attention/decode.h"
 #include "cpu/dispatch.h"
 #include "tq/codec.h"
 

@@ -1,12 +1,17 @@
 // Core building blocks: FWHT, rotations, bit packing, Lloyd-Max codebooks.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
+#include <atomic>
 #include <cmath>
+#include <new>
 #include <random>
 
 #include "core/bitpack.h"
 #include "core/half.h"
 #include "core/lloyd_max.h"
+#include "core/parallel.h"
 #include "core/rng.h"
 #include "core/rotation.h"
 #include "tq/error.h"
@@ -199,6 +204,43 @@ TEST(Half, RoundTripsAndRounds) {
   for (uint32_t h = 0; h < 0x7C00; ++h) EXPECT_EQ(f32_to_f16(f16_to_f32(uint16_t(h))), h);
   EXPECT_EQ(f32_to_bf16(1.0f), 0x3F80);
   EXPECT_EQ(bf16_to_f32(0x3F80), 1.0f);
+}
+
+// An exception in one thread of an OpenMP region reaches the caller as itself (it used to call
+// std::terminate); the other iterations still run or are skipped, never crash.
+TEST(ParallelErrors, RethrowsTheFirstExceptionAfterTheRegion) {
+  for (int bad : {0, 7, 63}) {
+    ParallelErrors errors;
+    std::atomic<int> ran{0};
+#pragma omp parallel for schedule(dynamic) num_threads(4)
+    for (int i = 0; i < 64; ++i)
+      errors.run([&] {
+        ++ran;
+        if (i == bad) throw Error("bad item " + std::to_string(i));
+      });
+    EXPECT_TRUE(errors.failed());
+    try {
+      errors.rethrow();
+      ADD_FAILURE() << "no exception";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), "bad item " + std::to_string(bad));
+    }
+    EXPECT_GE(ran.load(), 1);
+    EXPECT_FALSE(errors.failed());
+    EXPECT_NO_THROW(errors.rethrow());
+  }
+  // bad_alloc keeps its type, so the tool's top level prints its out-of-memory line.
+  ParallelErrors errors;
+#pragma omp parallel num_threads(3)
+  errors.run([] { throw std::bad_alloc(); });
+  EXPECT_THROW(errors.rethrow(), std::bad_alloc);
+  // Nothing thrown: rethrow does nothing and every body ran.
+  ParallelErrors ok;
+  std::atomic<int> n{0};
+#pragma omp parallel for num_threads(4)
+  for (int i = 0; i < 100; ++i) ok.run([&] { ++n; });
+  EXPECT_NO_THROW(ok.rethrow());
+  EXPECT_EQ(n.load(), 100);
 }
 
 }  // namespace

@@ -24,7 +24,7 @@
 #include "codecs/common.h"
 #include "codecs/turbo.h"
 #include "core/rotation.h"
-#include "cpu/decode_attention.h"
+#include "attention/decode.h"
 #include "cpu/dispatch.h"
 #include "tq/codec.h"
 

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <random>
 
-#include "cache/attention.h"
+#include "attention/attention.h"
 #include "cache/kv_cache.h"
 #include "codecs/common.h"
 #include "cpu/dispatch.h"

@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <random>
 
-#include "cache/attention.h"
+#include "attention/attention.h"
 #include "cache/kv_cache.h"
 #include "codecs/kvquant.h"
 #include "codecs/polarvq_file.h"

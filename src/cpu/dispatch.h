@@ -113,6 +113,8 @@ struct Kernels {
 bool int8_scores_enabled();
 void set_int8_scores(bool on);
 bool int8_scores_active();
+// Whether the CPU (and OS) has AVX-512 VBMI and VNNI (the 8-bit fast-scan kernels).
+bool cpu_has_vbmi_vnni();
 
 const Kernels& kernels();             // the active level
 const Kernels& kernels_for(Level l);  // a given level (must be available)

@@ -223,13 +223,7 @@ void k_acc_rows_fast(const CodeRows& r, size_t n, const float* w, size_t ldw, in
 #define TQ_VNNI __attribute__((target("avx512vbmi,avx512vnni")))
 #define TQ_VNNI_LAMBDA __attribute__((target("avx512vbmi,avx512vnni")))
 
-bool has_vnni_vbmi() {
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vnni");
-  }();
-  return ok;
-}
+bool has_vnni_vbmi() { return cpu_has_vbmi_vnni(); }
 
 // The codebook as unsigned bytes, c ≈ cs·(u − 128) with cs = max|c|/127: a 64-entry table for
 // vpermb (which ignores index bits 6-7), repeated mod 2^B so that the bits above a code never

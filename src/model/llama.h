@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "cache/attention.h"
+#include "attention/attention.h"
 #include "cache/kv_cache.h"
 
 namespace tq {

@@ -15,7 +15,7 @@
 #include <sstream>
 
 #include "command.h"
-#include "cpu/decode_attention.h"
+#include "attention/decode.h"
 #include "cpu/dispatch.h"
 #include "tq/codec.h"
 

@@ -1,4 +1,4 @@
-#include "cpu/decode_attention.h"
+#include "attention/decode.h"
 
 #include <omp.h>
 

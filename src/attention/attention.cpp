@@ -1,7 +1,7 @@
-// turboquant — causal attention over the stored KV cache: codes path, tiled path, reference.
-#include "cache/attention.h"
+// turboquant — causal attention over the stored KV cache: the entry point, the codes path and
+// the SIMD decode driver's glue (the tiled and reference paths are tiled.cpp, reference.cpp).
+#include "attention/attention.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -10,13 +10,19 @@
 #include <limits>
 #include <vector>
 
+#include "attention/decode.h"
+#include "attention/paths.h"
 #include "core/half.h"
-#include "cpu/decode_attention.h"
+#include "cpu/dispatch.h"
 
 namespace tq {
-namespace {
+namespace avx2 {
+float dot_f16(const float* q, const uint16_t* h, int n);
+void axpy_f16(float w, const uint16_t* h, float* acc, int n);
+void f16_to_f32(const uint16_t* h, float* x, size_t n);
+}  // namespace avx2
 
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+namespace attn {
 
 // f16 → f32 by table (256 KiB, built once): branch-free, and several times faster than the
 // scalar bit-twiddling conversion on machines where we do not dispatch to F16C.
@@ -29,20 +35,7 @@ const float* f16_table() {
   return table.data();
 }
 
-}  // namespace
-namespace avx2 {
-float dot_f16(const float* q, const uint16_t* h, int n);
-void axpy_f16(float w, const uint16_t* h, float* acc, int n);
-void f16_to_f32(const uint16_t* h, float* x, size_t n);
-}  // namespace avx2
-namespace {
-
-// f16 kernels: AVX2+F16C+FMA when the CPU has them and d is a multiple of 8, else the table.
-bool use_avx2(int d) {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
-                         __builtin_cpu_supports("fma");
-  return ok && d % 8 == 0;
-}
+bool use_avx2(int d) { return cpu::active_level() != cpu::Level::kScalar && d % 8 == 0; }
 float dot_f16(const float* q, const uint16_t* h, int d, bool simd) {
   if (simd) return avx2::dot_f16(q, h, d);
   const float* tab = f16_table();
@@ -56,15 +49,11 @@ void axpy_f16(float w, const uint16_t* h, float* acc, int d, bool simd) {
   for (int j = 0; j < d; ++j) acc[j] += w * tab[h[j]];
 }
 
-// Whether a codec's codes are plain f16 / f32 rows (float_codecs.cpp: "d values, little
-// endian"), so that the float loops below can read them directly.
-enum class Plain { kNo, kF16, kF32 };
 Plain plain_kind(const Codec& c) {
   const std::string n = c.name();
   return n == "f16" ? Plain::kF16 : n == "f32" ? Plain::kF32 : Plain::kNo;
 }
 
-// x (n × d floats) = decoded segment.
 void decode_segment(const Codec& cd, Plain pk, const KvSegment& sg, int d, float* x) {
   const float* tab = f16_table();
   if (sg.f16 || pk == Plain::kF16) {
@@ -80,10 +69,6 @@ void decode_segment(const Codec& cd, Plain pk, const KvSegment& sg, int d, float
   }
 }
 
-struct HeadSegs {
-  std::vector<KvSegment> k, v;
-};
-
 std::vector<HeadSegs> collect(const KvCache& cache, int seq, int layer) {
   std::vector<HeadSegs> hs(cache.shape().n_kv_head);
   for (int h = 0; h < int(hs.size()); ++h) {
@@ -93,115 +78,16 @@ std::vector<HeadSegs> collect(const KvCache& cache, int seq, int layer) {
   return hs;
 }
 
+}  // namespace attn
+namespace {
+using namespace attn;
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
 void check_args(const KvCache& cache, int seq, int layer, int n_head, int T, int pos0) {
   const int L = cache.seq_len(seq, layer);
   TQ_ASSERT(n_head % cache.shape().n_kv_head == 0);
   TQ_ASSERT(T >= 0 && pos0 >= 0 && pos0 + T <= L);
-}
-
-// ---------------------------------------------------------------------------------------------
-void attention_reference(const KvCache& cache, int seq, int layer, int n_head, const float* q,
-                         int T, int pos0, float scale, float* out) {
-  const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
-  const int L = cache.seq_len(seq, layer);
-  std::vector<float> K(size_t(L) * d), V(size_t(L) * d);
-  std::vector<double> s(L);
-  for (int kh = 0; kh < H; ++kh) {
-    cache.read(seq, layer, kh, true, K.data());
-    cache.read(seq, layer, kh, false, V.data());
-    for (int qh = kh * g; qh < (kh + 1) * g; ++qh)
-      for (int t = 0; t < T; ++t) {
-        const float* qv = q + (size_t(t) * n_head + qh) * d;
-        const int vis = pos0 + t + 1;
-        double m = -1e300;
-        for (int i = 0; i < vis; ++i) {
-          double a = 0;
-          for (int j = 0; j < d; ++j) a += double(qv[j]) * K[size_t(i) * d + j];
-          s[i] = a * scale;
-          m = std::max(m, s[i]);
-        }
-        double sum = 0;
-        for (int i = 0; i < vis; ++i) sum += (s[i] = std::exp(s[i] - m));
-        float* o = out + (size_t(t) * n_head + qh) * d;
-        for (int j = 0; j < d; ++j) {
-          double a = 0;
-          for (int i = 0; i < vis; ++i) a += s[i] * V[size_t(i) * d + j];
-          o[j] = float(a / sum);
-        }
-      }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
-                     int pos0, float scale, float* out) {
-  const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
-  const int L = pos0 + T;  // positions beyond the last query are never visible
-  const auto hs = collect(cache, seq, layer);
-  // Decode every (kv-head, K|V) segment into the transient tiles, in parallel.
-  std::vector<std::vector<float>> K(H, std::vector<float>(size_t(L) * d));
-  std::vector<std::vector<float>> V(H, std::vector<float>(size_t(L) * d));
-  struct Job {
-    int kh;
-    bool is_key;
-    const KvSegment* sg;
-  };
-  std::vector<Job> jobs;
-  for (int kh = 0; kh < H; ++kh) {
-    for (const auto& sg : hs[kh].k)
-      if (sg.pos0 < L) jobs.push_back({kh, true, &sg});
-    for (const auto& sg : hs[kh].v)
-      if (sg.pos0 < L) jobs.push_back({kh, false, &sg});
-  }
-#pragma omp parallel for schedule(dynamic)
-  for (int i = 0; i < int(jobs.size()); ++i) {
-    const Job& jb = jobs[i];
-    const Codec& cd = cache.codec(layer, jb.kh, jb.is_key);
-    const KvSegment& sg = *jb.sg;
-    float* X = (jb.is_key ? K : V)[jb.kh].data() + size_t(sg.pos0) * d;
-    if (sg.pos0 + sg.n <= L) {
-      decode_segment(cd, plain_kind(cd), sg, d, X);
-    } else {  // a compressed block reaching past the last query: decode whole, copy the part
-      std::vector<float> tmp(size_t(sg.n) * d);
-      decode_segment(cd, plain_kind(cd), sg, d, tmp.data());
-      std::memcpy(X, tmp.data(), sizeof(float) * size_t(L - sg.pos0) * d);
-    }
-  }
-  // (query head, row block) items; BLAS is single-threaded inside the OpenMP threads. Row
-  // blocks only read the columns up to their last row, so masked work is mostly skipped.
-  constexpr int kRows = 64;
-  const int n_blocks = (T + kRows - 1) / kRows;
-  const int ld = n_head * d;
-#pragma omp parallel
-  {
-    std::vector<float> S(size_t(kRows) * L);
-#pragma omp for schedule(dynamic)
-    for (int it = 0; it < n_head * n_blocks; ++it) {
-      const int qh = it % n_head, blk = n_blocks - 1 - it / n_head;  // big blocks first
-      const int kh = qh / g;
-      const int r0 = blk * kRows, r1 = std::min(T, r0 + kRows), nr = r1 - r0;
-      const int cols = pos0 + r1;
-      const float* Q = q + size_t(r0) * ld + size_t(qh) * d;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, cols, d, scale, Q, ld,
-                  K[kh].data(), d, 0.f, S.data(), cols);
-      for (int r = 0; r < nr; ++r) {
-        float* row = S.data() + size_t(r) * cols;
-        const int vis = pos0 + r0 + r + 1;
-        float m = kNegInf;
-        for (int i = 0; i < vis; ++i) m = std::max(m, row[i]);
-        float sum = 0.f;
-        for (int i = 0; i < vis; ++i) {
-          row[i] = std::exp(row[i] - m);
-          sum += row[i];
-        }
-        const float inv = 1.f / sum;
-        for (int i = 0; i < vis; ++i) row[i] *= inv;
-        for (int i = vis; i < cols; ++i) row[i] = 0.f;
-      }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, cols, 1.f, S.data(), cols,
-                  V[kh].data(), d, 0.f, out + size_t(r0) * ld + size_t(qh) * d, ld);
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,6 +238,9 @@ void attention_driver(const KvCache& cache, int seq, int layer, int n_head, cons
 }
 
 }  // namespace
+
+using attn::attention_reference;
+using attn::attention_tiled;
 
 bool attention_driver_applicable(const KvCache& cache, int seq, int layer) {
   std::vector<std::vector<cpu::KvPage>> pages;

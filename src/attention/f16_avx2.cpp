@@ -1,5 +1,5 @@
 // AVX2/F16C/FMA kernels for the f16 parts of the cache (compiled with those flags only; reached
-// through attention.cpp's runtime dispatch). Scalar reference: the table-based loops in
+// through attention.cpp when the active SIMD level is avx2 or above). Scalar reference: the table loops in
 // attention.cpp; tests/test_kv_cache.cpp compares both paths.
 #include <immintrin.h>
 

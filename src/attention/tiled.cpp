@@ -1,0 +1,91 @@
+// turboquant — the tiled attention path (prefill, large T): per (layer, kv-head) the stored
+// codes are decoded into a transient f32 tile, then sgemm Q·Kᵀ, causal mask, softmax, sgemm P·V,
+// in row blocks so that masked columns are mostly skipped.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "attention/paths.h"
+
+namespace tq::attn {
+namespace {
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+}  // namespace
+
+void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
+                     int pos0, float scale, float* out) {
+  const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
+  const int L = pos0 + T;  // positions beyond the last query are never visible
+  const auto hs = collect(cache, seq, layer);
+  // Decode every (kv-head, K|V) segment into the transient tiles, in parallel.
+  std::vector<std::vector<float>> K(H, std::vector<float>(size_t(L) * d));
+  std::vector<std::vector<float>> V(H, std::vector<float>(size_t(L) * d));
+  struct Job {
+    int kh;
+    bool is_key;
+    const KvSegment* sg;
+  };
+  std::vector<Job> jobs;
+  for (int kh = 0; kh < H; ++kh) {
+    for (const auto& sg : hs[kh].k)
+      if (sg.pos0 < L) jobs.push_back({kh, true, &sg});
+    for (const auto& sg : hs[kh].v)
+      if (sg.pos0 < L) jobs.push_back({kh, false, &sg});
+  }
+#pragma omp parallel for schedule(dynamic)
+  for (int i = 0; i < int(jobs.size()); ++i) {
+    const Job& jb = jobs[i];
+    const Codec& cd = cache.codec(layer, jb.kh, jb.is_key);
+    const KvSegment& sg = *jb.sg;
+    float* X = (jb.is_key ? K : V)[jb.kh].data() + size_t(sg.pos0) * d;
+    if (sg.pos0 + sg.n <= L) {
+      decode_segment(cd, plain_kind(cd), sg, d, X);
+    } else {  // a compressed block reaching past the last query: decode whole, copy the part
+      std::vector<float> tmp(size_t(sg.n) * d);
+      decode_segment(cd, plain_kind(cd), sg, d, tmp.data());
+      std::memcpy(X, tmp.data(), sizeof(float) * size_t(L - sg.pos0) * d);
+    }
+  }
+  // (query head, row block) items; BLAS is single-threaded inside the OpenMP threads. Row
+  // blocks only read the columns up to their last row, so masked work is mostly skipped.
+  constexpr int kRows = 64;
+  const int n_blocks = (T + kRows - 1) / kRows;
+  const int ld = n_head * d;
+#pragma omp parallel
+  {
+    std::vector<float> S(size_t(kRows) * L);
+#pragma omp for schedule(dynamic)
+    for (int it = 0; it < n_head * n_blocks; ++it) {
+      const int qh = it % n_head, blk = n_blocks - 1 - it / n_head;  // big blocks first
+      const int kh = qh / g;
+      const int r0 = blk * kRows, r1 = std::min(T, r0 + kRows), nr = r1 - r0;
+      const int cols = pos0 + r1;
+      const float* Q = q + size_t(r0) * ld + size_t(qh) * d;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, cols, d, scale, Q, ld,
+                  K[kh].data(), d, 0.f, S.data(), cols);
+      for (int r = 0; r < nr; ++r) {
+        float* row = S.data() + size_t(r) * cols;
+        const int vis = pos0 + r0 + r + 1;
+        float m = kNegInf;
+        for (int i = 0; i < vis; ++i) m = std::max(m, row[i]);
+        float sum = 0.f;
+        for (int i = 0; i < vis; ++i) {
+          row[i] = std::exp(row[i] - m);
+          sum += row[i];
+        }
+        const float inv = 1.f / sum;
+        for (int i = 0; i < vis; ++i) row[i] *= inv;
+        for (int i = vis; i < cols; ++i) row[i] = 0.f;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, d, cols, 1.f, S.data(), cols,
+                  V[kh].data(), d, 0.f, out + size_t(r0) * ld + size_t(qh) * d, ld);
+    }
+  }
+}
+
+}  // namespace tq::attn
