@@ -6,7 +6,10 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-G=$PWD/.gpurt
+S=$PWD/.gpurt  # scripts and the bundle
+G=/tmp/gpurt   # binaries and libraries, unpacked
+mkdir -p $G && python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" \
+  $S/bundle.tar.xz $G || { echo "cannot unpack the bundle"; exit 1; }
 TESTS=1; PYT=1; TYPES=bf16,q8_0,q4_0,turbo2,turbo3,turbo4; STEPS=20; BATCH=1,8,16,max
 while [ $# -gt 0 ]; do
   case $1 in
@@ -22,7 +25,7 @@ done
 CUBLAS=$(ls -d /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib 2>/dev/null | while read d; do
   [ -e "$d/libcublas.so.13" ] && echo "$d"; done | head -1)
 if [ -z "$CUBLAS" ]; then
-  CUBLAS=$(dirname "$(find / -name 'libcublas.so.13*' -not -path '/proc/*' 2>/dev/null | head -1)")
+  CUBLAS=$(dirname "$(find /usr /opt -name 'libcublas.so.13*' 2>/dev/null | head -1)")
 fi
 export LD_LIBRARY_PATH=$G:$CUBLAS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 echo "cublas from: $CUBLAS"
@@ -33,7 +36,7 @@ if [ $TESTS = 1 ]; then
   timeout 240 $G/test_gpu_runtime 2>&1 | tee "$OUT/tests.log" | grep -vE "^\[ RUN|^\[       OK" | tail -40
 fi
 if [ $PYT = 1 ]; then
-  PYTHONUNBUFFERED=1 timeout 200 python3 $G/pytorch_anchor.py "$OUT/pytorch.json" \
+  PYTHONUNBUFFERED=1 timeout 200 python3 $S/pytorch_anchor.py "$OUT/pytorch.json" \
     --ctx 32768 --batch 1,8,16 --steps "$STEPS" 2>&1 | grep -v Warning | tee "$OUT/pytorch.log"
 fi
 PT=""; [ -s "$OUT/pytorch.json" ] && PT="--pytorch $OUT/pytorch.json"

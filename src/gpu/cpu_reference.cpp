@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "cache/attention.h"
+#include "attention/attention.h"
 #include "gpu/ops_ref.h"
 
 namespace tq::gpu {
