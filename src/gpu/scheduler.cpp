@@ -2,14 +2,34 @@
 #include "gpu/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 #include <deque>
 
 #include "tq/error.h"
 
 namespace tq::gpu {
 
+namespace {
+
+// best − second-best of a row of logits
+float top2_gap(const float* l, size_t n) {
+  float a = -INFINITY, b = -INFINITY;
+  for (size_t j = 0; j < n; ++j) {
+    if (l[j] > a) {
+      b = a;
+      a = l[j];
+    } else if (l[j] > b) {
+      b = l[j];
+    }
+  }
+  return a - b;
+}
+
+}  // namespace
+
 std::vector<std::vector<int32_t>> run_batched(GpuRuntime& rt, const std::vector<Request>& reqs,
-                                              SchedulerStats* stats) {
+                                              SchedulerStats* stats,
+                                              std::vector<std::vector<float>>* margins) {
   const RuntimeConfig& c = rt.config();
   for (size_t i = 0; i < reqs.size(); ++i) {
     const Request& r = reqs[i];
@@ -26,6 +46,7 @@ std::vector<std::vector<int32_t>> run_batched(GpuRuntime& rt, const std::vector<
     int32_t next;  // token to feed
   };
   std::vector<std::vector<int32_t>> out(reqs.size());
+  if (margins) margins->assign(reqs.size(), {});
   std::deque<int> waiting;
   for (size_t i = 0; i < reqs.size(); ++i) waiting.push_back(int(i));
   std::vector<Running> run;
@@ -45,6 +66,7 @@ std::vector<std::vector<int32_t>> run_batched(GpuRuntime& rt, const std::vector<
       rt.prefill(s, r.prompt.data(), int(r.prompt.size()), &logits);
       const int32_t first = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
       out[waiting.front()].push_back(first);
+      if (margins) (*margins)[waiting.front()].push_back(top2_gap(logits.data(), logits.size()));
       run.push_back({waiting.front(), s, first});
       waiting.pop_front();
     }
@@ -64,11 +86,15 @@ std::vector<std::vector<int32_t>> run_batched(GpuRuntime& rt, const std::vector<
       seqs.push_back(r.seq);
       toks.push_back(r.next);
     }
-    rt.decode(seqs, toks, &next, nullptr);
+    rt.decode(seqs, toks, &next, margins ? &logits : nullptr);
     ++st.steps;
     st.max_running = std::max(st.max_running, int(run.size()));
     for (size_t i = 0; i < run.size(); ++i) {
       out[run[i].req].push_back(next[i]);
+      if (margins) {
+        const size_t V = logits.size() / run.size();
+        (*margins)[run[i].req].push_back(top2_gap(logits.data() + i * V, V));
+      }
       run[i].next = next[i];
       ++st.tokens_out;
     }

@@ -29,7 +29,10 @@ struct SchedulerStats {
 };
 
 // Runs every request to completion; result[i] = the generated tokens of request i.
+// margins (optional, costs a logits copy per step): margins[i][j] = the gap between the best
+// and the second-best logit where token j of request i was picked (how close a tie it was).
 std::vector<std::vector<int32_t>> run_batched(GpuRuntime& rt, const std::vector<Request>& reqs,
-                                              SchedulerStats* stats = nullptr);
+                                              SchedulerStats* stats = nullptr,
+                                              std::vector<std::vector<float>>* margins = nullptr);
 
 }  // namespace tq::gpu
