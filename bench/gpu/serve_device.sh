@@ -33,12 +33,12 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw,temperature.gpu,memo
   --format=csv | tee "$OUT/gpu.txt"
 ldd $G/tq | grep -E "not found|cublas" || true
 if [ $TESTS = 1 ]; then
-  timeout 240 $G/test_gpu_runtime 2>&1 | tee "$OUT/tests.log" | grep -vE "^\[ RUN|^\[       OK" | tail -40
+  timeout 150 $G/test_gpu_runtime 2>&1 | tee "$OUT/tests.log" | grep -vE "^\[ RUN|^\[       OK" | tail -40
 fi
 if [ $PYT = 1 ]; then
-  PYTHONUNBUFFERED=1 timeout 200 python3 $S/pytorch_anchor.py "$OUT/pytorch.json" \
+  PYTHONUNBUFFERED=1 timeout 170 python3 $S/pytorch_anchor.py "$OUT/pytorch.json" \
     --ctx 32768 --batch 1,8,16 --steps "$STEPS" 2>&1 | grep -v Warning | tee "$OUT/pytorch.log"
 fi
 PT=""; [ -s "$OUT/pytorch.json" ] && PT="--pytorch $OUT/pytorch.json"
-timeout 300 $G/tq bench serve --device cuda --synthetic llama3-8b --ctx 32768 --batch "$BATCH" \
+timeout 240 $G/tq bench serve --device cuda --synthetic llama3-8b --ctx 32768 --batch "$BATCH" \
   --types "$TYPES" --steps "$STEPS" --out "$OUT/gpu-serve.json" $PT 2>&1 | tee "$OUT/serve.log"
