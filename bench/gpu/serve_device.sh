@@ -41,4 +41,4 @@ if [ $PYT = 1 ]; then
 fi
 PT=""; [ -s "$OUT/pytorch.json" ] && PT="--pytorch $OUT/pytorch.json"
 timeout 240 $G/tq bench serve --device cuda --synthetic llama3-8b --ctx 32768 --batch "$BATCH" \
-  --types "$TYPES" --steps "$STEPS" --out "$OUT/gpu-serve.json" $PT 2>&1 | tee "$OUT/serve.log"
+  --types "$TYPES" --steps "$STEPS" --eager-too --out "$OUT/gpu-serve.json" $PT 2>&1 | tee "$OUT/serve.log"

@@ -398,6 +398,11 @@ void GpuRuntime::free_seq(int s) {
     if (I.bound[b] == s) I.bound[b] = -1;
 }
 
+void GpuRuntime::set_graphs(bool on) {
+  cfg_.graphs = on;
+  impl_->cfg.graphs = on;
+}
+
 int GpuRuntime::seq_len(int s) const { return impl_->seqs.at(size_t(s)).len; }
 bool GpuRuntime::try_reserve(int s, int n_total) {
   if (n_total > cfg_.max_ctx) return false;

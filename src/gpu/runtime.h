@@ -79,6 +79,8 @@ class GpuRuntime {
   GpuRuntime& operator=(const GpuRuntime&) = delete;
 
   const RuntimeConfig& config() const { return cfg_; }
+  // Benchmarks: switch CUDA graphs of the decode step on or off.
+  void set_graphs(bool on);
   // Sequences. new_seq: tq::Error when every slot is taken.
   int new_seq();
   void free_seq(int seq);

@@ -37,6 +37,7 @@ struct Opts {
   int max_batch_cap = 1024;
   double reserve_gib = 3.0;
   bool no_graphs = false;
+  bool eager_too = false;
   bool json = false;
   uint64_t seed = 1;
 };
@@ -96,7 +97,7 @@ void bench_serve(const Opts& o) {
   for (const std::string& t : types) {
     const size_t pb = page_bytes_for(t, hp) * size_t(hp.n_layer);
     // every batch run adds (2 warm-up + steps) tokens to the first sequences
-    const int ctx_max = o.ctx + runs * (o.steps + 2) + 1;
+    const int ctx_max = o.ctx + (o.eager_too ? 2 : 1) * runs * (o.steps + 2) + 1;
     const int pps = (ctx_max + 31) / 32;
     size_t free_b = 0, total_b = 0;
     device_memory(&free_b, &total_b);
@@ -134,15 +135,24 @@ void bench_serve(const Opts& o) {
         }
         const std::vector<int> sub(seqs.begin(), seqs.begin() + B);
         const double ms = median(rt.timed_decode(sub, o.steps));
+        double eager_ms = 0;
+        if (o.eager_too && !o.no_graphs) {
+          rt.set_graphs(false);
+          eager_ms = median(rt.timed_decode(sub, o.steps));
+          rt.set_graphs(true);
+        }
         const double kv = double(B) * double((o.ctx + 31) / 32) * double(pb);
         const double roof_s = (double(model->step_weight_bytes()) + kv) / (copy * 1e12);
         const double tok_s = B / (ms * 1e-3), roof = B / roof_s;
-        std::fprintf(tab, "%-9s %5d %9.1f %10.3f %8.2f %12.1f %5.1f%%\n", t.c_str(), B, tok_s, ms,
-                    kv / 1e9, roof, 100.0 * tok_s / roof);
+        std::fprintf(tab, "%-9s %5d %9.1f %10.3f %8.2f %12.1f %5.1f%%", t.c_str(), B, tok_s, ms,
+                     kv / 1e9, roof, 100.0 * tok_s / roof);
+        if (eager_ms > 0) std::fprintf(tab, "   eager %.3f ms", eager_ms);
+        std::fprintf(tab, "\n");
         std::fflush(tab);
         J["rows"].push_back({{"type", t}, {"B", B}, {"ctx", o.ctx}, {"tok_s", tok_s},
                              {"ms_per_step", ms}, {"kv_gb", kv / 1e9},
                              {"roofline_tok_s", roof}, {"max_batch", bs == "max"}});
+        if (eager_ms > 0) J["rows"].back()["eager_ms_per_step"] = eager_ms;
       }
       J["graphs"][t] = rt.graph_status();
     }
@@ -211,6 +221,7 @@ void setup(CLI::App& app) {
   cmd->add_option("--out", o.out, "write the JSON document to this file");
   cmd->add_option("--seed", o.seed, "weights / cache fill seed");
   cmd->add_flag("--no-graphs", o.no_graphs, "eager launches instead of CUDA graphs");
+  cmd->add_flag("--eager-too", o.eager_too, "also time each row with eager launches");
   cmd->add_flag("--json", o.json, "print the JSON document on stdout");
   cmd->callback([] {
 #ifdef TQ_HAVE_GPU
