@@ -54,7 +54,9 @@ const char* synthetic_names() { return "llama3-8b, tiny, tiny-qwen2"; }
 namespace {
 
 // Tensor seeds: one per (layer, tensor kind), so that any weight can be regenerated alone.
-enum Kind : uint64_t { kEmbd = 1, kOut, kOutNorm, kQkv, kWo, kGu, kDown, kAttnNorm, kFfnNorm, kBias };
+enum Kind : uint64_t {
+  kEmbd = 1, kOut, kOutNorm, kQkv, kWo, kGu, kDown, kAttnNorm, kFfnNorm, kBias
+};
 uint64_t tensor_seed(uint64_t seed, int layer, Kind k) {
   return mix64(seed * 0x100000001B3ull + uint64_t(layer + 1) * 64 + k);
 }
@@ -123,7 +125,8 @@ std::unique_ptr<GpuModel> GpuModel::synthetic(const LlamaHparams& hp, uint64_t s
 }
 
 size_t GpuModel::step_weight_bytes() const {
-  return bytes_ - size_t(hp_.n_vocab) * hp_.n_embd * 2;
+  // a tied output matrix is the embedding table itself, read whole by the logits GEMM
+  return hp_.tied_output ? bytes_ : bytes_ - size_t(hp_.n_vocab) * hp_.n_embd * 2;
 }
 
 HostWeights GpuModel::download() const {

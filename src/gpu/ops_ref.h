@@ -110,7 +110,8 @@ inline void linear_bf16(const uint16_t* X, int n, const uint16_t* W, int in, int
       double s = 0;
       const uint16_t* x = X + size_t(t) * in;
       for (int i = 0; i < in; ++i) s += double(bf16_to_f32(x[i])) * w[i];
-      Y[size_t(t) * out + o] = float(s + (beta != 0.f ? double(beta) * Y[size_t(t) * out + o] : 0.0));
+      float& y = Y[size_t(t) * out + o];
+      y = float(s + (beta != 0.f ? double(beta) * y : 0.0));
     }
   }
 }

@@ -16,6 +16,10 @@
 
 #include "model/llama.h"
 
+namespace tq {
+class GgufFile;
+}
+
 namespace tq::gpu {
 
 // Named synthetic shapes: "llama3-8b" (32 layers, 4096 wide, 32/8 heads of 128, FFN 14336,
@@ -42,6 +46,9 @@ class GpuModel {
   // Seeded random weights generated on the GPU (uniform, each matrix scaled to unit output
   // variance for unit-variance input; norms 1 ± 0.1; biases ± 0.5).
   static std::unique_ptr<GpuModel> synthetic(const LlamaHparams& hp, uint64_t seed);
+  // A llama / qwen2 GGUF's weights, dequantized and stored in bf16 (norms, biases fp32).
+  // tq::Error for an unsupported architecture or a missing / mis-shaped tensor.
+  static std::unique_ptr<GpuModel> from_gguf(const GgufFile& f);
   ~GpuModel();
   GpuModel(const GpuModel&) = delete;
   GpuModel& operator=(const GpuModel&) = delete;

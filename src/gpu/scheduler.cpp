@@ -64,7 +64,8 @@ std::vector<std::vector<int32_t>> run_batched(GpuRuntime& rt, const std::vector<
       const int s = rt.new_seq();
       if (!rt.try_reserve(s, budget)) throw Error("scheduler: page reservation failed");
       rt.prefill(s, r.prompt.data(), int(r.prompt.size()), &logits);
-      const int32_t first = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      const int32_t first =
+          int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
       out[waiting.front()].push_back(first);
       if (margins) (*margins)[waiting.front()].push_back(top2_gap(logits.data(), logits.size()));
       run.push_back({waiting.front(), s, first});

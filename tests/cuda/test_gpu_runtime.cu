@@ -369,6 +369,43 @@ TEST(GpuForward, SameFunctionAsCpuLlamaModel) {
   }
 }
 
+// GGUF → GPU: the synthetic weights written as a GGUF and loaded back (GpuModel::from_gguf)
+// are the same bits, with the same shape, in the same device layout.
+TEST(GpuForward, GgufWeightsRoundTrip) {
+  NEED_GPU();
+  for (const char* shape : {"tiny", "tiny-qwen2"}) {
+    const LlamaHparams hp = synthetic_hparams(shape);
+    auto model = GpuModel::synthetic(hp, 99);
+    const HostWeights w = model->download();
+    const std::string path = testing::TempDir() + "/tq_gpu_rt_" + shape + ".gguf";
+    write_gguf(hp, w, path);
+    auto file = GgufFile::open(path);
+    auto back = GpuModel::from_gguf(*file);
+    const LlamaHparams& h2 = back->hparams();
+    EXPECT_EQ(h2.n_layer, hp.n_layer);
+    EXPECT_EQ(h2.n_embd, hp.n_embd);
+    EXPECT_EQ(h2.head_dim, hp.head_dim);
+    EXPECT_EQ(h2.n_kv_head, hp.n_kv_head);
+    EXPECT_EQ(h2.rope, hp.rope);
+    EXPECT_EQ(h2.has_qkv_bias, hp.has_qkv_bias);
+    EXPECT_EQ(back->weight_bytes(), model->weight_bytes());
+    const HostWeights w2 = back->download();
+    EXPECT_EQ(w2.tok_embd, w.tok_embd);
+    EXPECT_EQ(w2.output, w.output);
+    EXPECT_EQ(w2.output_norm, w.output_norm);
+    EXPECT_EQ(w2.inv_freq, w.inv_freq);
+    for (int l = 0; l < hp.n_layer; ++l) {
+      EXPECT_EQ(w2.layers[l].wqkv, w.layers[l].wqkv) << l;
+      EXPECT_EQ(w2.layers[l].wo, w.layers[l].wo) << l;
+      EXPECT_EQ(w2.layers[l].wgu, w.layers[l].wgu) << l;
+      EXPECT_EQ(w2.layers[l].wdown, w.layers[l].wdown) << l;
+      EXPECT_EQ(w2.layers[l].attn_norm, w.layers[l].attn_norm) << l;
+      EXPECT_EQ(w2.layers[l].ffn_norm, w.layers[l].ffn_norm) << l;
+      EXPECT_EQ(w2.layers[l].bqkv, w.layers[l].bqkv) << l;
+    }
+  }
+}
+
 // Every output of a batched run equals the request run alone. Batch size changes the GEMM
 // kernels and attention split counts (summation order), so a pick at a near-tie may flip and
 // the two runs then diverge: allowed only where one of the runs had a top-2 logit gap below

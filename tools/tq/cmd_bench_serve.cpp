@@ -19,6 +19,7 @@
 #include "tq/error.h"
 #ifdef TQ_HAVE_GPU
 #include "gpu/runtime.h"
+#include "model/gguf.h"
 #endif
 
 namespace {
@@ -26,6 +27,7 @@ namespace {
 struct Opts {
   std::string device = "cuda";
   std::string synthetic;
+  std::string model;  // a GGUF instead of a synthetic shape
   std::string types = "bf16,q8_0,q4_0,turbo2,turbo3,turbo4";
   std::string batch = "1,8,16,max";
   std::string out;
@@ -61,24 +63,29 @@ double median(std::vector<double> v) {
 void bench_serve(const Opts& o) {
   using namespace tq::gpu;
   if (o.device != "cuda") throw tq::Error("bench serve: only --device cuda is implemented");
-  if (o.synthetic.empty()) throw tq::Error("bench serve: --synthetic NAME is required");
+  if (o.synthetic.empty() == o.model.empty())
+    throw tq::Error("bench serve: give one of --synthetic NAME and -m FILE");
   if (!gpu_available()) throw tq::Error("bench serve: no CUDA GPU is available");
   if (o.ctx <= 0 || o.steps <= 0 || o.prefill < 0 || o.chunk <= 0)
     throw tq::Error("bench serve: --ctx, --steps, --chunk must be positive");
   FILE* tab = o.json ? stderr : stdout;  // --json: stdout holds the JSON document alone
-  const tq::LlamaHparams hp = synthetic_hparams(o.synthetic);
+  std::unique_ptr<GpuModel> model;
+  if (!o.model.empty()) model = GpuModel::from_gguf(*tq::GgufFile::open(o.model));
+  const tq::LlamaHparams hp = model ? model->hparams() : synthetic_hparams(o.synthetic);
   const std::vector<std::string> types = split(o.types), batches = split(o.batch);
   for (const std::string& b : batches)
-    if (b != "max" && (b.find_first_not_of("0123456789") != std::string::npos || std::stoi(b) <= 0))
-      throw tq::Error("bench serve: --batch entries are positive integers or 'max', got '" + b + "'");
+    if (b != "max" &&
+        (b.find_first_not_of("0123456789") != std::string::npos || std::stoi(b) <= 0))
+      throw tq::Error("bench serve: --batch entries are positive integers or 'max', got '" + b +
+                      "'");
   for (const std::string& t : types) page_bytes_for(t, hp);  // unknown types fail up front
 
-  auto model = GpuModel::synthetic(hp, o.seed);
+  if (!model) model = GpuModel::synthetic(hp, o.seed);
   const double copy = measure_copy_tbps(size_t(2) << 30);
   nlohmann::json J;
   J["gpu"] = gpu_name();
   J["copy_tbps"] = copy;
-  J["model"] = o.synthetic;
+  J["model"] = o.model.empty() ? o.synthetic : o.model;
   J["ctx"] = o.ctx;
   J["steps"] = o.steps;
   J["weights_gb"] = double(model->weight_bytes()) / 1e9;
@@ -88,7 +95,8 @@ void bench_serve(const Opts& o) {
   J["prefill"] = nlohmann::json::array();
   J["graphs"] = nlohmann::json::object();
   std::fprintf(stderr, "# tq bench serve: %s, %s, ctx %d, copy %.2f TB/s, weights %.2f GB\n",
-               J["gpu"].get<std::string>().c_str(), o.synthetic.c_str(), o.ctx, copy,
+               J["gpu"].get<std::string>().c_str(), J["model"].get<std::string>().c_str(), o.ctx,
+               copy,
                double(model->weight_bytes()) / 1e9);
   std::fprintf(tab, "%-9s %5s %9s %10s %8s %12s %6s\n", "type", "B", "tok/s", "ms/step", "KV GB",
               "roofline t/s", "% roof");
@@ -207,8 +215,8 @@ void setup(CLI::App& app) {
       "serve", "GPU serving: decode tok/s per cache type and batch at a long context");
   cmd->add_option("--device", o.device, "cuda (the only device of this benchmark)");
   cmd->add_option("--synthetic", o.synthetic,
-                  "synthetic model shape (seeded random weights on the GPU)")
-      ->required();
+                  "synthetic model shape (seeded random weights on the GPU)");
+  cmd->add_option("-m,--model", o.model, "a llama / qwen2 GGUF instead (weights in bf16)");
   cmd->add_option("--types", o.types, "GPU cache types, comma-separated");
   cmd->add_option("--batch", o.batch, "batch sizes, comma-separated; 'max' = largest that fits");
   cmd->add_option("--ctx", o.ctx, "context length of every sequence");
