@@ -35,10 +35,14 @@ ldd $G/tq | grep -E "not found|cublas" || true
 if [ $TESTS = 1 ]; then
   timeout 150 $G/test_gpu_runtime 2>&1 | tee "$OUT/tests.log" | grep -vE "^\[ RUN|^\[       OK" | tail -40
 fi
+timeout 240 $G/tq bench serve --device cuda --synthetic llama3-8b --ctx 32768 --batch "$BATCH" \
+  --types "$TYPES" --steps "$STEPS" --eager-too --out "$OUT/gpu-serve.json" 2>&1 | tee "$OUT/serve.log"
 if [ $PYT = 1 ]; then
   PYTHONUNBUFFERED=1 timeout 170 python3 $S/pytorch_anchor.py "$OUT/pytorch.json" \
     --ctx 32768 --batch 1,8,16 --steps "$STEPS" 2>&1 | grep -v Warning | tee "$OUT/pytorch.log"
+  # the anchor's rows into the benchmark's JSON (schema: "pytorch": [{"B", "ctx", "tok_s"}])
+  [ -s "$OUT/pytorch.json" ] && [ -s "$OUT/gpu-serve.json" ] && python3 -c "
+import json, sys
+a = json.load(open(sys.argv[1])); a['pytorch'] = json.load(open(sys.argv[2]))['pytorch']
+json.dump(a, open(sys.argv[1], 'w'), indent=1)" "$OUT/gpu-serve.json" "$OUT/pytorch.json"
 fi
-PT=""; [ -s "$OUT/pytorch.json" ] && PT="--pytorch $OUT/pytorch.json"
-timeout 240 $G/tq bench serve --device cuda --synthetic llama3-8b --ctx 32768 --batch "$BATCH" \
-  --types "$TYPES" --steps "$STEPS" --eager-too --out "$OUT/gpu-serve.json" $PT 2>&1 | tee "$OUT/serve.log"
