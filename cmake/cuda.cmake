@@ -25,6 +25,15 @@ add_library(tq_cuda STATIC ${TQ_CUDA_SOURCES})
 target_include_directories(tq_cuda PUBLIC ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/include)
 target_link_libraries(tq_cuda PUBLIC tq)
 target_compile_options(tq_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xptxas=-warn-spills>)
+# The GPU runtime (src/gpu: weights, forward pass, scheduler) over the cache of src/cuda;
+# cuBLAS for the GEMMs (a shared library: present on the device machine with the toolkit).
+find_package(CUDAToolkit REQUIRED)
+file(GLOB TQ_GPU_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/gpu/*.cu
+  ${PROJECT_SOURCE_DIR}/src/gpu/*.cpp)
+add_library(tq_gpu STATIC ${TQ_GPU_SOURCES})
+target_include_directories(tq_gpu PUBLIC ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/include)
+target_link_libraries(tq_gpu PUBLIC tq_cuda CUDA::cublas CUDA::cudart_static)
+
 # Executables that are also run on the lent GPU machine: no shared libraries beyond libc there.
 set(TQ_CUDA_PORTABLE_LINK -Wl,--as-needed -static-libstdc++ -static-libgcc)
 
@@ -36,7 +45,7 @@ if(TQ_BUILD_TESTS)
   foreach(src ${TQ_CUDA_TESTS})
     get_filename_component(name ${src} NAME_WE)
     add_executable(${name} ${src})
-    target_link_libraries(${name} PRIVATE tq_cuda GTest::gtest GTest::gtest_main)
+    target_link_libraries(${name} PRIVATE tq_gpu GTest::gtest GTest::gtest_main)
     target_link_options(${name} PRIVATE ${TQ_CUDA_PORTABLE_LINK})
     gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 600)
   endforeach()
