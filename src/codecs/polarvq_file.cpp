@@ -190,7 +190,7 @@ CodebookFile parse_codebook_file(const uint8_t* data, size_t size, const std::st
   if (f.head_dim > 65536) r.bad("implausible head dimension " + std::to_string(f.head_dim));
   // Parameters written to a file are validated when read, not only when given (a file made
   // with value_group=-64 crashed every later use).
-  if (f.params.preset != "kvquant")
+  if (f.params.preset != kKvqPreset)
     validate_polarvq_params(f.params, "codebook file '" + path + "'");
   for (size_t i = 0; i < size_t(f.n_layer) * f.n_head_kv; ++i) {
     auto h = std::make_shared<PolarVqCalibration>();
@@ -201,7 +201,7 @@ CodebookFile parse_codebook_file(const uint8_t* data, size_t size, const std::st
     h->value_vq = r.vec<float>();
     // A polar-vq file with stage 2 carries its tables (the codec refused to encode without
     // them only when the first token arrived, inside a parallel region).
-    if (f.params.preset != "kvquant" &&
+    if (f.params.preset != kKvqPreset &&
         ((f.params.has_vq(true) && h->key_vq.empty()) ||
          (f.params.has_vq(false) && h->value_vq.empty())))
       r.bad("head " + std::to_string(i) + " lacks its stage-2 codebook");
