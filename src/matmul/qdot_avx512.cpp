@@ -10,7 +10,6 @@
 
 #include "matmul/qdot.h"
 
-#pragma GCC target("avx512vnni")
 #define TQ_MM_VNNI 1
 #include "matmul/qdot_simd.h"
 
