@@ -4,14 +4,15 @@
 #include <cmath>
 #include <cstdio>
 #include <thread>
+#include <type_traits>
 
 #include "tq/error.h"
 
 namespace tq {
 namespace {
 
-// The text as it appears in a message: at most 40 bytes, control bytes escaped, so that a
-// hostile argument cannot break the one-line error.
+// The text as it appears in a message: at most 40 bytes, control bytes escaped,
+// so that a hostile argument cannot break the one-line error.
 std::string shown(std::string_view s) {
   std::string out;
   for (size_t i = 0; i < s.size() && i < 40; ++i) {
@@ -24,7 +25,8 @@ std::string shown(std::string_view s) {
       out += char(c);
     }
   }
-  if (s.size() > 40) out += "...";
+  if (s.size() > 40)
+    out += "...";
   return out;
 }
 
@@ -34,54 +36,62 @@ std::string num(double v) {
   return b;
 }
 
-}  // namespace
+} // namespace
 
-// The text without one leading '+' (which from_chars does not take); false if what is left
-// cannot start a number ("", "+-5", "++5").
-bool strip_plus(std::string_view& t) {
+// The text without one leading '+' (which from_chars does not take); false if
+// what is left cannot start a number ("", "+-5", "++5").
+bool strip_plus(std::string_view &t) {
   if (!t.empty() && t[0] == '+') {
     t.remove_prefix(1);
-    if (t.empty() || t[0] == '-' || t[0] == '+') return false;
+    if (t.empty() || t[0] == '-' || t[0] == '+')
+      return false;
   }
   return !t.empty();
 }
 
-int64_t parse_int_flag(std::string_view flag, std::string_view text, int64_t lo, int64_t hi) {
-  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+namespace {
+
+// The one parse of both flag kinds: the whole text must be one number of T (an
+// optional '+' first) inside [lo, hi]; otherwise a one-line error naming the
+// flag, the text and the range.
+template <class T>
+T parse_number_flag(std::string_view flag, std::string_view text, T lo, T hi,
+                    const char *what, const std::string &range) {
   std::string_view t = text;
-  int64_t v = 0;
+  T v = 0;
   std::errc ec = std::errc::invalid_argument;
-  const char* end = nullptr;
+  const char *end = nullptr;
   if (strip_plus(t)) {
     const auto r = std::from_chars(t.data(), t.data() + t.size(), v);
     ec = r.ec;
     end = r.ptr;
   }
-  if (end != t.data() + t.size() || (ec != std::errc() && ec != std::errc::result_out_of_range))
-    throw Error(std::string(flag) + ": expected an integer in " + range + ", got '" + shown(text) +
-                "'");
-  if (ec == std::errc::result_out_of_range || v < lo || v > hi)
-    throw Error(std::string(flag) + " " + shown(text) + " is out of range " + range);
+  if (end != t.data() + t.size() ||
+      (ec != std::errc() && ec != std::errc::result_out_of_range))
+    throw Error(std::string(flag) + ": expected " + what + " in " + range +
+                ", got '" + shown(text) + "'");
+  bool finite = true;
+  if constexpr (std::is_floating_point_v<T>)
+    finite = std::isfinite(v);
+  if (ec == std::errc::result_out_of_range || !finite || v < lo || v > hi)
+    throw Error(std::string(flag) + " " + shown(text) + " is out of range " +
+                range);
   return v;
 }
 
-double parse_float_flag(std::string_view flag, std::string_view text, double lo, double hi) {
-  const std::string range = "[" + num(lo) + ", " + num(hi) + "]";
-  std::string_view t = text;
-  double v = 0;
-  std::errc ec = std::errc::invalid_argument;
-  const char* end = nullptr;
-  if (strip_plus(t)) {
-    const auto r = std::from_chars(t.data(), t.data() + t.size(), v);
-    ec = r.ec;
-    end = r.ptr;
-  }
-  if (end != t.data() + t.size() || (ec != std::errc() && ec != std::errc::result_out_of_range))
-    throw Error(std::string(flag) + ": expected a number in " + range + ", got '" + shown(text) +
-                "'");
-  if (ec == std::errc::result_out_of_range || !std::isfinite(v) || v < lo || v > hi)
-    throw Error(std::string(flag) + " " + shown(text) + " is out of range " + range);
-  return v;
+} // namespace
+
+int64_t parse_int_flag(std::string_view flag, std::string_view text, int64_t lo,
+                       int64_t hi) {
+  return parse_number_flag<int64_t>(flag, text, lo, hi, "an integer",
+                                    "[" + std::to_string(lo) + ", " +
+                                        std::to_string(hi) + "]");
+}
+
+double parse_float_flag(std::string_view flag, std::string_view text, double lo,
+                        double hi) {
+  return parse_number_flag<double>(flag, text, lo, hi, "a number",
+                                   "[" + num(lo) + ", " + num(hi) + "]");
 }
 
 int max_thread_flag() {
@@ -89,4 +99,4 @@ int max_thread_flag() {
   return 4 * int(hw > 0 ? hw : 1);
 }
 
-}  // namespace tq
+} // namespace tq
