@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/rotation.h"
 #include "tq/codec.h"
 
 namespace tq {
@@ -34,6 +35,26 @@ class AttnOps {
                           float* acc, size_t lda) const = 0;
   // out (d floats) from one head's accumulator.
   virtual void finish(const float* acc, float* out) const = 0;
+};
+
+// The common part of the ops of codecs that work in a rotated domain (TurboQuant_mse, PolarQuant):
+// a d-float accumulator and queries rotated once per G heads into p.a (G × d).
+class RotatedOps : public AttnOps {
+ public:
+  RotatedOps(const Rotation& rot, int d, size_t token_bytes)
+      : rot_(rot), d_(d), token_bytes_(token_bytes) {}
+  size_t acc_size() const override { return size_t(d_); }
+  size_t token_bytes() const override { return token_bytes_; }
+  void prepare(const float* q, int G, Prepared& p) const override {
+    p.G = G;
+    p.a.resize(size_t(G) * d_);
+    for (int g = 0; g < G; ++g) rot_.forward(q + size_t(g) * d_, &p.a[size_t(g) * d_]);
+  }
+
+ protected:
+  const Rotation& rot_;
+  int d_;
+  size_t token_bytes_;
 };
 
 // Ops over plain rows scored in the original domain by a pair of row kernels: f32 and f16

@@ -173,16 +173,10 @@ class PolarCodec final : public Codec {
 // The attention fast path: a step of tokens is decoded once into the rotated domain (table
 // lookups, no trigonometry; the dispatched polar_decode kernel) and then shared by all query
 // heads through the f32 kernels; one inverse rotation per output.
-class PolarOps final : public AttnOps {
+class PolarOps final : public RotatedOps {
  public:
-  explicit PolarOps(const PolarCodec& c) : c_(c), d_(c.dim()) {}
-  size_t acc_size() const override { return size_t(d_); }
-  size_t token_bytes() const override { return c_.block_bytes(); }
-  void prepare(const float* q, int G, Prepared& p) const override {
-    p.G = G;
-    p.a.resize(size_t(G) * d_);
-    for (int g = 0; g < G; ++g) c_.rotation().forward(q + size_t(g) * d_, &p.a[size_t(g) * d_]);
-  }
+  explicit PolarOps(const PolarCodec& c)
+      : RotatedOps(c.rotation(), c.dim(), c.block_bytes()), c_(c) {}
   void score(const Prepared& p, const uint8_t* c, size_t n, int64_t, float* s,
              size_t lds) const override {
     const float* y = decode(c, n);
@@ -193,7 +187,7 @@ class PolarOps final : public AttnOps {
     const float* y = decode(c, n);
     cpu::kernels().acc_f32(reinterpret_cast<const uint8_t*>(y), n, d_, w, ldw, G, acc, lda);
   }
-  void finish(const float* acc, float* out) const override { c_.rotation().inverse(acc, out); }
+  void finish(const float* acc, float* out) const override { rot_.inverse(acc, out); }
 
  private:
   const float* decode(const uint8_t* c, size_t n) const {
@@ -203,7 +197,6 @@ class PolarOps final : public AttnOps {
     return y.data();
   }
   const PolarCodec& c_;
-  int d_;
 };
 
 std::unique_ptr<AttnOps> PolarCodec::attn_ops() const { return std::make_unique<PolarOps>(*this); }

@@ -9,16 +9,10 @@
 namespace tq {
 namespace {
 
-class TurboMseOps final : public AttnOps {
+class TurboMseOps final : public RotatedOps {
  public:
-  explicit TurboMseOps(const TurboMseCodec& c) : c_(c), d_(c.dim()) {}
-  size_t acc_size() const override { return size_t(d_); }
-  size_t token_bytes() const override { return c_.block_bytes(); }
-  void prepare(const float* q, int G, Prepared& p) const override {
-    p.G = G;
-    p.a.resize(size_t(G) * d_);
-    for (int g = 0; g < G; ++g) c_.rotation().forward(q + size_t(g) * d_, &p.a[size_t(g) * d_]);
-  }
+  explicit TurboMseOps(const TurboMseCodec& c)
+      : RotatedOps(c.rotation(), c.dim(), c.block_bytes()), c_(c) {}
   void score(const Prepared& p, const uint8_t* c, size_t n, int64_t, float* s,
              size_t lds) const override {
     cpu::kernels().score_rows(c_.rows(c, c_.block_bytes()), n, p.a.data(), p.G, s, lds, false);
@@ -31,7 +25,6 @@ class TurboMseOps final : public AttnOps {
 
  private:
   const TurboMseCodec& c_;
-  int d_;
 };
 
 class TurboProdOps final : public AttnOps {
