@@ -315,9 +315,15 @@ GpuRuntime::GpuRuntime(const GpuModel& model, const RuntimeConfig& cfg) : cfg_(c
   cc.head_dim = I.D;
   cc.n_kv_heads = I.NKV;
   cc.n_pages = n_pages;
+  cuda::DecodeGrid grid = cuda::DecodeGrid::kAuto;
+  if (cfg.decode_grid == "split") grid = cuda::DecodeGrid::kSplit;
+  else if (cfg.decode_grid == "stream") grid = cuda::DecodeGrid::kStream;
+  else if (cfg.decode_grid != "auto")
+    throw Error("GPU runtime: unknown decode grid '" + cfg.decode_grid + "' (auto, split, stream)");
   for (int l = 0; l < hp.n_layer; ++l) {
     try {
       I.caches.push_back(std::make_unique<cuda::GpuCache>(cc));
+      I.caches.back()->set_decode_grid(grid);
     } catch (const Error& e) {
       cudaGetLastError();
       throw Error(std::string("GPU runtime: cache type '") + cfg.cache_type + "': " + e.what());

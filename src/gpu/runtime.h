@@ -76,6 +76,9 @@ struct RuntimeConfig {
   int n_pages = 0;                  // 32-token pages in the pool; 0: max_seqs full contexts
   int max_chunk = 256;              // prefill tokens per forward (chunked prefill)
   bool graphs = true;               // replay the decode step as a CUDA graph
+  // Benchmarks: the attention decode grid of every layer's cache ("auto", "split", "stream";
+  // tq::cuda::DecodeGrid). Anything else is a tq::Error.
+  std::string decode_grid = "auto";
 };
 
 class GpuRuntime {

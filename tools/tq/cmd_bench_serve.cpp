@@ -39,6 +39,7 @@ struct Opts {
   int max_batch_cap = 1024;
   double reserve_gib = 3.0;
   bool no_graphs = false;
+  std::string decode_grid = "auto";
   bool eager_too = false;
   bool json = false;
   uint64_t seed = 1;
@@ -88,6 +89,7 @@ void bench_serve(const Opts& o) {
   J["model"] = o.model.empty() ? o.synthetic : o.model;
   J["ctx"] = o.ctx;
   J["steps"] = o.steps;
+  J["decode_grid"] = o.decode_grid;
   J["weights_gb"] = double(model->weight_bytes()) / 1e9;
   J["fill"] = "random K/V appended to every layer's cache at the context length (no prefill)";
   J["rows"] = nlohmann::json::array();
@@ -126,6 +128,7 @@ void bench_serve(const Opts& o) {
       rc.n_pages = max_b * pps;
       rc.max_chunk = 16;
       rc.graphs = !o.no_graphs;
+      rc.decode_grid = o.decode_grid;
       GpuRuntime rt(*model, rc);
       std::vector<int> seqs;
       for (int b = 0; b < max_b; ++b) seqs.push_back(rt.new_seq());
@@ -229,6 +232,8 @@ void setup(CLI::App& app) {
   cmd->add_option("--out", o.out, "write the JSON document to this file");
   cmd->add_option("--seed", o.seed, "weights / cache fill seed");
   cmd->add_flag("--no-graphs", o.no_graphs, "eager launches instead of CUDA graphs");
+  cmd->add_option("--decode-grid", o.decode_grid,
+                  "attention decode grid: auto (the launch plan's choice), split or stream");
   cmd->add_flag("--eager-too", o.eager_too, "also time each row with eager launches");
   cmd->add_flag("--json", o.json, "print the JSON document on stdout");
   cmd->callback([] {
