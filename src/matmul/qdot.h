@@ -5,7 +5,8 @@
 //  - BlockQ8  for the legacy 32-element types (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0): x ≈ d·q, sum = Σq;
 //  - BlockQ8K for the 256-element K types (Q4_K Q5_K Q6_K): x ≈ d·q, bsums[i] = Σ of the 16
 //    values 16i..16i+15 (the K types' sub-block minimums / the −32 of Q6_K need these sums).
-// q = round(x / d) with d = max|x| / 127, so |q| ≤ 127 and each value is off by at most d/2.
+// q = round(x · id) with id = 127 / max|x| and d ≈ 1 / id, so |q| ≤ 127 and each value is off
+// by at most d/2 (act_scale: d rounded as llama.cpp rounds it, so the integers agree with it).
 // F32/F16/BF16 weights take the activations as f32.
 //
 // A tile kernel computes out[c·ldo + r] (= or +=) Σ_j W[r][j]·X[c][j] for r < nr rows of W
@@ -18,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/half.h"
 #include "cpu/dispatch.h"
 #include "model/gguf.h"
 
@@ -39,6 +41,13 @@ struct BlockQ8K {
 static_assert(sizeof(BlockQ8K) == 320);
 
 enum class ActKind { kF32, kQ8, kQ8K };
+
+// The activation scale d of a block with max|x| = amax and id = 127 / amax, as llama.cpp
+// computes it on x86: block_q8_0 stores amax / 127 in f16; block_q8_K stores 1 / id.
+inline float act_scale(float amax, float id, ActKind kind) {
+  if (!(amax > 0.f)) return 0.f;
+  return kind == ActKind::kQ8 ? round_f16(amax / 127.f) : 1.f / id;
+}
 
 // Which activation format type t multiplies with (throws tq::Error for an unsupported type).
 ActKind act_kind(GgmlType t);

@@ -29,12 +29,15 @@ inline uint32_t u32_at(const uint8_t* p) {
   return v;
 }
 
-// Symmetric int8 quantization of n values: d = max|x| / 127, q = round(x / d).
-float quantize_block(const float* x, int n, int8_t* q) {
+// Symmetric int8 quantization of n values: q = round-half-even(x · id), id = 127 / max|x|.
+// The scale is rounded as llama.cpp rounds it on x86 (one division for id; a 32-block's d =
+// max|x| / 127 rounded to f16, as its block_q8_0 stores it; a 256-superblock's d = 1 / id), so
+// both engines feed the same integers to the same weights (DESIGN.md §8).
+float quantize_block(const float* x, int n, int8_t* q, ActKind kind) {
   float amax = 0.f;
   for (int j = 0; j < n; ++j) amax = std::max(amax, std::fabs(x[j]));
-  const float d = amax / 127.f;
-  const float id = d > 0.f ? 1.f / d : 0.f;
+  const float id = amax > 0.f ? 127.f / amax : 0.f;
+  const float d = act_scale(amax, id, kind);
   for (int j = 0; j < n; ++j) {
     const float v = std::nearbyint(x[j] * id);
     q[j] = int8_t(std::max(-127.f, std::min(127.f, v)));
@@ -48,7 +51,7 @@ void quantize_ref(GgmlType t, const float* x, int64_t cols, uint8_t* out) {
     case ActKind::kQ8: {
       auto* b = reinterpret_cast<BlockQ8*>(out);
       for (int64_t i = 0; i < cols / 32; ++i) {
-        b[i].d = quantize_block(x + 32 * i, 32, b[i].qs);
+        b[i].d = quantize_block(x + 32 * i, 32, b[i].qs, ActKind::kQ8);
         int s = 0;
         for (int j = 0; j < 32; ++j) s += b[i].qs[j];
         b[i].sum = s;
@@ -59,7 +62,7 @@ void quantize_ref(GgmlType t, const float* x, int64_t cols, uint8_t* out) {
       auto* b = reinterpret_cast<BlockQ8K*>(out);
       for (int64_t i = 0; i < cols / 256; ++i) {
         std::memset(&b[i], 0, sizeof(BlockQ8K));
-        b[i].d = quantize_block(x + 256 * i, 256, b[i].qs);
+        b[i].d = quantize_block(x + 256 * i, 256, b[i].qs, ActKind::kQ8K);
         for (int g = 0; g < 16; ++g) {
           int s = 0;
           for (int j = 0; j < 16; ++j) s += b[i].qs[16 * g + j];

@@ -374,8 +374,9 @@ void simd_quantize(tq::GgmlType t, const float* x, int64_t cols, uint8_t* out) {
     case ActKind::kQ8: {
       auto* b = reinterpret_cast<BlockQ8*>(out);
       for (int64_t i = 0; i < cols / 32; ++i) {
-        const float d = amax_of(x + 32 * i, 32) / 127.f;
-        const float id = d > 0.f ? 1.f / d : 0.f;
+        const float amax = amax_of(x + 32 * i, 32);
+        const float id = amax > 0.f ? 127.f / amax : 0.f;
+        const float d = tq::mm::act_scale(amax, id, ActKind::kQ8);
         int lo, hi;
         quant32(x + 32 * i, _mm256_set1_ps(id), b[i].qs, &lo, &hi);
         b[i].d = d;
@@ -388,8 +389,9 @@ void simd_quantize(tq::GgmlType t, const float* x, int64_t cols, uint8_t* out) {
       for (int64_t i = 0; i < cols / 256; ++i) {
         std::memset(b[i].pad, 0, sizeof b[i].pad);
         const float* xb = x + 256 * i;
-        const float d = amax_of(xb, 256) / 127.f;
-        const float id = d > 0.f ? 1.f / d : 0.f;
+        const float amax = amax_of(xb, 256);
+        const float id = amax > 0.f ? 127.f / amax : 0.f;
+        const float d = tq::mm::act_scale(amax, id, ActKind::kQ8K);
         for (int g = 0; g < 8; ++g) {
           int lo, hi;
           quant32(xb + 32 * g, _mm256_set1_ps(id), b[i].qs + 32 * g, &lo, &hi);
