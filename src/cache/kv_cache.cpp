@@ -129,6 +129,36 @@ KvCache::KvCache(const KvShape& shape, const KvCacheOptions& opts) : shape_(shap
 
 KvCache::~KvCache() = default;
 
+const char* key_centring_name(KeyCentring c) {
+  switch (c) {
+    case KeyCentring::kTypeDefault:
+      return "default";
+    case KeyCentring::kOn:
+      return "on";
+    case KeyCentring::kOff:
+      return "off";
+  }
+  return "?";
+}
+
+bool KvCache::keys_centred(int layer) const {
+  switch (opts_.key_centring) {
+    case KeyCentring::kOn:
+      return true;
+    case KeyCentring::kOff:
+      return false;
+    case KeyCentring::kTypeDefault:
+      break;
+  }
+  return traits(layer, true).center_keys;
+}
+
+int KvCache::centred_layers() const {
+  int n = 0;
+  for (int l = 0; l < shape_.n_layer; ++l) n += keys_centred(l) ? 1 : 0;
+  return n;
+}
+
 std::string KvCache::type_name(int layer, bool is_key) const {
   const auto& ov = is_key ? opts_.layer_type_k : opts_.layer_type_v;
   if (auto it = ov.find(layer); it != ov.end()) return it->second;
@@ -227,7 +257,7 @@ void KvCache::append_part(Seq& s, int layer, bool is_key, const float* x, int T)
   const int H = shape_.n_kv_head, d = shape_.head_dim, PT = opts_.page_tokens;
   Part& part = s.parts[size_t(layer) * 2 + (is_key ? 0 : 1)];
   const int n_old = part.n;
-  const bool center = is_key && opts_.center_keys;
+  const bool center = is_key && keys_centred(layer);
   const bool set_mu = center && !part.mu_set && T > 0;
   for (int h = 0; h < H; ++h) {
     Stream& st = stream(layer, h, is_key);
