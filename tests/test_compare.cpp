@@ -179,9 +179,11 @@ TEST(CompareCli, RowsSayWhetherKeysWereCentred) {
   EXPECT_NE(rows[2]["label"].get<std::string>().find("C=0"), std::string::npos);
   EXPECT_EQ(rows[3]["centred_layers"], 0);  // a baseline stays as its authors define it
   EXPECT_EQ(rows[4]["centred_layers"], L);
-  // d = 64 f32 means per (layer, head) over 64 tokens: +0.5 bpv on the keys, +0.25 all-in.
-  EXPECT_NEAR(rows[1]["bpv_k"].get<double>() - rows[2]["bpv_k"].get<double>(), 0.5, 1e-9);
-  EXPECT_NEAR(rows[1]["bpv"].get<double>() - rows[2]["bpv"].get<double>(), 0.25, 1e-9);
+  // d = 64 f32 means and one page's d f16 offsets per (layer, head) over 64 tokens: +0.75 bpv
+  // on the keys, +0.375 all-in.
+  EXPECT_NEAR(rows[1]["bpv_k"].get<double>() - rows[2]["bpv_k"].get<double>(), 0.75, 1e-9);
+  EXPECT_NEAR(rows[1]["bpv"].get<double>() - rows[2]["bpv"].get<double>(), 0.375, 1e-9);
+  EXPECT_EQ(rows[1]["key_means"], "page");
   const auto back = run_tq("compare --from-csv " + csv + " --json");
   ASSERT_EQ(back.status, 0) << back.err;
   const auto jb = nlohmann::json::parse(back.out);

@@ -80,9 +80,11 @@ TEST(SafeKeys, ResolvedPerLayerAndCounted) {
     for (int l = 0; l < L; ++l) c.append(s, l, k.data(), v.data(), T);
     bytes[mode] = c.kv_bytes();
   }
-  // Each centred (layer, head) stores d f32 means.
-  EXPECT_EQ(bytes[0], bytes[2] + size_t(2 * H) * d * sizeof(float));
-  EXPECT_EQ(bytes[1], bytes[2] + size_t(L * H) * d * sizeof(float));
+  // Each centred (layer, head) stores d f32 means and, for its one page (encoded at once,
+  // 32 ≥ min(64, page) keys), d f16 offsets.
+  const size_t per = size_t(d) * (sizeof(float) + sizeof(uint16_t));
+  EXPECT_EQ(bytes[0], bytes[2] + size_t(2 * H) * per);
+  EXPECT_EQ(bytes[1], bytes[2] + size_t(L * H) * per);
 }
 
 // Keys with large per-channel offsets (a constant k_proj bias, as Qwen2 has: a few channels of
@@ -146,6 +148,106 @@ TEST(SafeKeys, LargeKeyOffsetsSynthetic) {
         "seed %u: rel. RMS error turbo3 default %.4f, off %.4f; q4_0 %.4f, forced on "
         "%.4f\n",
         seed, e_def, e_off, e_q4, e_q4on);
+  }
+}
+
+// Keys whose offset drifts with position (a constant bias in a slowly rotating RoPE pair): the
+// per-page offsets δ track it. Exactness first: with f32 storage and centring forced on, every
+// attention path (reference, codes, decode, tiled) gives the uncentred result up to rounding,
+// with several pages, offsets inherited by short appends and a prefill/decode mix — the q·δ
+// score correction is exact. Then turbo3 keys: per-page means clearly better than the first
+// mean only.
+struct Drift {
+  int d = 64, H = 1, NH = 2, T = 1024;
+  std::vector<float> k, v, q;
+  explicit Drift(uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd;
+    k.resize(size_t(T) * H * d);
+    v.resize(k.size());
+    q.resize(size_t(T) * NH * d);
+    for (int t = 0; t < T; ++t)
+      for (int j = 0; j < d; ++j) {
+        // Pairs (2i, 2i+1) of the top quarter carry a bias of 20 rotating with period 4000.
+        const float a = 2.f * 3.14159265f * float(t) / 4000.f + float(j / 2);
+        const float b = j >= 3 * d / 4 ? 20.f * (j % 2 ? std::sin(a) : std::cos(a)) : 0.f;
+        k[size_t(t) * d + j] = b + nd(rng);
+      }
+    for (auto& x : v) x = nd(rng);
+    for (auto& x : q) x = 1.5f * nd(rng);
+  }
+  // Appends in pieces of `step` tokens (the first piece `first`), each piece's queries
+  // attending; returns all outputs.
+  std::vector<float> run(const std::string& type, KeyCentring c, bool per_page, AttnPath path,
+                         int first, int step) const {
+    KvCacheOptions o;
+    o.type_k = type;
+    o.type_v = "f32";
+    o.key_centring = c;
+    o.key_means_per_page = per_page;
+    o.page_tokens = 128;
+    o.max_tokens = T;
+    KvCache cache(shape_of(1, H, d), o);
+    const int s = cache.new_seq();
+    std::vector<float> out(q.size());
+    for (int t0 = 0; t0 < T;) {
+      const int n = std::min(t0 == 0 ? first : step, T - t0);
+      cache.append(s, 0, &k[size_t(t0) * H * d], &v[size_t(t0) * H * d], n);
+      attention(cache, s, 0, NH, &q[size_t(t0) * NH * d], n, t0, 1.f / 8.f,
+                &out[size_t(t0) * NH * d], path);
+      t0 += n;
+    }
+    return out;
+  }
+};
+
+double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+  double e = 0, n = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    e += double(a[i] - b[i]) * (a[i] - b[i]);
+    n += double(b[i]) * b[i];
+  }
+  return std::sqrt(e / n);
+}
+
+TEST(SafeKeys, PerPageOffsetsAreExactInEveryPath) {
+  const bool int8_was = cpu::int8_scores_enabled();
+  cpu::set_int8_scores(false);
+  const Drift dr(11);
+  // 300-token prefill (pages 0-1 fresh, page 2 gets 44 keys: inherited), then 200-token pieces
+  // (fresh and inherited pages again).
+  const auto want = dr.run("f32", KeyCentring::kOff, false, AttnPath::kReference, 300, 200);
+  for (AttnPath path : {AttnPath::kReference, AttnPath::kCodes, AttnPath::kDecode,
+                        AttnPath::kTiled}) {
+    const auto got = dr.run("f32", KeyCentring::kOn, true, path, 300, 200);
+    double md = 0;
+    for (size_t i = 0; i < got.size(); ++i) md = std::max(md, double(std::fabs(got[i] - want[i])));
+    EXPECT_LT(md, 2e-4) << "path " << int(path);  // outputs of magnitude ~1, float rounding
+  }
+  // Generation: one token at a time after a 256-token prefill (every later page inherits).
+  const auto want1 = dr.run("f32", KeyCentring::kOff, false, AttnPath::kReference, 256, 1);
+  const auto got1 = dr.run("f32", KeyCentring::kOn, true, AttnPath::kDecode, 256, 1);
+  double md = 0;
+  for (size_t i = 0; i < got1.size(); ++i)
+    md = std::max(md, double(std::fabs(got1[i] - want1[i])));
+  EXPECT_LT(md, 2e-4);
+  cpu::set_int8_scores(int8_was);
+}
+
+TEST(SafeKeys, PerPageOffsetsTrackDriftingKeys) {
+  for (uint32_t seed : {1u, 2u}) {
+    const Drift dr(seed);
+    const auto ref = dr.run("f16", KeyCentring::kOff, false, AttnPath::kTiled, 256, 256);
+    const double page =
+        rel_err(dr.run("turbo3", KeyCentring::kTypeDefault, true, AttnPath::kTiled, 256, 256), ref);
+    const double first =
+        rel_err(dr.run("turbo3", KeyCentring::kTypeDefault, false, AttnPath::kTiled, 256, 256), ref);
+    const double off =
+        rel_err(dr.run("turbo3", KeyCentring::kOff, false, AttnPath::kTiled, 256, 256), ref);
+    std::printf("seed %u: rel. RMS error, turbo3 keys: per-page %.4f, first mean %.4f, "
+                "uncentred %.4f\n", seed, page, first, off);
+    EXPECT_LT(page, 0.8 * first) << "seed " << seed;
+    EXPECT_LT(first, off) << "seed " << seed;
   }
 }
 

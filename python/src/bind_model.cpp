@@ -89,6 +89,7 @@ nb::dict row_dict(const tq::CompareRow& r, bool pareto, int ctx, long scored) {
   d["sinks"] = r.sinks;
   d["key_centring"] = r.key_centring;
   d["centred_layers"] = r.centred_layers;
+  d["key_means"] = r.key_means;
   d["bpv"] = r.bpv;
   d["bpv_k"] = r.bpv_k;
   d["bpv_v"] = r.bpv_v;

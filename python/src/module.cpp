@@ -154,7 +154,12 @@ tq::KvCacheOptions cache_options(const nb::dict& kw, std::string* codebooks_path
       o.key_centring = v.is_none()                         ? tq::KeyCentring::kTypeDefault
                        : get<bool>(v, k, "a bool or None") ? tq::KeyCentring::kOn
                                                            : tq::KeyCentring::kOff;
-    else if (k == "seed") o.seed = get<uint64_t>(v, k, "a non-negative int");
+    else if (k == "key_means") {  // "page" (default) | "first", as `--key-means`
+      const std::string m = get<std::string>(v, k, "'page' or 'first'");
+      if (m != "page" && m != "first")
+        throw tq::Error("cache option key_means: expected 'page' or 'first', got '" + m + "'");
+      o.key_means_per_page = m == "page";
+    } else if (k == "seed") o.seed = get<uint64_t>(v, k, "a non-negative int");
     else if (k == "page_tokens") o.page_tokens = get<int>(v, k, "an int");
     else if (k == "max_tokens") o.max_tokens = get<int>(v, k, "an int");
     else if (k == "max_seqs") o.max_seqs = get<int>(v, k, "an int");
@@ -174,7 +179,8 @@ tq::KvCacheOptions cache_options(const nb::dict& kw, std::string* codebooks_path
     } else {
       throw tq::Error("unknown cache option '" + k +
                       "' (options: k, v, layer_k, layer_v, boundary, boundary_type, residual, "
-                      "sinks, center_keys, seed, codebooks, page_tokens, max_tokens, max_seqs)");
+                      "sinks, center_keys, key_means, seed, codebooks, page_tokens, max_tokens, "
+                      "max_seqs)");
     }
   }
   (void)boundary_type_set;

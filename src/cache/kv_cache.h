@@ -48,6 +48,12 @@ struct KvCacheOptions {
   int residual_window = 0;  // R: the newest R tokens stay f16
   int sink_tokens = 0;      // S: the first S tokens stay f16
   KeyCentring key_centring = KeyCentring::kTypeDefault;
+  // With centred keys, each page also gets its own offset δ from the first mean (its keys'
+  // mean, f16, when at least 64 of them are encoded at once, else the previous page's): keys
+  // are stored as k − μ − δ and attention adds q·δ back per page, so the per-page shift is
+  // exact. It tracks key offsets that drift with position (RoPE turns a constant k_proj bias
+  // into a slowly rotating one in the low-frequency pairs). false: the first mean only.
+  bool key_means_per_page = true;
   uint64_t seed = 0x5451'0001;
   int page_tokens = 256;
   int max_tokens = 4096;   // pool capacity over all sequences (rounded up to pages)
@@ -87,6 +93,9 @@ struct KvSegment {
   int pos0 = 0, n = 0;
   const uint8_t* codes = nullptr;  // n / block_tokens encoded blocks, or
   const uint16_t* f16 = nullptr;   // n × head_dim f16 values
+  // Keys only, or null: head_dim floats added to every decoded key of the run (its page's mean
+  // offset δ, KvCacheOptions::key_means_per_page); scores gain q·δ.
+  const float* key_offset = nullptr;
 };
 
 class KvCache {

@@ -47,7 +47,8 @@ nlohmann::json row_json(const tq::CompareRow& r, bool on_frontier) {
           {"seconds", r.seconds},
           {"pareto", on_frontier},
           {"key_centring", r.key_centring},
-          {"centred_layers", r.centred_layers}};
+          {"centred_layers", r.centred_layers},
+          {"key_means", r.key_means}};
 }
 
 // Reads the rows of a --csv file (quoted strings, no quotes inside them).
@@ -116,6 +117,7 @@ tq::CompareResult read_csv(const std::string& path) {
     x.boundary_layers = int(num("boundary_layers"));
     if (col("key_centring") >= 0) x.key_centring = str("key_centring");
     x.centred_layers = int(num("centred_layers"));
+    if (col("key_means") >= 0) x.key_means = str("key_means");
     if (col("tokens_scored") >= 0) r.tokens_scored = long(num("tokens_scored"));
     if (col("ctx") >= 0) r.n_ctx = int(num("ctx"));
     r.rows.push_back(x);
@@ -147,7 +149,7 @@ void report(const tq::CompareResult& r, const std::string& mpath, const std::str
                           "decode_tps",   "residual",      "sinks",         "boundary_layers",
                           "pareto",       "ctx",           "tokens_scored", "bpv_k",
                           "bpv_v",        "ppl_stderr",    "preset",        "reference",
-                          "key_centring", "centred_layers"};
+                          "key_centring", "centred_layers", "key_means"};
     for (size_t k = 0; k < std::size(keys); ++k) c << (k ? "," : "") << keys[k];
     c << "\n";
     for (const auto& j : rows) {

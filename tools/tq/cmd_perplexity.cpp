@@ -92,6 +92,7 @@ void setup(CLI::App& app) {
                           {"kv_bytes", r.kv_bytes},
                           {"key_centring", tq::key_centring_name(cache_opts.key_centring)},
                           {"centred_layers", r.centred_layers},
+                          {"key_means", cache_opts.key_means_per_page ? "page" : "first"},
                           {"tokens", r.tokens},
                           {"prefill_tps", r.prefill_tps},
                           {"seconds", r.seconds},

@@ -23,6 +23,7 @@ struct RuntimeFlags {
   std::string boundary_type = "f16";
   int residual = 0, sinks = 0;
   bool center_keys = false, no_center_keys = false;
+  std::string key_means = "page";  // "page" | "first" (KvCacheOptions::key_means_per_page)
   uint64_t seed = 0x5451'0001;
   int threads = 0;
   std::string codebooks;  // polar-vq codebook file (`tq calibrate`)
@@ -53,6 +54,12 @@ struct RuntimeFlags {
                               "(an ablation: Qwen2 collapses without it)");
     on->excludes(off);
     off->excludes(on);
+    cmd->add_option("--key-means", key_means,
+                    "With centred keys: 'page' (default) also stores each page's offset from "
+                    "the first mean (d f16 per 256 tokens; tracks offsets that drift with "
+                    "position, as RoPE'd key biases do), 'first' only the first append's mean")
+        ->check(CLI::IsMember({"page", "first"}))
+        ->capture_default_str();
     cmd->add_option("--seed", seed, "Seed of the cache's rotations/sketches (and sampling)");
     cmd->add_option("--codebooks", codebooks,
                     "codebook file from `tq calibrate` (needed by polar-vq:balanced/max; "
@@ -91,6 +98,7 @@ struct RuntimeFlags {
     o.residual_window = residual;
     o.sink_tokens = sinks;
     o.key_centring = key_centring();
+    o.key_means_per_page = key_means == "page";
     o.seed = seed;
     // A type that cannot work without learned data fails here, before the model is loaded.
     for (const auto& t : all_types(o)) tq::check_calibration_given(t, !codebooks.empty());
