@@ -43,17 +43,15 @@ struct RuntimeFlags {
     add_int_option(cmd, "--residual", residual, 0, 1 << 24, "Keep the newest R tokens in f16");
     add_int_option(cmd, "--sinks", sinks, 0, 1 << 24,
                    "Keep the first S tokens in f16 (attention sinks)");
-    auto* on = cmd->add_flag(
+    cmd->add_flag(
         "--center-keys", center_keys,
         "Mean-centre the keys of every layer, whatever the type (baselines included). By "
         "default the project's own key types (turbo*, polar, polar-vq:*) are centred and the "
         "baselines are not: a per-channel key mean from the first append is subtracted before "
         "quantizing and stored in f32 (counted in bpv)");
-    auto* off = cmd->add_flag("--no-center-keys", no_center_keys,
+    cmd->add_flag("--no-center-keys", no_center_keys,
                               "Centre no keys, not even those of turbo*/polar/polar-vq "
                               "(an ablation: Qwen2 collapses without it)");
-    on->excludes(off);
-    off->excludes(on);
     cmd->add_option("--key-means", key_means,
                     "With centred keys: 'page' (default) also stores each page's offset from "
                     "the first mean (d f16 per 256 tokens; tracks offsets that drift with "
@@ -106,6 +104,8 @@ struct RuntimeFlags {
   }
 
   KeyCentring key_centring() const {
+    if (center_keys && no_center_keys)
+      throw Error("--center-keys and --no-center-keys exclude each other");
     return center_keys      ? KeyCentring::kOn
            : no_center_keys ? KeyCentring::kOff
                             : KeyCentring::kTypeDefault;
