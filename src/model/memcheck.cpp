@@ -63,7 +63,9 @@ size_t kv_cache_bytes(const KvShape& shape, const KvCacheOptions& co) {
         const size_t toks = size_t(std::max(0, co.sink_tokens) + std::max(0, co.residual_window) +
                                    probe.codec(l, h, key).block_tokens());
         f16 += toks * size_t(shape.head_dim) * 2;
-        if (key && probe.keys_centred(l)) f16 += size_t(shape.head_dim) * sizeof(float);  // μ
+        if (key && probe.keys_centred(l))  // μ (f32) and, at most, one f16 offset δ per page
+          f16 += size_t(shape.head_dim) * (sizeof(float) +
+                                           (co.key_means_per_page ? pages * sizeof(uint16_t) : 0));
       }
   bytes += f16 * size_t(std::max(1, co.max_seqs));
   return bytes;
