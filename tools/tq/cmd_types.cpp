@@ -77,7 +77,8 @@ void setup(CLI::App& app) {
     }
     std::printf(
         "bpv: codes only; [keys centred]: the type's keys are mean-centred by default "
-        "(+32/n bits per key value for n tokens stored; --no-center-keys turns it "
+        "(a f32 mean and an f16 offset per page: +32/n + 16/256 bits per key value for n "
+        "tokens stored; --no-center-keys turns it "
         "off, --center-keys applies it to every type)\n");
   });
 }
