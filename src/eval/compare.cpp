@@ -55,6 +55,8 @@ std::string fmt_label(const CompareRow& r) {
   if (r.residual > 0) add("R=" + std::to_string(r.residual));
   if (r.sinks > 0) add("S=" + std::to_string(r.sinks));
   if (r.preset.empty() && r.boundary_layers > 0) add("B=" + std::to_string(r.boundary_layers));
+  if (r.key_centring == "on") add("C=1");  // centring forced, not the types' default
+  if (r.key_centring == "off") add("C=0");
   if (!extra.empty()) s += " (" + extra + ")";
   return s;
 }
@@ -78,7 +80,7 @@ struct TempDir {
 
 bool CompareEntry::is_f16() const {
   return type_traits(ctk).reference && type_traits(ctv).reference && preset.empty() && !residual &&
-         !sinks;
+         !sinks && !center.value_or(false);
 }
 
 std::vector<CompareEntry> parse_type_list(const std::string& list) {
@@ -108,9 +110,11 @@ std::vector<CompareEntry> parse_type_list(const std::string& list) {
           e.residual = parse_count(opt.substr(2), raw);
         else if (opt.size() > 2 && (opt[0] == 'S' || opt[0] == 's') && opt[1] == '=')
           e.sinks = parse_count(opt.substr(2), raw);
+        else if (opt == "C=0" || opt == "c=0" || opt == "C=1" || opt == "c=1")
+          e.center = opt[2] == '1';
         else
           throw Error("compare: bad row option '@" + opt + "' in '" + raw +
-                      "' (expected @R=N or @S=N)");
+                      "' (expected @R=N, @S=N, @C=0 or @C=1)");
         p = next;
       }
     }
@@ -152,6 +156,7 @@ KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& op
     c.boundary_type_k = c.boundary_type_v = e.boundary_type;
   }
   const TypeTraits &tk = type_traits(e.ctk), &tv = type_traits(e.ctv);
+  if (e.center) c.key_centring = *e.center ? KeyCentring::kOn : KeyCentring::kOff;
   if (e.residual)
     c.residual_window = *e.residual;
   else if (!opts.residual_given && std::max(tk.default_window, tv.default_window) > 0)
@@ -260,6 +265,9 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
     row.bpv_k = r.bpv_k;
     row.bpv_v = r.bpv_v;
     row.kv_bytes = r.kv_bytes;
+    row.key_centring = key_centring_name(cache.key_centring);
+    row.centred_layers = r.centred_layers;
+    row.key_means = cache.key_means_per_page ? "page" : "first";
     row.bpv = 8.0 * double(r.kv_bytes) /
               (2.0 * hp.n_layer * hp.n_kv_head * hp.head_dim * double(opts.n_ctx));
     row.kv_mib_8192 = double(r.kv_bytes) / opts.n_ctx * 8192.0 / (1024.0 * 1024.0);
@@ -285,7 +293,7 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
 
   for (const auto& e : entries) {
     if (e.is_f16() && opts.cache.layer_type_k.empty() && opts.cache.layer_type_v.empty() &&
-        opts.cache.boundary_layers == 0 && !opts.cache.center_keys)
+        opts.cache.boundary_layers == 0 && opts.cache.key_centring != KeyCentring::kOn)
       continue;  // the reference row is this row
     CompareRow row;
     const KvCacheOptions c = row_cache_options(e, opts);
@@ -295,6 +303,7 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
     row.boundary_layers = c.boundary_layers;
     row.residual = c.residual_window;
     row.sinks = c.sink_tokens;
+    row.key_centring = key_centring_name(c.key_centring);
     row.label = fmt_label(row);
     run_row(c, row);
     row.dppl_pct = 100.0 * (row.ppl / ref.ppl - 1.0);

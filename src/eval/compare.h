@@ -11,6 +11,8 @@
 //   PRESET       a vLLM preset (K/V + boundary)  e.g. turboquant_k3v4_nc
 //   entry@R=N    this row only: residual window of the newest N tokens in f16
 //   entry@S=N    this row only: the first N tokens in f16 (attention sinks)
+//   entry@C=0|1  this row only: keys centred in no layer (0) / every layer (1), overriding the
+//                type default (turbo*, polar, polar-vq:* centred; baselines not) and the flags
 // KIVI rows (kivi2/kivi4 as K or V) get R = 128 (KIVI's default) unless the entry or the
 // command line sets a residual window. kvquant rows (kvquant3/kvquant4 as K or V) get S = 1
 // (KVQuant keeps the first token in fp16) unless the entry or the command line sets sinks.
@@ -33,6 +35,7 @@ struct CompareEntry {
   int boundary_layers = -1;   // −1: the command line's; else the preset's
   std::string boundary_type;  // with boundary_layers ≥ 0
   std::optional<int> residual, sinks;  // @R= / @S=
+  std::optional<bool> center;          // @C=1 / @C=0
   bool is_f16() const;        // plain f16/f16 with no per-row options: the reference itself
 };
 
@@ -63,6 +66,11 @@ struct CompareRow {
   std::string ctk, ctv, preset;
   int boundary_layers = 0, residual = 0, sinks = 0;
   bool reference = false;
+  // Key centring as asked ("default", "on", "off": KeyCentring) and as done: the number of
+  // layers whose keys were mean-centred (their means are counted in kv_bytes and bpv).
+  std::string key_centring = "default";
+  int centred_layers = 0;
+  std::string key_means = "page";  // KvCacheOptions::key_means_per_page: "page" | "first"
   double bpv = 0, bpv_k = 0, bpv_v = 0, compression = 0;
   size_t kv_bytes = 0;       // one chunk's cache (n_ctx tokens), as stored
   double kv_mib_8192 = 0;    // kv_bytes / n_ctx × 8192 tokens

@@ -22,18 +22,33 @@
 namespace {
 
 nlohmann::json row_json(const tq::CompareRow& r, bool on_frontier) {
-  return {{"label", r.label},          {"ctk", r.ctk},
-          {"ctv", r.ctv},              {"preset", r.preset},
-          {"reference", r.reference},  {"boundary_layers", r.boundary_layers},
-          {"residual", r.residual},    {"sinks", r.sinks},
-          {"bpv", r.bpv},              {"bpv_k", r.bpv_k},
-          {"bpv_v", r.bpv_v},          {"compression", r.compression},
-          {"kv_bytes", r.kv_bytes},    {"kv_mib_8192", r.kv_mib_8192},
-          {"ppl", r.ppl},              {"ppl_stderr", r.ppl_stderr},
-          {"dppl_pct", r.dppl_pct},    {"kld_mean", r.kld_mean},
-          {"kld_p99", r.kld_p99},      {"top1", r.top1},
-          {"decode_tps", r.decode_tps}, {"prefill_tps", r.prefill_tps},
-          {"seconds", r.seconds},      {"pareto", on_frontier}};
+  return {{"label", r.label},
+          {"ctk", r.ctk},
+          {"ctv", r.ctv},
+          {"preset", r.preset},
+          {"reference", r.reference},
+          {"boundary_layers", r.boundary_layers},
+          {"residual", r.residual},
+          {"sinks", r.sinks},
+          {"bpv", r.bpv},
+          {"bpv_k", r.bpv_k},
+          {"bpv_v", r.bpv_v},
+          {"compression", r.compression},
+          {"kv_bytes", r.kv_bytes},
+          {"kv_mib_8192", r.kv_mib_8192},
+          {"ppl", r.ppl},
+          {"ppl_stderr", r.ppl_stderr},
+          {"dppl_pct", r.dppl_pct},
+          {"kld_mean", r.kld_mean},
+          {"kld_p99", r.kld_p99},
+          {"top1", r.top1},
+          {"decode_tps", r.decode_tps},
+          {"prefill_tps", r.prefill_tps},
+          {"seconds", r.seconds},
+          {"pareto", on_frontier},
+          {"key_centring", r.key_centring},
+          {"centred_layers", r.centred_layers},
+          {"key_means", r.key_means}};
 }
 
 // Reads the rows of a --csv file (quoted strings, no quotes inside them).
@@ -100,6 +115,9 @@ tq::CompareResult read_csv(const std::string& path) {
     x.residual = int(num("residual"));
     x.sinks = int(num("sinks"));
     x.boundary_layers = int(num("boundary_layers"));
+    if (col("key_centring") >= 0) x.key_centring = str("key_centring");
+    x.centred_layers = int(num("centred_layers"));
+    if (col("key_means") >= 0) x.key_means = str("key_means");
     if (col("tokens_scored") >= 0) r.tokens_scored = long(num("tokens_scored"));
     if (col("ctx") >= 0) r.n_ctx = int(num("ctx"));
     r.rows.push_back(x);
@@ -125,11 +143,13 @@ void report(const tq::CompareResult& r, const std::string& mpath, const std::str
   if (!csv.empty()) {
     std::ofstream c(csv);
     if (!c) throw tq::Error("cannot write CSV file '" + csv + "'");
-    const char* keys[] = {"label",   "ctk",      "ctv",      "bpv",       "compression",
-                          "kv_bytes", "kv_mib_8192", "ppl",  "dppl_pct",  "kld_mean",
-                          "kld_p99", "top1",     "decode_tps", "residual", "sinks",
-                          "boundary_layers", "pareto", "ctx", "tokens_scored", "bpv_k",
-                          "bpv_v", "ppl_stderr", "preset", "reference"};
+    const char* keys[] = {"label",        "ctk",           "ctv",           "bpv",
+                          "compression",  "kv_bytes",      "kv_mib_8192",   "ppl",
+                          "dppl_pct",     "kld_mean",      "kld_p99",       "top1",
+                          "decode_tps",   "residual",      "sinks",         "boundary_layers",
+                          "pareto",       "ctx",           "tokens_scored", "bpv_k",
+                          "bpv_v",        "ppl_stderr",    "preset",        "reference",
+                          "key_centring", "centred_layers", "key_means"};
     for (size_t k = 0; k < std::size(keys); ++k) c << (k ? "," : "") << keys[k];
     c << "\n";
     for (const auto& j : rows) {
@@ -170,22 +190,27 @@ void report(const tq::CompareResult& r, const std::string& mpath, const std::str
               "decode: %d greedy tokens after the first chunk\n",
               mpath.c_str(), tpath.c_str(), r.n_ctx, r.chunks, r.tokens_run, r.tokens_scored,
               r.decode_tokens);
-  std::printf("%-26s %-10s %-10s %6s %6s %8s %9s %8s %9s %8s %8s %6s %8s\n", "cache", "K",
-              "V", "bpv", "x f16", "MiB@8k", "PPL", "dPPL%", "KLD mean", "KLD p99", "top-1",
+  std::printf("%-26s %-10s %-10s %5s %6s %6s %8s %9s %8s %9s %8s %8s %6s %8s\n", "cache", "K", "V",
+              "ctr", "bpv", "x f16", "MiB@8k", "PPL", "dPPL%", "KLD mean", "KLD p99", "top-1",
               "front", "dec t/s");
   for (size_t i = 0; i < r.rows.size(); ++i) {
     const auto& x = r.rows[i];
-    std::printf("%-26s %-10s %-10s %6.3f %6.2f %8.2f %9.4f %+8.2f %9.5f %8.4f %7.2f%% %6s "
-                "%8.1f\n",
-                x.label.c_str(), x.ctk.c_str(), x.ctv.c_str(), x.bpv, x.compression,
-                x.kv_mib_8192, x.ppl, x.dppl_pct, x.kld_mean, x.kld_p99, 100 * x.top1,
-                on_front(i) ? "*" : "", x.decode_tps);
+    std::printf(
+        "%-26s %-10s %-10s %5d %6.3f %6.2f %8.2f %9.4f %+8.2f %9.5f %8.4f %7.2f%% %6s "
+        "%8.1f\n",
+        x.label.c_str(), x.ctk.c_str(), x.ctv.c_str(), x.centred_layers, x.bpv, x.compression,
+        x.kv_mib_8192, x.ppl, x.dppl_pct, x.kld_mean, x.kld_p99, 100 * x.top1,
+        on_front(i) ? "*" : "", x.decode_tps);
   }
-  std::printf("bpv: all-in bits per stored value from the cache's measured bytes at -c %d "
-              "(codes, scales, f16 windows/sinks/boundary layers); MiB@8k = bytes per token "
-              "x 8192; front: on the Pareto frontier of (bpv, KLD mean); (R=N) newest N "
-              "tokens f16 (KIVI default 128), (S=N) first N tokens f16 (kvquant default 1).\n",
-              r.n_ctx);
+  std::printf(
+      "bpv: all-in bits per stored value from the cache's measured bytes at -c %d "
+      "(codes, scales, f16 windows/sinks/boundary layers); MiB@8k = bytes per token "
+      "x 8192; front: on the Pareto frontier of (bpv, KLD mean); (R=N) newest N "
+      "tokens f16 (KIVI default 128), (S=N) first N tokens f16 (kvquant default 1); ctr: "
+      "layers whose keys were mean-centred (turbo*/polar/polar-vq by default, "
+      "baselines not; (C=1)/(C=0) forced by flag or @C=), their f32 means counted in "
+      "bpv.\n",
+      r.n_ctx);
   if (!plot.empty()) std::printf("plot: %s\n", plot.c_str());
 }
 
@@ -211,10 +236,11 @@ void setup(CLI::App& app) {
   cmd->add_option("--types", o.types,
                   "Comma-separated rows: T (K = V = T), K/V (e.g. q8_0/turbo3), a vLLM preset "
                   "(e.g. turboquant_k3v4_nc: its K/V types and f16 boundary layers); suffix "
-                  "@R=N / @S=N sets this row's f16 residual window / sinks. kivi2/kivi4 rows "
+                  "@R=N / @S=N sets this row's f16 residual window / sinks, @C=1 / @C=0 centres "
+                  "this row's keys in every / no layer (default: turbo*, polar and polar-vq "
+                  "centred, baselines as their authors ship them). kivi2/kivi4 rows "
                   "get KIVI's R=128 window unless --residual or @R= is given; kvquant3/kvquant4 "
-                  "rows keep S=1 sink token f16 unless --sinks or @S= is given")
-      ;
+                  "rows keep S=1 sink token f16 unless --sinks or @S= is given");
   tq::cli::add_int_option(cmd, "--decode", o.decode, 0, 1 << 24,
                           "Greedy tokens timed for decode tok/s: after the first chunk's CTX-token "
                           "prefill, N steps of one token each through the model's generation "

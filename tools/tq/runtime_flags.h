@@ -22,7 +22,8 @@ struct RuntimeFlags {
   int boundary = 0;
   std::string boundary_type = "f16";
   int residual = 0, sinks = 0;
-  bool center_keys = false;
+  bool center_keys = false, no_center_keys = false;
+  std::string key_means = "page";  // "page" | "first" (KvCacheOptions::key_means_per_page)
   uint64_t seed = 0x5451'0001;
   int threads = 0;
   std::string codebooks;  // polar-vq codebook file (`tq calibrate`)
@@ -42,7 +43,21 @@ struct RuntimeFlags {
     add_int_option(cmd, "--residual", residual, 0, 1 << 24, "Keep the newest R tokens in f16");
     add_int_option(cmd, "--sinks", sinks, 0, 1 << 24,
                    "Keep the first S tokens in f16 (attention sinks)");
-    cmd->add_flag("--center-keys", center_keys, "Mean-centre keys per channel before quantizing");
+    cmd->add_flag(
+        "--center-keys", center_keys,
+        "Mean-centre the keys of every layer, whatever the type (baselines included). By "
+        "default the project's own key types (turbo*, polar, polar-vq:*) are centred and the "
+        "baselines are not: a per-channel key mean from the first append is subtracted before "
+        "quantizing and stored in f32 (counted in bpv)");
+    cmd->add_flag("--no-center-keys", no_center_keys,
+                              "Centre no keys, not even those of turbo*/polar/polar-vq "
+                              "(an ablation: Qwen2 collapses without it)");
+    cmd->add_option("--key-means", key_means,
+                    "With centred keys: 'page' (default) also stores each page's offset from "
+                    "the first mean (d f16 per 256 tokens; tracks offsets that drift with "
+                    "position, as RoPE'd key biases do), 'first' only the first append's mean")
+        ->check(CLI::IsMember({"page", "first"}))
+        ->capture_default_str();
     cmd->add_option("--seed", seed, "Seed of the cache's rotations/sketches (and sampling)");
     cmd->add_option("--codebooks", codebooks,
                     "codebook file from `tq calibrate` (needed by polar-vq:balanced/max; "
@@ -80,11 +95,20 @@ struct RuntimeFlags {
     o.boundary_type_k = o.boundary_type_v = boundary_type;
     o.residual_window = residual;
     o.sink_tokens = sinks;
-    o.center_keys = center_keys;
+    o.key_centring = key_centring();
+    o.key_means_per_page = key_means == "page";
     o.seed = seed;
     // A type that cannot work without learned data fails here, before the model is loaded.
     for (const auto& t : all_types(o)) tq::check_calibration_given(t, !codebooks.empty());
     return o;
+  }
+
+  KeyCentring key_centring() const {
+    if (center_keys && no_center_keys)
+      throw Error("--center-keys and --no-center-keys exclude each other");
+    return center_keys      ? KeyCentring::kOn
+           : no_center_keys ? KeyCentring::kOff
+                            : KeyCentring::kTypeDefault;
   }
 
   // Every cache type the options name.
