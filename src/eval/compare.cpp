@@ -15,6 +15,7 @@
 #include "codecs/polarvq_file.h"
 #include "codecs/presets.h"
 #include "eval/perplexity.h"
+#include "eval/plan.h"
 #include "tq/codec.h"
 #include "tq/error.h"
 
@@ -78,7 +79,7 @@ struct TempDir {
 
 bool CompareEntry::is_f16() const {
   return type_traits(ctk).reference && type_traits(ctv).reference && preset.empty() && !residual &&
-         !sinks;
+         !sinks && plan_file.empty();
 }
 
 std::vector<CompareEntry> parse_type_list(const std::string& list) {
@@ -94,6 +95,16 @@ std::vector<CompareEntry> parse_type_list(const std::string& list) {
       throw Error("compare: empty entry in the type list '" + list + "'");
     CompareEntry e;
     e.spec = raw;
+    if (raw.rfind("plan:", 0) == 0) {
+      e.plan_file = trim(raw.substr(5));
+      if (e.plan_file.empty())
+        throw Error("compare: missing file in '" + raw + "' (expected plan:FILE)");
+      e.plan = std::make_shared<const Plan>(read_plan(e.plan_file));
+      e.ctk = e.ctv = "f16";
+      out.push_back(e);
+      if (comma == list.size()) break;
+      continue;
+    }
     // Per-row options after '@'.
     std::string body = raw;
     const auto at = raw.find('@');
@@ -144,6 +155,11 @@ std::vector<CompareEntry> parse_type_list(const std::string& list) {
 }
 
 KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& opts) {
+  if (e.plan) {
+    KvCacheOptions c = plan_cache_options(*e.plan, opts.cache);
+    c.codebooks = nullptr;
+    return c;
+  }
   KvCacheOptions c = opts.cache;
   c.type_k = e.ctk;
   c.type_v = e.ctv;
@@ -296,6 +312,10 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
     row.residual = c.residual_window;
     row.sinks = c.sink_tokens;
     row.label = fmt_label(row);
+    if (e.plan) {
+      row.ctk = row.ctv = "(plan)";
+      row.label = "plan:" + e.plan_file;
+    }
     run_row(c, row);
     row.dppl_pct = 100.0 * (row.ppl / ref.ppl - 1.0);
     row.compression = double(ref.kv_bytes) / double(row.kv_bytes);

@@ -68,12 +68,14 @@ void setup(CLI::App& app) {
     po.model_fingerprint = model_fingerprint(*f);
     const tq::PerplexityResult r =
         tq::run_perplexity(*model, tokens, tok->wants_bos(), tok->bos(), po);
-    const std::string types = o.rt.ctk + "/" + o.rt.ctv;
+    const std::string types = o.rt.label();
     if (o.json) {
       nlohmann::json j = {{"model", mpath},
                           {"text", tpath},
                           {"ctk", o.rt.ctk},
                           {"ctv", o.rt.ctv},
+                          {"plan", o.rt.plan.empty() ? nlohmann::json(nullptr)
+                                                     : nlohmann::json(o.rt.plan)},
                           {"ctx", r.n_ctx},
                           {"chunks", r.chunks},
                           {"ppl", r.ppl},
