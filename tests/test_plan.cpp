@@ -2,6 +2,7 @@
 // its refusals, and --plan on perplexity equal to the same types given by --layer-k/--layer-v.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -10,6 +11,8 @@
 
 #include "cli_util.h"
 #include "eval/plan.h"
+#include "model/gguf.h"
+#include "model/llama.h"
 #include "model/paths.h"
 #include "temp_dir.h"
 #include "tq/error.h"
@@ -136,6 +139,35 @@ TEST(Plan, DamagedFilesRefused) {
   EXPECT_THROW(tq::check_plan_model(p, path, p.model_fingerprint ^ 1, hp), tq::Error);
   hp.n_layer = 4;
   EXPECT_THROW(tq::check_plan_model(p, path, p.model_fingerprint, hp), tq::Error);
+}
+
+// The measurement's shortcut: starting at layer L from the f16 run's kept residual stream gives
+// the same final states as the full forward (layers below L are identical).
+TEST(Plan, ForwardFromEqualsFullForward) {
+  if (!have_model()) GTEST_SKIP() << "model or text missing (run scripts/fetch_model.sh)";
+  auto f = tq::GgufFile::open(kModel);
+  auto model = tq::LlamaModel::load(*f);
+  const int n = 37;
+  std::vector<int32_t> tok(n);
+  for (int i = 0; i < n; ++i) tok[i] = 100 + 7 * i;
+  tq::KvCacheOptions o;
+  o.max_tokens = 64;
+  o.max_seqs = 1;
+  std::vector<float> full;
+  std::vector<std::vector<float>> taps;
+  {
+    tq::KvCache c(model->kv_shape(), o);
+    model->forward_taps(c, c.new_seq(), tok.data(), n, &full, &taps);
+  }
+  for (int l : {0, 5, model->hparams().n_layer - 1}) {
+    tq::KvCache c(model->kv_shape(), o);
+    std::vector<float> h;
+    model->forward_from(c, c.new_seq(), l, taps[size_t(l)].data(), n, &h);
+    ASSERT_EQ(h.size(), full.size());
+    double md = 0;
+    for (size_t i = 0; i < h.size(); ++i) md = std::max(md, double(std::fabs(h[i] - full[i])));
+    EXPECT_EQ(md, 0.0) << "layer " << l;  // the same arithmetic in the same order
+  }
 }
 
 TEST(PlanCli, MakeUseAndRefuse) {
