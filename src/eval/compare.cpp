@@ -15,6 +15,7 @@
 #include "codecs/polarvq_file.h"
 #include "codecs/presets.h"
 #include "eval/perplexity.h"
+#include "eval/plan.h"
 #include "tq/codec.h"
 #include "tq/error.h"
 
@@ -80,7 +81,7 @@ struct TempDir {
 
 bool CompareEntry::is_f16() const {
   return type_traits(ctk).reference && type_traits(ctv).reference && preset.empty() && !residual &&
-         !sinks && !center.value_or(false);
+         !sinks && !center.value_or(false) && plan_file.empty();
 }
 
 std::vector<CompareEntry> parse_type_list(const std::string& list) {
@@ -96,6 +97,16 @@ std::vector<CompareEntry> parse_type_list(const std::string& list) {
       throw Error("compare: empty entry in the type list '" + list + "'");
     CompareEntry e;
     e.spec = raw;
+    if (raw.rfind("plan:", 0) == 0) {
+      e.plan_file = trim(raw.substr(5));
+      if (e.plan_file.empty())
+        throw Error("compare: missing file in '" + raw + "' (expected plan:FILE)");
+      e.plan = std::make_shared<const Plan>(read_plan(e.plan_file));
+      e.ctk = e.ctv = "f16";
+      out.push_back(e);
+      if (comma == list.size()) break;
+      continue;
+    }
     // Per-row options after '@'.
     std::string body = raw;
     const auto at = raw.find('@');
@@ -148,6 +159,11 @@ std::vector<CompareEntry> parse_type_list(const std::string& list) {
 }
 
 KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& opts) {
+  if (e.plan) {
+    KvCacheOptions c = plan_cache_options(*e.plan, opts.cache);
+    c.codebooks = nullptr;
+    return c;
+  }
   KvCacheOptions c = opts.cache;
   c.type_k = e.ctk;
   c.type_v = e.ctv;
@@ -305,6 +321,10 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
     row.sinks = c.sink_tokens;
     row.key_centring = key_centring_name(c.key_centring);
     row.label = fmt_label(row);
+    if (e.plan) {
+      row.ctk = row.ctv = "(plan)";
+      row.label = "plan:" + e.plan_file;
+    }
     run_row(c, row);
     row.dppl_pct = 100.0 * (row.ppl / ref.ppl - 1.0);
     row.compression = double(ref.kv_bytes) / double(row.kv_bytes);

@@ -13,12 +13,17 @@
 //   entry@S=N    this row only: the first N tokens in f16 (attention sinks)
 //   entry@C=0|1  this row only: keys centred in no layer (0) / every layer (1), overriding the
 //                type default (turbo*, polar, polar-vq:* centred; baselines not) and the flags
+//   plan:FILE    a plan from `tq plan` (DESIGN.md §11): its per-layer K/V types and the cache
+//                options it was measured with (key centring included); the command line's
+//                type flags do not apply to it, and `tq` refuses a cache flag that differs
+//                from the plan's (no @ options; FILE may not contain a comma)
 // KIVI rows (kivi2/kivi4 as K or V) get R = 128 (KIVI's default) unless the entry or the
 // command line sets a residual window. kvquant rows (kvquant3/kvquant4 as K or V) get S = 1
 // (KVQuant keeps the first token in fp16) unless the entry or the command line sets sinks.
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,6 +33,8 @@
 
 namespace tq {
 
+struct Plan;
+
 struct CompareEntry {
   std::string spec;           // as written in the list
   std::string ctk, ctv;       // registry names
@@ -36,11 +43,14 @@ struct CompareEntry {
   std::string boundary_type;  // with boundary_layers ≥ 0
   std::optional<int> residual, sinks;  // @R= / @S=
   std::optional<bool> center;          // @C=1 / @C=0
+  std::string plan_file;               // plan:FILE rows
+  std::shared_ptr<const Plan> plan;    // read by parse_type_list
   bool is_f16() const;        // plain f16/f16 with no per-row options: the reference itself
 };
 
-// Parses and validates a type list (unknown type, malformed pair, bad @ option → tq::Error,
-// one line). Does no other work.
+// Parses and validates a type list (unknown type, malformed pair, bad @ option, unreadable or
+// damaged plan file → tq::Error, one line). Reads plan files; does no other work (the plan's
+// model is checked by the caller, check_plan_model).
 std::vector<CompareEntry> parse_type_list(const std::string& list);
 
 // A row's residual window and sinks default to its types' TypeTraits::default_window /

@@ -11,6 +11,7 @@
 #include "core/progress.h"
 #include "eval/compare.h"
 #include "eval/perplexity.h"
+#include "eval/plan.h"
 #include "model/gguf.h"
 #include "model/llama.h"
 #include "model/paths.h"
@@ -235,7 +236,8 @@ void setup(CLI::App& app) {
                           "Number of chunks (default -1: all the text holds)");
   cmd->add_option("--types", o.types,
                   "Comma-separated rows: T (K = V = T), K/V (e.g. q8_0/turbo3), a vLLM preset "
-                  "(e.g. turboquant_k3v4_nc: its K/V types and f16 boundary layers); suffix "
+                  "(e.g. turboquant_k3v4_nc: its K/V types and f16 boundary layers), plan:FILE "
+                  "(a plan from `tq plan`: its per-layer types and options); suffix "
                   "@R=N / @S=N sets this row's f16 residual window / sinks, @C=1 / @C=0 centres "
                   "this row's keys in every / no layer (default: turbo*, polar and polar-vq "
                   "centred, baselines as their authors ship them). kivi2/kivi4 rows "
@@ -264,6 +266,8 @@ void setup(CLI::App& app) {
     if (cmd->get_option("--ctk")->count() || cmd->get_option("--ctv")->count())
       throw tq::Error("compare: give the cache types with --types (e.g. --types q8_0/turbo3), "
                       "not -ctk/-ctv");
+    if (!o.rt.plan.empty())
+      throw tq::Error("compare: give a plan as a row, --types plan:FILE (not --plan)");
     if (!o.from_csv.empty()) {
       if (!o.plot.empty()) tq::require_gnuplot();
       tq::CompareResult r = read_csv(o.from_csv);
@@ -318,8 +322,14 @@ void setup(CLI::App& app) {
       co.cache.codebooks = tq::load_codebooks(o.rt.codebooks, *f, *model, row_types);
       tq::warn_if_past_calibration(*co.cache.codebooks, o.rt.codebooks, o.ctx);
     }
-    for (const auto& e : entries)
+    for (const auto& e : entries) {
+      if (e.plan) {
+        tq::check_plan_model(*e.plan, e.plan_file, tq::plan_model_fingerprint(*f),
+                             model->hparams());
+        o.rt.check_plan_options(*e.plan, e.plan_file);  // e.g. --no-center-keys vs the plan's
+      }
       tq::validate_cache_options(tq::row_cache_options(e, co), model->hparams().n_layer);
+    }
     std::vector<std::string> names;
     for (const auto& t : f->tensors()) names.push_back(t.name);
     co.model_fingerprint = f->fingerprint(names);

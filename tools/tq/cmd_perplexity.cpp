@@ -68,7 +68,7 @@ void setup(CLI::App& app) {
     po.model_fingerprint = model_fingerprint(*f);
     const tq::PerplexityResult r =
         tq::run_perplexity(*model, tokens, tok->wants_bos(), tok->bos(), po);
-    std::string types = o.rt.ctk + "/" + o.rt.ctv;
+    std::string types = o.rt.label();
     // The table says when keys were centred (a star; "n/L*" when only some layers were).
     const int n_layer = model->hparams().n_layer;
     if (r.centred_layers == n_layer)
@@ -80,6 +80,8 @@ void setup(CLI::App& app) {
                           {"text", tpath},
                           {"ctk", o.rt.ctk},
                           {"ctv", o.rt.ctv},
+                          {"plan", o.rt.plan.empty() ? nlohmann::json(nullptr)
+                                                     : nlohmann::json(o.rt.plan)},
                           {"ctx", r.n_ctx},
                           {"chunks", r.chunks},
                           {"ppl", r.ppl},
