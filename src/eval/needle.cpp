@@ -77,8 +77,9 @@ std::vector<int32_t> needle_tokens(const Tokenizer& tok, const std::string& numb
   return tok.encode(adds_space(tok) ? s : " " + s, false);
 }
 
-std::string needle_number(uint64_t seed, int length, int depth_index, int trial) {
-  Rng rng(derive_seed(seed ^ kTagNumber, uint64_t(length), uint64_t(depth_index), uint64_t(trial)));
+std::string needle_number(uint64_t seed, int length, int depth_index, int trial, int attempt) {
+  Rng rng(derive_seed(seed ^ kTagNumber ^ (uint64_t(attempt) << 40), uint64_t(length),
+                      uint64_t(depth_index), uint64_t(trial)));
   const int digits = 5 + int(rng.next() % 3);
   std::string s(1, char('1' + rng.next() % 9));
   while (int(s.size()) < digits) s += char('0' + rng.next() % 10);
@@ -142,6 +143,17 @@ NeedlePrompt build_needle_prompt(const Tokenizer& tok, const NeedleParts& parts,
   p.filler_before = int(at);
   p.filler_offset = filler_offset;
   return p;
+}
+
+int count_number(const Tokenizer& tok, const std::vector<int32_t>& tokens,
+                 const std::string& number) {
+  const std::string text = tok.decode(tokens);
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  int n = 0;
+  for (size_t p = text.find(number); p != std::string::npos; p = text.find(number, p + 1))
+    n += (p == 0 || !digit(text[p - 1])) &&
+         (p + number.size() == text.size() || !digit(text[p + number.size()]));
+  return n;
 }
 
 std::string first_digit_run(const std::string& text) {
@@ -247,8 +259,16 @@ NeedleResult run_needle(const LlamaModel& model, const Tokenizer& tok,
     for (int t = 0; t < opts.trials; ++t) {
       const size_t off = needle_filler_offset(tok, filler, opts.seed, L, t, need);
       for (size_t di = 0; di < opts.depths.size(); ++di) {
-        Job j{li, di, t, needle_number(opts.seed, L, int(di), t), {}};
-        j.prompt = build_needle_prompt(tok, parts, filler, L, opts.depths[di], j.number, off);
+        // The number must occur once: a draw that the filler already contains is redrawn.
+        Job j{li, di, t, {}, {}};
+        for (int attempt = 0;; ++attempt) {
+          j.number = needle_number(opts.seed, L, int(di), t, attempt);
+          j.prompt = build_needle_prompt(tok, parts, filler, L, opts.depths[di], j.number, off);
+          if (count_number(tok, j.prompt.tokens, j.number) == 1) break;
+          if (attempt == 100)
+            throw Error("needle: no number found that the filler at length " + std::to_string(L) +
+                        " does not already contain");
+        }
         jobs.push_back(std::move(j));
       }
     }

@@ -42,7 +42,8 @@ NeedleParts make_needle_parts(const Tokenizer& tok, bool chat);
 std::vector<int32_t> needle_tokens(const Tokenizer& tok, const std::string& number);
 
 // The number of trial `trial` of (length, depth index) under `seed`: 5-7 digits, no leading 0.
-std::string needle_number(uint64_t seed, int length, int depth_index, int trial);
+// `attempt` > 0 draws another one (run_needle does so while the filler already contains it).
+std::string needle_number(uint64_t seed, int length, int depth_index, int trial, int attempt = 0);
 
 struct NeedlePrompt {
   std::vector<int32_t> tokens;  // exactly `length` tokens
@@ -55,6 +56,11 @@ struct NeedlePrompt {
 
 // Smallest length whose prompt holds the fixed parts, a 7-digit needle and 16 filler tokens.
 int needle_min_length(const Tokenizer& tok, const NeedleParts& parts);
+
+// Occurrences of `number` in the decoded prompt, as a whole number (not inside a longer digit
+// run).
+int count_number(const Tokenizer& tok, const std::vector<int32_t>& tokens,
+                 const std::string& number);
 
 // Builds one prompt. Throws tq::Error if `length` cannot hold the fixed parts and 16 filler
 // tokens, depth is outside [0, 1], or the filler (from filler_offset on) is too short.
