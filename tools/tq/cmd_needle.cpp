@@ -164,7 +164,8 @@ void setup(CLI::App& app) {
   cmd->add_option("--types", o.types,
                   "Comma-separated rows as in `tq compare`: T (K = V = T), K/V, a vLLM preset, "
                   "suffix @R=N / @S=N; kivi2/kivi4 rows get KIVI's R=128 window unless "
-                  "--residual or @R= is given. The f16 reference always runs first")
+                  "--residual or @R= is given. The f16 reference always runs first, plain (the "
+                  "cache flags below, e.g. --center-keys, apply to the other rows only)")
       ->capture_default_str();
   tq::cli::add_int_option(cmd, "--trials", o.trials, 1, 1000,
                           "Prompts per (length, depth), each with its own number");
