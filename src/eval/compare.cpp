@@ -84,6 +84,13 @@ bool CompareEntry::is_f16() const {
          !sinks && !center.value_or(false) && plan_file.empty();
 }
 
+bool is_reference_entry(const CompareEntry& e, const CompareOptions& opts) {
+  return e.is_f16() && opts.cache.layer_type_k.empty() && opts.cache.layer_type_v.empty() &&
+         opts.cache.boundary_layers == 0 && opts.cache.key_centring != KeyCentring::kOn;
+}
+
+std::string row_label(const CompareRow& r) { return fmt_label(r); }
+
 std::vector<CompareEntry> parse_type_list(const std::string& list) {
   std::vector<CompareEntry> out;
   if (trim(list).empty()) throw Error("compare: --types is empty");
@@ -308,9 +315,7 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
   res.rows.push_back(ref);
 
   for (const auto& e : entries) {
-    if (e.is_f16() && opts.cache.layer_type_k.empty() && opts.cache.layer_type_v.empty() &&
-        opts.cache.boundary_layers == 0 && opts.cache.key_centring != KeyCentring::kOn)
-      continue;  // the reference row is this row
+    if (is_reference_entry(e, opts)) continue;  // the reference row is this row
     CompareRow row;
     const KvCacheOptions c = row_cache_options(e, opts);
     row.ctk = e.ctk;

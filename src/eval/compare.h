@@ -100,6 +100,13 @@ struct CompareResult {
 // for a polar-vq preset of the row, or the row mixes two polar-vq presets.
 KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& opts);
 
+// True when the row is the plain f16 reference itself (an f16 entry with no per-row options,
+// and no command-line overrides, boundary layers or centring): it is not run a second time.
+bool is_reference_entry(const CompareEntry& e, const CompareOptions& opts);
+
+// A row's label: its types (or preset) and its window / sinks / boundary, e.g. "kivi2 (R=128)".
+std::string row_label(const CompareRow& r);
+
 // Runs the reference and every entry. Throws tq::Error for bad options (checked for every row
 // before the reference runs).
 CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& tokens,
