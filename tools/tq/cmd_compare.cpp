@@ -210,10 +210,13 @@ void setup(CLI::App& app) {
                           "Number of chunks (default -1: all the text holds)");
   cmd->add_option("--types", o.types,
                   "Comma-separated rows: T (K = V = T), K/V (e.g. q8_0/turbo3), a vLLM preset "
-                  "(e.g. turboquant_k3v4_nc: its K/V types and f16 boundary layers); suffix "
+                  "(e.g. turboquant_k3v4_nc: its K/V types and f16 boundary layers) or `kvarn` "
+                  "(KVarN's kvarn_k4v2_g128: K kvarn4, V kvarn2); suffix "
                   "@R=N / @S=N sets this row's f16 residual window / sinks. kivi2/kivi4 rows "
                   "get KIVI's R=128 window unless --residual or @R= is given; kvquant3/kvquant4 "
-                  "rows keep S=1 sink token f16 unless --sinks or @S= is given")
+                  "rows keep S=1 sink token f16 unless --sinks or @S= is given; kvarn4/kvarn2 rows "
+                  "(and `kvarn`) keep KVarN's S=128 first tokens f16 unless --sinks or @S= is "
+                  "given")
       ;
   tq::cli::add_int_option(cmd, "--decode", o.decode, 0, 1 << 24,
                           "Greedy tokens timed for decode tok/s: after the first chunk's CTX-token "
