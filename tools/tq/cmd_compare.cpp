@@ -184,7 +184,7 @@ void report(const tq::CompareResult& r, const std::string& mpath, const std::str
   std::printf("bpv: all-in bits per stored value from the cache's measured bytes at -c %d "
               "(codes, scales, f16 windows/sinks/boundary layers); MiB@8k = bytes per token "
               "x 8192; front: on the Pareto frontier of (bpv, KLD mean); (R=N) newest N "
-              "tokens f16 (KIVI default 128), (S=N) first N tokens f16 (kvquant default 1).\n",
+              "tokens f16 (KIVI default 128), (S=N) first N tokens f16 (kvquant default 1, KVarN 128).\n",
               r.n_ctx);
   if (!plot.empty()) std::printf("plot: %s\n", plot.c_str());
 }
