@@ -61,8 +61,10 @@ double sd(const std::vector<double>& m, int R, int C, int idx, bool column) {
 }
 double imb(const std::vector<double>& m, int R, int C) {
   double a = 0, b = 1e300, c = 0, e = 1e300;
-  for (int j = 0; j < C; ++j) a = std::max(a, sd(m, R, C, j, true)), b = std::min(b, sd(m, R, C, j, true));
-  for (int i = 0; i < R; ++i) c = std::max(c, sd(m, R, C, i, false)), e = std::min(e, sd(m, R, C, i, false));
+  for (int j = 0; j < C; ++j)
+    a = std::max(a, sd(m, R, C, j, true)), b = std::min(b, sd(m, R, C, j, true));
+  for (int i = 0; i < R; ++i)
+    c = std::max(c, sd(m, R, C, i, false)), e = std::min(e, sd(m, R, C, i, false));
   return a / std::max(b, 1e-8) + c / std::max(e, 1e-8);
 }
 
@@ -80,21 +82,25 @@ void reference_tile(const float* x, int d, int bits, bool is_key, std::vector<do
   const int R = is_key ? d : G, C = is_key ? G : d;
   std::vector<double> m(size_t(R) * C);
   for (int t = 0; t < G; ++t)
-    for (int j = 0; j < d; ++j) m[is_key ? size_t(j) * C + t : size_t(t) * C + j] = y[size_t(t) * d + j];
+    for (int j = 0; j < d; ++j)
+      m[is_key ? size_t(j) * C + t : size_t(t) * C + j] = y[size_t(t) * d + j];
   std::vector<double> lc(C, 0), lr(R, 0), bc(C, 1), br(R, 1), cur = m;
   auto scaled = [&] {
     for (int r = 0; r < R; ++r)
-      for (int c = 0; c < C; ++c) cur[size_t(r) * C + c] = m[size_t(r) * C + c] / std::exp(lc[c]) / std::exp(lr[r]);
+      for (int c = 0; c < C; ++c)
+        cur[size_t(r) * C + c] = m[size_t(r) * C + c] / std::exp(lc[c]) / std::exp(lr[r]);
   };
   double best = imb(cur, R, C);
   for (int it = 0; it < kvarn::kSinkhornIters; ++it) {
     std::vector<double> s(C);
     for (int c = 0; c < C; ++c) s[c] = sd(cur, R, C, c, true);
-    for (int c = 0; c < C; ++c) lc[c] = std::clamp(lc[c] + std::log(std::clamp(s[c], 1e-3, 1e3)), -0.3, 10.0);
+    for (int c = 0; c < C; ++c)
+      lc[c] = std::clamp(lc[c] + std::log(std::clamp(s[c], 1e-3, 1e3)), -0.3, 10.0);
     scaled();
     std::vector<double> sr(R);
     for (int r = 0; r < R; ++r) sr[r] = sd(cur, R, C, r, false);
-    for (int r = 0; r < R; ++r) lr[r] = std::clamp(lr[r] + std::log(std::clamp(sr[r], 1e-3, 1e3)), -0.3, 10.0);
+    for (int r = 0; r < R; ++r)
+      lr[r] = std::clamp(lr[r] + std::log(std::clamp(sr[r], 1e-3, 1e3)), -0.3, 10.0);
     scaled();
     const double v = imb(cur, R, C);
     if (v <= best) {
@@ -143,9 +149,9 @@ TEST(Kvarn, BlockBytesAndBpvFromTheLayout) {
     size_t bytes;
   };
   // codes d·128·b/8 + fp16: keys 2d + 128, values d + 256 (the authors' k/v_scale_bytes).
-  const Want want[] = {{"kvarn4", true, 128, 8192 + 768},  {"kvarn2", false, 128, 4096 + 768},
-                       {"kvarn4", true, 64, 4096 + 512},   {"kvarn2", false, 64, 2048 + 640},
-                       {"kvarn4", false, 64, 4096 + 640},  {"kvarn2", true, 64, 2048 + 512},
+  const Want want[] = {{"kvarn4", true, 128, 8192 + 768},   {"kvarn2", false, 128, 4096 + 768},
+                       {"kvarn4", true, 64, 4096 + 512},    {"kvarn2", false, 64, 2048 + 640},
+                       {"kvarn4", false, 64, 4096 + 640},   {"kvarn2", true, 64, 2048 + 512},
                        {"kvarn4", true, 256, 16384 + 1280}, {"kvarn2", false, 256, 8192 + 1024}};
   for (const auto& w : want) {
     auto c = make_codec(w.type, w.d, role(w.key));
@@ -238,20 +244,25 @@ TEST(Kvarn, RotatedDomainErrorWithinHalfAStep) {
           std::vector<float> yr(d);  // the rotated token, H x / √d (dense, double)
           for (int i = 0; i < d; ++i) {
             double s = 0;
-            for (int j = 0; j < d; ++j) s += (__builtin_popcount(i & j) & 1 ? -1.0 : 1.0) * x[tok * d + j];
+            for (int j = 0; j < d; ++j)
+              s += (__builtin_popcount(i & j) & 1 ? -1.0 : 1.0) * x[tok * d + j];
             yr[i] = float(s / std::sqrt(double(d)));
           }
           for (int j = 0; j < d; ++j) {
             const int r = key ? j : tok, col = key ? tok : j;
             std::vector<uint8_t> q(static_cast<size_t>(len));
-            unpack_bits(blk.data() + lay.codes + size_t(r) * row_bytes, size_t(len), bits, q.data());
+            unpack_bits(blk.data() + lay.codes + size_t(r) * row_bytes, size_t(len), bits,
+                        q.data());
             const double S = load_f16(&blk[(key ? lay.a : lay.b) + 2 * size_t(r)]);
             const double Z = load_f16(&blk[(key ? lay.b : lay.c) + 2 * size_t(r)]);
             const double T = load_f16(&blk[(key ? lay.c : lay.a) + 2 * size_t(col)]);
             const double dec = (q[size_t(col)] * S + Z) * T;
             const double bound = 0.5 * std::fabs(S * T) * (1 + 1e-6) +
-                                 3.0 * std::ldexp(1.0, -11) * (std::fabs(q[size_t(col)] * S) + std::fabs(Z)) * std::fabs(T) + 1e-6;
-            ASSERT_LE(std::fabs(dec - yr[j]), bound) << t << " key=" << key << " d=" << d << " tok=" << tok << " j=" << j;
+                                 3.0 * std::ldexp(1.0, -11) *
+                                     (std::fabs(q[size_t(col)] * S) + std::fabs(Z)) * std::fabs(T) +
+                                 1e-6;
+            ASSERT_LE(std::fabs(dec - yr[j]), bound)
+                << t << " key=" << key << " d=" << d << " tok=" << tok << " j=" << j;
             err2 += (dec - yr[j]) * (dec - yr[j]);
             sig2 += double(yr[j]) * yr[j];
           }
@@ -268,7 +279,8 @@ TEST(Kvarn, RotatedDomainErrorWithinHalfAStep) {
 TEST(Kvarn, VarianceNormalisationBalancesAPlantedTile) {
   std::mt19937 gen(3);
   std::normal_distribution<float> nd;
-  for (auto [R, C] : {std::pair{64, 128}, std::pair{128, 64}, std::pair{128, 128}, std::pair{33, 7}}) {
+  for (auto [R, C] :
+       {std::pair{64, 128}, std::pair{128, 64}, std::pair{128, 128}, std::pair{33, 7}}) {
     std::vector<float> a(R), b(C), tile(size_t(R) * C);
     for (auto& v : a) v = std::exp(1.5f * nd(gen));
     for (auto& v : b) v = std::exp(1.5f * nd(gen));
@@ -276,8 +288,8 @@ TEST(Kvarn, VarianceNormalisationBalancesAPlantedTile) {
       for (int c = 0; c < C; ++c) tile[size_t(r) * C + c] = a[r] * b[c] * nd(gen);
     std::vector<float> ones_c(C, 1.f), ones_r(R, 1.f), sc(C), sr(R);
     const double before = kvarn::imbalance(tile.data(), R, C, ones_c.data(), ones_r.data());
-    const double after = kvarn::variance_normalize(tile.data(), R, C, kvarn::kSinkhornIters,
-                                                   sc.data(), sr.data());
+    const double after =
+        kvarn::variance_normalize(tile.data(), R, C, kvarn::kSinkhornIters, sc.data(), sr.data());
     EXPECT_DOUBLE_EQ(after, kvarn::imbalance(tile.data(), R, C, sc.data(), sr.data()));
     EXPECT_LT(after, 0.2 * before) << R << "x" << C;
     for (float s : sc) EXPECT_TRUE(s >= std::exp(-0.3f) * 0.9999f && s <= std::exp(10.f) * 1.0001f);
@@ -326,7 +338,8 @@ TEST(Kvarn, ScoresAndAccumulationFromCodesMatchDecode) {
           c->score(*qs, codes.data(), nb, s.data());
           for (size_t i = 0; i < n; ++i) {
             double ref = 0, mag = 0;
-            for (int j = 0; j < d; ++j) ref += double(q[j]) * y[i * d + j], mag += std::fabs(double(q[j]) * y[i * d + j]);
+            for (int j = 0; j < d; ++j)
+              ref += double(q[j]) * y[i * d + j], mag += std::fabs(double(q[j]) * y[i * d + j]);
             ASSERT_NEAR(s[i], ref, 1e-5 * mag + 1e-6) << t << " key=" << key << " d=" << d;
           }
           for (auto& v : w) v = ud(gen);
@@ -355,8 +368,9 @@ TEST(Kvarn, NonFiniteAndOutOfRangeInputAreErrors) {
     for (bool key : {true, false}) {
       auto c = make_codec(t, 64, role(key));
       Bytes codes(c->block_bytes());
-      for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
-                        -std::numeric_limits<float>::infinity(), 1e6f}) {
+      for (float bad :
+           {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+            -std::numeric_limits<float>::infinity(), 1e6f}) {
         std::vector<float> x(size_t(G) * 64, 0.5f);
         x[G * 64 / 2 + 3] = bad;
         EXPECT_THROW(c->encode(x.data(), 1, codes.data()), Error) << t << " " << bad;
@@ -400,7 +414,8 @@ TEST(Kvarn, CacheKeepsTheSinkTileF16AndEncodesWholeTiles) {
     for (bool key : {true, false}) {
       const auto& src = key ? k : v;
       std::vector<float> rows(size_t(n) * d), stored(size_t(n) * d);
-      for (int t = 0; t < n; ++t) std::memcpy(&rows[size_t(t) * d], &src[(size_t(t) * H + h) * d], sizeof(float) * d);
+      for (int t = 0; t < n; ++t)
+        std::memcpy(&rows[size_t(t) * d], &src[(size_t(t) * H + h) * d], sizeof(float) * d);
       // What the cache encodes: tokens that waited as f16 in the pending tail (appended before
       // the append that completed their tile, i.e. positions < 238) come back from f16; the
       // completing append's own tokens are encoded from f32.
@@ -416,7 +431,8 @@ TEST(Kvarn, CacheKeepsTheSinkTileF16AndEncodesWholeTiles) {
           ASSERT_EQ(s.n % G, 0);
           Bytes want(size_t(s.n / G) * c->block_bytes());
           c->encode(&stored[size_t(s.pos0) * d], size_t(s.n / G), want.data());
-          EXPECT_EQ(std::memcmp(s.codes, want.data(), want.size()), 0) << "h=" << h << " key=" << key;
+          EXPECT_EQ(std::memcmp(s.codes, want.data(), want.size()), 0)
+              << "h=" << h << " key=" << key;
           coded += s.n;
         } else {  // the sink tile and the pending tail: f16 of the input
           EXPECT_TRUE(s.pos0 + s.n <= G || s.pos0 >= 384) << s.pos0;

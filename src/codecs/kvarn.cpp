@@ -7,7 +7,8 @@
 // block_tokens = 128. bpv of the stored tiles (fp16 scales included; the f16 sink and the
 // incomplete newest tile are counted by the cache): key b + 8·(2d + 128)/(128·d), value
 // b + 8·(d + 256)/(128·d) → kvarn4 keys 4.5 (d = 64) / 4.375 (d = 128), kvarn2 values
-// 2.625 / 2.375 (the other forms: kvarn4 values 4.625 / 4.375, kvarn2 keys 2.5 / 2.375). d must be a power of two (Sylvester Hadamard).
+// 2.625 / 2.375 (the other forms: kvarn4 values 4.625 / 4.375, kvarn2 keys 2.5 / 2.375). d must be
+// a power of two (Sylvester Hadamard).
 //
 // Attention on codes, in the rotated domain (q' = H q / √d, which the Hadamard's orthogonality
 // makes q'·k' = q·k): key scores per tile are T_t·(Σ_j q'_j S_j c_jt + Σ_j q'_j Z_j); values
@@ -92,8 +93,7 @@ double imbalance(const float* tile, int R, int C, const float* s_col, const floa
   return imbalance_of(cur.data(), R, C);
 }
 
-double variance_normalize(const float* tile, int R, int C, int iters, float* s_col,
-                          float* s_row) {
+double variance_normalize(const float* tile, int R, int C, int iters, float* s_col, float* s_row) {
   std::vector<float> log_c(C, 0.f), log_r(R, 0.f), ec(C, 1.f), er(R, 1.f);
   std::vector<float> cur(tile, tile + size_t(R) * C);
   double best = imbalance_of(cur.data(), R, C);
@@ -166,15 +166,16 @@ class KvarnCodec final : public Codec {
         const auto [mn, mx] = std::minmax_element(row, row + C);
         const float lo = *mn, scale = std::max((*mx - *mn) / float(qmax), kvarn::kMinRtnScale);
         for (int c = 0; c < C; ++c)
-          q[size_t(c)] = uint8_t(std::clamp(std::nearbyint((row[c] - lo) / scale), 0.f,
-                                            float(qmax)));
+          q[size_t(c)] =
+              uint8_t(std::clamp(std::nearbyint((row[c] - lo) / scale), 0.f, float(qmax)));
         pack_bits(q.data(), size_t(C), bits_, blk + lay_.codes + size_t(r) * row_bytes_);
         // Row scale and zero: keys' rows are channels (array a, b), values' rows tokens (b, c).
         store_f16(blk + (is_key_ ? lay_.a : lay_.b) + 2 * size_t(r), s_row[r] * scale);
         store_f16(blk + (is_key_ ? lay_.b : lay_.c) + 2 * size_t(r), s_row[r] * lo);
       }
       // The other axis' Sinkhorn scale: keys per token (array c), values per channel (a).
-      for (int c = 0; c < C; ++c) store_f16(blk + (is_key_ ? lay_.c : lay_.a) + 2 * size_t(c), s_col[c]);
+      for (int c = 0; c < C; ++c)
+        store_f16(blk + (is_key_ ? lay_.c : lay_.a) + 2 * size_t(c), s_col[c]);
       for (size_t i = lay_.a; i < lay_.bytes; i += 2)
         if (!std::isfinite(load_f16(blk + i)))
           throw Error("cache type '" + name() +
@@ -257,7 +258,9 @@ class KvarnCodec final : public Codec {
   }
 
  private:
-  static float f16(const uint8_t* blk, size_t off, int i) { return load_f16(blk + off + 2 * size_t(i)); }
+  static float f16(const uint8_t* blk, size_t off, int i) {
+    return load_f16(blk + off + 2 * size_t(i));
+  }
 
   void rotate(const float* x, float* y) const {
     if (y != x) std::memcpy(y, x, sizeof(float) * dim_);

@@ -21,7 +21,8 @@
 //   4. the row's RTN scale and minimum are folded into the row's Sinkhorn scale and stored as
 //      fp16 with the other axis' fp16 Sinkhorn scale:
 //        K[j][t] = (q·S_j + Z_j)·T_t   (S_j = s_chan_j·scale_j, Z_j = s_chan_j·lo_j, T_t = s_tok_t)
-//        V[t][j] = (q·S_t + Z_t)·C_j   (S_t = s_tok_t·scale_t,  Z_t = s_tok_t·lo_t,  C_j = s_chan_j)
+//        V[t][j] = (q·S_t + Z_t)·C_j   (S_t = s_tok_t·scale_t,  Z_t = s_tok_t·lo_t,  C_j =
+//        s_chan_j)
 //   and the first 128 tokens of a sequence stay f16 for ever (the "sink" tile) and the tokens of
 //   the incomplete newest tile stay f16 until it fills — the KV cache's sink and pending
 //   storage (KvCacheOptions::sink_tokens = 128, residual_window = 0).
@@ -31,8 +32,8 @@
 
 namespace tq::kvarn {
 
-constexpr int kTile = 128;          // tokens per tile (the preset's g128; vLLM block size)
-constexpr int kSinkhornIters = 8;   // KVarNConfig.sinkhorn_iters (the runtime's default)
+constexpr int kTile = 128;         // tokens per tile (the preset's g128; vLLM block size)
+constexpr int kSinkhornIters = 8;  // KVarNConfig.sinkhorn_iters (the runtime's default)
 constexpr float kClipStdMin = 1e-3f, kClipStdMax = 1e3f;
 constexpr float kLogScaleMin = -0.3f, kLogScaleMax = 10.0f;
 constexpr float kMinRtnScale = 1e-10f;
@@ -53,7 +54,8 @@ struct Layout {
 };
 constexpr Layout key_layout(int d, int bits) {
   const size_t codes = size_t(d) * kTile * size_t(bits) / 8;
-  return {0, codes, codes + 2 * size_t(d), codes + 4 * size_t(d), codes + 4 * size_t(d) + 2 * kTile};
+  return {0, codes, codes + 2 * size_t(d), codes + 4 * size_t(d),
+          codes + 4 * size_t(d) + 2 * kTile};
 }
 constexpr Layout value_layout(int d, int bits) {
   const size_t codes = size_t(kTile) * d * size_t(bits) / 8;
@@ -66,8 +68,8 @@ constexpr Layout value_layout(int d, int bits) {
 template <int D, int B>
 struct KeyBlock {
   uint8_t codes[D * kTile * B / 8];
-  uint16_t s_chan[D];  // S_j
-  uint16_t z_chan[D];  // Z_j
+  uint16_t s_chan[D];     // S_j
+  uint16_t z_chan[D];     // Z_j
   uint16_t s_tok[kTile];  // T_t
 };
 template <int D, int B>
@@ -80,8 +82,7 @@ struct ValueBlock {
 
 // Step 2 on an R × C tile (row-major floats): s_col (C) and s_row (R) such that
 // tile[r][c] / s_col[c] / s_row[r] is the balanced tile. Returns the kept iterate's imbalance.
-double variance_normalize(const float* tile, int R, int C, int iters, float* s_col,
-                          float* s_row);
+double variance_normalize(const float* tile, int R, int C, int iters, float* s_col, float* s_row);
 // max σ_col / min σ_col + max σ_row / min σ_row of tile[r][c] / s_col[c] / s_row[r] (the
 // minima clamped at 1e-8, unbiased std).
 double imbalance(const float* tile, int R, int C, const float* s_col, const float* s_row);
