@@ -207,8 +207,8 @@ void report(const tq::CompareResult& r, const std::string& mpath, const std::str
       "bpv: all-in bits per stored value from the cache's measured bytes at -c %d "
       "(codes, scales, f16 windows/sinks/boundary layers); MiB@8k = bytes per token "
       "x 8192; front: on the Pareto frontier of (bpv, KLD mean); (R=N) newest N "
-      "tokens f16 (KIVI default 128), (S=N) first N tokens f16 (kvquant default 1); ctr: "
-      "layers whose keys were mean-centred (turbo*/polar/polar-vq by default, "
+      "tokens f16 (KIVI default 128), (S=N) first N tokens f16 (kvquant default 1, KVarN "
+      "128); ctr: layers whose keys were mean-centred (turbo*/polar/polar-vq by default, "
       "baselines not; (C=1)/(C=0) forced by flag or @C=), their f32 means counted in "
       "bpv.\n",
       r.n_ctx);
@@ -236,13 +236,16 @@ void setup(CLI::App& app) {
                           "Number of chunks (default -1: all the text holds)");
   cmd->add_option("--types", o.types,
                   "Comma-separated rows: T (K = V = T), K/V (e.g. q8_0/turbo3), a vLLM preset "
-                  "(e.g. turboquant_k3v4_nc: its K/V types and f16 boundary layers), plan:FILE "
-                  "(a plan from `tq plan`: its per-layer types and options); suffix "
+                  "(e.g. turboquant_k3v4_nc: its K/V types and f16 boundary layers) or `kvarn` "
+                  "(KVarN's kvarn_k4v2_g128: K kvarn4, V kvarn2), plan:FILE (a plan from "
+                  "`tq plan`: its per-layer types and options); suffix "
                   "@R=N / @S=N sets this row's f16 residual window / sinks, @C=1 / @C=0 centres "
                   "this row's keys in every / no layer (default: turbo*, polar and polar-vq "
                   "centred, baselines as their authors ship them). kivi2/kivi4 rows "
                   "get KIVI's R=128 window unless --residual or @R= is given; kvquant3/kvquant4 "
-                  "rows keep S=1 sink token f16 unless --sinks or @S= is given");
+                  "rows keep S=1 sink token f16 unless --sinks or @S= is given; kvarn4/kvarn2 "
+                  "rows (and `kvarn`) keep KVarN's S=128 first tokens f16 unless --sinks or @S= "
+                  "is given");
   tq::cli::add_int_option(cmd, "--decode", o.decode, 0, 1 << 24,
                           "Greedy tokens timed for decode tok/s: after the first chunk's CTX-token "
                           "prefill, N steps of one token each through the model's generation "
