@@ -13,7 +13,9 @@
 
 #include "cli_util.h"
 #include "eval/needle.h"
+#include "eval/plan.h"
 #include "model/gguf.h"
+#include "model/llama.h"
 #include "model/paths.h"
 #include "model/tokenizer.h"
 #include "temp_dir.h"
@@ -217,6 +219,81 @@ TEST(NeedleCli, SmolLM2ShortRun) {
   int lines = 0;
   while (std::getline(in, line)) ++lines;
   EXPECT_EQ(lines, 1 + 2 * 2);  // header + rows × depths
+}
+
+// --plan FILE adds a plan row, run with the plan's per-layer types exactly as the same types
+// given by --layer-k/--layer-v (same answers, same bytes), labelled plan:FILE; plan:FILE in
+// --types is the same row; @C= rows carry their label; a plan for another model is refused
+// with one line (DESIGN.md §11).
+TEST(NeedleCli, PlanRows) {
+  if (!have_model()) GTEST_SKIP() << "model or text missing (run scripts/fetch_model.sh)";
+  auto f = tq::GgufFile::open(kModel);
+  auto model = tq::LlamaModel::load(*f);
+  const auto& hp = model->hparams();
+  tq::Plan p;
+  p.model_fingerprint = tq::plan_model_fingerprint(*f);
+  p.model_file = "SmolLM2";
+  p.n_layer = hp.n_layer;
+  p.n_kv_head = hp.n_kv_head;
+  p.head_dim = hp.head_dim;
+  p.calib_file = "calib.txt";
+  p.ctx = 64;
+  p.chunks = 1;
+  p.seed = 0x5451'0001;  // the default --seed (needle's numbers and the cache's rotations)
+  p.candidates = {"turbo2", "q8_0", "f16"};
+  p.bits_k = p.bits_v = {2.25, 8.5, 16};
+  p.kld_k.assign(size_t(hp.n_layer), {0.2, 0.01, 0});
+  p.kld_v = p.kld_k;
+  std::string lk, lv;
+  for (int l = 0; l < hp.n_layer; ++l) {
+    p.layer_k.push_back(l % 3 == 0 ? "q8_0" : "turbo2");
+    p.layer_v.push_back(l % 2 == 0 ? "turbo2" : "f16");
+    lk += (l ? "," : "") + std::to_string(l) + "=" + p.layer_k.back();
+    lv += (l ? "," : "") + std::to_string(l) + "=" + p.layer_v.back();
+  }
+  const std::string plan = tq::test::temp_path("needle_plan.json");
+  tq::write_plan(plan, p);
+  const std::string base = "needle -m " + kModel + " -f " + kText +
+                           " --lengths 160 --depths 0.5 --trials 2 -t 1 -q --json ";
+  const auto a = run_tq(base + "--types f16,turbo3@C=0 --plan " + plan);
+  const auto b = run_tq(base + "--types f16 --layer-k " + lk + " --layer-v " + lv);
+  const auto c = run_tq(base + "--types plan:" + plan);
+  ASSERT_EQ(a.status, 0) << a.err;
+  ASSERT_EQ(b.status, 0) << b.err;
+  ASSERT_EQ(c.status, 0) << c.err;
+  const auto ja = nlohmann::json::parse(a.out), jb = nlohmann::json::parse(b.out),
+             jc = nlohmann::json::parse(c.out);
+  ASSERT_EQ(ja["rows"].size(), 3u);  // reference, turbo3 (C=0), the plan
+  ASSERT_EQ(jb["rows"].size(), 2u);  // reference, f16 with the per-layer types
+  ASSERT_EQ(jc["rows"].size(), 2u);
+  EXPECT_EQ(ja["rows"][1]["label"], "turbo3 (C=0)");
+  const auto& pa = ja["rows"][2];
+  EXPECT_EQ(pa["label"], "plan:" + plan);
+  EXPECT_EQ(jc["rows"][1]["label"], "plan:" + plan);
+  for (const auto* other : {&jb["rows"][1], &jc["rows"][1]}) {
+    EXPECT_EQ(pa["by_length"][0]["kv_bytes"], (*other)["by_length"][0]["kv_bytes"]);
+    for (size_t t = 0; t < 2; ++t) {
+      EXPECT_EQ(pa["cells"][0]["runs"][t]["number"], (*other)["cells"][0]["runs"][t]["number"]);
+      EXPECT_EQ(pa["cells"][0]["runs"][t]["answer"], (*other)["cells"][0]["runs"][t]["answer"]);
+    }
+  }
+  // Not vacuous: the plan's cache is smaller than the f16 reference's.
+  EXPECT_LT(pa["by_length"][0]["bpv"].get<double>(), 12.0);
+  // Refusals, one line each, before any prompt runs.
+  tq::Plan q = p;
+  q.model_fingerprint ^= 1;
+  const std::string other = tq::test::temp_path("needle_plan_other.json");
+  tq::write_plan(other, q);
+  for (const auto& [args, what] : std::vector<std::pair<std::string, std::string>>{
+           {base + "--plan " + other, "was made for another model"},
+           {base + "--types f16,plan:" + other, "was made for another model"},
+           {base + "--plan " + plan + " --layer-k 0=f16", "--plan sets every layer"},
+           {base + "--plan " + plan + " --no-center-keys", "differs from the plan"}}) {
+    const auto r = run_tq(args);
+    EXPECT_NE(r.status, 0) << args;
+    EXPECT_EQ(count_lines(r.err), 1) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find(what), std::string::npos) << args << "\n" << r.err;
+  }
 }
 
 }  // namespace

@@ -163,7 +163,8 @@ void setup(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--types", o.types,
                   "Comma-separated rows as in `tq compare`: T (K = V = T), K/V, a vLLM preset, "
-                  "plan:FILE (a plan from `tq plan`), suffix @R=N / @S=N / @C=0|1; kivi2/kivi4 rows get KIVI's R=128 window unless "
+                  "plan:FILE (a plan from `tq plan`; --plan FILE adds the same row), suffix "
+                  "@R=N / @S=N / @C=0|1; kivi2/kivi4 rows get KIVI's R=128 window unless "
                   "--residual or @R= is given. The f16 reference always runs first, plain (the "
                   "cache flags below, e.g. --center-keys, apply to the other rows only)")
       ->capture_default_str();
@@ -188,9 +189,17 @@ void setup(CLI::App& app) {
       throw tq::Error(
           "needle: give the cache types with --types (e.g. --types f16,turbo3), not "
           "-ctk/-ctv");
-    if (!o.rt.plan.empty())
-      throw tq::Error("needle: give a plan as a row, --types plan:FILE (not --plan)");
-    const auto entries = parse_rows(o.types);
+    auto entries = parse_rows(o.types);
+    // --plan FILE: one more row, as `--types ...,plan:FILE` would add (DESIGN.md §11.1); the
+    // flags that set types or differ from the plan's cache options are refused (RuntimeFlags).
+    if (const auto plan = o.rt.read_plan_file()) {
+      tq::CompareEntry e;
+      e.spec = "plan:" + o.rt.plan;
+      e.plan_file = o.rt.plan;
+      e.plan = plan;
+      e.ctk = e.ctv = "f16";
+      entries.push_back(e);
+    }
     tq::NeedleOptions no;
     for (const auto& s : split_list(o.lengths, "--lengths"))
       no.lengths.push_back(int(tq::parse_int_flag("--lengths", s, 1, 1 << 24)));
@@ -204,7 +213,12 @@ void setup(CLI::App& app) {
     if (o.rt.codebooks.find(',') != std::string::npos)
       throw tq::Error("needle: --codebooks takes one file here (run one preset per call)");
     o.rt.apply_threads();
-    no.compare.cache = o.rt.cache_options();
+    {
+      // The other rows' options: the command line's, without the plan (its row has its own).
+      tq::cli::RuntimeFlags base = o.rt;
+      base.plan.clear();
+      no.compare.cache = base.cache_options();
+    }
     no.compare.residual_given = cmd->get_option("--residual")->count() > 0;
     no.compare.sinks_given = cmd->get_option("--sinks")->count() > 0;
     const std::string mpath = o.model.empty() ? tq::default_model_path() : o.model;
