@@ -237,7 +237,7 @@ TEST(Kvarn, RotatedDomainErrorWithinHalfAStep) {
         const auto x = kv_data(G, d, gen);
         Bytes blk(c->block_bytes());
         c->encode(x.data(), 1, blk.data());
-        const int rows = key ? d : G, len = key ? G : d;
+        const int len = key ? G : d;
         const size_t row_bytes = packed_bytes(size_t(len), bits);
         double err2 = 0, sig2 = 0;
         for (int tok = 0; tok < G; ++tok) {

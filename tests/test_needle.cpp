@@ -66,7 +66,9 @@ TEST_F(NeedlePrompt, ExactLengthNeedleAtDepthNumberOnce) {
     const tq::NeedleParts parts = tq::make_needle_parts(*tok_, chat);
     ASSERT_FALSE(parts.head.empty());
     ASSERT_FALSE(parts.tail.empty());
-    if (tok_->wants_bos()) EXPECT_EQ(parts.head[0], tok_->bos());
+    if (tok_->wants_bos()) {
+      EXPECT_EQ(parts.head[0], tok_->bos());
+    }
     // The answer prefix ends the prompt; the chat template's assistant turn comes before it.
     const std::string tail = tok_->decode(parts.tail);
     EXPECT_EQ(tail.substr(tail.size() - 15), "The pass key is") << tail;
@@ -93,8 +95,12 @@ TEST_F(NeedlePrompt, ExactLengthNeedleAtDepthNumberOnce) {
         const long target = std::lround(d * p.filler_tokens);
         EXPECT_GE(p.filler_before, target) << L << " " << d;
         EXPECT_LE(p.filler_before, target + 32) << L << " " << d;
-        if (d == 0.0) EXPECT_EQ(p.filler_before, 0);
-        if (d == 1.0) EXPECT_EQ(p.filler_before, p.filler_tokens);
+        if (d == 0.0) {
+          EXPECT_EQ(p.filler_before, 0);
+        }
+        if (d == 1.0) {
+          EXPECT_EQ(p.filler_before, p.filler_tokens);
+        }
         // The sentence, and the number once (this filler has no such number).
         const std::string text = tok_->decode(p.tokens);
         EXPECT_NE(text.find("The pass key is " + num + ". Remember it."), std::string::npos);

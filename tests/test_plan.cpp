@@ -85,12 +85,14 @@ tq::Plan small_plan() {
 // included (DESIGN.md §3.1, §11): the f32 mean and the f16 per-page offsets of the centred
 // types, resolved per type as KvCache does, for a prompt appended in the model's batches.
 TEST(Plan, CandidateBitsAreTheCachesBytes) {
-  const tq::KvShape shape{1, 2, 64};
+  tq::KvShape shape;
+  shape.n_layer = 1;
+  shape.n_kv_head = 2;
+  shape.head_dim = 64;
   const std::vector<std::string> cands = {"turbo3", "q8_0", "f16", "turbo2.5", "q4_0"};
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.5f, 1.0f);
-  for (auto centring : {tq::KeyCentring::kTypeDefault, tq::KeyCentring::kOn,
-                        tq::KeyCentring::kOff})
+  for (auto centring : {tq::KeyCentring::kTypeDefault, tq::KeyCentring::kOn, tq::KeyCentring::kOff})
     for (bool per_page : {true, false})
       for (int sinks : {0, 5})
         for (int residual : {0, 40})
@@ -175,6 +177,12 @@ TEST(Plan, DamagedFilesRefused) {
   refused(replace("\"key_centring\": \"default\"", "\"key_centring\": \"sometimes\""),
           "key centring");
   refused(replace("\"key_means\": \"page\"", "\"key_means\": \"last\""), "key means");
+  // Numbers out of range or not integers are refused, not cast (fuzz_plan's contract).
+  refused(replace("\"n_layer\": 3", "\"n_layer\": 1e30"), "float n_layer");
+  refused(replace("\"n_layer\": 3", "\"n_layer\": 3.0"), "non-integer n_layer");
+  refused(replace("\"sinks\": 0", "\"sinks\": -1"), "negative sinks");
+  refused(replace("\"sinks\": 0", "\"sinks\": 1e12"), "huge sinks");
+  refused(replace("\"candidates\": [", "\"candidates\": [\"f16\","), "duplicate candidate");
   // A version 1 file (before centring by default) is read as it was measured: centre_keys true
   // is centring on with the first mean only, false is off.
   for (bool on : {true, false}) {

@@ -100,8 +100,7 @@ std::vector<CompareEntry> parse_type_list(const std::string& list) {
     const size_t comma = std::min(list.find(',', start), list.size());
     const std::string raw = trim(list.substr(start, comma - start));
     start = comma + 1;
-    if (raw.empty())
-      throw Error("compare: empty entry in the type list '" + list + "'");
+    if (raw.empty()) throw Error("compare: empty entry in the type list '" + list + "'");
     CompareEntry e;
     e.spec = raw;
     if (raw.rfind("plan:", 0) == 0) {
@@ -211,8 +210,8 @@ KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& op
   return c;
 }
 
-CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& tokens,
-                          bool add_bos, int32_t bos, const std::vector<CompareEntry>& entries,
+CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& tokens, bool add_bos,
+                          int32_t bos, const std::vector<CompareEntry>& entries,
                           const CompareOptions& opts) {
   const LlamaHparams& hp = model.hparams();
   // Every row's options are checked before any work.
@@ -265,12 +264,10 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
       model.logits(&hidden[size_t(opts.n_ctx - 1) * hp.n_embd], 1, logits.data());
       const auto t0 = std::chrono::steady_clock::now();
       for (int i = 0; i < n_decode; ++i) {
-        const int32_t id =
-            int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        const int32_t id = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
         model.forward(kv, seq, &id, 1, nullptr, &logits, AttnPath::kAuto);
       }
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-                           .count();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       row.decode_tps = double(n_decode) / s;
     };
     const std::string label = row.label;
@@ -357,8 +354,9 @@ std::vector<size_t> pareto_frontier(const std::vector<CompareRow>& rows) {
 
 void require_gnuplot() {
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0)
-    throw Error("--plot needs gnuplot, which was not found on PATH (Debian: apt-get install "
-                "gnuplot-nox, or run scripts/setup.sh)");
+    throw Error(
+        "--plot needs gnuplot, which was not found on PATH (Debian: apt-get install "
+        "gnuplot-nox, or run scripts/setup.sh)");
 }
 
 void plot_compare(const CompareResult& r, const std::string& png, const std::string& title) {

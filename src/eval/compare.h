@@ -36,16 +36,16 @@ namespace tq {
 struct Plan;
 
 struct CompareEntry {
-  std::string spec;           // as written in the list
-  std::string ctk, ctv;       // registry names
-  std::string preset;         // preset name, or ""
-  int boundary_layers = -1;   // −1: the command line's; else the preset's
-  std::string boundary_type;  // with boundary_layers ≥ 0
+  std::string spec;                    // as written in the list
+  std::string ctk, ctv;                // registry names
+  std::string preset;                  // preset name, or ""
+  int boundary_layers = -1;            // −1: the command line's; else the preset's
+  std::string boundary_type;           // with boundary_layers ≥ 0
   std::optional<int> residual, sinks;  // @R= / @S=
   std::optional<bool> center;          // @C=1 / @C=0
   std::string plan_file;               // plan:FILE rows
   std::shared_ptr<const Plan> plan;    // read by parse_type_list
-  bool is_f16() const;        // plain f16/f16 with no per-row options: the reference itself
+  bool is_f16() const;  // plain f16/f16 with no per-row options: the reference itself
 };
 
 // Parses and validates a type list (unknown type, malformed pair, bad @ option, unreadable or
@@ -59,15 +59,15 @@ std::vector<CompareEntry> parse_type_list(const std::string& list);
 struct CompareOptions {
   int n_ctx = 512;
   int n_chunks = -1;
-  KvCacheOptions cache;             // the command line's cache flags, applied to every row
+  KvCacheOptions cache;  // the command line's cache flags, applied to every row
   // Several polar-vq codebook files (one per preset): each row gets, as cache.codebooks, the
   // one whose preset is its polar-vq type's. Empty: every row uses cache.codebooks.
   std::vector<std::shared_ptr<const CodebookFile>> codebook_set;
-  bool residual_given = false;      // --residual was on the command line (KIVI default off)
-  bool sinks_given = false;         // --sinks was on the command line (kvquant default off)
-  int decode_tokens = 16;           // greedy decode steps timed after the first chunk
+  bool residual_given = false;  // --residual was on the command line (KIVI default off)
+  bool sinks_given = false;     // --sinks was on the command line (kvquant default off)
+  int decode_tokens = 16;       // greedy decode steps timed after the first chunk
   uint64_t model_fingerprint = 0;
-  std::string work_dir;             // where the temporary KLD base lives ("" = system temp)
+  std::string work_dir;  // where the temporary KLD base lives ("" = system temp)
   std::function<void(size_t done, size_t total, const std::string& note)> progress;
 };
 
@@ -82,10 +82,10 @@ struct CompareRow {
   int centred_layers = 0;
   std::string key_means = "page";  // KvCacheOptions::key_means_per_page: "page" | "first"
   double bpv = 0, bpv_k = 0, bpv_v = 0, compression = 0;
-  size_t kv_bytes = 0;       // one chunk's cache (n_ctx tokens), as stored
-  double kv_mib_8192 = 0;    // kv_bytes / n_ctx × 8192 tokens
+  size_t kv_bytes = 0;     // one chunk's cache (n_ctx tokens), as stored
+  double kv_mib_8192 = 0;  // kv_bytes / n_ctx × 8192 tokens
   double ppl = 0, ppl_stderr = 0, dppl_pct = 0, kld_mean = 0, kld_p99 = 0, top1 = 0;
-  double decode_tps = 0;     // 0 when no room for decode tokens
+  double decode_tps = 0;  // 0 when no room for decode tokens
   double prefill_tps = 0, seconds = 0;
 };
 
@@ -109,8 +109,8 @@ std::string row_label(const CompareRow& r);
 
 // Runs the reference and every entry. Throws tq::Error for bad options (checked for every row
 // before the reference runs).
-CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& tokens,
-                          bool add_bos, int32_t bos, const std::vector<CompareEntry>& entries,
+CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& tokens, bool add_bos,
+                          int32_t bos, const std::vector<CompareEntry>& entries,
                           const CompareOptions& opts);
 
 // Indices of the rows on the Pareto frontier of (bpv, mean KLD): no other row has both lower

@@ -36,9 +36,9 @@ std::string hex64(uint64_t v) {
 // KvCache::append_part, DESIGN.md §3.1).
 double key_centring_bits(const std::string& t, const KvCacheOptions& cache, int n_ctx, int s_end,
                          int bt) {
-  const bool centred = cache.key_centring == KeyCentring::kOn ||
-                       (cache.key_centring == KeyCentring::kTypeDefault &&
-                        type_traits(t).center_keys);
+  const bool centred =
+      cache.key_centring == KeyCentring::kOn ||
+      (cache.key_centring == KeyCentring::kTypeDefault && type_traits(t).center_keys);
   if (!centred || n_ctx <= 0) return 0.0;
   double bits = 32.0;  // per channel: one f32 mean over the n_ctx tokens
   if (cache.key_means_per_page) {
@@ -371,7 +371,7 @@ KvCacheOptions plan_cache_options(const Plan& plan, const KvCacheOptions& base) 
   return o;
 }
 
-void write_plan(const std::string& path, const Plan& p) {
+std::string format_plan(const Plan& p) {
   using nlohmann::json;
   json kld = json::array();
   for (int l = 0; l < p.n_layer; ++l) {
@@ -419,11 +419,16 @@ void write_plan(const std::string& path, const Plan& p) {
       {"verified", p.verified_kld ? json{{"kld_mean", *p.verified_kld}, {"bpv", *p.verified_bpv}}
                                   : json(nullptr)},
       {"layers", layers}};
+  return j.dump(1) + "\n";
+}
+
+void write_plan(const std::string& path, const Plan& p) {
+  const std::string text = format_plan(p);
   const std::string tmp = path + ".part";
   {
     std::ofstream o(tmp, std::ios::trunc);
     if (!o) throw Error("cannot write plan file '" + tmp + "'");
-    o << j.dump(1) << "\n";
+    o << text;
     o.close();
     if (!o) throw Error("writing plan file '" + tmp + "' failed");
   }
@@ -433,12 +438,18 @@ void write_plan(const std::string& path, const Plan& p) {
 }
 
 Plan read_plan(const std::string& path) {
-  using nlohmann::json;
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot read plan file '" + path + "'");
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  if (in.bad()) throw Error("cannot read plan file '" + path + "'");
+  return parse_plan(text, path);
+}
+
+Plan parse_plan(const std::string& text, const std::string& path) {
+  using nlohmann::json;
   json j;
   try {
-    j = json::parse(in);
+    j = json::parse(text);
   } catch (const json::exception&) {
     throw Error("plan file '" + path + "' is damaged or truncated (not valid JSON)");
   }
@@ -447,12 +458,31 @@ Plan read_plan(const std::string& path) {
   if (!j.is_object() || !j.contains("format") || j["format"] != kFormat)
     throw bad("not a turboquant plan (no \"format\": \"" + std::string(kFormat) + "\")");
   if (!j.contains("version") || !j["version"].is_number_integer()) throw bad("no version");
-  const int version = j["version"].get<int>();
+  const long long version = j["version"].get<long long>();
   if (version != 1 && version != Plan::kVersion)
     throw bad("version " + j["version"].dump() + ", this tool reads versions 1 and " +
               std::to_string(Plan::kVersion));
   Plan p;
   try {
+    // An integer field in [lo, hi] (a float or a huge value is refused, not cast).
+    auto integer = [&](const json& v, long long lo, long long hi, const char* what) {
+      if (!v.is_number_integer()) throw bad(std::string(what) + " is not an integer");
+      long long x = 0;
+      if (v.is_number_unsigned()) {
+        const auto u = v.get<unsigned long long>();
+        if (u > static_cast<unsigned long long>(hi)) throw bad(std::string("bad ") + what);
+        x = static_cast<long long>(u);
+      } else {
+        x = v.get<long long>();
+      }
+      if (x < lo || x > hi) throw bad(std::string("bad ") + what);
+      return x;
+    };
+    auto finite = [&](const json& v, const char* what) {
+      const double x = v.get<double>();
+      if (!std::isfinite(x)) throw bad(std::string("bad ") + what);
+      return x;
+    };
     auto hex = [&](const json& v, const char* what) {
       const std::string s = v.get<std::string>();
       size_t used = 0;
@@ -468,17 +498,15 @@ Plan read_plan(const std::string& path) {
     const json& m = j.at("model");
     p.model_fingerprint = hex(m.at("fingerprint"), "model fingerprint");
     p.model_file = m.at("file").get<std::string>();
-    p.n_layer = m.at("n_layer").get<int>();
-    p.n_kv_head = m.at("n_kv_head").get<int>();
-    p.head_dim = m.at("head_dim").get<int>();
-    if (p.n_layer < 1 || p.n_layer > 4096 || p.n_kv_head < 1 || p.head_dim < 1)
-      throw bad("bad model shape");
+    p.n_layer = int(integer(m.at("n_layer"), 1, 4096, "n_layer"));
+    p.n_kv_head = int(integer(m.at("n_kv_head"), 1, 1 << 16, "n_kv_head"));
+    p.head_dim = int(integer(m.at("head_dim"), 1, 1 << 16, "head_dim"));
     const json& c = j.at("calibration");
     p.calib_file = c.at("file").get<std::string>();
     p.calib_hash = hex(c.at("xxh64"), "calibration hash");
-    p.ctx = c.at("ctx").get<int>();
-    p.chunks = c.at("chunks").get<int>();
-    p.tokens_scored = c.at("tokens_scored").get<long>();
+    p.ctx = int(integer(c.at("ctx"), 0, 1 << 30, "ctx"));
+    p.chunks = int(integer(c.at("chunks"), 0, 1 << 30, "chunks"));
+    p.tokens_scored = long(integer(c.at("tokens_scored"), 0, 1ll << 50, "tokens_scored"));
     const json& o = j.at("cache_options");
     if (version == 1) {  // before centring by default: on (first mean only) or off
       p.key_centring = o.at("center_keys").get<bool>() ? KeyCentring::kOn : KeyCentring::kOff;
@@ -497,11 +525,16 @@ Plan read_plan(const std::string& path) {
       if (m != "page" && m != "first") throw bad("bad key_means '" + m + "' (page or first)");
       p.key_means_per_page = m == "page";
     }
-    p.sinks = o.at("sinks").get<int>();
-    p.residual = o.at("residual").get<int>();
+    p.sinks = int(integer(o.at("sinks"), 0, 1 << 24, "sinks"));
+    p.residual = int(integer(o.at("residual"), 0, 1 << 24, "residual window"));
+    if (!o.at("seed").is_number_unsigned()) throw bad("bad seed");
     p.seed = o.at("seed").get<uint64_t>();
-    if (p.sinks < 0 || p.residual < 0) throw bad("negative sinks or residual window");
     p.candidates = j.at("candidates").get<std::vector<std::string>>();
+    // As tq plan takes them (candidate_bits); the solver's choice table holds < 128 options.
+    if (p.candidates.size() > 64) throw bad("more than 64 candidates");
+    if (std::set<std::string>(p.candidates.begin(), p.candidates.end()).size() !=
+        p.candidates.size())
+      throw bad("a candidate is listed twice");
     const auto types = list_types();
     auto known = [&](const std::string& t) {
       if (std::find(types.begin(), types.end(), t) == types.end())
@@ -523,7 +556,8 @@ Plan read_plan(const std::string& path) {
                 std::to_string(p.n_layer));
     for (int l = 0; l < p.n_layer; ++l) {
       const json& e = kld[size_t(l)];
-      if (e.at("layer").get<int>() != l) throw bad("measured_kld out of layer order");
+      if (integer(e.at("layer"), 0, 4096, "layer") != l)
+        throw bad("measured_kld out of layer order");
       std::vector<double> k, v;
       for (const auto& t : p.candidates) {
         k.push_back(e.at("k").at(t).get<double>());
@@ -534,14 +568,14 @@ Plan read_plan(const std::string& path) {
       p.kld_k.push_back(k);
       p.kld_v.push_back(v);
     }
-    p.budget_bpv = j.at("budget_bpv").get<double>();
-    p.achieved_bpv = j.at("achieved_bpv").get<double>();
-    p.predicted_kld = j.at("predicted_kld").get<double>();
+    p.budget_bpv = finite(j.at("budget_bpv"), "budget_bpv");
+    p.achieved_bpv = finite(j.at("achieved_bpv"), "achieved_bpv");
+    p.predicted_kld = finite(j.at("predicted_kld"), "predicted_kld");
     p.solver = j.at("solver").get<std::string>();
     const json& ver = j.at("verified");
     if (!ver.is_null()) {
-      p.verified_kld = ver.at("kld_mean").get<double>();
-      p.verified_bpv = ver.at("bpv").get<double>();
+      p.verified_kld = finite(ver.at("kld_mean"), "verified kld_mean");
+      p.verified_bpv = finite(ver.at("bpv"), "verified bpv");
     }
     const json& layers = j.at("layers");
     if (!layers.is_array() || int(layers.size()) != p.n_layer)
@@ -549,7 +583,7 @@ Plan read_plan(const std::string& path) {
                 std::to_string(p.n_layer));
     for (int l = 0; l < p.n_layer; ++l) {
       const json& e = layers[size_t(l)];
-      if (e.at("layer").get<int>() != l) throw bad("layers out of order");
+      if (integer(e.at("layer"), 0, 4096, "layer") != l) throw bad("layers out of order");
       p.layer_k.push_back(e.at("k").get<std::string>());
       p.layer_v.push_back(e.at("v").get<std::string>());
       known(p.layer_k.back());

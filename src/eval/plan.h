@@ -61,7 +61,7 @@ struct Plan {
   long tokens_scored = 0;
   // Cache options the parts were measured with (applied with the plan).
   KeyCentring key_centring = KeyCentring::kTypeDefault;  // resolved per layer, as the cache does
-  bool key_means_per_page = true;                         // KvCacheOptions::key_means_per_page
+  bool key_means_per_page = true;                        // KvCacheOptions::key_means_per_page
   int sinks = 0, residual = 0;
   uint64_t seed = 0;
   // Candidates, their all-in bits per value of a K part and of a V part at this head_dim and
@@ -109,6 +109,10 @@ KvCacheOptions plan_cache_options(const Plan& plan, const KvCacheOptions& base =
 // another format or version, an unknown type, or inconsistent fields.
 void write_plan(const std::string& path, const Plan& plan);
 Plan read_plan(const std::string& path);
+// The same on text (the file's contents; `path` only names it in messages): format_plan is what
+// write_plan writes, parse_plan what read_plan checks (fuzz/fuzz_plan.cpp feeds it).
+std::string format_plan(const Plan& plan);
+Plan parse_plan(const std::string& text, const std::string& path);
 // Throws if the plan was made for another model (fingerprint or shape).
 void check_plan_model(const Plan& plan, const std::string& path, uint64_t fingerprint,
                       const LlamaHparams& hp);

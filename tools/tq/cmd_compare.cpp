@@ -9,6 +9,7 @@
 #include "codecs/kvquant.h"
 #include "command.h"
 #include "core/progress.h"
+#include "eval/calibrate.h"
 #include "eval/compare.h"
 #include "eval/perplexity.h"
 #include "eval/plan.h"
@@ -16,7 +17,6 @@
 #include "model/llama.h"
 #include "model/paths.h"
 #include "model/tokenizer.h"
-#include "eval/calibrate.h"
 #include "numeric_options.h"
 #include "runtime_flags.h"
 
@@ -61,9 +61,12 @@ tq::CompareResult read_csv(const std::string& path) {
     std::string cur;
     bool quoted = false;
     for (char ch : line) {
-      if (ch == '"') quoted = !quoted;
-      else if (ch == ',' && !quoted) f.push_back(cur), cur.clear();
-      else cur += ch;
+      if (ch == '"')
+        quoted = !quoted;
+      else if (ch == ',' && !quoted)
+        f.push_back(cur), cur.clear();
+      else
+        cur += ch;
     }
     f.push_back(cur);
     return f;
@@ -144,13 +147,13 @@ void report(const tq::CompareResult& r, const std::string& mpath, const std::str
   if (!csv.empty()) {
     std::ofstream c(csv);
     if (!c) throw tq::Error("cannot write CSV file '" + csv + "'");
-    const char* keys[] = {"label",        "ctk",           "ctv",           "bpv",
-                          "compression",  "kv_bytes",      "kv_mib_8192",   "ppl",
-                          "dppl_pct",     "kld_mean",      "kld_p99",       "top1",
-                          "decode_tps",   "residual",      "sinks",         "boundary_layers",
-                          "pareto",       "ctx",           "tokens_scored", "bpv_k",
-                          "bpv_v",        "ppl_stderr",    "preset",        "reference",
-                          "key_centring", "centred_layers", "key_means"};
+    const char* keys[] = {
+        "label",           "ctk",         "ctv",        "bpv",           "compression",
+        "kv_bytes",        "kv_mib_8192", "ppl",        "dppl_pct",      "kld_mean",
+        "kld_p99",         "top1",        "decode_tps", "residual",      "sinks",
+        "boundary_layers", "pareto",      "ctx",        "tokens_scored", "bpv_k",
+        "bpv_v",           "ppl_stderr",  "preset",     "reference",     "key_centring",
+        "centred_layers",  "key_means"};
     for (size_t k = 0; k < std::size(keys); ++k) c << (k ? "," : "") << keys[k];
     c << "\n";
     for (const auto& j : rows) {
@@ -187,10 +190,11 @@ void report(const tq::CompareResult& r, const std::string& mpath, const std::str
   if (tpath.empty())
     std::printf("tq compare: rows read from %s, -c %d\n", mpath.c_str(), r.n_ctx);
   else
-    std::printf("tq compare: %s, %s, -c %d, %d chunk(s): %ld tokens run per row, %ld scored; "
-              "decode: %d greedy tokens after the first chunk\n",
-              mpath.c_str(), tpath.c_str(), r.n_ctx, r.chunks, r.tokens_run, r.tokens_scored,
-              r.decode_tokens);
+    std::printf(
+        "tq compare: %s, %s, -c %d, %d chunk(s): %ld tokens run per row, %ld scored; "
+        "decode: %d greedy tokens after the first chunk\n",
+        mpath.c_str(), tpath.c_str(), r.n_ctx, r.chunks, r.tokens_run, r.tokens_scored,
+        r.decode_tokens);
   std::printf("%-26s %-10s %-10s %5s %6s %6s %8s %9s %8s %9s %8s %8s %6s %8s\n", "cache", "K", "V",
               "ctr", "bpv", "x f16", "MiB@8k", "PPL", "dPPL%", "KLD mean", "KLD p99", "top-1",
               "front", "dec t/s");
@@ -267,8 +271,9 @@ void setup(CLI::App& app) {
   cmd->callback([cmd] {
     // Bad input first, before any work.
     if (cmd->get_option("--ctk")->count() || cmd->get_option("--ctv")->count())
-      throw tq::Error("compare: give the cache types with --types (e.g. --types q8_0/turbo3), "
-                      "not -ctk/-ctv");
+      throw tq::Error(
+          "compare: give the cache types with --types (e.g. --types q8_0/turbo3), "
+          "not -ctk/-ctv");
     if (!o.rt.plan.empty())
       throw tq::Error("compare: give a plan as a row, --types plan:FILE (not --plan)");
     if (!o.from_csv.empty()) {
@@ -337,8 +342,7 @@ void setup(CLI::App& app) {
     for (const auto& t : f->tensors()) names.push_back(t.name);
     co.model_fingerprint = f->fingerprint(names);
     auto tok = tq::Tokenizer::from_gguf(*f);
-    const std::vector<int32_t> tokens =
-        tok->encode(tq::cli::read_file(tpath, "text file"), true);
+    const std::vector<int32_t> tokens = tok->encode(tq::cli::read_file(tpath, "text file"), true);
 
     std::unique_ptr<tq::Progress> bar;
     if (!o.quiet)

@@ -114,12 +114,12 @@ void setup(CLI::App& app) {
     if (o.out.empty() && !o.json) throw tq::Error("plan: give -o FILE (or --json)");
     o.rt.apply_threads();
     const bool from = !o.from.empty();
-    if (from && (cmd->get_option("--candidates")->count() || cmd->get_option("-c")->count() ||
-                 cmd->get_option("--chunks")->count() || cmd->get_option("--sinks")->count() ||
-                 cmd->get_option("--residual")->count() ||
-                 cmd->get_option("--center-keys")->count() ||
-                 cmd->get_option("--no-center-keys")->count() ||
-                 cmd->get_option("--key-means")->count() || cmd->get_option("--seed")->count()))
+    if (from &&
+        (cmd->get_option("--candidates")->count() || cmd->get_option("-c")->count() ||
+         cmd->get_option("--chunks")->count() || cmd->get_option("--sinks")->count() ||
+         cmd->get_option("--residual")->count() || cmd->get_option("--center-keys")->count() ||
+         cmd->get_option("--no-center-keys")->count() || cmd->get_option("--key-means")->count() ||
+         cmd->get_option("--seed")->count()))
       throw tq::Error(
           "plan --from: the measurement options come from the plan file (drop "
           "--candidates, -c, --chunks, --sinks, --residual, --center-keys, --no-center-keys, "

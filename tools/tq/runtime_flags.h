@@ -2,10 +2,11 @@
 // cache types and options (DESIGN.md §3), a plan file (§11) and the thread count.
 //
 // --plan FILE sets every layer's K and V types and the cache options the plan was measured
-// with (key centring and key means, --sinks, --residual, --seed). It cannot be combined with flags that set
-// types (-ctk, -ctv, --layer-k, --layer-v, --boundary, --boundary-type): refused, since one of
-// them would silently lose. --sinks / --residual / --center-keys / --no-center-keys /
-// --key-means / --seed are refused too when they differ from the plan's (the plan's KLDs hold only for the options it was measured with).
+// with (key centring and key means, --sinks, --residual, --seed). It cannot be combined with flags
+// that set types (-ctk, -ctv, --layer-k, --layer-v, --boundary, --boundary-type): refused, since
+// one of them would silently lose. --sinks / --residual / --center-keys / --no-center-keys /
+// --key-means / --seed are refused too when they differ from the plan's (the plan's KLDs hold only
+// for the options it was measured with).
 #pragma once
 #include <CLI/CLI.hpp>
 #include <map>
@@ -60,8 +61,8 @@ struct RuntimeFlags {
         "baselines are not: a per-channel key mean from the first append is subtracted before "
         "quantizing and stored in f32 (counted in bpv)");
     cmd->add_flag("--no-center-keys", no_center_keys,
-                              "Centre no keys, not even those of turbo*/polar/polar-vq "
-                              "(an ablation: Qwen2 collapses without it)");
+                  "Centre no keys, not even those of turbo*/polar/polar-vq "
+                  "(an ablation: Qwen2 collapses without it)");
     cmd->add_option("--key-means", key_means,
                     "With centred keys: 'page' (default) also stores each page's offset from "
                     "the first mean (d f16 per 256 tokens; tracks offsets that drift with "
@@ -78,9 +79,9 @@ struct RuntimeFlags {
     cmd->add_option("--plan", plan,
                     "Plan file from `tq plan`: every layer's K and V types and the options it "
                     "was measured with (not with -ctk/-ctv/--layer-k/--layer-v/--boundary)");
-    for (const char* n : {"--ctk", "--ctv", "--layer-k", "--layer-v", "--boundary",
-                          "--boundary-type", "--residual", "--sinks", "--center-keys",
-                          "--no-center-keys", "--key-means", "--seed"})
+    for (const char* n :
+         {"--ctk", "--ctv", "--layer-k", "--layer-v", "--boundary", "--boundary-type", "--residual",
+          "--sinks", "--center-keys", "--no-center-keys", "--key-means", "--seed"})
       given[n] = cmd->get_option(n);
   }
 
@@ -92,8 +93,8 @@ struct RuntimeFlags {
   // The plan file (read and checked for conflicting flags), or null without --plan.
   std::shared_ptr<const Plan> read_plan_file() const {
     if (plan.empty()) return nullptr;
-    for (const char* n : {"--ctk", "--ctv", "--layer-k", "--layer-v", "--boundary",
-                          "--boundary-type"})
+    for (const char* n :
+         {"--ctk", "--ctv", "--layer-k", "--layer-v", "--boundary", "--boundary-type"})
       if (was_given(n))
         throw Error(std::string("--plan sets every layer's types: drop ") + n +
                     " (or drop --plan)");
@@ -110,8 +111,8 @@ struct RuntimeFlags {
     auto differs = [&](const char* n, bool d) {
       if (was_given(n) && d)
         throw Error(std::string(n) + " differs from the plan's (plan '" + path +
-                    "': key centring " + key_centring_name(p->key_centring) +
-                    ", --key-means " + (p->key_means_per_page ? "page" : "first") + ", --sinks " +
+                    "': key centring " + key_centring_name(p->key_centring) + ", --key-means " +
+                    (p->key_means_per_page ? "page" : "first") + ", --sinks " +
                     std::to_string(p->sinks) + ", --residual " + std::to_string(p->residual) +
                     ", --seed " + std::to_string(p->seed) + ")");
     };
