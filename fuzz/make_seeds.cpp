@@ -1,6 +1,7 @@
 // tq_fuzz_seeds DIR: writes the seed corpora of the fuzz targets into DIR/<target>/ (the
 // committed fuzz/corpus). Every seed is made by the project's own writers (GgufWriter,
-// write_codebook_file), plus mutated headers; each is a few KB at most.
+// write_codebook_file, format_plan), plus mutated headers and truncations; each is a few KB at
+// most.
 #include <unistd.h>
 
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "codecs/polarvq_file.h"
+#include "eval/plan.h"
 #include "fuzz_common.h"
 #include "tq/error.h"
 
@@ -172,6 +174,48 @@ int main(int argc, char** argv) {
       const Bytes fb = codebook_bytes(f, tmp);
       m.insert(m.end(), fb.begin(), fb.end());
       put(c, "kvquant_mode1", m);
+    }
+
+    // --- Plan files (format_plan): small plans of both centring kinds, a version 1 file (as
+    // written before keys were centred by default), and truncations.
+    {
+      const fs::path pd = root / "fuzz_plan";
+      tq::Plan p;
+      p.model_fingerprint = 0x0123456789abcdefull;
+      p.model_file = "m.gguf";
+      p.n_layer = 3, p.n_kv_head = 2, p.head_dim = 64;
+      p.calib_file = "calib.txt";
+      p.calib_hash = 42;
+      p.ctx = 64, p.chunks = 1, p.tokens_scored = 31;
+      p.candidates = {"turbo2", "turbo3", "q8_0", "f16"};
+      p.bits_k = {2.75, 3.75, 8.5, 16};
+      p.bits_v = {2.25, 3.25, 8.5, 16};
+      p.kld_k = {{0.3, 0.1, 0.01, 0}, {0.2, 0.05, 0.004, 0}, {0.01, 0.005, 0.001, 0}};
+      p.kld_v = {{0.1, 0.03, 0.002, 0}, {0.02, 0.01, 0.001, 0}, {0.2, 0.02, 0.003, 0}};
+      tq::solve_plan(p, 3.0);
+      const std::string a = tq::format_plan(p);
+      tq::Plan q = p;
+      q.key_centring = tq::KeyCentring::kOff;
+      q.key_means_per_page = false;
+      q.sinks = 4, q.residual = 16, q.seed = 7;
+      q.n_layer = 1;
+      q.kld_k.resize(1), q.kld_v.resize(1);
+      tq::solve_plan(q, 8.0);
+      q.verified_kld = 0.0123, q.verified_bpv = 7.9;
+      const std::string b = tq::format_plan(q);
+      std::string v1 = a;
+      const std::string ver = "\"version\": 2", cen = "\"key_centring\": \"default\"";
+      v1.replace(v1.find(ver), ver.size(), "\"version\": 1");
+      v1.replace(v1.find(cen), cen.size(), "\"center_keys\": true");
+      auto text = [&](const std::string& name, const std::string& s) {
+        put(pd, name, Bytes(s.begin(), s.end()));
+      };
+      text("plan3", a);
+      text("plan1_off_verified", b);
+      text("plan3_v1", v1);
+      text("plan3_half", a.substr(0, a.size() / 2));
+      text("plan3_three_quarters", a.substr(0, a.size() * 3 / 4));
+      text("plan1_cut_end", b.substr(0, b.size() - 3));
     }
 
     // --- Numeric flags: two range bytes + text.

@@ -632,7 +632,8 @@ TEST(Presets, ExpandIntoKeyValueTypesAndBoundaryLayers) {
   const std::pair<const char*, P> want[] = {{"turboquant_k8v4", {"vllm-k8", "vllm-v4"}},
                                             {"turboquant_4bit_nc", {"vllm-k4nc", "vllm-v4"}},
                                             {"turboquant_k3v4_nc", {"vllm-k3nc", "vllm-v4"}},
-                                            {"turboquant_3bit_nc", {"vllm-k3nc", "vllm-v3"}}};
+                                            {"turboquant_3bit_nc", {"vllm-k3nc", "vllm-v3"}},
+                                            {"kvarn", {"kvarn4", "kvarn2"}}};
   for (const auto& [name, pair] : want) {
     const auto got = preset_pair(name);
     ASSERT_TRUE(got.has_value()) << name;
@@ -640,7 +641,8 @@ TEST(Presets, ExpandIntoKeyValueTypesAndBoundaryLayers) {
     EXPECT_EQ(got->second, pair.second);
   }
   EXPECT_FALSE(preset_pair("turbo3").has_value());
-  EXPECT_EQ(list_presets().size(), 4u);
+  EXPECT_EQ(list_presets().size(), 5u);
+  EXPECT_TRUE(preset_boundary_layers("kvarn", 30).empty());  // KVarN quantizes every layer
   // vLLM: first and last min(2, n/2) layers keep the unquantized cache.
   EXPECT_EQ(preset_boundary_layers("turboquant_k3v4_nc", 30), (std::vector<int>{0, 1, 28, 29}));
   EXPECT_EQ(preset_boundary_layers("turboquant_k8v4", 3), (std::vector<int>{0, 2}));

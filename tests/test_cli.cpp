@@ -19,7 +19,9 @@ TEST(Cli, TypesJson) {
       saw_turbo3 = true;
       EXPECT_DOUBLE_EQ(row["bpv_d128"].get<double>(), 3.125);
       EXPECT_DOUBLE_EQ(row["bpv_d64"].get<double>(), 3.25);
+      EXPECT_EQ(row["center_keys"], true);  // the project's own keys: centred by default
     }
+    if (row["type"] == "q4_0") EXPECT_EQ(row["center_keys"], false);  // a baseline
   }
   EXPECT_TRUE(saw_turbo3);
 }
@@ -57,4 +59,16 @@ TEST(Cli, BadFlagAndHelp) {
   const auto h = run_tq("distortion --help");
   EXPECT_EQ(h.status, 0);
   EXPECT_NE(h.out.find("--dim"), std::string::npos);
+}
+
+TEST(Cli, CenterKeysFlagsExcludeEachOther) {
+  for (const char* cmd : {"perplexity", "generate", "compare"}) {
+    const std::string extra = std::string(cmd) == "compare" ? " --types turbo3" : "";
+    const auto r = run_tq(std::string(cmd) + extra + " --center-keys --no-center-keys");
+    EXPECT_NE(r.status, 0) << cmd;
+    EXPECT_EQ(count_lines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("exclude each other"), std::string::npos) << r.err;
+    const auto h = run_tq(std::string(cmd) + " --help");
+    EXPECT_NE(h.out.find("--no-center-keys"), std::string::npos) << cmd;
+  }
 }

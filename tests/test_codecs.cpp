@@ -162,6 +162,11 @@ Layout documented_layout(const std::string& t, int d, bool is_key) {
     if (is_key) return {32, 4 * D + 32 * ceil8(D * b)};  // per channel fp16 scale, min
     return {1, D / 32 * 4 + ceil8(D * b)};               // per 32 channels fp16 scale, min
   }
+  if (t == "kvarn2" || t == "kvarn4") {  // kvarn.h: 128-token tiles, b-bit codes + fp16 scales
+    const size_t b = t == "kvarn2" ? 2 : 4, G = 128;
+    if (is_key) return {int(G), ceil8(D * G * b) + 2 * (2 * D + G)};  // S_j, Z_j per channel, T_t
+    return {int(G), ceil8(D * G * b) + 2 * (D + 2 * G)};              // C_j, S_t, Z_t
+  }
   if (t == "turbo2.5" || t == "turbo3.5") {  // two TurboQuant_mse blocks: d/4 and 3d/4 channels
     const int hi = t == "turbo2.5" ? 3 : 4, lo = hi - 1;
     return {1, 2 + ceil8(D / 4 * hi) + 2 + ceil8((D - D / 4) * lo)};

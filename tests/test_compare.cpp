@@ -141,4 +141,56 @@ TEST(CompareCli, TinyRunJson) {
   std::filesystem::remove(csv);
 }
 
+// @C=0 / @C=1 per row; the type default otherwise (turbo* centred, baselines not).
+TEST(CompareParse, KeyCentringRowOption) {
+  const auto e = tq::parse_type_list("turbo3,turbo3@C=0,q4_0@C=1,f16@C=0,f16@C=1");
+  ASSERT_EQ(e.size(), 5u);
+  tq::CompareOptions o;
+  EXPECT_EQ(tq::row_cache_options(e[0], o).key_centring, tq::KeyCentring::kTypeDefault);
+  EXPECT_EQ(tq::row_cache_options(e[1], o).key_centring, tq::KeyCentring::kOff);
+  EXPECT_EQ(tq::row_cache_options(e[2], o).key_centring, tq::KeyCentring::kOn);
+  EXPECT_TRUE(e[3].is_f16());   // uncentred f16 is the reference itself
+  EXPECT_FALSE(e[4].is_f16());  // centred f16 is a row of its own
+  // The command line's --no-center-keys reaches rows without @C=.
+  o.cache.key_centring = tq::KeyCentring::kOff;
+  EXPECT_EQ(tq::row_cache_options(e[0], o).key_centring, tq::KeyCentring::kOff);
+  EXPECT_EQ(tq::row_cache_options(e[2], o).key_centring, tq::KeyCentring::kOn);
+  EXPECT_THROW(tq::parse_type_list("turbo3@C=2"), tq::Error);
+}
+
+// Every row says whether its keys were centred (JSON and CSV), and the means are in its bpv.
+TEST(CompareCli, RowsSayWhetherKeysWereCentred) {
+  if (!have_model()) GTEST_SKIP() << "model or text missing (run scripts/fetch_model.sh)";
+  const std::string csv = tq::test::temp_path("compare-ctr.csv");
+  const auto r = run_tq("compare -m " + kModel + " -f " + kText +
+                        " -c 64 --chunks 1 --decode 0 -q -t 1 --json --types "
+                        "turbo3,turbo3@C=0,q4_0,q4_0@C=1 --csv " +
+                        csv);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["rows"].size(), 5u);
+  const auto& rows = j["rows"];
+  const int L = 30;                         // SmolLM2-135M
+  EXPECT_EQ(rows[0]["centred_layers"], 0);  // the f16 reference
+  EXPECT_EQ(rows[1]["centred_layers"], L);
+  EXPECT_EQ(rows[1]["key_centring"], "default");
+  EXPECT_EQ(rows[2]["centred_layers"], 0);
+  EXPECT_EQ(rows[2]["key_centring"], "off");
+  EXPECT_NE(rows[2]["label"].get<std::string>().find("C=0"), std::string::npos);
+  EXPECT_EQ(rows[3]["centred_layers"], 0);  // a baseline stays as its authors define it
+  EXPECT_EQ(rows[4]["centred_layers"], L);
+  // d = 64 f32 means and one page's d f16 offsets per (layer, head) over 64 tokens: +0.75 bpv
+  // on the keys, +0.375 all-in.
+  EXPECT_NEAR(rows[1]["bpv_k"].get<double>() - rows[2]["bpv_k"].get<double>(), 0.75, 1e-9);
+  EXPECT_NEAR(rows[1]["bpv"].get<double>() - rows[2]["bpv"].get<double>(), 0.375, 1e-9);
+  EXPECT_EQ(rows[1]["key_means"], "page");
+  const auto back = run_tq("compare --from-csv " + csv + " --json");
+  ASSERT_EQ(back.status, 0) << back.err;
+  const auto jb = nlohmann::json::parse(back.out);
+  ASSERT_EQ(jb["rows"].size(), 5u);
+  EXPECT_EQ(jb["rows"][2]["key_centring"], "off");
+  EXPECT_EQ(jb["rows"][4]["centred_layers"], L);
+  std::filesystem::remove(csv);
+}
+
 }  // namespace

@@ -129,6 +129,7 @@ TEST(KvCache, ByteAccountingWindowAndSinks) {
   o.residual_window = 10;
   o.sink_tokens = 4;
   o.page_tokens = 32;
+  o.key_centring = KeyCentring::kOff;  // the key means are counted below (o3)
   KvCache c(small_shape(L, H, d), o);
   const size_t bk = make_codec("turbo3", d)->block_bytes();
   const size_t bv = make_codec("turbo4", d)->block_bytes();
@@ -147,14 +148,15 @@ TEST(KvCache, ByteAccountingWindowAndSinks) {
   // Without window and sinks every token is coded at once.
   KvCacheOptions o2;
   o2.type_k = o2.type_v = "turbo3";
+  o2.key_centring = KeyCentring::kOff;
   KvCache c2(small_shape(L, H, d), o2);
   const int s2 = c2.new_seq();
   append_random(c2, s2, 7, rng);
   EXPECT_EQ(c2.kv_bytes(), size_t(2 * L * H) * 7 * bk);
   EXPECT_NEAR(c2.bpv_k(), make_codec("turbo3", d)->bpv(), 1e-12);
-  // Mean-centred keys add d floats per (layer, head).
+  // Mean-centred keys (turbo3's default) add d floats per (layer, head).
   KvCacheOptions o3 = o2;
-  o3.center_keys = true;
+  o3.key_centring = KeyCentring::kTypeDefault;
   KvCache c3(small_shape(L, H, d), o3);
   const int s3 = c3.new_seq();
   append_random(c3, s3, 7, rng);
@@ -204,7 +206,7 @@ TEST_P(AttentionVsReference, Matches) {
   o.type_v = p.tv;
   o.residual_window = p.window;
   o.sink_tokens = p.sinks;
-  o.center_keys = p.center;
+  o.key_centring = p.center ? KeyCentring::kOn : KeyCentring::kOff;
   o.page_tokens = 32;
   KvCache c(small_shape(1, H, d), o);
   std::mt19937 rng(42 + p.T0);
@@ -454,7 +456,7 @@ TEST(KvCache, CenteringIsSoftmaxInvariant) {
   for (int centre = 0; centre < 2; ++centre) {
     KvCacheOptions o;
     o.type_k = o.type_v = "f32";
-    o.center_keys = centre == 1;
+    o.key_centring = centre == 1 ? KeyCentring::kOn : KeyCentring::kOff;
     KvCache c(small_shape(1, H, d), o);
     const int s = c.new_seq();
     c.append(s, 0, k.data(), v.data(), T);

@@ -163,6 +163,11 @@ struct TypeTraits {
   bool simd_attention = false;
   // The uncompressed cache `tq compare` measures every other row against (f16).
   bool reference = false;
+  // Keys of this type are mean-centred by default (KvCacheOptions::key_centring, DESIGN.md
+  // §3.1): set for the project's own types (turbo*, polar, polar-vq:*), which would otherwise
+  // collapse on models with large key offsets (Qwen2); left off for every baseline, which stays
+  // as its authors define it.
+  bool center_keys = false;
 };
 
 // Registration hook used by codec source files (src/codecs/*.cpp).

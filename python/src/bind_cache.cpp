@@ -428,6 +428,15 @@ void bind_cache(nb::module_& m) {
       .def_prop_ro("bpv_v", [](const PyKvCache& s) { return s.c->bpv_v(); })
       .def_prop_ro("reserved_bytes", [](const PyKvCache& s) { return s.c->reserved_bytes(); })
       .def(
+          "keys_centred",
+          [](const PyKvCache& s, int layer) {
+            s.check_layer(layer);
+            return s.c->keys_centred(layer);
+          },
+          nb::arg("layer"),
+          "Whether the layer's keys are mean-centred (center_keys None: the key type's "
+          "default, on for turbo*/polar/polar-vq, off for baselines).")
+      .def(
           "type_name",
           [](const PyKvCache& s, int layer, bool is_key) {
             s.check_layer(layer);

@@ -87,6 +87,9 @@ nb::dict row_dict(const tq::CompareRow& r, bool pareto, int ctx, long scored) {
   d["boundary_layers"] = r.boundary_layers;
   d["residual"] = r.residual;
   d["sinks"] = r.sinks;
+  d["key_centring"] = r.key_centring;
+  d["centred_layers"] = r.centred_layers;
+  d["key_means"] = r.key_means;
   d["bpv"] = r.bpv;
   d["bpv_k"] = r.bpv_k;
   d["bpv_v"] = r.bpv_v;
@@ -265,6 +268,8 @@ void bind_model(nb::module_& m) {
             d["bpv_k"] = r.bpv_k;
             d["bpv_v"] = r.bpv_v;
             d["kv_bytes"] = r.kv_bytes;
+            d["key_centring"] = tq::key_centring_name(po.cache.key_centring);
+            d["centred_layers"] = r.centred_layers;
             d["tokens"] = r.tokens;
             d["prefill_tps"] = r.prefill_tps;
             d["seconds"] = r.seconds;
@@ -361,6 +366,7 @@ void bind_model(nb::module_& m) {
             so.ctx = ctx;
             so.seed = seed;
             so.max_per_head = max_per_head;
+            so.center_keys = !kvq;  // polar-vq keys are mean-centred in the cache by default
             tq::CodebookFile cb;
             double sample_s = 0;
             size_t per_head = 0;

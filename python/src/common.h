@@ -48,9 +48,9 @@ struct Codebooks {
 };
 
 // Cache options from Python keyword arguments: k, v, layer_k, layer_v, boundary, boundary_type,
-// residual, sinks, center_keys, seed, codebooks, page_tokens, max_tokens, max_seqs. Unknown keys
-// and wrong types raise tq::Error. A codebooks path is returned in `codebooks_path` (loading it
-// needs the model for the fingerprint check); a Codebooks object is set directly.
+// residual, sinks, center_keys, key_means, seed, codebooks, page_tokens, max_tokens, max_seqs.
+// Unknown keys and wrong types raise tq::Error. A codebooks path is returned in `codebooks_path`
+// (loading it needs the model for the fingerprint check); a Codebooks object is set directly.
 tq::KvCacheOptions cache_options(const nb::dict& kw, std::string* codebooks_path);
 // The types the options name (K, V, boundary, per-layer).
 std::vector<std::string> option_types(const tq::KvCacheOptions& o);

@@ -150,8 +150,16 @@ tq::KvCacheOptions cache_options(const nb::dict& kw, std::string* codebooks_path
       boundary_type_set = true;
     } else if (k == "residual") o.residual_window = get<int>(v, k, "an int");
     else if (k == "sinks") o.sink_tokens = get<int>(v, k, "an int");
-    else if (k == "center_keys") o.center_keys = get<bool>(v, k, "a bool");
-    else if (k == "seed") o.seed = get<uint64_t>(v, k, "a non-negative int");
+    else if (k == "center_keys")  // None: the key type's default; True/False: every layer
+      o.key_centring = v.is_none()                         ? tq::KeyCentring::kTypeDefault
+                       : get<bool>(v, k, "a bool or None") ? tq::KeyCentring::kOn
+                                                           : tq::KeyCentring::kOff;
+    else if (k == "key_means") {  // "page" (default) | "first", as `--key-means`
+      const std::string m = get<std::string>(v, k, "'page' or 'first'");
+      if (m != "page" && m != "first")
+        throw tq::Error("cache option key_means: expected 'page' or 'first', got '" + m + "'");
+      o.key_means_per_page = m == "page";
+    } else if (k == "seed") o.seed = get<uint64_t>(v, k, "a non-negative int");
     else if (k == "page_tokens") o.page_tokens = get<int>(v, k, "an int");
     else if (k == "max_tokens") o.max_tokens = get<int>(v, k, "an int");
     else if (k == "max_seqs") o.max_seqs = get<int>(v, k, "an int");
@@ -171,7 +179,8 @@ tq::KvCacheOptions cache_options(const nb::dict& kw, std::string* codebooks_path
     } else {
       throw tq::Error("unknown cache option '" + k +
                       "' (options: k, v, layer_k, layer_v, boundary, boundary_type, residual, "
-                      "sinks, center_keys, seed, codebooks, page_tokens, max_tokens, max_seqs)");
+                      "sinks, center_keys, key_means, seed, codebooks, page_tokens, max_tokens, "
+                      "max_seqs)");
     }
   }
   (void)boundary_type_set;
@@ -230,6 +239,7 @@ NB_MODULE(_core, m) {
           r["bpv_v"] = v ? nb::cast(*v) : nb::none();
           r["bpv"] = k && v ? nb::cast(0.5 * (*k + *v)) : nb::none();
           r["needs_calibration"] = tqpy::needs_learned_data(t);
+          r["center_keys"] = tq::type_traits(t).center_keys;  // keys centred by default
           rows.append(r);
         }
         return rows;
@@ -237,7 +247,8 @@ NB_MODULE(_core, m) {
       nb::arg("dim") = 128,
       "Every cache type: name, description, bpv_k / bpv_v (all-in bits per value of the key and "
       "value forms at head dimension `dim`; None where the type does not support it), bpv (their "
-      "mean) and needs_calibration. Same numbers as `tq types`.");
+      "mean), needs_calibration and center_keys (keys mean-centred by default: turbo*, polar, "
+      "polar-vq). Same numbers as `tq types`.");
   m.def(
       "describe_type", [](const std::string& t) { return tq::describe_type(t); }, nb::arg("name"),
       "One-line description of a cache type (raises turboquant.Error for an unknown name).");

@@ -114,7 +114,7 @@ class Codec:
 
 
 _CACHE_KEYS = ("k", "v", "layer_k", "layer_v", "boundary", "boundary_type", "residual", "sinks",
-               "center_keys", "seed", "codebooks")
+               "center_keys", "key_means", "seed", "codebooks")
 
 
 class Model:

@@ -116,7 +116,9 @@ class Cache(_HfCache):
     ``layer_k`` / ``layer_v`` ({layer: type}), ``boundary`` (first and last N layers use
     ``boundary_type``: default f16 on CPU, bf16 on CUDA), ``residual`` (newest R tokens stay
     f16), ``sinks`` (first S tokens stay f16), ``center_keys`` (per-channel key mean subtracted
-    first), ``seed`` (rotations), ``codebooks`` (a :class:`turboquant.Codebooks` for polar-vq /
+    first: None = the key type's default, on for turbo*/polar/polar-vq and off for the
+    baselines; True/False = every/no layer; the CUDA formats store no mean, so on CUDA None
+    means off and True is refused), ``seed`` (rotations), ``codebooks`` (a :class:`turboquant.Codebooks` for polar-vq /
     kvquant types, made on this model's keys, e.g. by :class:`turboquant.TurboQuantPipeline`),
     ``max_len`` (tokens per sequence the pool holds; the pool is allocated at the first step),
     ``page_tokens``.
@@ -124,7 +126,7 @@ class Cache(_HfCache):
 
     def __init__(self, k: str = "turbo3", v: str = "turbo3", *, layer_k=None, layer_v=None,
                  boundary: int = 0, boundary_type: Optional[str] = None, residual: int = 0,
-                 sinks: int = 0, center_keys: bool = False, seed: int = 0x54510001,
+                 sinks: int = 0, center_keys: Optional[bool] = None, seed: int = 0x54510001,
                  codebooks: Optional[Codebooks] = None, max_len: int = 4096,
                  page_tokens: int = 256) -> None:
         super().__init__(layer_class_to_replicate=_Layer)

@@ -98,6 +98,14 @@ void score_piece(const HeadTask& task, const Prep& p, const KvSegment& sg, size_
       std::memcpy(dst + size_t(g) * kDecodeStep, &sc.tmp[size_t(g) * nt + skip],
                   sizeof(float) * (hi - lo));
   }
+  if (sg.key_offset)  // the page's key-mean offset δ: every score of query g gains q_g·δ
+    for (int g = 0; g < G; ++g) {
+      const float* qg = task.q + size_t(g) * d;
+      float c = 0.f;
+      for (int j = 0; j < d; ++j) c += qg[j] * sg.key_offset[j];
+      float* row = dst + size_t(g) * kDecodeStep;
+      for (size_t i = 0; i < hi - lo; ++i) row[i] += c;
+    }
 }
 
 // Values of positions [lo, hi) of segment sg, weighted by s[g·kDecodeStep + (lo − t)], into

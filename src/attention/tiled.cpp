@@ -32,6 +32,9 @@ void decode_segment(const Codec& cd, PlainLayout plain, const KvSegment& sg, int
     std::memcpy(x, sg.codes, sizeof(float) * m);
   else
     cd.decode_at(sg.codes, size_t(sg.n / cd.block_tokens()), sg.pos0, x);
+  if (sg.key_offset)  // the page's key-mean offset (KvCacheOptions::key_means_per_page)
+    for (int i = 0; i < sg.n; ++i)
+      for (int j = 0; j < d; ++j) x[size_t(i) * d + j] += sg.key_offset[j];
 }
 
 }  // namespace

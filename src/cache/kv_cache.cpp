@@ -31,6 +31,10 @@ struct KvCache::Part {
   std::vector<std::vector<uint16_t>> sink, pend;  // per head, f16 [tok][d]
   std::vector<std::vector<float>> mu;             // per head, key means (centring)
   bool mu_set = false;
+  // Per-page key offsets δ (key_means_per_page): per head, d floats per page index (pos / PT);
+  // page_delta[i]: 0 = not set yet, 1 = inherited (no bytes), 2 = stored (d f16 per head).
+  std::vector<std::vector<float>> delta;
+  std::vector<uint8_t> page_delta;
 };
 
 struct KvCache::Seq {
@@ -129,6 +133,36 @@ KvCache::KvCache(const KvShape& shape, const KvCacheOptions& opts) : shape_(shap
 
 KvCache::~KvCache() = default;
 
+const char* key_centring_name(KeyCentring c) {
+  switch (c) {
+    case KeyCentring::kTypeDefault:
+      return "default";
+    case KeyCentring::kOn:
+      return "on";
+    case KeyCentring::kOff:
+      return "off";
+  }
+  return "?";
+}
+
+bool KvCache::keys_centred(int layer) const {
+  switch (opts_.key_centring) {
+    case KeyCentring::kOn:
+      return true;
+    case KeyCentring::kOff:
+      return false;
+    case KeyCentring::kTypeDefault:
+      break;
+  }
+  return traits(layer, true).center_keys;
+}
+
+int KvCache::centred_layers() const {
+  int n = 0;
+  for (int l = 0; l < shape_.n_layer; ++l) n += keys_centred(l) ? 1 : 0;
+  return n;
+}
+
 std::string KvCache::type_name(int layer, bool is_key) const {
   const auto& ov = is_key ? opts_.layer_type_k : opts_.layer_type_v;
   if (auto it = ov.find(layer); it != ov.end()) return it->second;
@@ -183,6 +217,7 @@ int KvCache::new_seq() {
       p.sink.resize(shape_.n_kv_head);
       p.pend.resize(shape_.n_kv_head);
       p.mu.resize(shape_.n_kv_head);
+      p.delta.resize(shape_.n_kv_head);
     }
   return id;
 }
@@ -227,7 +262,7 @@ void KvCache::append_part(Seq& s, int layer, bool is_key, const float* x, int T)
   const int H = shape_.n_kv_head, d = shape_.head_dim, PT = opts_.page_tokens;
   Part& part = s.parts[size_t(layer) * 2 + (is_key ? 0 : 1)];
   const int n_old = part.n;
-  const bool center = is_key && opts_.center_keys;
+  const bool center = is_key && keys_centred(layer);
   const bool set_mu = center && !part.mu_set && T > 0;
   for (int h = 0; h < H; ++h) {
     Stream& st = stream(layer, h, is_key);
@@ -288,9 +323,35 @@ void KvCache::append_part(Seq& s, int layer, bool is_key, const float* x, int T)
       for (int pos = part.c; pos < c_new;) {
         const int page_end = (pos / PT + 1) * PT;
         const int run = std::min(c_new, page_end) - pos;  // a multiple of bt
+        float* rows = &buf[size_t(pos - part.c) * d];
+        if (center && opts_.key_means_per_page) {
+          // The page's offset δ, set by its first encode (pages are encoded in order; the same
+          // run for every head): the mean of that run's keys when it holds at least
+          // min(64, PT) of them, else the previous page's; rounded to f16 (as counted).
+          const size_t pi = size_t(pos / PT);
+          auto& dl = part.delta[h];
+          if (dl.size() < (pi + 1) * size_t(d)) {
+            const bool fresh = run >= std::min(64, PT);
+            dl.resize((pi + 1) * size_t(d), 0.f);
+            float* dp = &dl[pi * d];
+            if (fresh) {
+              std::vector<double> m(d, 0.0);
+              for (int i = 0; i < run; ++i)
+                for (int j = 0; j < d; ++j) m[j] += rows[size_t(i) * d + j];
+              for (int j = 0; j < d; ++j) dp[j] = f16_to_f32(f32_to_f16(float(m[j] / run)));
+            } else if (pi > 0) {
+              std::copy(dp - d, dp, dp);
+            }
+            if (part.page_delta.size() <= pi) part.page_delta.resize(pi + 1, 0);
+            part.page_delta[pi] = fresh ? 2 : 1;
+          }
+          const float* dp = &dl[pi * d];
+          for (int i = 0; i < run; ++i)
+            for (int j = 0; j < d; ++j) rows[size_t(i) * d + j] -= dp[j];
+        }
         uint8_t* dst = st.pool.data() + size_t(s.pages[pos / PT]) * st.page_bytes +
                        size_t((pos % PT) / st.bt) * st.bb;
-        st.codec->encode_at(&buf[size_t(pos - part.c) * d], size_t(run / st.bt), pos, dst);
+        st.codec->encode_at(rows, size_t(run / st.bt), pos, dst);
         pos += run;
       }
       pend.erase(pend.begin(), pend.begin() + size_t(m) * d);
@@ -319,7 +380,10 @@ void KvCache::segments(int seq, int layer, int head, bool is_key,
     const int run = std::min(c, (pos / PT + 1) * PT) - pos;
     const uint8_t* codes = st.pool.data() + size_t(s.pages[pos / PT]) * st.page_bytes +
                            size_t((pos % PT) / st.bt) * st.bb;
-    out.push_back({pos, run, codes, nullptr});
+    const float* off = nullptr;
+    if (is_key && size_t(pos / PT) < part.page_delta.size() && part.page_delta[pos / PT] != 0)
+      off = &part.delta[head][size_t(pos / PT) * shape_.head_dim];
+    out.push_back({pos, run, codes, nullptr, off});
     pos += run;
   }
   if (part.n > c) out.push_back({c, part.n - c, nullptr, part.pend[head].data()});
@@ -334,6 +398,9 @@ void KvCache::read(int seq, int layer, int head, bool is_key, float* x) const {
     float* dst = x + size_t(sg.pos0) * d;
     if (sg.codes) {
       cd.decode_at(sg.codes, size_t(sg.n / cd.block_tokens()), sg.pos0, dst);
+      if (sg.key_offset)
+        for (int i = 0; i < sg.n; ++i)
+          for (int j = 0; j < d; ++j) dst[size_t(i) * d + j] += sg.key_offset[j];
     } else {
       for (size_t i = 0; i < size_t(sg.n) * d; ++i) dst[i] = f16_to_f32(sg.f16[i]);
     }
@@ -353,6 +420,8 @@ size_t KvCache::bytes_of(bool is_key) const {
         total += size_t(coded / st.bt) * st.bb;
         total += (p.sink[h].size() + p.pend[h].size()) * sizeof(uint16_t);
         if (p.mu_set) total += size_t(d) * sizeof(float);
+        for (uint8_t pd : p.page_delta)
+          if (pd == 2) total += size_t(d) * sizeof(uint16_t);  // a page's f16 offset δ
       }
     }
   }

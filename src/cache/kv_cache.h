@@ -27,6 +27,16 @@ struct CodebookFile;
 
 namespace tq {
 
+// Whether keys are mean-centred (DESIGN.md §3.1): a per-channel key mean μ, taken from the first
+// append of each (sequence, layer, KV head), is subtracted before encoding and stored in f32
+// (counted in kv_bytes()). Softmax ignores the constant q·μ it takes from every score.
+//   kTypeDefault  per layer, as the key type's TypeTraits::center_keys says (on for the
+//                 project's own types turbo*, polar, polar-vq:*; off for every baseline)
+//   kOn           every layer, whatever the type (`--center-keys`; baselines included)
+//   kOff          no layer (`--no-center-keys`, for ablations)
+enum class KeyCentring { kTypeDefault, kOn, kOff };
+const char* key_centring_name(KeyCentring c);  // "default", "on", "off"
+
 struct KvCacheOptions {
   std::string type_k = "f16";
   std::string type_v = "f16";
@@ -37,7 +47,13 @@ struct KvCacheOptions {
   std::string boundary_type_k = "f16", boundary_type_v = "f16";
   int residual_window = 0;  // R: the newest R tokens stay f16
   int sink_tokens = 0;      // S: the first S tokens stay f16
-  bool center_keys = false;  // subtract a per-channel key mean (from the first append) first
+  KeyCentring key_centring = KeyCentring::kTypeDefault;
+  // With centred keys, each page also gets its own offset δ from the first mean (its keys'
+  // mean, f16, when at least 64 of them are encoded at once, else the previous page's): keys
+  // are stored as k − μ − δ and attention adds q·δ back per page, so the per-page shift is
+  // exact. It tracks key offsets that drift with position (RoPE turns a constant k_proj bias
+  // into a slowly rotating one in the low-frequency pairs). false: the first mean only.
+  bool key_means_per_page = true;
   uint64_t seed = 0x5451'0001;
   int page_tokens = 256;
   int max_tokens = 4096;   // pool capacity over all sequences (rounded up to pages)
@@ -77,6 +93,9 @@ struct KvSegment {
   int pos0 = 0, n = 0;
   const uint8_t* codes = nullptr;  // n / block_tokens encoded blocks, or
   const uint16_t* f16 = nullptr;   // n × head_dim f16 values
+  // Keys only, or null: head_dim floats added to every decoded key of the run (its page's mean
+  // offset δ, KvCacheOptions::key_means_per_page); scores gain q·δ.
+  const float* key_offset = nullptr;
 };
 
 class KvCache {
@@ -121,6 +140,10 @@ class KvCache {
   const TypeTraits& traits(int layer, bool is_key) const {
     return type_traits(type_name(layer, is_key));
   }
+  // Whether the keys of a layer are mean-centred (key_centring resolved against the layer's
+  // key type), and how many layers are.
+  bool keys_centred(int layer) const;
+  int centred_layers() const;
 
  private:
   struct Stream;  // one (layer, head, K|V): codec + page pool

@@ -74,5 +74,6 @@ void register_ggml_codecs();      // ggml_codecs.cpp: q8_0 q4_0 q4_1 q5_0 q5_1 i
 void register_baseline_codecs();  // baseline_codecs.cpp: fp8_e4m3 int4-g64 kivi2 kivi4
 void register_vllm_codecs();      // vllm_tq.cpp: vllm-k8 vllm-k4nc vllm-k3nc vllm-v4 vllm-v3
 void register_kvquant_codecs();   // kvquant.cpp: kvquant3 kvquant4
+void register_kvarn_codecs();     // kvarn.cpp: kvarn4 kvarn2
 
 }  // namespace tq

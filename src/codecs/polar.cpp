@@ -237,6 +237,7 @@ const cpu::PolarTables& polar_tables() {
 TypeTraits polar_traits() {
   TypeTraits t;
   t.simd_attention = true;
+  t.center_keys = true;  // the project's own keys: mean-centred by default
   return t;
 }
 

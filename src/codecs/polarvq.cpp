@@ -461,6 +461,7 @@ void register_polarvq_codecs() {
     tr.needs_calibration = p.vq_size > 0;
     tr.calibration_preset = name;
     tr.calibration_label = "polar-vq:" + name;
+    tr.center_keys = true;  // the project's own keys: mean-centred by default
     register_codec({"polar-vq:" + name, desc,
                     [p](std::string_view, int d, const CodecOptions& o) -> std::unique_ptr<Codec> {
                       return std::make_unique<PolarVqCodec>(p, d, o);
@@ -475,6 +476,7 @@ void register_polarvq_codecs() {
   custom.params_from_codebooks = true;
   custom.calibration_preset = "custom";
   custom.calibration_label = "polar-vq:custom";
+  custom.center_keys = true;
   register_codec({"polar-vq:custom", "polar-vq with the parameters of a codebook file",
                   [](std::string_view t, int, const CodecOptions&) -> std::unique_ptr<Codec> {
                     throw Error("cache type '" + std::string(t) +

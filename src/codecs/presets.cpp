@@ -15,6 +15,9 @@
 // TurboQuantConfig.get_boundary_skip_layers(n = 2) to kv_cache_dtype_skip_layers for every
 // turboquant_* cache dtype on dense models: the first and last min(2, n_layers/2) layers keep
 // the unquantized model-dtype cache ("auto"). Our reference cache is f16, so those layers use f16.
+//
+// `kvarn` is KVarN's vLLM preset kvarn_k4v2_g128 (github.com/huawei-csl/KVarN, read 2026-12;
+// codecs/kvarn.h), under the name the issue gives the row.
 #include "codecs/presets.h"
 
 #include <algorithm>
@@ -32,6 +35,11 @@ const std::vector<PresetInfo>& presets() {
        "vLLM TurboQuant: 3-bit Lloyd-Max keys (norm corr.) + 4-bit values; first/last 2 f16"},
       {"turboquant_3bit_nc", "vllm-k3nc", "vllm-v3", 2, "f16",
        "vLLM TurboQuant: 3-bit Lloyd-Max keys (norm corr.) + 3-bit values; first/last 2 f16"},
+      // KVarN's shipped preset kvarn_k4v2_g128 (codecs/kvarn.h): no boundary layers (its
+      // KVarNConfig.boundary_skip_layers = 0); the first 128 tokens f16 come from the types'
+      // default sinks.
+      {"kvarn", "kvarn4", "kvarn2", 0, "f16",
+       "KVarN kvarn_k4v2_g128: 4-bit keys + 2-bit values, 128-token tiles, first 128 tokens f16"},
   };
   return p;
 }

@@ -36,6 +36,7 @@ void ensure_initialised() {
   register_baseline_codecs();
   register_vllm_codecs();
   register_kvquant_codecs();
+  register_kvarn_codecs();
 }
 
 const CodecRegistration* find(std::string_view name) {

@@ -399,6 +399,7 @@ void register_turbo_codecs() {
     t.simd_attention = true;
     t.gpu = gpu;
     t.outliers_from_prefill = split;  // the split types take their outlier set from prefill
+    t.center_keys = true;             // the project's own keys: mean-centred by default
     return t;
   };
   auto mse_gpu = [](int b) {

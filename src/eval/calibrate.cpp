@@ -369,11 +369,17 @@ std::vector<HeadSamples> collect_kv_samples(const LlamaModel& model,
   co.on_append = [&](int layer, const float* k, const float* v, int T) {
     // A window goes through in one prefill (T = ctx), so row t is position t.
     TQ_ASSERT(T == ctx);
+    std::vector<float> mu(size_t(H) * d, 0.f);  // the window's key means (the cache's μ)
+    if (opt.center_keys) {
+      for (int t = 0; t < T; ++t)
+        for (size_t i = 0; i < mu.size(); ++i) mu[i] += k[size_t(t) * H * d + i];
+      for (auto& m : mu) m /= float(T);
+    }
     for (size_t t : keep)
       for (int h = 0; h < H; ++h) {
         HeadSamples& hs = heads[size_t(layer) * H + h];
         const size_t off = (t * H + h) * d;
-        hs.keys.insert(hs.keys.end(), k + off, k + off + d);
+        for (int j = 0; j < d; ++j) hs.keys.push_back(k[off + j] - mu[size_t(h) * d + j]);
         hs.values.insert(hs.values.end(), v + off, v + off + d);
         hs.pos.push_back(int32_t(t));
       }

@@ -76,6 +76,10 @@ struct SampleOptions {
   int n_seq = 128, ctx = 512;
   uint64_t seed = 1;
   size_t max_per_head = 32768;
+  // Subtract each window's per-(layer, head) key mean before keeping the keys, as the cache does
+  // for types whose keys are centred by default (polar-vq: TypeTraits::center_keys), so that
+  // codebooks are learned on the keys the codec will see.
+  bool center_keys = false;
   std::function<void(size_t, size_t)> progress;  // (windows done, total)
 };
 std::vector<HeadSamples> collect_kv_samples(const LlamaModel& model,

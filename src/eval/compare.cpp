@@ -15,6 +15,7 @@
 #include "codecs/polarvq_file.h"
 #include "codecs/presets.h"
 #include "eval/perplexity.h"
+#include "eval/plan.h"
 #include "tq/codec.h"
 #include "tq/error.h"
 
@@ -55,6 +56,8 @@ std::string fmt_label(const CompareRow& r) {
   if (r.residual > 0) add("R=" + std::to_string(r.residual));
   if (r.sinks > 0) add("S=" + std::to_string(r.sinks));
   if (r.preset.empty() && r.boundary_layers > 0) add("B=" + std::to_string(r.boundary_layers));
+  if (r.key_centring == "on") add("C=1");  // centring forced, not the types' default
+  if (r.key_centring == "off") add("C=0");
   if (!extra.empty()) s += " (" + extra + ")";
   return s;
 }
@@ -78,8 +81,15 @@ struct TempDir {
 
 bool CompareEntry::is_f16() const {
   return type_traits(ctk).reference && type_traits(ctv).reference && preset.empty() && !residual &&
-         !sinks;
+         !sinks && !center.value_or(false) && plan_file.empty();
 }
+
+bool is_reference_entry(const CompareEntry& e, const CompareOptions& opts) {
+  return e.is_f16() && opts.cache.layer_type_k.empty() && opts.cache.layer_type_v.empty() &&
+         opts.cache.boundary_layers == 0 && opts.cache.key_centring != KeyCentring::kOn;
+}
+
+std::string row_label(const CompareRow& r) { return fmt_label(r); }
 
 std::vector<CompareEntry> parse_type_list(const std::string& list) {
   std::vector<CompareEntry> out;
@@ -90,10 +100,19 @@ std::vector<CompareEntry> parse_type_list(const std::string& list) {
     const size_t comma = std::min(list.find(',', start), list.size());
     const std::string raw = trim(list.substr(start, comma - start));
     start = comma + 1;
-    if (raw.empty())
-      throw Error("compare: empty entry in the type list '" + list + "'");
+    if (raw.empty()) throw Error("compare: empty entry in the type list '" + list + "'");
     CompareEntry e;
     e.spec = raw;
+    if (raw.rfind("plan:", 0) == 0) {
+      e.plan_file = trim(raw.substr(5));
+      if (e.plan_file.empty())
+        throw Error("compare: missing file in '" + raw + "' (expected plan:FILE)");
+      e.plan = std::make_shared<const Plan>(read_plan(e.plan_file));
+      e.ctk = e.ctv = "f16";
+      out.push_back(e);
+      if (comma == list.size()) break;
+      continue;
+    }
     // Per-row options after '@'.
     std::string body = raw;
     const auto at = raw.find('@');
@@ -108,9 +127,11 @@ std::vector<CompareEntry> parse_type_list(const std::string& list) {
           e.residual = parse_count(opt.substr(2), raw);
         else if (opt.size() > 2 && (opt[0] == 'S' || opt[0] == 's') && opt[1] == '=')
           e.sinks = parse_count(opt.substr(2), raw);
+        else if (opt == "C=0" || opt == "c=0" || opt == "C=1" || opt == "c=1")
+          e.center = opt[2] == '1';
         else
           throw Error("compare: bad row option '@" + opt + "' in '" + raw +
-                      "' (expected @R=N or @S=N)");
+                      "' (expected @R=N, @S=N, @C=0 or @C=1)");
         p = next;
       }
     }
@@ -144,6 +165,11 @@ std::vector<CompareEntry> parse_type_list(const std::string& list) {
 }
 
 KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& opts) {
+  if (e.plan) {
+    KvCacheOptions c = plan_cache_options(*e.plan, opts.cache);
+    c.codebooks = nullptr;
+    return c;
+  }
   KvCacheOptions c = opts.cache;
   c.type_k = e.ctk;
   c.type_v = e.ctv;
@@ -152,6 +178,7 @@ KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& op
     c.boundary_type_k = c.boundary_type_v = e.boundary_type;
   }
   const TypeTraits &tk = type_traits(e.ctk), &tv = type_traits(e.ctv);
+  if (e.center) c.key_centring = *e.center ? KeyCentring::kOn : KeyCentring::kOff;
   if (e.residual)
     c.residual_window = *e.residual;
   else if (!opts.residual_given && std::max(tk.default_window, tv.default_window) > 0)
@@ -183,8 +210,8 @@ KvCacheOptions row_cache_options(const CompareEntry& e, const CompareOptions& op
   return c;
 }
 
-CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& tokens,
-                          bool add_bos, int32_t bos, const std::vector<CompareEntry>& entries,
+CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& tokens, bool add_bos,
+                          int32_t bos, const std::vector<CompareEntry>& entries,
                           const CompareOptions& opts) {
   const LlamaHparams& hp = model.hparams();
   // Every row's options are checked before any work.
@@ -237,12 +264,10 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
       model.logits(&hidden[size_t(opts.n_ctx - 1) * hp.n_embd], 1, logits.data());
       const auto t0 = std::chrono::steady_clock::now();
       for (int i = 0; i < n_decode; ++i) {
-        const int32_t id =
-            int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        const int32_t id = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
         model.forward(kv, seq, &id, 1, nullptr, &logits, AttnPath::kAuto);
       }
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-                           .count();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       row.decode_tps = double(n_decode) / s;
     };
     const std::string label = row.label;
@@ -260,6 +285,9 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
     row.bpv_k = r.bpv_k;
     row.bpv_v = r.bpv_v;
     row.kv_bytes = r.kv_bytes;
+    row.key_centring = key_centring_name(cache.key_centring);
+    row.centred_layers = r.centred_layers;
+    row.key_means = cache.key_means_per_page ? "page" : "first";
     row.bpv = 8.0 * double(r.kv_bytes) /
               (2.0 * hp.n_layer * hp.n_kv_head * hp.head_dim * double(opts.n_ctx));
     row.kv_mib_8192 = double(r.kv_bytes) / opts.n_ctx * 8192.0 / (1024.0 * 1024.0);
@@ -284,9 +312,7 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
   res.rows.push_back(ref);
 
   for (const auto& e : entries) {
-    if (e.is_f16() && opts.cache.layer_type_k.empty() && opts.cache.layer_type_v.empty() &&
-        opts.cache.boundary_layers == 0 && !opts.cache.center_keys)
-      continue;  // the reference row is this row
+    if (is_reference_entry(e, opts)) continue;  // the reference row is this row
     CompareRow row;
     const KvCacheOptions c = row_cache_options(e, opts);
     row.ctk = e.ctk;
@@ -295,7 +321,12 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
     row.boundary_layers = c.boundary_layers;
     row.residual = c.residual_window;
     row.sinks = c.sink_tokens;
+    row.key_centring = key_centring_name(c.key_centring);
     row.label = fmt_label(row);
+    if (e.plan) {
+      row.ctk = row.ctv = "(plan)";
+      row.label = "plan:" + e.plan_file;
+    }
     run_row(c, row);
     row.dppl_pct = 100.0 * (row.ppl / ref.ppl - 1.0);
     row.compression = double(ref.kv_bytes) / double(row.kv_bytes);
@@ -323,8 +354,9 @@ std::vector<size_t> pareto_frontier(const std::vector<CompareRow>& rows) {
 
 void require_gnuplot() {
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0)
-    throw Error("--plot needs gnuplot, which was not found on PATH (Debian: apt-get install "
-                "gnuplot-nox, or run scripts/setup.sh)");
+    throw Error(
+        "--plot needs gnuplot, which was not found on PATH (Debian: apt-get install "
+        "gnuplot-nox, or run scripts/setup.sh)");
 }
 
 void plot_compare(const CompareResult& r, const std::string& png, const std::string& title) {

@@ -187,6 +187,7 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
       res.kv_bytes = cache.kv_bytes();
       res.bpv_k = cache.bpv_k();
       res.bpv_v = cache.bpv_v();
+      res.centred_layers = cache.centred_layers();
       if (opts.after_first_chunk) opts.after_first_chunk(cache, seq, hidden);
     }
     cache.free_seq(seq);

@@ -45,7 +45,8 @@ struct PerplexityResult {
   bool wrote_base = false;
   double kld_mean = 0, kld_p99 = 0, top1 = 0;
   double bpv_k = 0, bpv_v = 0;
-  size_t kv_bytes = 0;  // stored bytes of one full chunk's cache
+  size_t kv_bytes = 0;     // stored bytes of one full chunk's cache (key means included)
+  int centred_layers = 0;  // layers whose keys were mean-centred (KvCache::centred_layers)
   int chunks = 0, n_ctx = 0;
   long tokens = 0;  // scored positions
   double prefill_tps = 0;  // tokens through the model per second of forward time

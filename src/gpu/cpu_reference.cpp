@@ -21,6 +21,8 @@ CpuReference::CpuReference(const LlamaHparams& hp, HostWeights w, const std::str
   o.type_k = o.type_v = cache_type;
   o.max_tokens = max_tokens;
   o.max_seqs = max_seqs;
+  // The GPU formats store no key mean (docs/safe-keys.md): the reference matches them.
+  o.key_centring = KeyCentring::kOff;
   cache_ = std::make_unique<KvCache>(shape, o);
 }
 

@@ -214,17 +214,55 @@ void LlamaModel::forward(KvCache& cache, int seq, const int32_t* tokens, int n,
   }
 }
 
+void LlamaModel::forward_span(KvCache& cache, int seq, const int32_t* tokens, const float* x_in,
+                              int first_layer, int n, std::vector<float>* hidden_out,
+                              std::vector<std::vector<float>>* taps) const {
+  if (first_layer < 0 || first_layer >= hp_.n_layer)
+    throw Error("forward_from: layer " + std::to_string(first_layer) + " outside [0, " +
+                std::to_string(hp_.n_layer) + ")");
+  if (hidden_out) hidden_out->clear();
+  if (taps) taps->assign(size_t(hp_.n_layer), {});
+  std::vector<float> h;
+  std::vector<std::vector<float>> t;
+  for (int t0 = 0; t0 < n; t0 += max_batch()) {
+    const int m = std::min(max_batch(), n - t0);
+    forward_chunk(cache, seq, tokens ? tokens + t0 : nullptr, m, hidden_out ? &h : nullptr,
+                  nullptr, AttnPath::kAuto, first_layer,
+                  x_in ? x_in + size_t(t0) * hp_.n_embd : nullptr, taps ? &t : nullptr);
+    if (hidden_out) hidden_out->insert(hidden_out->end(), h.begin(), h.end());
+    if (taps)
+      for (int l = first_layer; l < hp_.n_layer; ++l)
+        (*taps)[size_t(l)].insert((*taps)[size_t(l)].end(), t[size_t(l)].begin(),
+                                  t[size_t(l)].end());
+  }
+}
+
+void LlamaModel::forward_from(KvCache& cache, int seq, int first_layer, const float* x_in, int n,
+                              std::vector<float>* hidden_out,
+                              std::vector<std::vector<float>>* taps) const {
+  if (n <= 0) return;
+  forward_span(cache, seq, nullptr, x_in, first_layer, n, hidden_out, taps);
+}
+
+void LlamaModel::forward_taps(KvCache& cache, int seq, const int32_t* tokens, int n,
+                              std::vector<float>* hidden_out,
+                              std::vector<std::vector<float>>* taps) const {
+  if (n <= 0) return;
+  forward_span(cache, seq, tokens, nullptr, 0, n, hidden_out, taps);
+}
+
 void LlamaModel::forward_chunk(KvCache& cache, int seq, const int32_t* tokens, int n,
                                std::vector<float>* hidden_out, std::vector<float>* logits_last,
-                               AttnPath path) const {
+                               AttnPath path, int first_layer, const float* x_in,
+                               std::vector<std::vector<float>>* taps) const {
   const int E = hp_.n_embd, D = hp_.head_dim, NH = hp_.n_head, NKV = hp_.n_kv_head;
   const int Hq = NH * D, Hk = NKV * D, F = hp_.n_ff;
-  const int pos0 = cache.seq_len(seq, 0);
+  const int pos0 = cache.seq_len(seq, first_layer);
   if (pos0 + n > hp_.n_ctx_train)
     throw Error("context of " + std::to_string(pos0 + n) + " tokens exceeds the model's " +
                 "context length " + std::to_string(hp_.n_ctx_train));
   cache.reserve(seq, pos0 + n);
-  for (int t = 0; t < n; ++t)
+  for (int t = 0; tokens && t < n; ++t)
     if (tokens[t] < 0 || tokens[t] >= hp_.n_vocab)
       throw Error("token id " + std::to_string(tokens[t]) + " out of range [0, " +
                   std::to_string(hp_.n_vocab) + ")");
@@ -232,7 +270,8 @@ void LlamaModel::forward_chunk(KvCache& cache, int seq, const int32_t* tokens, i
   std::vector<float> x(size_t(n) * E), xn(size_t(n) * E);
   std::vector<float> q(size_t(n) * Hq), k(size_t(n) * Hk), v(size_t(n) * Hk), att(size_t(n) * Hq);
   std::vector<float> g(size_t(n) * F), u(size_t(n) * F);
-  for (int t = 0; t < n; ++t) {
+  if (!tokens) std::copy(x_in, x_in + size_t(n) * E, x.begin());
+  for (int t = 0; tokens && t < n; ++t) {
     float* xt = &x[size_t(t) * E];
     qmatrix_row(tok_embd_, tokens[t], xt);
     if (hp_.embd_scale != 1.f)
@@ -278,8 +317,10 @@ void LlamaModel::forward_chunk(KvCache& cache, int seq, const int32_t* tokens, i
   const float scale = hp_.attn_scale > 0 ? hp_.attn_scale : 1.f / std::sqrt(float(D));
   std::vector<float> tmp(hp_.post_norms ? size_t(n) * E : 0);
 
-  for (int l = 0; l < hp_.n_layer; ++l) {
+  if (taps) taps->assign(size_t(hp_.n_layer), {});
+  for (int l = first_layer; l < hp_.n_layer; ++l) {
     const Layer& L = layers_[l];
+    if (taps) (*taps)[size_t(l)] = x;
     rms_norm(x.data(), n, E, L.attn_norm, hp_.rms_eps, xn.data());
     linear(xn.data(), n, L.wq, E, Hq, q.data());
     linear(xn.data(), n, L.wk, E, Hk, k.data());

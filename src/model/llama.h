@@ -74,6 +74,19 @@ class LlamaModel {
   // logits (n × n_vocab) of n final-norm hidden states.
   void logits(const float* hidden, int n, float* out) const;
 
+  // Runs only layers [first_layer, n_layer) of n tokens whose residual stream entering
+  // first_layer is x_in (n × n_embd), at positions [cache.seq_len(seq, first_layer), +n); the
+  // layers below are neither run nor stored. For measurements where those layers are the same as
+  // in an earlier run (`tq plan` quantizes one layer at a time, DESIGN.md §11). hidden_out:
+  // n × n_embd final-norm states. taps (optional, also with first_layer = 0 and tokens): the
+  // residual stream entering every layer l ≥ first_layer, (*taps)[l] = n × n_embd.
+  void forward_from(KvCache& cache, int seq, int first_layer, const float* x_in, int n,
+                    std::vector<float>* hidden_out,
+                    std::vector<std::vector<float>>* taps = nullptr) const;
+  // forward() that also records the residual stream entering every layer (see forward_from).
+  void forward_taps(KvCache& cache, int seq, const int32_t* tokens, int n,
+                    std::vector<float>* hidden_out, std::vector<std::vector<float>>* taps) const;
+
   // Tokens per forward chunk.
   static int max_batch() { return 512; }
   // Bytes of the weights the forward pass reads (the mapped tensors it multiplies with, the
@@ -83,9 +96,14 @@ class LlamaModel {
 
  private:
   LlamaModel() = default;
+  // tokens (embedded here) or x_in (the residual stream entering first_layer).
   void forward_chunk(KvCache& cache, int seq, const int32_t* tokens, int n,
                      std::vector<float>* hidden_out, std::vector<float>* logits_last,
-                     AttnPath path) const;
+                     AttnPath path, int first_layer = 0, const float* x_in = nullptr,
+                     std::vector<std::vector<float>>* taps = nullptr) const;
+  void forward_span(KvCache& cache, int seq, const int32_t* tokens, const float* x_in,
+                    int first_layer, int n, std::vector<float>* hidden_out,
+                    std::vector<std::vector<float>>* taps) const;
   struct Layer;
   LlamaHparams hp_;
   QMatrix tok_embd_, output_;  // output_ == tok_embd_ when tied

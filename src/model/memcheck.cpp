@@ -54,7 +54,8 @@ size_t kv_cache_bytes(const KvShape& shape, const KvCacheOptions& co) {
   const size_t pages = size_t((std::max(1, co.max_tokens) + co.page_tokens - 1) / co.page_tokens);
   size_t bytes = probe.reserved_bytes() * pages;
   // The f16 tokens kept beside the pages, per sequence: sinks, the residual window and an
-  // incomplete codec block, for every (layer, head, K|V).
+  // incomplete codec block, for every (layer, head, K|V); the f32 key means where keys are
+  // centred.
   size_t f16 = 0;
   for (int l = 0; l < shape.n_layer; ++l)
     for (int h = 0; h < shape.n_kv_head; ++h)
@@ -62,6 +63,9 @@ size_t kv_cache_bytes(const KvShape& shape, const KvCacheOptions& co) {
         const size_t toks = size_t(std::max(0, co.sink_tokens) + std::max(0, co.residual_window) +
                                    probe.codec(l, h, key).block_tokens());
         f16 += toks * size_t(shape.head_dim) * 2;
+        if (key && probe.keys_centred(l))  // μ (f32) and, at most, one f16 offset δ per page
+          f16 += size_t(shape.head_dim) * (sizeof(float) +
+                                           (co.key_means_per_page ? pages * sizeof(uint16_t) : 0));
       }
   bytes += f16 * size_t(std::max(1, co.max_seqs));
   return bytes;

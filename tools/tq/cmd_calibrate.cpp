@@ -151,6 +151,16 @@ void setup(CLI::App& app) {
     so.ctx = o.ctx;
     so.seed = o.seed;
     so.max_per_head = o.max_per_head;
+    // polar-vq keys are centred by default in the cache: learn on centred keys; kvquant (a
+    // baseline, pre-RoPE keys) keeps the raw ones. One sample set serves all presets, so a
+    // mixed list is refused.
+    const auto centred = [](const tq::PolarVqParams& p) { return p.preset != tq::kKvqPreset; };
+    so.center_keys = centred(presets[0]);
+    for (const auto& p : presets)
+      if (centred(p) != so.center_keys)
+        throw tq::Error(
+            "--preset: kvquant and polar-vq presets need different key samples "
+            "(polar-vq keys are mean-centred); calibrate them in two runs");
     tq::Progress bar_s("sampling", size_t(o.samples));
     so.progress = [&](size_t d, size_t n) { bar_s.update(d, std::to_string(n) + " sequences"); };
     const auto ts = clk::now();

@@ -9,31 +9,47 @@
 #include "codecs/kvquant.h"
 #include "command.h"
 #include "core/progress.h"
+#include "eval/calibrate.h"
 #include "eval/compare.h"
 #include "eval/perplexity.h"
+#include "eval/plan.h"
 #include "model/gguf.h"
 #include "model/llama.h"
 #include "model/paths.h"
 #include "model/tokenizer.h"
-#include "eval/calibrate.h"
 #include "numeric_options.h"
 #include "runtime_flags.h"
 
 namespace {
 
 nlohmann::json row_json(const tq::CompareRow& r, bool on_frontier) {
-  return {{"label", r.label},          {"ctk", r.ctk},
-          {"ctv", r.ctv},              {"preset", r.preset},
-          {"reference", r.reference},  {"boundary_layers", r.boundary_layers},
-          {"residual", r.residual},    {"sinks", r.sinks},
-          {"bpv", r.bpv},              {"bpv_k", r.bpv_k},
-          {"bpv_v", r.bpv_v},          {"compression", r.compression},
-          {"kv_bytes", r.kv_bytes},    {"kv_mib_8192", r.kv_mib_8192},
-          {"ppl", r.ppl},              {"ppl_stderr", r.ppl_stderr},
-          {"dppl_pct", r.dppl_pct},    {"kld_mean", r.kld_mean},
-          {"kld_p99", r.kld_p99},      {"top1", r.top1},
-          {"decode_tps", r.decode_tps}, {"prefill_tps", r.prefill_tps},
-          {"seconds", r.seconds},      {"pareto", on_frontier}};
+  return {{"label", r.label},
+          {"ctk", r.ctk},
+          {"ctv", r.ctv},
+          {"preset", r.preset},
+          {"reference", r.reference},
+          {"boundary_layers", r.boundary_layers},
+          {"residual", r.residual},
+          {"sinks", r.sinks},
+          {"bpv", r.bpv},
+          {"bpv_k", r.bpv_k},
+          {"bpv_v", r.bpv_v},
+          {"compression", r.compression},
+          {"kv_bytes", r.kv_bytes},
+          {"kv_mib_8192", r.kv_mib_8192},
+          {"ppl", r.ppl},
+          {"ppl_stderr", r.ppl_stderr},
+          {"dppl_pct", r.dppl_pct},
+          {"kld_mean", r.kld_mean},
+          {"kld_p99", r.kld_p99},
+          {"top1", r.top1},
+          {"decode_tps", r.decode_tps},
+          {"prefill_tps", r.prefill_tps},
+          {"seconds", r.seconds},
+          {"pareto", on_frontier},
+          {"key_centring", r.key_centring},
+          {"centred_layers", r.centred_layers},
+          {"key_means", r.key_means}};
 }
 
 // Reads the rows of a --csv file (quoted strings, no quotes inside them).
@@ -45,9 +61,12 @@ tq::CompareResult read_csv(const std::string& path) {
     std::string cur;
     bool quoted = false;
     for (char ch : line) {
-      if (ch == '"') quoted = !quoted;
-      else if (ch == ',' && !quoted) f.push_back(cur), cur.clear();
-      else cur += ch;
+      if (ch == '"')
+        quoted = !quoted;
+      else if (ch == ',' && !quoted)
+        f.push_back(cur), cur.clear();
+      else
+        cur += ch;
     }
     f.push_back(cur);
     return f;
@@ -100,6 +119,9 @@ tq::CompareResult read_csv(const std::string& path) {
     x.residual = int(num("residual"));
     x.sinks = int(num("sinks"));
     x.boundary_layers = int(num("boundary_layers"));
+    if (col("key_centring") >= 0) x.key_centring = str("key_centring");
+    x.centred_layers = int(num("centred_layers"));
+    if (col("key_means") >= 0) x.key_means = str("key_means");
     if (col("tokens_scored") >= 0) r.tokens_scored = long(num("tokens_scored"));
     if (col("ctx") >= 0) r.n_ctx = int(num("ctx"));
     r.rows.push_back(x);
@@ -125,11 +147,13 @@ void report(const tq::CompareResult& r, const std::string& mpath, const std::str
   if (!csv.empty()) {
     std::ofstream c(csv);
     if (!c) throw tq::Error("cannot write CSV file '" + csv + "'");
-    const char* keys[] = {"label",   "ctk",      "ctv",      "bpv",       "compression",
-                          "kv_bytes", "kv_mib_8192", "ppl",  "dppl_pct",  "kld_mean",
-                          "kld_p99", "top1",     "decode_tps", "residual", "sinks",
-                          "boundary_layers", "pareto", "ctx", "tokens_scored", "bpv_k",
-                          "bpv_v", "ppl_stderr", "preset", "reference"};
+    const char* keys[] = {
+        "label",           "ctk",         "ctv",        "bpv",           "compression",
+        "kv_bytes",        "kv_mib_8192", "ppl",        "dppl_pct",      "kld_mean",
+        "kld_p99",         "top1",        "decode_tps", "residual",      "sinks",
+        "boundary_layers", "pareto",      "ctx",        "tokens_scored", "bpv_k",
+        "bpv_v",           "ppl_stderr",  "preset",     "reference",     "key_centring",
+        "centred_layers",  "key_means"};
     for (size_t k = 0; k < std::size(keys); ++k) c << (k ? "," : "") << keys[k];
     c << "\n";
     for (const auto& j : rows) {
@@ -166,26 +190,32 @@ void report(const tq::CompareResult& r, const std::string& mpath, const std::str
   if (tpath.empty())
     std::printf("tq compare: rows read from %s, -c %d\n", mpath.c_str(), r.n_ctx);
   else
-    std::printf("tq compare: %s, %s, -c %d, %d chunk(s): %ld tokens run per row, %ld scored; "
-              "decode: %d greedy tokens after the first chunk\n",
-              mpath.c_str(), tpath.c_str(), r.n_ctx, r.chunks, r.tokens_run, r.tokens_scored,
-              r.decode_tokens);
-  std::printf("%-26s %-10s %-10s %6s %6s %8s %9s %8s %9s %8s %8s %6s %8s\n", "cache", "K",
-              "V", "bpv", "x f16", "MiB@8k", "PPL", "dPPL%", "KLD mean", "KLD p99", "top-1",
+    std::printf(
+        "tq compare: %s, %s, -c %d, %d chunk(s): %ld tokens run per row, %ld scored; "
+        "decode: %d greedy tokens after the first chunk\n",
+        mpath.c_str(), tpath.c_str(), r.n_ctx, r.chunks, r.tokens_run, r.tokens_scored,
+        r.decode_tokens);
+  std::printf("%-26s %-10s %-10s %5s %6s %6s %8s %9s %8s %9s %8s %8s %6s %8s\n", "cache", "K", "V",
+              "ctr", "bpv", "x f16", "MiB@8k", "PPL", "dPPL%", "KLD mean", "KLD p99", "top-1",
               "front", "dec t/s");
   for (size_t i = 0; i < r.rows.size(); ++i) {
     const auto& x = r.rows[i];
-    std::printf("%-26s %-10s %-10s %6.3f %6.2f %8.2f %9.4f %+8.2f %9.5f %8.4f %7.2f%% %6s "
-                "%8.1f\n",
-                x.label.c_str(), x.ctk.c_str(), x.ctv.c_str(), x.bpv, x.compression,
-                x.kv_mib_8192, x.ppl, x.dppl_pct, x.kld_mean, x.kld_p99, 100 * x.top1,
-                on_front(i) ? "*" : "", x.decode_tps);
+    std::printf(
+        "%-26s %-10s %-10s %5d %6.3f %6.2f %8.2f %9.4f %+8.2f %9.5f %8.4f %7.2f%% %6s "
+        "%8.1f\n",
+        x.label.c_str(), x.ctk.c_str(), x.ctv.c_str(), x.centred_layers, x.bpv, x.compression,
+        x.kv_mib_8192, x.ppl, x.dppl_pct, x.kld_mean, x.kld_p99, 100 * x.top1,
+        on_front(i) ? "*" : "", x.decode_tps);
   }
-  std::printf("bpv: all-in bits per stored value from the cache's measured bytes at -c %d "
-              "(codes, scales, f16 windows/sinks/boundary layers); MiB@8k = bytes per token "
-              "x 8192; front: on the Pareto frontier of (bpv, KLD mean); (R=N) newest N "
-              "tokens f16 (KIVI default 128), (S=N) first N tokens f16 (kvquant default 1).\n",
-              r.n_ctx);
+  std::printf(
+      "bpv: all-in bits per stored value from the cache's measured bytes at -c %d "
+      "(codes, scales, f16 windows/sinks/boundary layers); MiB@8k = bytes per token "
+      "x 8192; front: on the Pareto frontier of (bpv, KLD mean); (R=N) newest N "
+      "tokens f16 (KIVI default 128), (S=N) first N tokens f16 (kvquant default 1, KVarN "
+      "128); ctr: layers whose keys were mean-centred (turbo*/polar/polar-vq by default, "
+      "baselines not; (C=1)/(C=0) forced by flag or @C=), their f32 means counted in "
+      "bpv.\n",
+      r.n_ctx);
   if (!plot.empty()) std::printf("plot: %s\n", plot.c_str());
 }
 
@@ -210,11 +240,16 @@ void setup(CLI::App& app) {
                           "Number of chunks (default -1: all the text holds)");
   cmd->add_option("--types", o.types,
                   "Comma-separated rows: T (K = V = T), K/V (e.g. q8_0/turbo3), a vLLM preset "
-                  "(e.g. turboquant_k3v4_nc: its K/V types and f16 boundary layers); suffix "
-                  "@R=N / @S=N sets this row's f16 residual window / sinks. kivi2/kivi4 rows "
+                  "(e.g. turboquant_k3v4_nc: its K/V types and f16 boundary layers) or `kvarn` "
+                  "(KVarN's kvarn_k4v2_g128: K kvarn4, V kvarn2), plan:FILE (a plan from "
+                  "`tq plan`: its per-layer types and options); suffix "
+                  "@R=N / @S=N sets this row's f16 residual window / sinks, @C=1 / @C=0 centres "
+                  "this row's keys in every / no layer (default: turbo*, polar and polar-vq "
+                  "centred, baselines as their authors ship them). kivi2/kivi4 rows "
                   "get KIVI's R=128 window unless --residual or @R= is given; kvquant3/kvquant4 "
-                  "rows keep S=1 sink token f16 unless --sinks or @S= is given")
-      ;
+                  "rows keep S=1 sink token f16 unless --sinks or @S= is given; kvarn4/kvarn2 "
+                  "rows (and `kvarn`) keep KVarN's S=128 first tokens f16 unless --sinks or @S= "
+                  "is given");
   tq::cli::add_int_option(cmd, "--decode", o.decode, 0, 1 << 24,
                           "Greedy tokens timed for decode tok/s: after the first chunk's CTX-token "
                           "prefill, N steps of one token each through the model's generation "
@@ -236,8 +271,11 @@ void setup(CLI::App& app) {
   cmd->callback([cmd] {
     // Bad input first, before any work.
     if (cmd->get_option("--ctk")->count() || cmd->get_option("--ctv")->count())
-      throw tq::Error("compare: give the cache types with --types (e.g. --types q8_0/turbo3), "
-                      "not -ctk/-ctv");
+      throw tq::Error(
+          "compare: give the cache types with --types (e.g. --types q8_0/turbo3), "
+          "not -ctk/-ctv");
+    if (!o.rt.plan.empty())
+      throw tq::Error("compare: give a plan as a row, --types plan:FILE (not --plan)");
     if (!o.from_csv.empty()) {
       if (!o.plot.empty()) tq::require_gnuplot();
       tq::CompareResult r = read_csv(o.from_csv);
@@ -292,14 +330,19 @@ void setup(CLI::App& app) {
       co.cache.codebooks = tq::load_codebooks(o.rt.codebooks, *f, *model, row_types);
       tq::warn_if_past_calibration(*co.cache.codebooks, o.rt.codebooks, o.ctx);
     }
-    for (const auto& e : entries)
+    for (const auto& e : entries) {
+      if (e.plan) {
+        tq::check_plan_model(*e.plan, e.plan_file, tq::plan_model_fingerprint(*f),
+                             model->hparams());
+        o.rt.check_plan_options(*e.plan, e.plan_file);  // e.g. --no-center-keys vs the plan's
+      }
       tq::validate_cache_options(tq::row_cache_options(e, co), model->hparams().n_layer);
+    }
     std::vector<std::string> names;
     for (const auto& t : f->tensors()) names.push_back(t.name);
     co.model_fingerprint = f->fingerprint(names);
     auto tok = tq::Tokenizer::from_gguf(*f);
-    const std::vector<int32_t> tokens =
-        tok->encode(tq::cli::read_file(tpath, "text file"), true);
+    const std::vector<int32_t> tokens = tok->encode(tq::cli::read_file(tpath, "text file"), true);
 
     std::unique_ptr<tq::Progress> bar;
     if (!o.quiet)

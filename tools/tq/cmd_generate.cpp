@@ -83,9 +83,9 @@ void setup(CLI::App& app) {
     }
     std::fprintf(stderr,
                  "prompt %zu tokens, prefill %.1f tok/s; generated %zu tokens, decode %.1f tok/s;"
-                 " cache %s/%s %zu bytes (bpv %.3f/%.3f)\n",
-                 r.prompt_tokens, r.prefill_tps, r.tokens.size(), r.decode_tps, o.rt.ctk.c_str(),
-                 o.rt.ctv.c_str(), r.kv_bytes, r.bpv_k, r.bpv_v);
+                 " cache %s %zu bytes (bpv %.3f/%.3f)\n",
+                 r.prompt_tokens, r.prefill_tps, r.tokens.size(), r.decode_tps,
+                 o.rt.label().c_str(), r.kv_bytes, r.bpv_k, r.bpv_v);
     if (o.json)
       tq::cli::print_json({{"prompt", o.file.empty() ? o.prompt : o.file},
                            {"text", tok->decode(r.tokens)},
@@ -105,6 +105,8 @@ void setup(CLI::App& app) {
                            {"decode_cpu_tps", r.decode_cpu_tps},
                            {"ctk", o.rt.ctk},
                            {"ctv", o.rt.ctv},
+                           {"plan", o.rt.plan.empty() ? nlohmann::json(nullptr)
+                                                      : nlohmann::json(o.rt.plan)},
                            {"kv_bytes", r.kv_bytes},
                            {"bpv_k", r.bpv_k},
                            {"bpv_v", r.bpv_v}});

@@ -68,12 +68,20 @@ void setup(CLI::App& app) {
     po.model_fingerprint = model_fingerprint(*f);
     const tq::PerplexityResult r =
         tq::run_perplexity(*model, tokens, tok->wants_bos(), tok->bos(), po);
-    const std::string types = o.rt.ctk + "/" + o.rt.ctv;
+    std::string types = o.rt.label();
+    // The table says when keys were centred (a star; "n/L*" when only some layers were).
+    const int n_layer = model->hparams().n_layer;
+    if (r.centred_layers == n_layer)
+      types += "*";
+    else if (r.centred_layers > 0)
+      types += " " + std::to_string(r.centred_layers) + "/" + std::to_string(n_layer) + "*";
     if (o.json) {
       nlohmann::json j = {{"model", mpath},
                           {"text", tpath},
                           {"ctk", o.rt.ctk},
                           {"ctv", o.rt.ctv},
+                          {"plan", o.rt.plan.empty() ? nlohmann::json(nullptr)
+                                                     : nlohmann::json(o.rt.plan)},
                           {"ctx", r.n_ctx},
                           {"chunks", r.chunks},
                           {"ppl", r.ppl},
@@ -84,6 +92,9 @@ void setup(CLI::App& app) {
                           {"bpv_k", r.bpv_k},
                           {"bpv_v", r.bpv_v},
                           {"kv_bytes", r.kv_bytes},
+                          {"key_centring", tq::key_centring_name(cache_opts.key_centring)},
+                          {"centred_layers", r.centred_layers},
+                          {"key_means", cache_opts.key_means_per_page ? "page" : "first"},
                           {"tokens", r.tokens},
                           {"prefill_tps", r.prefill_tps},
                           {"seconds", r.seconds},
@@ -106,6 +117,11 @@ void setup(CLI::App& app) {
                 r.has_kld ? num(r.kld_p99, "%.5f").c_str() : "-",
                 r.has_kld ? num(100 * r.top1, "%.2f%%").c_str() : "-", r.kv_bytes, r.tokens,
                 r.prefill_tps);
+    if (r.centred_layers > 0 && !o.no_header)
+      std::fprintf(stderr,
+                   "* keys mean-centred per channel (%d of %d layers; --no-center-keys "
+                   "turns it off)\n",
+                   r.centred_layers, n_layer);
     if (r.wrote_base) std::fprintf(stderr, "wrote KLD base %s\n", o.kld_base.c_str());
   });
 }

@@ -64,12 +64,22 @@ void setup(CLI::App& app) {
                       {"bpv_v_d64", a.v},
                       {"bpv_k_d128", b.k},
                       {"bpv_v_d128", b.v},
-                      {"needs_calibration", tq::type_needs_calibration(t)}});
+                      {"needs_calibration", tq::type_needs_calibration(t)},
+                      {"center_keys", tq::type_traits(t).center_keys}});
       if (!json)
-        std::printf("%-20s %13s %13s  %s\n", t.c_str(), a.text.c_str(), b.text.c_str(),
-                    tq::describe_type(t).c_str());
+        std::printf("%-20s %13s %13s  %s%s\n", t.c_str(), a.text.c_str(), b.text.c_str(),
+                    tq::describe_type(t).c_str(),
+                    tq::type_traits(t).center_keys ? " [keys centred]" : "");
     }
-    if (json) tq::cli::print_json({{"rows", rows}});
+    if (json) {
+      tq::cli::print_json({{"rows", rows}});
+      return;
+    }
+    std::printf(
+        "bpv: codes only; [keys centred]: the type's keys are mean-centred by default "
+        "(a f32 mean and an f16 offset per page: +32/n + 16/256 bits per key value for n "
+        "tokens stored; --no-center-keys turns it "
+        "off, --center-keys applies it to every type)\n");
   });
 }
 TQ_COMMAND(setup, 10);

@@ -1,5 +1,12 @@
-// Flags shared by the commands that run the model (`generate`, `perplexity`): the cache types
-// and options (DESIGN.md §3) and the thread count.
+// Flags shared by the commands that run the model (`generate`, `perplexity`, `compare`): the
+// cache types and options (DESIGN.md §3), a plan file (§11) and the thread count.
+//
+// --plan FILE sets every layer's K and V types and the cache options the plan was measured
+// with (key centring and key means, --sinks, --residual, --seed). It cannot be combined with flags
+// that set types (-ctk, -ctv, --layer-k, --layer-v, --boundary, --boundary-type): refused, since
+// one of them would silently lose. --sinks / --residual / --center-keys / --no-center-keys /
+// --key-means / --seed are refused too when they differ from the plan's (the plan's KLDs hold only
+// for the options it was measured with).
 #pragma once
 #include <CLI/CLI.hpp>
 #include <map>
@@ -10,6 +17,7 @@
 #include "cache/kv_cache.h"
 #include "codecs/kvquant.h"
 #include "eval/calibrate.h"
+#include "eval/plan.h"
 #include "model/llama.h"
 #include "numeric_options.h"
 #include "tq/error.h"
@@ -22,10 +30,14 @@ struct RuntimeFlags {
   int boundary = 0;
   std::string boundary_type = "f16";
   int residual = 0, sinks = 0;
-  bool center_keys = false;
+  bool center_keys = false, no_center_keys = false;
+  std::string key_means = "page";  // "page" | "first" (KvCacheOptions::key_means_per_page)
   uint64_t seed = 0x5451'0001;
   int threads = 0;
   std::string codebooks;  // polar-vq codebook file (`tq calibrate`)
+  std::string plan;       // plan file (`tq plan`)
+  // The options as given on the command line (for --plan's conflicts); set by add().
+  std::map<std::string, CLI::Option*> given;
 
   void add(CLI::App* cmd) {
     cmd->add_option("--ctk,--cache-type-k", ctk,
@@ -42,7 +54,21 @@ struct RuntimeFlags {
     add_int_option(cmd, "--residual", residual, 0, 1 << 24, "Keep the newest R tokens in f16");
     add_int_option(cmd, "--sinks", sinks, 0, 1 << 24,
                    "Keep the first S tokens in f16 (attention sinks)");
-    cmd->add_flag("--center-keys", center_keys, "Mean-centre keys per channel before quantizing");
+    cmd->add_flag(
+        "--center-keys", center_keys,
+        "Mean-centre the keys of every layer, whatever the type (baselines included). By "
+        "default the project's own key types (turbo*, polar, polar-vq:*) are centred and the "
+        "baselines are not: a per-channel key mean from the first append is subtracted before "
+        "quantizing and stored in f32 (counted in bpv)");
+    cmd->add_flag("--no-center-keys", no_center_keys,
+                  "Centre no keys, not even those of turbo*/polar/polar-vq "
+                  "(an ablation: Qwen2 collapses without it)");
+    cmd->add_option("--key-means", key_means,
+                    "With centred keys: 'page' (default) also stores each page's offset from "
+                    "the first mean (d f16 per 256 tokens; tracks offsets that drift with "
+                    "position, as RoPE'd key biases do), 'first' only the first append's mean")
+        ->check(CLI::IsMember({"page", "first"}))
+        ->capture_default_str();
     cmd->add_option("--seed", seed, "Seed of the cache's rotations/sketches (and sampling)");
     cmd->add_option("--codebooks", codebooks,
                     "codebook file from `tq calibrate` (needed by polar-vq:balanced/max; "
@@ -50,6 +76,52 @@ struct RuntimeFlags {
                     "FILE,FILE,... with one file per preset)");
     add_int_option(cmd, "-t,--threads", threads, 0, tq::max_thread_flag(),
                    "Threads (default 0 = all cores, or 1 if the machine is busy)");
+    cmd->add_option("--plan", plan,
+                    "Plan file from `tq plan`: every layer's K and V types and the options it "
+                    "was measured with (not with -ctk/-ctv/--layer-k/--layer-v/--boundary)");
+    for (const char* n :
+         {"--ctk", "--ctv", "--layer-k", "--layer-v", "--boundary", "--boundary-type", "--residual",
+          "--sinks", "--center-keys", "--no-center-keys", "--key-means", "--seed"})
+      given[n] = cmd->get_option(n);
+  }
+
+  bool was_given(const char* n) const {
+    const auto it = given.find(n);
+    return it != given.end() && it->second && it->second->count() > 0;
+  }
+
+  // The plan file (read and checked for conflicting flags), or null without --plan.
+  std::shared_ptr<const Plan> read_plan_file() const {
+    if (plan.empty()) return nullptr;
+    for (const char* n :
+         {"--ctk", "--ctv", "--layer-k", "--layer-v", "--boundary", "--boundary-type"})
+      if (was_given(n))
+        throw Error(std::string("--plan sets every layer's types: drop ") + n +
+                    " (or drop --plan)");
+    auto p = std::make_shared<const Plan>(tq::read_plan(plan));
+    check_plan_options(*p, plan);
+    return p;
+  }
+
+  // Refuses a cache option given on the command line that differs from the one the plan was
+  // measured with (its KLDs hold only for those); `compare` and `needle` check their plan:FILE
+  // rows with it too.
+  void check_plan_options(const Plan& pl, const std::string& path) const {
+    const Plan* p = &pl;
+    auto differs = [&](const char* n, bool d) {
+      if (was_given(n) && d)
+        throw Error(std::string(n) + " differs from the plan's (plan '" + path +
+                    "': key centring " + key_centring_name(p->key_centring) + ", --key-means " +
+                    (p->key_means_per_page ? "page" : "first") + ", --sinks " +
+                    std::to_string(p->sinks) + ", --residual " + std::to_string(p->residual) +
+                    ", --seed " + std::to_string(p->seed) + ")");
+    };
+    differs("--center-keys", p->key_centring != KeyCentring::kOn);
+    differs("--no-center-keys", p->key_centring != KeyCentring::kOff);
+    differs("--key-means", (key_means == "page") != p->key_means_per_page);
+    differs("--sinks", sinks != p->sinks);
+    differs("--residual", residual != p->residual);
+    differs("--seed", seed != p->seed);
   }
 
   static std::map<int, std::string> parse_layers(const std::string& s, const char* flag) {
@@ -80,11 +152,21 @@ struct RuntimeFlags {
     o.boundary_type_k = o.boundary_type_v = boundary_type;
     o.residual_window = residual;
     o.sink_tokens = sinks;
-    o.center_keys = center_keys;
+    o.key_centring = key_centring();
+    o.key_means_per_page = key_means == "page";
     o.seed = seed;
+    if (const auto p = read_plan_file()) o = plan_cache_options(*p, o);
     // A type that cannot work without learned data fails here, before the model is loaded.
     for (const auto& t : all_types(o)) tq::check_calibration_given(t, !codebooks.empty());
     return o;
+  }
+
+  KeyCentring key_centring() const {
+    if (center_keys && no_center_keys)
+      throw Error("--center-keys and --no-center-keys exclude each other");
+    return center_keys      ? KeyCentring::kOn
+           : no_center_keys ? KeyCentring::kOff
+                            : KeyCentring::kTypeDefault;
   }
 
   // Every cache type the options name.
@@ -97,9 +179,15 @@ struct RuntimeFlags {
   }
 
   // Loads --codebooks (if given) into the options, checked against the model and the types.
+  // and checks --plan's file against the model (fingerprint, shape).
   void attach_codebooks(KvCacheOptions& o, const GgufFile& f, const LlamaModel& model) const {
     if (!codebooks.empty()) o.codebooks = tq::load_codebooks(codebooks, f, model, all_types(o));
+    if (const auto p = read_plan_file())
+      check_plan_model(*p, plan, plan_model_fingerprint(f), model.hparams());
   }
+
+  // How a run is labelled: "K/V", or "plan:FILE".
+  std::string label() const { return plan.empty() ? ctk + "/" + ctv : "plan:" + plan; }
 
   void apply_threads() const { tq::set_threads(threads); }
 };
