@@ -146,12 +146,10 @@ __device__ __forceinline__ uint32_t movtrans(uint32_t x) {
 __device__ __forceinline__ uint32_t h2u(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 __device__ __forceinline__ __half2 u2h(uint32_t u) { return *reinterpret_cast<__half2*>(&u); }
 
-// Two E4M3FN codes (bytes 2hi, 2hi + 1 of w) → half2 (the lower byte in the lower half), times
-// fp8_unit(). sm_89+: the hardware conversion (cvt.rn.f16x2.e4m3x2, exact: every E4M3FN value
-// is an fp16 number), unit 1. The compute_80 PTX path: each byte moved into fp16 position, sign
-// to bit 15 and exponent|mantissa shifted left by 7, which is the value × 2^-8 exactly for
-// normal and subnormal codes alike (fp16 has 8 more exponent bias and 7 more mantissa bits);
-// unit 2^-8, the 2^8 folded into the per-token scale. (The encoder writes no NaN code.)
+// Two E4M3FN codes (bytes 2hi, 2hi + 1 of w) → half2 (the lower byte in the lower half), divided
+// by fp8_unit(). sm_89+: the hardware conversion (cvt.rn.f16x2.e4m3x2, exact: every E4M3FN
+// value is an fp16 number), unit 1. The compute_80 PTX path: e4m3x2_to_f16x2_div256
+// (formats.cuh), the value × 2^-8, the 2^8 folded into the per-token scale.
 __device__ __forceinline__ float fp8_unit() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
   return 1.f;
@@ -167,8 +165,7 @@ __device__ __forceinline__ uint32_t fp8x2_to_h2(uint32_t w) {
   asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(r) : "h"(pair));
   return r;
 #else
-  const uint32_t u = prmt(w, 0u, HI ? 0x3424u : 0x1404u);  // byte b → b << 8 in each half
-  return (u & 0x80008000u) | ((u >> 1) & 0x3F803F80u);
+  return e4m3x2_to_f16x2_div256(HI ? w >> 16 : w & 0xFFFFu);
 #endif
 }
 

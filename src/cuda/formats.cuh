@@ -219,6 +219,16 @@ TQ_HD Slot lut4_sign_slot(int e) {
   const int grp = e >> 5, ee = e & 31;
   return {grp * 4 + 3, (15 - (ee >> 1)) + 16 * (ee & 1), 1, 0};
 }
+// Two E4M3FN bytes (bits 0-7, 8-15 of pair) → two fp16 (low, high half) holding each value
+// × 2^-8, exactly: sign to bit 15, exponent|mantissa shifted left by 7 (fp16 has 8 more
+// exponent bias and 7 more mantissa bits; E4M3FN subnormals m·2^-9 land on fp16 subnormals
+// m·2^-17). The decode's software path (PTX for GPUs before sm_89); the NaN codes (S.1111.111,
+// which the encoder never writes) would read as ±480.
+TQ_HD constexpr uint32_t e4m3x2_to_f16x2_div256(uint32_t pair) {
+  const uint32_t u = ((pair & 0xFFu) << 8) | ((pair & 0xFF00u) << 16);  // byte b → b << 8
+  return (u & 0x80008000u) | ((u >> 1) & 0x3F803F80u);
+}
+
 // Byte offset of word w of lane l within a part of W words.
 TQ_HD int word_byte_offset(int W, int w, int lane) {
   const int U = unit_words(W);
