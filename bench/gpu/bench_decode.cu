@@ -55,8 +55,8 @@ static float median(std::vector<float> v) {
 
 int main(int argc, char** argv) {
   std::string out_path = "gpu-ours.json";
-  std::vector<std::string> types = {"bf16",   "q8_0",   "q4_0",     "turbo2",  "turbo3",
-                                    "turbo4", "turbo2.5", "turbo3.5", "turbo3p"};
+  std::vector<std::string> types = {"bf16",   "q8_0",   "q4_0",     "fp8_e4m3", "turbo2",
+                                    "turbo3", "turbo4", "turbo2.5", "turbo3.5", "turbo3p"};
   std::vector<int> Bs = {1, 8, 32}, ctxs = {8192, 32768, 131072};
   int reps = 20;
   bool variants = true;

@@ -18,6 +18,7 @@ enum class GpuFormat : int {
   kTurbo2_5,
   kTurbo3_5,
   kTurbo3p,  // keys only
+  kFp8E4M3,  // OCP E4M3FN values, one fp16 scale per token (and head)
   kCount
 };
 

@@ -1,9 +1,9 @@
 """The GPU side of turboquant.hf.Cache: one engine GpuCache per layer (src/cuda/tq_cuda.h: the
 append kernel packs new bf16 keys/values into 32-token pages, flash-decoding reads the codes),
 driven with the tensors' device pointers on torch's current stream. Needs the package built
-with CUDA (TQ_CUDA=ON); formats: bf16, q8_0, q4_0, turbo2, turbo3, turbo4, turbo2.5, turbo3.5
-(and turbo3p for keys). The CPU cache's f16 sinks, residual window and key centring have no GPU
-form yet and are refused."""
+with CUDA (TQ_CUDA=ON); formats: bf16, q8_0, q4_0, fp8_e4m3, turbo2, turbo3, turbo4, turbo2.5,
+turbo3.5 (and turbo3p for keys). The CPU cache's f16 sinks, residual window and key centring have
+no GPU form yet and are refused."""
 from __future__ import annotations
 
 from typing import Any, Dict, List

@@ -365,13 +365,15 @@ class KiviValueCodec final : public Codec {
 }  // namespace
 
 void register_baseline_codecs() {
+  TypeTraits fp8;
+  fp8.gpu = GpuFormat::kFp8E4M3;  // the same scale and codes on the GPU (src/cuda/formats.cuh)
   register_codec({"fp8_e4m3",
                   "OCP FP8 E4M3FN (round-to-nearest-even, saturating) with a per-token fp16 "
                   "scale amax/448 (8 + 16/d bpv)",
                   [](std::string_view, int d, const CodecOptions&) -> std::unique_ptr<Codec> {
                     return std::make_unique<Fp8Codec>(d);
                   },
-                  5});
+                  5, fp8});
   register_codec({"int4-g64",
                   "4-bit asymmetric groups of 64 channels, fp16 scale and min per group "
                   "(4.5 bpv)",

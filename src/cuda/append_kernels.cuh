@@ -5,10 +5,12 @@
 // transform runs across the warp (5 shuffle stages + in-register stages), dense rotations
 // (split types, the QJL sketch) read a transposed matrix so that lanes read consecutive floats.
 // Quantization matches the CPU codecs: turbo = count of Lloyd-Max boundaries below u_j; q8_0 /
-// q4_0 as ggml quantize_row_q8_0 / q4_0_ref.
+// q4_0 as ggml quantize_row_q8_0 / q4_0_ref; fp8_e4m3 as codecs/baseline_codecs.cpp (IEEE
+// divisions, RNE saturating conversion: the same bytes).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -213,6 +215,23 @@ __device__ void encode_vector(const float (&x)[D / 32], uint8_t* codes, uint16_t
 #pragma unroll
     for (int k = 0; k < E; ++k) codes[tok * RS + j0 + k] = uint8_t(q[k]);
     if (lane % LB == 0) store_scale(gtile, CB, j0 / 32, tok, d);
+  } else if constexpr (F == Fmt::kFp8E4M3) {
+    // s = fp16(amax/448) of the whole vector, codes E4M3FN(x/s) with the stored (fp16) s. The
+    // divisions are IEEE (__fdiv_rn, whatever the fast-math flags), the conversion rounds to
+    // nearest even and saturates at ±448 (sm_89+: cvt.rn.satfinite; cuda_fp8.h's software
+    // path elsewhere), as codecs/fp8.h's f32_to_e4m3fn_sat.
+    float a = 0.f;
+#pragma unroll
+    for (int k = 0; k < E; ++k) a = fmaxf(a, fabsf(x[k]));
+    a = warp_max(a);
+    const __half s16 = __float2half_rn(__fdiv_rn(a, 448.0f));
+    const float s = __half2float(s16);
+#pragma unroll
+    for (int k = 0; k < E; ++k)
+      codes[tok * RS + j0 + k] =
+          s > 0.f ? uint8_t(__nv_cvt_float_to_fp8(__fdiv_rn(x[k], s), __NV_SATFINITE, __NV_E4M3))
+                  : uint8_t(0);
+    if (lane == 0) reinterpret_cast<__half*>(gtile + CB)[tok] = s16;
   } else if constexpr (is_split(F)) {
     constexpr int NH = D / 4, NL = D - D / 4;
     const bool hi = j0 < NH;  // whole lanes belong to one part (E divides D/4)
@@ -391,7 +410,7 @@ TQ_UNROLL
       for (int pos = 0; pos < 8; ++pos)
         x |= (uint32_t(codes[base + elem_off<IsV, RS, I8>(pos)]) >> 7) << (4 * pos + kk);
     }
-  } else if constexpr (K == Kind::Q8) {
+  } else if constexpr (K == Kind::Q8 || K == Kind::FP8) {
 TQ_UNROLL
     for (int b = 0; b < 4; ++b) x |= code_at<IsV, RS, I8>(codes, lane, e0 + 4 * wg + b) << (8 * b);
   } else if constexpr (K == Kind::Q4) {

@@ -146,8 +146,33 @@ __device__ __forceinline__ uint32_t movtrans(uint32_t x) {
 __device__ __forceinline__ uint32_t h2u(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 __device__ __forceinline__ __half2 u2h(uint32_t u) { return *reinterpret_cast<__half2*>(&u); }
 
+// Two E4M3FN codes (bytes 2hi, 2hi + 1 of w) → half2 (the lower byte in the lower half), divided
+// by fp8_unit(). sm_89+: the hardware conversion (cvt.rn.f16x2.e4m3x2, exact: every E4M3FN
+// value is an fp16 number), unit 1. The compute_80 PTX path: e4m3x2_to_f16x2_div256
+// (formats.cuh), the value × 2^-8, the 2^8 folded into the per-token scale.
+__device__ __forceinline__ float fp8_unit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  return 1.f;
+#else
+  return 256.f;
+#endif
+}
+template <int HI>
+__device__ __forceinline__ uint32_t fp8x2_to_h2(uint32_t w) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  const unsigned short pair = static_cast<unsigned short>(HI ? w >> 16 : w & 0xFFFFu);
+  uint32_t r;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(r) : "h"(pair));
+  return r;
+#else
+  return e4m3x2_to_f16x2_div256(HI ? w >> 16 : w & 0xFFFFu);
+#endif
+}
+
 // Decode one group of 32 lane elements (kind_bits(K) words at w) into 16 registers, register j
-// = elements (2j, 2j+1). sc: q8_0/q4_0 scales (4 half2 per group, see scale_index).
+// = elements (2j, 2j+1). sc: q8_0/q4_0 scales (4 half2 per group, see scale_index); fp8_e4m3
+// values: the per-token scales × the unit (keys are decoded unscaled, the score scaled per
+// token, as the turbo norms).
 template <Kind K, bool IsV>
 __device__ __forceinline__ int scale_index(int j) {
   return IsV ? (((j >> 2) & 1) * 2 + ((j & 3) >> 1)) : (((j >> 2) & 1) * 2 + (j & 1));
@@ -198,6 +223,18 @@ __device__ __forceinline__ void decode_group(const uint32_t* w, uint32_t L0, uin
         h[j] = h2u(__hmul2(__hsub2(u2h(v), off), sc[scale_index<K, IsV>(j)]));
       }
     }
+  } else if constexpr (K == Kind::FP8) {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const uint32_t lo = fp8x2_to_h2<0>(w[k]), hi = fp8x2_to_h2<1>(w[k]);
+      if constexpr (IsV) {
+        h[2 * k] = h2u(__hmul2(u2h(lo), sc[scale_index<K, IsV>(2 * k)]));
+        h[2 * k + 1] = h2u(__hmul2(u2h(hi), sc[scale_index<K, IsV>(2 * k + 1)]));
+      } else {
+        h[2 * k] = lo;
+        h[2 * k + 1] = hi;
+      }
+    }
   } else if constexpr (K == Kind::Q4) {
     const __half2 off0 = __half2half2(__ushort_as_half(0x6408));  // 1032 = 1024 + 8
     const __half2 off1 = __half2half2(__ushort_as_half(0x6480));  // 1152 = 1024 + 16·8
@@ -243,7 +280,7 @@ struct LaneTile {
   uint32_t w1[P1::kWordsAlloc];
   float sc[4][2];                    // turbo: up to two per-token scalars for tokens g+8k
   static constexpr int kNB = (F == Fmt::kQ8_0 || F == Fmt::kQ4_0) ? D / 32 : 1;
-  __half2 qs[kNB][4];                // q8_0/q4_0 scales, 4 per 32-dim block
+  __half2 qs[kNB][4];                // q8_0/q4_0 scales, 4 per 32-dim block; fp8_e4m3 values
 
   template <int W, int U, bool GL>
   __device__ __forceinline__ static void load_words(const uint8_t* base, int lane,
@@ -289,6 +326,19 @@ struct LaneTile {
                                                          2 * t);
           }
         }
+      }
+    } else if constexpr (F == Fmt::kFp8E4M3) {
+      // one scale per token, token order; × fp8_unit() (see fp8x2_to_h2)
+      const float u = fp8_unit();
+      if (!is_v) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) sc[k][0] = __half2float(scal[g + 8 * k]) * u;  // token g+8k
+      } else {
+        const __half2 u2 = __float2half2_rn(u);  // 256·s: exact (s < 2^8 for fp16-range data)
+#pragma unroll
+        for (int k = 0; k < 4; ++k)  // as q8_0: tokens 16kt + 8hi + 2t + {0,1}
+          qs[0][k] = __hmul2(*reinterpret_cast<const __half2*>(scal + 16 * (k >> 1) + 8 * (k & 1) +
+                                                               2 * t), u2);
       }
     } else if constexpr (nscalars(F, D) > 0) {
       // tokens g + 8k, k = 0..3, are adjacent (scalar_slot)

@@ -345,7 +345,7 @@ struct DecodeWarp {
       for (int c = 0; c < 4; ++c) {
         const int k = 2 * mt + (c >> 1);  // token g + 8k
         float v = s[mt][c];
-        if constexpr (is_turbo(KF)) {
+        if constexpr (is_turbo(KF) || KF == Fmt::kFp8E4M3) {  // norm, or fp8 scale × unit
           v *= kt.sc[k][0];
           if constexpr (K2) v += s2[mt][c] * kt.sc[k][1];
         }

@@ -48,6 +48,7 @@
   TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kBF16, kBF16, __VA_ARGS__)               \
   else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kQ8_0, kQ8_0, __VA_ARGS__)          \
   else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kQ4_0, kQ4_0, __VA_ARGS__)          \
+  else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kFp8E4M3, kFp8E4M3, __VA_ARGS__)    \
   else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kTurbo2, kTurbo2, __VA_ARGS__)      \
   else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kTurbo3, kTurbo3, __VA_ARGS__)      \
   else TQ_DISPATCH_PAIR_CASE(kf, vf, KF, VF, kTurbo4, kTurbo4, __VA_ARGS__)      \

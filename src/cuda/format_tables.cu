@@ -50,8 +50,9 @@ const std::vector<std::string>& gpu_type_names() {
   return names;
 }
 
-// Lloyd-Max bits of the (non-split) turbo formats' mse codes (turbo3p: 2 + 1 QJL bit).
-constexpr int kMseBits[] = {0, 0, 0, 2, 3, 4, 0, 0, 2};
+// Lloyd-Max bits of the (non-split) turbo formats' mse codes (turbo3p: 2 + 1 QJL bit); 0 for
+// the others.
+constexpr int kMseBits[] = {0, 0, 0, 2, 3, 4, 0, 0, 2, 0};
 static_assert(std::size(kMseBits) == size_t(Fmt::kCount));
 
 // fp16 codebook entries → low/high byte tables for prmt.

@@ -20,7 +20,13 @@
 // code_slot): LUT3: nibble e%8 of word e/8 (e < 24), else bit 3 of nibble e%8 of words 0..2;
 // LUT2: bits 4(e%8) + 2((e/8)%2) of word e/16; LUT1: bit 4(e%8) + e/8; LUT4: magnitude as LUT3
 // in words 0..2, sign in word 3 at bit (15 − e/2) + 16(e%2); Q8: byte e%4 of word e/4;
-// Q4: nibble (e%8)/2 + 4(e%2) of word e/8; BF16/F16: half e%2 of word e/2.
+// Q4: nibble (e%8)/2 + 4(e%2) of word e/8; BF16/F16: half e%2 of word e/2; FP8 (E4M3FN
+// byte, as Q8): byte e%4 of word e/4.
+//
+// fp8_e4m3 (DESIGN.md §2.5, the CPU codec's numbers): code byte = E4M3FN(x/s), s = fp16(amax/448)
+// of the token's head vector; the tile's scalars are one array of the 32 tokens' s in token
+// order (as q8_0's block scales). Same bytes as the CPU codec's token block [s][d codes], only
+// placed in fragment order: 8 + 16/D bpv.
 #pragma once
 #include <cstdint>
 
@@ -37,11 +43,11 @@ namespace tq::cuda {
 // The format enum is the one the CPU registry's traits name (include/tq/gpu_format.h); the
 // format tables of src/cuda are indexed by it.
 using Fmt = ::tq::GpuFormat;
-enum class Kind : int { LUT1, LUT2, LUT3, LUT4, Q8, Q4, BF16 };
+enum class Kind : int { LUT1, LUT2, LUT3, LUT4, Q8, Q4, BF16, FP8 };
 
 TQ_HD constexpr int kind_bits(Kind k) {
   return k == Kind::LUT1 ? 1 : k == Kind::LUT2 ? 2 : k == Kind::LUT3 ? 3
-       : k == Kind::LUT4 ? 4 : k == Kind::Q8 ? 8 : k == Kind::Q4 ? 4 : 16;
+       : k == Kind::LUT4 ? 4 : (k == Kind::Q8 || k == Kind::FP8) ? 8 : k == Kind::Q4 ? 4 : 16;
 }
 TQ_HD constexpr bool kind_is_lut(Kind k) { return int(k) <= int(Kind::LUT4); }
 
@@ -59,11 +65,16 @@ TQ_HD constexpr Kind part_kind(Fmt f, int p) {
     case Fmt::kTurbo2_5: return p == 0 ? Kind::LUT3 : Kind::LUT2;
     case Fmt::kTurbo3_5: return p == 0 ? Kind::LUT4 : Kind::LUT3;
     case Fmt::kTurbo3p: return p == 0 ? Kind::LUT2 : Kind::LUT1;
+    case Fmt::kFp8E4M3: return Kind::FP8;
     default: return Kind::BF16;
   }
 }
 TQ_HD constexpr bool is_split(Fmt f) { return f == Fmt::kTurbo2_5 || f == Fmt::kTurbo3_5; }
-TQ_HD constexpr bool is_turbo(Fmt f) { return int(f) >= int(Fmt::kTurbo2); }
+// The rotated Lloyd-Max types (turbo2 .. turbo3p, consecutive in the enum): a per-token norm
+// in scalar_slot order, codebooks and rotations in FormatConsts.
+TQ_HD constexpr bool is_turbo(Fmt f) {
+  return int(f) >= int(Fmt::kTurbo2) && int(f) <= int(Fmt::kTurbo3p);
+}
 // The head dims with kernels, and the (K, V) pairs the cache stores at a head dim: the same
 // format for K and V, or turbo3p keys (key-only) with turbo3 values; the split types need
 // D >= 128 (their outlier part is D/4 lane elements, a whole number of 32-groups).
@@ -93,7 +104,7 @@ TQ_HD constexpr int codes_bytes(Fmt f, int D) {
 }
 // Per-token fp16 scalar arrays (32 tokens each) after the codes: turbo norm; split: norm of
 // the outlier part, norm of the rest; T3P: norm, residual norm γ; q8_0/q4_0: one scale per
-// 32-dim block ([block][token]).
+// 32-dim block ([block][token]); fp8_e4m3: the token's scale ([token]).
 TQ_HD constexpr int nscalars(Fmt f, int D) {
   return f == Fmt::kBF16 ? 0 : (f == Fmt::kQ8_0 || f == Fmt::kQ4_0) ? D / 32
        : (is_split(f) || f == Fmt::kTurbo3p) ? 2 : 1;
@@ -194,7 +205,8 @@ TQ_HD int code_slot(Kind k, int e, Slot* s) {
       s[0] = {base, 4 * pos + kk, 1, 0};
       return 1;
     }
-    case Kind::Q8: s[0] = {base + (ee >> 2), 8 * (ee & 3), 8, 0}; return 1;
+    case Kind::Q8:
+    case Kind::FP8: s[0] = {base + (ee >> 2), 8 * (ee & 3), 8, 0}; return 1;
     case Kind::Q4: {
       const int jj = (ee & 7) >> 1, sh = ee & 1;
       s[0] = {base + (ee >> 3), 4 * (jj + 4 * sh), 4, 0};
@@ -207,6 +219,16 @@ TQ_HD Slot lut4_sign_slot(int e) {
   const int grp = e >> 5, ee = e & 31;
   return {grp * 4 + 3, (15 - (ee >> 1)) + 16 * (ee & 1), 1, 0};
 }
+// Two E4M3FN bytes (bits 0-7, 8-15 of pair) → two fp16 (low, high half) holding each value
+// × 2^-8, exactly: sign to bit 15, exponent|mantissa shifted left by 7 (fp16 has 8 more
+// exponent bias and 7 more mantissa bits; E4M3FN subnormals m·2^-9 land on fp16 subnormals
+// m·2^-17). The decode's software path (PTX for GPUs before sm_89); the NaN codes (S.1111.111,
+// which the encoder never writes) would read as ±480.
+TQ_HD constexpr uint32_t e4m3x2_to_f16x2_div256(uint32_t pair) {
+  const uint32_t u = ((pair & 0xFFu) << 8) | ((pair & 0xFF00u) << 16);  // byte b → b << 8
+  return (u & 0x80008000u) | ((u >> 1) & 0x3F803F80u);
+}
+
 // Byte offset of word w of lane l within a part of W words.
 TQ_HD int word_byte_offset(int W, int w, int lane) {
   const int U = unit_words(W);

@@ -92,8 +92,8 @@ class GpuCache {
                int pos0, float sm_scale, void* stream = nullptr);
 
   // Host copy of one tile's codes as the CPU codecs index them: idx[tok][dim] per part
-  // (turbo: Lloyd-Max index; T3P part 1: sign bit; q8_0/q4_0: stored integer; bf16: bits),
-  // and the fp16 scalars [array][tok]. For tests.
+  // (turbo: Lloyd-Max index; T3P part 1: sign bit; q8_0/q4_0: stored integer; fp8_e4m3: the
+  // E4M3FN byte; bf16: bits), and the fp16 scalars [array][tok]. For tests.
   struct TileView {
     std::vector<std::vector<int>> codes;  // [part][tok*D + dim_in_part]
     std::vector<std::vector<uint16_t>> scalars;

@@ -3,8 +3,10 @@
 // Each case: random bf16 K/V appended on the GPU in two runs per sequence (the second starts
 // mid-page), odd sequence lengths, shuffled page table; the CPU reference attends (in double)
 // over the CPU codec's decode of the same vectors (turbo*) or over ggml-style q8_0/q4_0
-// dequantization; outputs are poisoned with NaN before every run. Also: the GPU codes equal
-// the CPU codec's codes (turbo2/3/4, q8_0, q4_0) except for rare boundary ties.
+// dequantization (fp8_e4m3: the CPU codec's decode); outputs are poisoned with NaN before every
+// run. Also: the GPU codes equal the CPU codec's codes (turbo2/3/4 except for rare boundary
+// ties; fp8_e4m3 byte for byte, scales included).
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -17,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "codecs/fp8.h"
 #include "codecs/turbo.h"
 #include "core/half.h"
 #include "cuda/launch_plan.h"
@@ -178,6 +181,25 @@ double run_case(const Case& c, int splits, bool check_codes, std::mt19937& rng) 
         }
       Kq[b * Hkv + h] = cpu_decode(c.kf, false, D, xk, L);
       Vq[b * Hkv + h] = cpu_decode(c.vf, true, D, xv, L);
+      if (check_codes && c.kf == Fmt::kFp8E4M3) {
+        // GPU bytes and fp16 scales vs the CPU codec's token blocks [s][D codes]: identical
+        auto codec = make_codec(fmt_name(c.kf), D);
+        std::vector<uint8_t> blk(codec->block_bytes());
+        size_t mism = 0;
+        for (int t = 0; t < L; ++t) {
+          const int page = bt[size_t(b) * max_pages + t / 32];
+          for (int kv = 0; kv < 2; ++kv) {
+            const auto tv = cache.read_tile(page, h, kv == 1);
+            codec->encode((kv ? xv : xk).data() + size_t(t) * D, 1, blk.data());
+            uint16_t s16;
+            std::memcpy(&s16, blk.data(), 2);
+            mism += tv.scalars[0][t % 32] != s16;
+            for (int j = 0; j < D; ++j)
+              mism += tv.codes[0][size_t(t % 32) * D + j] != int(blk[2 + j]);
+          }
+        }
+        EXPECT_EQ(mism, 0u) << "fp8_e4m3 bytes differ from the CPU codec's";
+      }
       if (check_codes && (c.kf == Fmt::kTurbo2 || c.kf == Fmt::kTurbo3 || c.kf == Fmt::kTurbo4)) {
         // GPU codes vs the CPU codec's indices (norms within one fp16 step)
         auto codec = make_codec(fmt_name(c.kf), D);
@@ -297,18 +319,21 @@ TEST_F(CudaAttention, AllTypesHeadDim128) {
            {Fmt::kTurbo4, Fmt::kTurbo4, 128, 1e-2},
            {Fmt::kTurbo2_5, Fmt::kTurbo2_5, 128, 1e-2},
            {Fmt::kTurbo3_5, Fmt::kTurbo3_5, 128, 1e-2},
-           {Fmt::kTurbo3p, Fmt::kTurbo3, 128, 1e-2}},
+           {Fmt::kTurbo3p, Fmt::kTurbo3, 128, 1e-2},
+           {Fmt::kFp8E4M3, Fmt::kFp8E4M3, 128, 1e-2}},
           4, {1, 77, 300, 33}, true);
 }
 
 TEST_F(CudaAttention, HeadDims64And256) {
   run_all({{Fmt::kBF16, Fmt::kBF16, 64, 1e-2},
            {Fmt::kQ8_0, Fmt::kQ8_0, 64, 1e-2},
+           {Fmt::kFp8E4M3, Fmt::kFp8E4M3, 64, 1e-2},
            {Fmt::kTurbo3, Fmt::kTurbo3, 64, 1e-2},
            {Fmt::kTurbo4, Fmt::kTurbo4, 64, 1e-2},
            {Fmt::kTurbo3p, Fmt::kTurbo3, 64, 1e-2},
            {Fmt::kBF16, Fmt::kBF16, 256, 1e-2},
            {Fmt::kQ4_0, Fmt::kQ4_0, 256, 1e-2},
+           {Fmt::kFp8E4M3, Fmt::kFp8E4M3, 256, 1e-2},
            {Fmt::kTurbo2, Fmt::kTurbo2, 256, 1e-2},
            {Fmt::kTurbo3, Fmt::kTurbo3, 256, 1e-2},
            {Fmt::kTurbo3_5, Fmt::kTurbo3_5, 256, 1e-2}},
@@ -461,7 +486,7 @@ double run_prefill(Fmt kf, Fmt vf, int D, int L, int T, std::mt19937& rng) {
 
 TEST_F(CudaAttention, PrefillCausal) {
   std::mt19937 rng(777);
-  for (Fmt f : {Fmt::kTurbo3, Fmt::kBF16, Fmt::kQ4_0, Fmt::kTurbo2_5}) {
+  for (Fmt f : {Fmt::kTurbo3, Fmt::kBF16, Fmt::kQ4_0, Fmt::kTurbo2_5, Fmt::kFp8E4M3}) {
     const double err = run_prefill(f, f, 128, 151, 37, rng);
     std::printf("  prefill %-8s D=128 L=151 T=37  rel.err %.2e\n", fmt_name(f), err);
     EXPECT_LT(err, 1e-2) << fmt_name(f);
@@ -483,8 +508,55 @@ TEST(CudaCache, BadConfigIsAnError) {
   EXPECT_EQ(parse_fmt("turbo3"), Fmt::kTurbo3);
   EXPECT_NEAR(fmt_bpv(Fmt::kTurbo3, 128), 3.125, 1e-12);
   EXPECT_NEAR(fmt_bpv(Fmt::kQ8_0, 128), 8.5, 1e-12);
+  EXPECT_EQ(parse_fmt("fp8_e4m3"), Fmt::kFp8E4M3);  // through the registry's traits
+  EXPECT_STREQ(fmt_name(Fmt::kFp8E4M3), "fp8_e4m3");
+  // 8 bits + one fp16 scale per token: 8 + 16/D, the CPU codec's block_bytes (D + 2) per token
+  for (int D : {64, 128, 256}) {
+    EXPECT_NEAR(fmt_bpv(Fmt::kFp8E4M3, D), 8.0 + 16.0 / D, 1e-12);
+    EXPECT_EQ(size_t(tile_bytes(Fmt::kFp8E4M3, D)), size_t(kPageTokens) *
+                                                        make_codec("fp8_e4m3", D)->block_bytes());
+  }
   EXPECT_NEAR(fmt_bpv(Fmt::kQ4_0, 128), 4.5, 1e-12);
   EXPECT_NEAR(fmt_bpv(Fmt::kTurbo2_5, 128), 2.5, 1e-12);
+}
+
+// The fp8_e4m3 conversions of the GPU format against codecs/fp8.h (host arithmetic only: no
+// GPU needed). Decode: the software path's bit move (e4m3x2_to_f16x2_div256) × 2^8 gives every
+// non-NaN code's value exactly (the sm_89+ hardware conversion is exact by definition, the
+// device test compares its results). Encode: cuda_fp8.h's __nv_cvt_float_to_fp8 (SATFINITE,
+// E4M3), the append's conversion, gives f32_to_e4m3fn_sat's byte on its software path (the
+// compute_80 PTX one) for every E4M3 value, the midpoints between neighbours (ties to even),
+// values just off the midpoints, subnormals, the saturation range and random floats.
+TEST(CudaFp8, ConversionsMatchTheCpuCodec) {
+  for (uint32_t b = 0; b < 256; ++b) {
+    if ((b & 0x7F) == 0x7F) continue;  // NaN
+    for (int hi = 0; hi < 2; ++hi) {
+      const uint32_t h2 = e4m3x2_to_f16x2_div256(hi ? b << 8 : b);
+      const uint16_t h = uint16_t(hi ? h2 >> 16 : h2 & 0xFFFF);
+      EXPECT_EQ(uint16_t(hi ? h2 & 0xFFFF : h2 >> 16), 0) << b;  // the other half: +0
+      EXPECT_EQ(f16_to_f32(h) * 256.0f, e4m3fn_to_f32(uint8_t(b))) << "code " << b;
+    }
+  }
+  std::vector<float> xs = {0.f, -0.f, 448.f, -448.f, 449.f, 463.9f, 464.f, 500.f, 1e6f, -1e6f,
+                           0x1p-9f, 0x1p-10f, 0x1.8p-10f, 0x1p-11f, 1e-30f};
+  for (int b = 0; b < 0x7E; ++b) {
+    const float lo = e4m3fn_to_f32(uint8_t(b)), hi = e4m3fn_to_f32(uint8_t(b + 1));
+    const float mid = 0.5f * (lo + hi);
+    for (float x : {lo, mid, std::nextafter(mid, 0.f), std::nextafter(mid, 1e9f)}) {
+      xs.push_back(x);
+      xs.push_back(-x);
+    }
+  }
+  std::mt19937 rng(8);
+  std::normal_distribution<float> nd(0.f, 100.f);
+  for (int i = 0; i < 20000; ++i) xs.push_back(nd(rng));
+  size_t mism = 0;
+  for (float x : xs) {
+    const uint8_t g = uint8_t(__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3));
+    const uint8_t c = f32_to_e4m3fn_sat(x);
+    if (g != c && ++mism < 10) ADD_FAILURE() << "x=" << x << " gpu " << int(g) << " cpu " << int(c);
+  }
+  EXPECT_EQ(mism, 0u);
 }
 
 // Launch planning (host arithmetic only: no GPU needed). Occupancy and warps as the H200's

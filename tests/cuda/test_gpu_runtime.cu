@@ -326,7 +326,7 @@ static double runtime_tolerance(double effect) { return std::max(2e-2, 0.5 * eff
 
 TEST(GpuForward, TinyModelMatchesCpuReferencePerCacheType) {
   NEED_GPU();
-  for (const char* type : {"bf16", "q8_0", "q4_0", "turbo2", "turbo3", "turbo4"}) {
+  for (const char* type : {"bf16", "q8_0", "q4_0", "fp8_e4m3", "turbo2", "turbo3", "turbo4"}) {
     int mism = 0;
     double effect = 0;
     const double err = forward_vs_cpu("tiny", type, 12, true, &mism, &effect);

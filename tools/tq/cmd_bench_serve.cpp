@@ -28,7 +28,7 @@ struct Opts {
   std::string device = "cuda";
   std::string synthetic;
   std::string model;  // a GGUF instead of a synthetic shape
-  std::string types = "bf16,q8_0,q4_0,turbo2,turbo3,turbo4";
+  std::string types = "bf16,q8_0,q4_0,fp8_e4m3,turbo2,turbo3,turbo4";
   std::string batch = "1,8,16,max";
   std::string out;
   std::string pytorch;  // JSON of bench/gpu/pytorch_anchor.py to merge
