@@ -79,19 +79,28 @@ T parse_number_flag(std::string_view flag, std::string_view text, T lo, T hi,
   return v;
 }
 
+// "[a, b]", built by appends: GCC 12 reports a false -Wrestrict for `"[" + std::string`.
+std::string bracket(const std::string &a, const std::string &b) {
+  std::string r = "[";
+  r += a;
+  r += ", ";
+  r += b;
+  r += "]";
+  return r;
+}
+
 } // namespace
 
 int64_t parse_int_flag(std::string_view flag, std::string_view text, int64_t lo,
                        int64_t hi) {
   return parse_number_flag<int64_t>(flag, text, lo, hi, "an integer",
-                                    "[" + std::to_string(lo) + ", " +
-                                        std::to_string(hi) + "]");
+                                    bracket(std::to_string(lo), std::to_string(hi)));
 }
 
 double parse_float_flag(std::string_view flag, std::string_view text, double lo,
                         double hi) {
   return parse_number_flag<double>(flag, text, lo, hi, "a number",
-                                   "[" + num(lo) + ", " + num(hi) + "]");
+                                   bracket(num(lo), num(hi)));
 }
 
 int max_thread_flag() {

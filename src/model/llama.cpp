@@ -23,12 +23,6 @@ struct LlamaModel::Layer {
 
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& ne) {
-  std::string s = "[";
-  for (size_t i = 0; i < ne.size(); ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
-  return s + "]";
-}
-
 // The 1-D tensors (norm weights, biases, RoPE factors) as f32; ne = {n}.
 std::vector<float> load_tensor(const GgufFile& f, const std::string& name,
                                std::vector<int64_t> want) {

@@ -69,7 +69,13 @@ def test_turbo_types_finite_and_ordered(kind):
         assert torch.isfinite(got).all()
         kld[t] = _kld(ref, got)
         bk, bv = cache.bpv
-        assert bk == pytest.approx(tq.Codec(t, 64).bpv) and cache.kv_bytes > 0
+        # values: the codec's bpv; keys are mean-centred by default for the project's types, so
+        # they also carry the f32 mean and per-page offsets (amortised over this short prompt)
+        assert bv == pytest.approx(tq.Codec(t, 64).bpv) and cache.kv_bytes > 0
+        assert bk > bv
+        plain = tqhf.Cache(k=t, v=t, center_keys=False)
+        assert torch.isfinite(_step_logits(model, ids, plain)).all()
+        assert plain.bpv[0] == pytest.approx(tq.Codec(t, 64).bpv)
     # Random weights give near-uniform attention, so the errors are small; the CLI's range on
     # the real 135M model at -c 512 is 0.01-0.1 for turbo4/turbo3.
     assert 0 < kld["turbo4"] < kld["turbo3"] < 0.1
