@@ -231,8 +231,9 @@ TEST(LlamaE2E, ContextLongerThanModelIsAnError) {
   }
   // More tokens than the text holds.
   o.n_ctx = int(L->text_tokens.size()) + 1;
-  if (o.n_ctx <= L->m->hparams().n_ctx_train)
+  if (o.n_ctx <= L->m->hparams().n_ctx_train) {
     EXPECT_THROW(run_perplexity(*L->m, L->text_tokens, false, 0, o), Error);
+  }
   // The forward pass refuses positions beyond the model's context.
   KvCacheOptions co;
   co.max_tokens = 16;

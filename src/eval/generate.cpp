@@ -7,7 +7,6 @@
 #include <cmath>
 #include <string>
 
-#include "model/memcheck.h"
 #include "model/tokenizer.h"
 #include "tq/error.h"
 
@@ -53,26 +52,33 @@ int32_t sample_token(const std::vector<float>& logits, float temp, float top_p,
   return p[keep - 1].second;
 }
 
-GenerateResult run_generate(const LlamaModel& model, const Tokenizer& tok,
-                            const std::vector<int32_t>& prompt, const GenerateOptions& o) {
+int generate_context(const LlamaHparams& hp, size_t prompt_tokens, const GenerateOptions& o) {
   if (o.n_predict < 0) throw Error("-n must be ≥ 0");
   if (!(o.top_p > 0.f && o.top_p <= 1.f)) throw Error("--top-p must be in (0, 1]");
-  if (prompt.empty()) throw Error("empty prompt");
+  if (prompt_tokens == 0) throw Error("empty prompt");
   // 64-bit: a long prompt plus n_predict must not wrap.
-  const int64_t need = int64_t(prompt.size()) + o.n_predict;
+  const int64_t need = int64_t(prompt_tokens) + o.n_predict;
   const int64_t ctx = o.ctx > 0 ? o.ctx : need;
-  if (ctx > model.hparams().n_ctx_train)
+  if (ctx > hp.n_ctx_train)
     throw Error("context " + std::to_string(ctx) + " exceeds the model's context length " +
-                std::to_string(model.hparams().n_ctx_train));
+                std::to_string(hp.n_ctx_train));
   if (need > ctx)
-    throw Error("prompt (" + std::to_string(prompt.size()) + " tokens) + -n " +
+    throw Error("prompt (" + std::to_string(prompt_tokens) + " tokens) + -n " +
                 std::to_string(o.n_predict) + " does not fit in -c " + std::to_string(ctx));
-  KvCacheOptions co = o.cache;
-  co.max_tokens = int(ctx);
-  co.max_seqs = 1;
-  check_memory(model, co);  // refuses, before the cache allocates, a run that cannot fit
-  KvCache cache(model.kv_shape(), co);
-  const int seq = cache.new_seq();
+  return int(ctx);
+}
+
+GenerateResult run_generate(const LlamaModel& model, const Tokenizer& tok,
+                            const std::vector<int32_t>& prompt, const GenerateOptions& o) {
+  const int ctx = generate_context(model.hparams(), prompt.size(), o);
+  CpuRunner runner(model, o.cache, ctx);  // refuses, before it allocates, what cannot fit
+  return run_generate(runner, tok, prompt, o);
+}
+
+GenerateResult run_generate(SeqRunner& runner, const Tokenizer& tok,
+                            const std::vector<int32_t>& prompt, const GenerateOptions& o) {
+  generate_context(runner.hparams(), prompt.size(), o);
+  runner.reset();
   std::mt19937_64 rng(o.seed);
   std::vector<float> logits;
   using clk = std::chrono::steady_clock;
@@ -81,7 +87,7 @@ GenerateResult run_generate(const LlamaModel& model, const Tokenizer& tok,
   if (o.prefill_threads > 0) set_threads(o.prefill_threads);
   const auto t0 = clk::now();
   const double cpu0 = process_cpu_seconds();
-  model.forward(cache, seq, prompt.data(), int(prompt.size()), nullptr, &logits);
+  runner.forward(prompt.data(), int(prompt.size()), &logits);
   const double t_prefill = std::chrono::duration<double>(clk::now() - t0).count();
   r.prefill_s = t_prefill;
   r.prefill_cpu_s = process_cpu_seconds() - cpu0;
@@ -97,7 +103,7 @@ GenerateResult run_generate(const LlamaModel& model, const Tokenizer& tok,
     if (i + 1 == o.n_predict) break;
     const auto ts = clk::now();
     const double cs = process_cpu_seconds();
-    model.forward(cache, seq, &id, 1, nullptr, &logits);
+    runner.forward(&id, 1, &logits);
     r.decode_token_s.push_back(std::chrono::duration<double>(clk::now() - ts).count());
     r.decode_token_cpu_s.push_back(process_cpu_seconds() - cs);
     ++r.decoded;
@@ -110,9 +116,10 @@ GenerateResult run_generate(const LlamaModel& model, const Tokenizer& tok,
   r.prefill_tps = double(prompt.size()) / t_prefill;
   r.decode_tps = r.decoded > 0 ? double(r.decoded) / t_decode : 0.0;
   r.decode_cpu_tps = r.decoded > 0 && cpu_decode > 0 ? double(r.decoded) / cpu_decode : 0.0;
-  r.kv_bytes = cache.kv_bytes();
-  r.bpv_k = cache.bpv_k();
-  r.bpv_v = cache.bpv_v();
+  const CacheFacts f = runner.facts();
+  r.kv_bytes = f.kv_bytes;
+  r.bpv_k = f.bpv_k;
+  r.bpv_v = f.bpv_v;
   return r;
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cache/kv_cache.h"
+#include "eval/runner.h"
 #include "model/llama.h"
 
 namespace tq {
@@ -15,9 +16,9 @@ class Tokenizer;
 
 struct GenerateOptions {
   int n_predict = 64;
-  float temp = 0.f;     // ≤ 0: greedy
-  float top_p = 0.95f;  // nucleus mass, (0, 1]
-  int ctx = 0;          // cache capacity in tokens; 0 = prompt + n_predict
+  float temp = 0.f;             // ≤ 0: greedy
+  float top_p = 0.95f;          // nucleus mass, (0, 1]
+  int ctx = 0;                  // cache capacity in tokens; 0 = prompt + n_predict
   uint64_t seed = 0x5451'0001;  // sampling seed
   // Threads of the prompt's prefill only (0: as set); after such a prefill the decode runs
   // with decode_threads (0: automatic). Long-context speed runs prefill once on more threads
@@ -33,7 +34,7 @@ struct GenerateOptions {
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids (end-of-generation token excluded)
   size_t prompt_tokens = 0;
-  int decoded = 0;              // decode steps run (forward passes after the prefill)
+  int decoded = 0;  // decode steps run (forward passes after the prefill)
   double prefill_tps = 0, decode_tps = 0, decode_cpu_tps = 0;
   double prefill_s = 0, prefill_cpu_s = 0, decode_s = 0, decode_cpu_s = 0;
   std::vector<double> decode_token_s, decode_token_cpu_s;  // per decode step (segment medians)
@@ -50,5 +51,11 @@ int32_t sample_token(const std::vector<float>& logits, float temp, float top_p,
 // (checked before the cache allocates).
 GenerateResult run_generate(const LlamaModel& model, const Tokenizer& tok,
                             const std::vector<int32_t>& prompt, const GenerateOptions& opts);
+// The same on any backend (opts.cache and opts.ctx are the runner's, made with at least
+// generate_context() tokens; the prefill/decode thread options apply to the CPU only).
+GenerateResult run_generate(SeqRunner& runner, const Tokenizer& tok,
+                            const std::vector<int32_t>& prompt, const GenerateOptions& opts);
+// The cache capacity a run needs (opts.ctx, or prompt + n_predict), checked as above.
+int generate_context(const LlamaHparams& hp, size_t prompt_tokens, const GenerateOptions& opts);
 
 }  // namespace tq

@@ -2,7 +2,6 @@
 #include "eval/perplexity.h"
 
 #include <unistd.h>
-
 #include <xxhash.h>
 
 #include <algorithm>
@@ -73,18 +72,16 @@ void validate_cache_options(const KvCacheOptions& o, int n_layer) {
                     std::to_string(l) + " is outside [0, " + std::to_string(n_layer) + ")");
 }
 
-PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32_t>& tokens,
-                                bool add_bos, int32_t bos, const PerplexityOptions& opts) {
-  const LlamaHparams& hp = model.hparams();
+int perplexity_chunks(const LlamaHparams& hp, size_t n_tokens, const PerplexityOptions& opts) {
   validate_cache_options(opts.cache, hp.n_layer);
   const int n_ctx = opts.n_ctx;
   if (n_ctx < 4) throw Error("perplexity: context must be at least 4 tokens");
   if (n_ctx > hp.n_ctx_train)
     throw Error("perplexity: context " + std::to_string(n_ctx) + " exceeds the model's " +
                 "context length " + std::to_string(hp.n_ctx_train));
-  const int max_chunks = int(tokens.size() / size_t(n_ctx));
+  const int max_chunks = int(std::min<size_t>(n_tokens / size_t(n_ctx), INT32_MAX));
   if (max_chunks < 1)
-    throw Error("perplexity: the text has " + std::to_string(tokens.size()) +
+    throw Error("perplexity: the text has " + std::to_string(n_tokens) +
                 " tokens, fewer than one chunk of " + std::to_string(n_ctx));
   // -1 = all; any other value is taken as given (more than the text holds was clamped
   // silently, -5 meant "all").
@@ -93,9 +90,26 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
   if (opts.n_chunks > max_chunks)
     throw Error("perplexity: --chunks " + std::to_string(opts.n_chunks) + ": the text holds " +
                 std::to_string(max_chunks) + " chunks of " + std::to_string(n_ctx) + " tokens");
-  const int n_chunks = opts.n_chunks < 0 ? max_chunks : opts.n_chunks;
-  const int V = hp.n_vocab, E = hp.n_embd;
+  return opts.n_chunks < 0 ? max_chunks : opts.n_chunks;
+}
+
+PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32_t>& tokens,
+                                bool add_bos, int32_t bos, const PerplexityOptions& opts) {
+  perplexity_chunks(model.hparams(), tokens.size(), opts);  // refuse before allocating
+  CpuRunner runner(model, opts.cache, opts.n_ctx + std::max(0, opts.extra_tokens));
+  return run_perplexity(runner, tokens, add_bos, bos, opts);
+}
+
+PerplexityResult run_perplexity(SeqRunner& runner, const std::vector<int32_t>& tokens, bool add_bos,
+                                int32_t bos, const PerplexityOptions& opts) {
+  const LlamaHparams& hp = runner.hparams();
+  const int n_chunks = perplexity_chunks(hp, tokens.size(), opts);
+  const int n_ctx = opts.n_ctx;
+  const int V = hp.n_vocab;
   const int first = n_ctx / 2, n_scored = n_ctx - 1 - first;
+  CpuRunner* cpu = dynamic_cast<CpuRunner*>(&runner);
+  if (opts.after_first_chunk && !cpu)
+    throw Error("perplexity: the first-chunk hook (tq compare) needs the CPU runner");
 
   // The chunks' tokens and their hash.
   std::vector<std::vector<int32_t>> chunks(n_chunks);
@@ -160,40 +174,25 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
     }
   }
 
-  KvCacheOptions co = opts.cache;
-  co.max_tokens = std::max(co.max_tokens, n_ctx + std::max(0, opts.extra_tokens));
-  co.max_seqs = 1;
-  check_memory(model, co);  // before the cache allocates (DESIGN.md §8)
-  KvCache cache(model.kv_shape(), co);
-
-  double nll_sum = 0, nll_sq = 0, fwd_secs = 0;
+  double nll_sum = 0, nll_sq = 0, fwd_secs = 0, score_secs = 0;
   std::vector<double> klds;
   long agree = 0;
   const auto t_start = std::chrono::steady_clock::now();
-  const int kRows = 32;  // logits computed kRows positions at a time
-  std::vector<float> logits(size_t(kRows) * V), logp(size_t(kRows) * V);
-  std::vector<uint16_t> base_rec(size_t(kRows) * rec_u16);
+  std::vector<float> logp;
+  std::vector<uint16_t> base_rec;
   const float* lut = f16_lut();
   // The bar redraws one line with \r: only on a terminal (logs and CI output stay clean).
   const bool bar = opts.progress && isatty(2);
   if (bar) progress_bar(0, n_chunks, 0.0, 0.0);
   for (int c = 0; c < n_chunks; ++c) {
-    const int seq = cache.new_seq();
-    std::vector<float> hidden;
-    const auto t0 = std::chrono::steady_clock::now();
-    model.forward(cache, seq, chunks[c].data(), n_ctx, &hidden, nullptr);
-    fwd_secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (c == 0) {
-      res.kv_bytes = cache.kv_bytes();
-      res.bpv_k = cache.bpv_k();
-      res.bpv_v = cache.bpv_v();
-      res.centred_layers = cache.centred_layers();
-      if (opts.after_first_chunk) opts.after_first_chunk(cache, seq, hidden);
-    }
-    cache.free_seq(seq);
-    for (int r0 = first; r0 < n_ctx - 1; r0 += kRows) {
-      const int nr = std::min(kRows, n_ctx - 1 - r0);
-      model.logits(&hidden[size_t(r0) * E], nr, logits.data());
+    runner.reset();
+    // Rows [first, n_ctx - 1) are scored: their logits arrive in blocks during the forward.
+    auto score_rows = [&](int r0, int nr_all, const float* logits) {
+      const int nr = std::min(nr_all, n_ctx - 1 - r0);
+      if (nr <= 0) return;
+      const auto ts = std::chrono::steady_clock::now();
+      if (logp.size() < size_t(nr) * V) logp.resize(size_t(nr) * V);
+      if (base_rec.size() < size_t(nr) * rec_u16) base_rec.resize(size_t(nr) * rec_u16);
       if (res.has_kld) {
         base_in.read(reinterpret_cast<char*>(base_rec.data()), std::streamsize(nr * rec_bytes));
         if (!base_in) throw Error("KLD base '" + opts.kld_base + "': read failed (truncated?)");
@@ -245,13 +244,29 @@ PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32
       if (res.wrote_base)
         base_out.write(reinterpret_cast<const char*>(base_rec.data()),
                        std::streamsize(nr * rec_bytes));
+      score_secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    runner.forward(chunks[c].data(), n_ctx, nullptr, first, score_rows);
+    // forward time: the model's, not the scoring's (KLD against the base file)
+    fwd_secs +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - score_secs;
+    score_secs = 0;
+    if (c == 0) {
+      const CacheFacts f = runner.facts();
+      res.kv_bytes = f.kv_bytes;
+      res.bpv_k = f.bpv_k;
+      res.bpv_v = f.bpv_v;
+      res.centred_layers = f.centred_layers;
+      if (opts.after_first_chunk)
+        opts.after_first_chunk(cpu->cache(), cpu->seq(), cpu->last_hidden());
     }
     res.tokens += n_scored;
     if (opts.on_chunk) opts.on_chunk(c + 1);
     if (bar)
-      progress_bar(c + 1, n_chunks, std::exp(nll_sum / double(res.tokens)),
-                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start)
-                       .count());
+      progress_bar(
+          c + 1, n_chunks, std::exp(nll_sum / double(res.tokens)),
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count());
   }
   const double n = double(res.tokens);
   const double mean = nll_sum / n;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cache/kv_cache.h"
+#include "eval/runner.h"
 #include "model/llama.h"
 
 namespace tq {
@@ -33,8 +34,7 @@ struct PerplexityOptions {
   // after_first_chunk runs once, right after the first chunk's forward, while its sequence is
   // still in the cache (hidden: n_ctx × n_embd final-norm states); extra_tokens reserves room
   // for tokens it appends (e.g. a short greedy decode at this context).
-  std::function<void(KvCache& cache, int seq, const std::vector<float>& hidden)>
-      after_first_chunk;
+  std::function<void(KvCache& cache, int seq, const std::vector<float>& hidden)> after_first_chunk;
   int extra_tokens = 0;
   std::function<void(int chunks_done)> on_chunk;  // after every chunk
 };
@@ -48,15 +48,23 @@ struct PerplexityResult {
   size_t kv_bytes = 0;     // stored bytes of one full chunk's cache (key means included)
   int centred_layers = 0;  // layers whose keys were mean-centred (KvCache::centred_layers)
   int chunks = 0, n_ctx = 0;
-  long tokens = 0;  // scored positions
+  long tokens = 0;         // scored positions
   double prefill_tps = 0;  // tokens through the model per second of forward time
   double seconds = 0;
 };
 
 // tokens: the whole tokenized text. Throws tq::Error if n_ctx exceeds the model's context or
 // the text is shorter than one chunk, or for a mismatched / truncated base file.
+// On the CPU (a CpuRunner over `model`, opts.cache):
 PerplexityResult run_perplexity(const LlamaModel& model, const std::vector<int32_t>& tokens,
                                 bool add_bos, int32_t bos, const PerplexityOptions& opts);
+// On any backend (one chunk per runner.reset(); opts.cache is the runner's business and
+// opts.after_first_chunk needs a CpuRunner):
+PerplexityResult run_perplexity(SeqRunner& runner, const std::vector<int32_t>& tokens, bool add_bos,
+                                int32_t bos, const PerplexityOptions& opts);
+// The number of chunks a run takes (opts.n_chunks resolved against the text); tq::Error for a
+// context the model does not have, a text shorter than one chunk, a --chunks it does not hold.
+int perplexity_chunks(const LlamaHparams& hp, size_t n_tokens, const PerplexityOptions& opts);
 
 // Checks cache options against a model before any work: a boundary layer count larger than the
 // layer count, per-layer overrides outside [0, n_layer), negative windows. Throws tq::Error.
