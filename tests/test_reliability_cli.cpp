@@ -185,4 +185,22 @@ TEST(CliMemory, OutOfMemoryIsOneLine) {
   EXPECT_EQ(text, "tq: error: out of memory\n");
 }
 
+// `--device cuda` (generate, perplexity): what the GPU cache cannot hold is refused in one line
+// before any work, on every machine (with or without a GPU, CUDA build or not); a run the GPU
+// can serve fails here only for want of a GPU (the device tests run it).
+TEST(CliDevice, CudaRefusesWhatTheGpuCacheCannotHold) {
+  if (!have_model()) GTEST_SKIP() << "model missing";
+  for (const char* cmd : {"generate -n 1 -p hi", "perplexity -q -c 64 --chunks 1"}) {
+    const std::string c = std::string(cmd) + model_arg() + " --device cuda";
+    expect_one_line_error(c + " -ctk f16 -ctv f16", "has no GPU form");
+    expect_one_line_error(c + " -ctk bf16 -ctv q8_0", "differ");
+    expect_one_line_error(c + " -ctk turbo3 -ctv turbo3", "--no-center-keys");
+    expect_one_line_error(c + " -ctk q8_0 -ctv q8_0 --sinks 4", "CPU-only");
+    expect_one_line_error(c + " -ctk q8_0 -ctv q8_0 --boundary 1", "CPU-only");
+  }
+#ifndef TQ_TOOL_LINKS_CUDA
+  expect_one_line_error("generate -n 1 -p hi --device cuda" + model_arg(), "without CUDA");
+#endif
+}
+
 }  // namespace

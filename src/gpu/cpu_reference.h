@@ -31,7 +31,10 @@ class CpuReference {
 
 // Writes a model's weights as a GGUF (BF16 matrices in the llama/qwen2 tensor names, F32
 // norms and biases) that the CPU path (LlamaModel::load) reads: the GPU forward and the
-// project's CPU forward can then be compared on the same weights.
-void write_gguf(const LlamaHparams& hp, const HostWeights& w, const std::string& path);
+// project's CPU forward can then be compared on the same weights. with_tokenizer: also a
+// byte-level BPE tokenizer (needs a vocabulary of >= 258), so `tq generate` / `tq perplexity`
+// run the file on text (the device machine has no real model).
+void write_gguf(const LlamaHparams& hp, const HostWeights& w, const std::string& path,
+                bool with_tokenizer = false);
 
 }  // namespace tq::gpu

@@ -4,10 +4,63 @@
 
 #include "gpu/cpu_reference.h"
 #include "model/gguf_writer.h"
+#include "tq/error.h"
 
 namespace tq::gpu {
+namespace {
 
-void write_gguf(const LlamaHparams& hp, const HostWeights& w, const std::string& path) {
+// UTF-8 of the character GPT-2's byte-level BPE uses for byte b: printable Latin-1 bytes are
+// themselves, the 68 others are U+0100 onwards in byte order.
+std::string byte_level_char(int b) {
+  auto printable = [](int x) {
+    return (x >= 33 && x <= 126) || (x >= 161 && x <= 172) || x >= 174;
+  };
+  int cp = b;
+  if (!printable(b)) {
+    cp = 256;
+    for (int x = 0; x < b; ++x) cp += !printable(x);
+  }
+  std::string s;
+  if (cp < 0x80) {
+    s += char(cp);
+  } else {
+    s += char(0xC0 | (cp >> 6));
+    s += char(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+// A byte-level BPE vocabulary of n_vocab tokens: <|endoftext|> (BOS and EOS), the 256 byte
+// characters, one merge ("Ġ t"), then unused fillers: any text encodes (byte by byte).
+void add_byte_tokenizer(GgufWriter& g, int n_vocab) {
+  if (n_vocab < 258) throw Error("write_gguf: a tokenizer needs a vocabulary of >= 258");
+  std::vector<std::string> tok = {"<|endoftext|>"};
+  std::vector<int32_t> type = {3};  // control
+  for (int b = 0; b < 256; ++b) {
+    tok.push_back(byte_level_char(b));
+    type.push_back(1);
+  }
+  const std::string G = byte_level_char(' ');
+  tok.push_back(G + "t");
+  type.push_back(1);
+  while (int(tok.size()) < n_vocab) {
+    tok.push_back("<unused_" + std::to_string(tok.size()) + ">");
+    type.push_back(5);  // unused
+  }
+  g.set_string("tokenizer.ggml.model", "gpt2");
+  g.set_string("tokenizer.ggml.pre", "default");
+  g.set_string_array("tokenizer.ggml.tokens", tok);
+  g.set_i32_array("tokenizer.ggml.token_type", type);
+  g.set_string_array("tokenizer.ggml.merges", {G + " t"});
+  g.set_u32("tokenizer.ggml.bos_token_id", 0);
+  g.set_u32("tokenizer.ggml.eos_token_id", 0);
+  g.set_bool("tokenizer.ggml.add_bos_token", true);
+}
+
+}  // namespace
+
+void write_gguf(const LlamaHparams& hp, const HostWeights& w, const std::string& path,
+                bool with_tokenizer) {
   GgufWriter g;
   const std::string a = hp.arch;
   const int E = hp.n_embd, D = hp.head_dim, F = hp.n_ff, V = hp.n_vocab;
@@ -52,6 +105,7 @@ void write_gguf(const LlamaHparams& hp, const HostWeights& w, const std::string&
       vec32(p + "attn_v.bias", L.bqkv.data() + HQ + HK, HK);
     }
   }
+  if (with_tokenizer) add_byte_tokenizer(g, V);
   g.write(path);
 }
 

@@ -315,6 +315,7 @@ GpuRuntime::GpuRuntime(const GpuModel& model, const RuntimeConfig& cfg) : cfg_(c
   cc.head_dim = I.D;
   cc.n_kv_heads = I.NKV;
   cc.n_pages = n_pages;
+  cc.seed = cfg.cache_seed;
   cuda::DecodeGrid grid = cuda::DecodeGrid::kAuto;
   if (cfg.decode_grid == "split") grid = cuda::DecodeGrid::kSplit;
   else if (cfg.decode_grid == "stream") grid = cuda::DecodeGrid::kStream;
@@ -432,7 +433,9 @@ std::string GpuRuntime::graph_status() const {
   return s;
 }
 
-void GpuRuntime::prefill(int s, const int32_t* tokens, int n, std::vector<float>* last_logits) {
+void GpuRuntime::prefill(int s, const int32_t* tokens, int n, std::vector<float>* last_logits,
+                         int rows_from,
+                         const std::function<void(int, int, const float*)>& rows) {
   Impl& I = *impl_;
   if (s < 0 || s >= int(I.seqs.size()) || !I.seqs[s].live)
     throw Error("GPU prefill: sequence is not live");
@@ -449,6 +452,7 @@ void GpuRuntime::prefill(int s, const int32_t* tokens, int n, std::vector<float>
   GCK(cudaMemcpyAsync(I.d_pbt, I.h_pbt, sizeof(int) * S.pages.size(), cudaMemcpyHostToDevice,
                       I.st));
   int last = 0;
+  std::vector<float> row_buf;
   for (int c0 = 0; c0 < n; c0 += cfg_.max_chunk) {
     const int T = std::min(cfg_.max_chunk, n - c0), pos0 = S.len;
     GCK(cudaStreamSynchronize(I.st));  // the staging buffers are reused per chunk
@@ -464,6 +468,17 @@ void GpuRuntime::prefill(int s, const int32_t* tokens, int n, std::vector<float>
       I.caches[l]->append(I.k, I.v, 1, T, I.d_pbt, I.max_pages, I.d_pstart, I.st);
       I.caches[l]->prefill(I.q, I.att, T, I.NH, I.d_pbt, I.max_pages, pos0, I.scale, I.st);
     });
+    // this chunk's rows of [rows_from, n): logits max_seqs rows at a time (the logits buffer)
+    for (int r = std::max(rows_from, c0); rows && rows_from >= 0 && r < c0 + T;) {
+      const int nr = std::min(cfg_.max_seqs, c0 + T - r);
+      I.head(r - c0, nr);
+      row_buf.resize(size_t(nr) * I.V);
+      GCK(cudaMemcpyAsync(row_buf.data(), I.logits, sizeof(float) * nr * I.V,
+                          cudaMemcpyDeviceToHost, I.st));
+      GCK(cudaStreamSynchronize(I.st));
+      rows(r, nr, row_buf.data());
+      r += nr;
+    }
     S.len += T;
     last = T - 1;
   }

@@ -10,6 +10,7 @@
 //               the decode step replayed as a CUDA graph).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -70,12 +71,13 @@ class GpuModel {
 };
 
 struct RuntimeConfig {
-  std::string cache_type = "bf16";  // a GPU cache type (tq::cuda::parse_fmt)
-  int max_seqs = 16;                // sequence slots (largest decode batch)
-  int max_ctx = 4096;               // tokens per sequence (block-table width)
-  int n_pages = 0;                  // 32-token pages in the pool; 0: max_seqs full contexts
-  int max_chunk = 256;              // prefill tokens per forward (chunked prefill)
-  bool graphs = true;               // replay the decode step as a CUDA graph
+  std::string cache_type = "bf16";    // a GPU cache type (tq::cuda::parse_fmt)
+  int max_seqs = 16;                  // sequence slots (largest decode batch)
+  int max_ctx = 4096;                 // tokens per sequence (block-table width)
+  int n_pages = 0;                    // 32-token pages in the pool; 0: max_seqs full contexts
+  int max_chunk = 256;                // prefill tokens per forward (chunked prefill)
+  bool graphs = true;                 // replay the decode step as a CUDA graph
+  uint64_t cache_seed = 0x5451'0001;  // rotations of the turbo types (as CodecOptions::seed)
   // Benchmarks: the attention decode grid of every layer's cache ("auto", "split", "stream";
   // tq::cuda::DecodeGrid). Anything else is a tq::Error.
   std::string decode_grid = "auto";
@@ -104,14 +106,18 @@ class GpuRuntime {
   // Runs n prompt tokens of seq (chunks of max_chunk tokens: each chunk's K/V appended, then
   // its queries attend to the stored cache causally). last_logits (optional): the logits of
   // the last token. tq::Error when the pool is full or the context too long.
-  void prefill(int seq, const int32_t* tokens, int n, std::vector<float>* last_logits);
+  // rows (optional): the logits of rows [rows_from, n) passed to rows(r0, nr, logits[nr][vocab])
+  // in order, up to max_seqs rows at a time, as each chunk finishes (perplexity).
+  void prefill(int seq, const int32_t* tokens, int n, std::vector<float>* last_logits,
+               int rows_from = -1,
+               const std::function<void(int r0, int nr, const float* logits)>& rows = nullptr);
 
   // One decode step: token tokens[i] of seqs[i] at position seq_len(seqs[i]), all sequences in
   // one batch. sampled (optional): the next token of each (greedy when temperature ≤ 0);
   // logits (optional): [B][vocab].
   void decode(const std::vector<int>& seqs, const std::vector<int32_t>& tokens,
-              std::vector<int32_t>* sampled, std::vector<float>* logits,
-              float temperature = 0.f, uint64_t seed = 0);
+              std::vector<int32_t>* sampled, std::vector<float>* logits, float temperature = 0.f,
+              uint64_t seed = 0);
 
   // Benchmarks: append n random K/V tokens to every layer of each sequence directly (no
   // forward pass), as if a prompt of n tokens had been run.

@@ -18,6 +18,7 @@
 #include "command.h"
 #include "tq/error.h"
 #ifdef TQ_HAVE_GPU
+#include "gpu/cpu_reference.h"
 #include "gpu/runtime.h"
 #include "model/gguf.h"
 #endif
@@ -31,7 +32,8 @@ struct Opts {
   std::string types = "bf16,q8_0,q4_0,fp8_e4m3,turbo2,turbo3,turbo4";
   std::string batch = "1,8,16,max";
   std::string out;
-  std::string pytorch;  // JSON of bench/gpu/pytorch_anchor.py to merge
+  std::string write_gguf;  // write the synthetic model (with a byte-level tokenizer) and stop
+  std::string pytorch;     // JSON of bench/gpu/pytorch_anchor.py to merge
   int ctx = 32768;
   int steps = 20;
   int prefill = 2048;
@@ -69,14 +71,21 @@ void bench_serve(const Opts& o) {
   if (!gpu_available()) throw tq::Error("bench serve: no CUDA GPU is available");
   if (o.ctx <= 0 || o.steps <= 0 || o.prefill < 0 || o.chunk <= 0)
     throw tq::Error("bench serve: --ctx, --steps, --chunk must be positive");
+  if (!o.write_gguf.empty()) {
+    if (o.synthetic.empty()) throw tq::Error("bench serve: --write-gguf needs --synthetic NAME");
+    const tq::LlamaHparams shp = synthetic_hparams(o.synthetic);
+    write_gguf(shp, GpuModel::synthetic(shp, o.seed)->download(), o.write_gguf, true);
+    std::fprintf(stderr, "wrote %s (synthetic %s, seed %llu, byte-level tokenizer)\n",
+                 o.write_gguf.c_str(), o.synthetic.c_str(), (unsigned long long)o.seed);
+    return;
+  }
   FILE* tab = o.json ? stderr : stdout;  // --json: stdout holds the JSON document alone
   std::unique_ptr<GpuModel> model;
   if (!o.model.empty()) model = GpuModel::from_gguf(*tq::GgufFile::open(o.model));
   const tq::LlamaHparams hp = model ? model->hparams() : synthetic_hparams(o.synthetic);
   const std::vector<std::string> types = split(o.types), batches = split(o.batch);
   for (const std::string& b : batches)
-    if (b != "max" &&
-        (b.find_first_not_of("0123456789") != std::string::npos || std::stoi(b) <= 0))
+    if (b != "max" && (b.find_first_not_of("0123456789") != std::string::npos || std::stoi(b) <= 0))
       throw tq::Error("bench serve: --batch entries are positive integers or 'max', got '" + b +
                       "'");
   for (const std::string& t : types) page_bytes_for(t, hp);  // unknown types fail up front
@@ -98,10 +107,9 @@ void bench_serve(const Opts& o) {
   J["graphs"] = nlohmann::json::object();
   std::fprintf(stderr, "# tq bench serve: %s, %s, ctx %d, copy %.2f TB/s, weights %.2f GB\n",
                J["gpu"].get<std::string>().c_str(), J["model"].get<std::string>().c_str(), o.ctx,
-               copy,
-               double(model->weight_bytes()) / 1e9);
+               copy, double(model->weight_bytes()) / 1e9);
   std::fprintf(tab, "%-9s %5s %9s %10s %8s %12s %6s\n", "type", "B", "tok/s", "ms/step", "KV GB",
-              "roofline t/s", "% roof");
+               "roofline t/s", "% roof");
   std::fflush(tab);
   const int runs = int(batches.size());
   for (const std::string& t : types) {
@@ -117,7 +125,7 @@ void bench_serve(const Opts& o) {
     J["max_batch"][t] = fit;
     if (max_b < 1) {
       std::fprintf(tab, "%-9s: no %d-token sequence fits in %.1f GB free\n", t.c_str(), o.ctx,
-                  double(free_b) / 1e9);
+                   double(free_b) / 1e9);
       continue;
     }
     {
@@ -160,9 +168,14 @@ void bench_serve(const Opts& o) {
         if (eager_ms > 0) std::fprintf(tab, "   eager %.3f ms", eager_ms);
         std::fprintf(tab, "\n");
         std::fflush(tab);
-        J["rows"].push_back({{"type", t}, {"B", B}, {"ctx", o.ctx}, {"tok_s", tok_s},
-                             {"ms_per_step", ms}, {"kv_gb", kv / 1e9},
-                             {"roofline_tok_s", roof}, {"max_batch", bs == "max"}});
+        J["rows"].push_back({{"type", t},
+                             {"B", B},
+                             {"ctx", o.ctx},
+                             {"tok_s", tok_s},
+                             {"ms_per_step", ms},
+                             {"kv_gb", kv / 1e9},
+                             {"roofline_tok_s", roof},
+                             {"max_batch", bs == "max"}});
         if (eager_ms > 0) J["rows"].back()["eager_ms_per_step"] = eager_ms;
       }
       J["graphs"][t] = rt.graph_status();
@@ -188,9 +201,9 @@ void bench_serve(const Opts& o) {
       times.erase(times.begin());  // warm-up
       const double tps = o.prefill / median(times);
       std::fprintf(tab, "%-9s prefill %d tokens (chunks of %d): %.0f tok/s\n", t.c_str(), o.prefill,
-                  o.chunk, tps);
-      J["prefill"].push_back({{"type", t}, {"tokens", o.prefill}, {"chunk", o.chunk},
-                              {"tok_s", tps}});
+                   o.chunk, tps);
+      J["prefill"].push_back(
+          {{"type", t}, {"tokens", o.prefill}, {"chunk", o.chunk}, {"tok_s", tps}});
     }
   }
   if (!o.pytorch.empty()) {
@@ -231,6 +244,9 @@ void setup(CLI::App& app) {
   cmd->add_option("--pytorch", o.pytorch, "merge this PyTorch anchor JSON (pytorch_anchor.py)");
   cmd->add_option("--out", o.out, "write the JSON document to this file");
   cmd->add_option("--seed", o.seed, "weights / cache fill seed");
+  cmd->add_option("--write-gguf", o.write_gguf,
+                  "write the --synthetic model as a GGUF (bf16, byte-level tokenizer) for "
+                  "`tq perplexity/generate` on the device, and stop");
   cmd->add_flag("--no-graphs", o.no_graphs, "eager launches instead of CUDA graphs");
   cmd->add_option("--decode-grid", o.decode_grid,
                   "attention decode grid: auto (the launch plan's choice), split or stream");

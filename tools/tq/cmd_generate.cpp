@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "command.h"
+#include "device_flag.h"
 #include "eval/generate.h"
 #include "model/gguf.h"
 #include "model/llama.h"
@@ -21,6 +22,7 @@ void setup(CLI::App& app) {
     float temp = 0.f, top_p = 0.95f;
     bool chat = false, json = false;
     tq::cli::RuntimeFlags rt;
+    tq::cli::DeviceFlag dev;
   };
   static Opts o;
   cmd->add_option("-m,--model", o.model,
@@ -41,7 +43,9 @@ void setup(CLI::App& app) {
                  "Threads of the prompt's prefill only (default 0: -t); for long-context speed "
                  "runs that prefill once and time the decode");
   o.rt.add(cmd);
+  o.dev.add(cmd);
   cmd->callback([] {
+    o.dev.default_types(o.rt);
     o.rt.apply_threads();
     tq::GenerateOptions go;
     go.cache = o.rt.cache_options();  // refuses missing codebooks early
@@ -76,40 +80,43 @@ void setup(CLI::App& app) {
           std::fflush(stdout);
         };
     }
-    const tq::GenerateResult r = tq::run_generate(*model, *tok, prompt, go);
+    const int ctx = tq::generate_context(model->hparams(), prompt.size(), go);
+    const auto runner = o.dev.runner(o.rt, go.cache, *f, *model, ctx);
+    const tq::GenerateResult r = tq::run_generate(*runner, *tok, prompt, go);
     if (!o.json) {
       std::fputc('\n', stdout);
       std::fflush(stdout);
     }
     std::fprintf(stderr,
                  "prompt %zu tokens, prefill %.1f tok/s; generated %zu tokens, decode %.1f tok/s;"
-                 " cache %s %zu bytes (bpv %.3f/%.3f)\n",
+                 " cache %s %zu bytes (bpv %.3f/%.3f); device %s\n",
                  r.prompt_tokens, r.prefill_tps, r.tokens.size(), r.decode_tps,
-                 o.rt.label().c_str(), r.kv_bytes, r.bpv_k, r.bpv_v);
+                 o.rt.label().c_str(), r.kv_bytes, r.bpv_k, r.bpv_v, runner->device().c_str());
     if (o.json)
-      tq::cli::print_json({{"prompt", o.file.empty() ? o.prompt : o.file},
-                           {"text", tok->decode(r.tokens)},
-                           {"tokens", r.tokens},
-                           {"prompt_tokens", r.prompt_tokens},
-                           {"prefill_tps", r.prefill_tps},
-                           {"prefill_cpu_tps",
-                            r.prefill_cpu_s > 0 ? double(r.prompt_tokens) / r.prefill_cpu_s : 0.0},
-                           {"prefill_s", r.prefill_s},
-                           {"prefill_cpu_s", r.prefill_cpu_s},
-                           {"decode_tps", r.decode_tps},
-                           {"decoded", r.decoded},
-                           {"decode_s", r.decode_s},
-                           {"decode_cpu_s", r.decode_cpu_s},
-                           {"decode_token_s", r.decode_token_s},
-                           {"decode_token_cpu_s", r.decode_token_cpu_s},
-                           {"decode_cpu_tps", r.decode_cpu_tps},
-                           {"ctk", o.rt.ctk},
-                           {"ctv", o.rt.ctv},
-                           {"plan", o.rt.plan.empty() ? nlohmann::json(nullptr)
-                                                      : nlohmann::json(o.rt.plan)},
-                           {"kv_bytes", r.kv_bytes},
-                           {"bpv_k", r.bpv_k},
-                           {"bpv_v", r.bpv_v}});
+      tq::cli::print_json(
+          {{"prompt", o.file.empty() ? o.prompt : o.file},
+           {"text", tok->decode(r.tokens)},
+           {"tokens", r.tokens},
+           {"prompt_tokens", r.prompt_tokens},
+           {"prefill_tps", r.prefill_tps},
+           {"prefill_cpu_tps",
+            r.prefill_cpu_s > 0 ? double(r.prompt_tokens) / r.prefill_cpu_s : 0.0},
+           {"prefill_s", r.prefill_s},
+           {"prefill_cpu_s", r.prefill_cpu_s},
+           {"decode_tps", r.decode_tps},
+           {"decoded", r.decoded},
+           {"decode_s", r.decode_s},
+           {"decode_cpu_s", r.decode_cpu_s},
+           {"decode_token_s", r.decode_token_s},
+           {"decode_token_cpu_s", r.decode_token_cpu_s},
+           {"decode_cpu_tps", r.decode_cpu_tps},
+           {"ctk", o.rt.ctk},
+           {"ctv", o.rt.ctv},
+           {"device", runner->device()},
+           {"plan", o.rt.plan.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.rt.plan)},
+           {"kv_bytes", r.kv_bytes},
+           {"bpv_k", r.bpv_k},
+           {"bpv_v", r.bpv_v}});
   });
 }
 TQ_COMMAND(setup, 30);
