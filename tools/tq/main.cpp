@@ -21,7 +21,12 @@ std::vector<std::pair<int, Setup>>& commands() {
 
 Registrar::Registrar(Setup setup, int order) { commands().emplace_back(order, setup); }
 
-void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << std::endl; }
+// Strings that are not valid UTF-8 (generated text cut inside a character, a model that emits
+// stray bytes) are written with U+FFFD in place of the bad bytes instead of failing the dump;
+// exact data travels beside them (generate's "tokens").
+void print_json(const nlohmann::json& j) {
+  std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+}
 
 std::string read_file(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
