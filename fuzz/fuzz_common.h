@@ -10,26 +10,12 @@
 #include <vector>
 
 #include "model/gguf_writer.h"
+#include "model/tokenizer.h"
 
 namespace tq::fuzz {
 
-// GPT-2's byte alphabet (printable Latin-1 bytes stand for themselves, the others from U+0100).
-inline std::string gpt2_byte_char(int b) {
-  int next = 256, cp = b;
-  for (int x = 0; x < 256; ++x) {
-    const bool printable = (x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174);
-    const int c = printable ? x : next++;
-    if (x == b) cp = c;
-  }
-  std::string s;
-  if (cp < 0x80) {
-    s += char(cp);
-  } else {
-    s += char(0xC0 | (cp >> 6));
-    s += char(0x80 | (cp & 0x3F));
-  }
-  return s;
-}
+// GPT-2's byte alphabet, as the tokenizer reads it.
+inline std::string gpt2_byte_char(int b) { return byte_level_char(uint8_t(b)); }
 
 // Tokenizer metadata: a byte-level BPE ("gpt2", pre-tokenizer `pre`) with the whole byte
 // alphabet, a few merges and special tokens, or a SentencePiece ("llama") vocabulary with

@@ -4,31 +4,11 @@
 
 #include "gpu/cpu_reference.h"
 #include "model/gguf_writer.h"
+#include "model/tokenizer.h"
 #include "tq/error.h"
 
 namespace tq::gpu {
 namespace {
-
-// UTF-8 of the character GPT-2's byte-level BPE uses for byte b: printable Latin-1 bytes are
-// themselves, the 68 others are U+0100 onwards in byte order.
-std::string byte_level_char(int b) {
-  auto printable = [](int x) {
-    return (x >= 33 && x <= 126) || (x >= 161 && x <= 172) || x >= 174;
-  };
-  int cp = b;
-  if (!printable(b)) {
-    cp = 256;
-    for (int x = 0; x < b; ++x) cp += !printable(x);
-  }
-  std::string s;
-  if (cp < 0x80) {
-    s += char(cp);
-  } else {
-    s += char(0xC0 | (cp >> 6));
-    s += char(0x80 | (cp & 0x3F));
-  }
-  return s;
-}
 
 // A byte-level BPE vocabulary of n_vocab tokens: <|endoftext|> (BOS and EOS), the 256 byte
 // characters, one merge ("Ġ t"), then unused fillers: any text encodes (byte by byte).
@@ -37,10 +17,10 @@ void add_byte_tokenizer(GgufWriter& g, int n_vocab) {
   std::vector<std::string> tok = {"<|endoftext|>"};
   std::vector<int32_t> type = {3};  // control
   for (int b = 0; b < 256; ++b) {
-    tok.push_back(byte_level_char(b));
+    tok.push_back(byte_level_char(uint8_t(b)));
     type.push_back(1);
   }
-  const std::string G = byte_level_char(' ');
+  const std::string G = byte_level_char(uint8_t(' '));
   tok.push_back(G + "t");
   type.push_back(1);
   while (int(tok.size()) < n_vocab) {

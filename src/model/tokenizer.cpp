@@ -12,6 +12,22 @@
 
 namespace tq {
 
+uint32_t byte_level_codepoint(uint8_t b) {
+  auto printable = [](uint32_t x) {
+    return (x >= 33 && x <= 126) || (x >= 161 && x <= 172) || x >= 174;
+  };
+  if (printable(b)) return b;
+  uint32_t cp = 256;
+  for (uint32_t x = 0; x < b; ++x) cp += !printable(x);
+  return cp;
+}
+
+std::string byte_level_char(uint8_t b) {
+  std::string s;
+  unicode::append_utf8(s, byte_level_codepoint(b));
+  return s;
+}
+
 namespace {
 
 // tokenizer.ggml.token_type values (llama.cpp's).
@@ -131,9 +147,15 @@ void split_with(const std::vector<Unit>& u, size_t b, size_t e, Pre pre, std::ve
     const size_t n = e - b;
     switch (pre) {
       case Pre::Gpt2:
-      case Pre::Smollm: m = match_gpt2(base, i - b, n); break;
-      case Pre::Llama3: m = match_llama3(base, i - b, n, 3); break;
-      case Pre::Qwen2: m = match_llama3(base, i - b, n, 1); break;
+      case Pre::Smollm:
+        m = match_gpt2(base, i - b, n);
+        break;
+      case Pre::Llama3:
+        m = match_llama3(base, i - b, n, 3);
+        break;
+      case Pre::Qwen2:
+        m = match_llama3(base, i - b, n, 1);
+        break;
     }
     if (m == 0) m = 1;
     out.push_back({u[i].pos, u[i + m - 1].pos + u[i + m - 1].len});
@@ -178,9 +200,9 @@ struct Tokenizer::Impl {
   std::vector<std::vector<int32_t>> specials_by_byte;  // by first byte, longest first
   std::vector<bool> eog;
   std::string chat_template;
-  uint32_t byte_cp[256] = {};                  // GPT-2 byte -> printable code point
+  uint32_t byte_cp[256] = {};                     // GPT-2 byte -> printable code point
   std::unordered_map<uint32_t, uint8_t> cp_byte;  // and back
-  int32_t byte_token[256];                     // SPM <0xXX> tokens (-1 if absent)
+  int32_t byte_token[256];                        // SPM <0xXX> tokens (-1 if absent)
 
   void bpe_word(const std::string& mapped, std::vector<int32_t>& out) const;
   // A byte the vocabulary has no token for. It used to become the unknown token — in SmolLM2's
@@ -219,7 +241,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
   Impl& m = *t->impl_;
   if (!f.has("tokenizer.ggml.model")) fail("no tokenizer.ggml.model in the file");
   const std::string model = f.get_string("tokenizer.ggml.model");
-  if (model == "llama") m.spm = true;
+  if (model == "llama")
+    m.spm = true;
   else if (model != "gpt2")
     fail("unsupported tokenizer model '" + model + "' (supported: gpt2, llama)");
 
@@ -278,7 +301,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
              p == "falcon3" || p == "dbrx") {
       m.pre = Pre::Llama3;
       m.ignore_merges = true;
-    } else if (p == "qwen2" || p == "deepseek-r1-qwen") m.pre = Pre::Qwen2;
+    } else if (p == "qwen2" || p == "deepseek-r1-qwen")
+      m.pre = Pre::Qwen2;
     else if (p == "default" || p == "gpt-2" || p == "gpt2" || p == "mpt" || p == "olmo" ||
              p == "phi-2")
       m.pre = Pre::Gpt2;  // the GPT-2 regex
@@ -286,12 +310,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
       fail("unsupported pre-tokenizer '" + p +
            "' (supported: smollm, starcoder, refact, command-r, llama-bpe, llama3, qwen2, "
            "gpt-2, mpt, olmo, default)");
-    // GPT-2's byte alphabet: printable Latin-1 bytes stand for themselves, the others are
-    // moved to U+0100 upwards in byte order.
-    uint32_t next = 256;
     for (uint32_t b = 0; b < 256; ++b) {
-      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-      m.byte_cp[b] = printable ? b : next++;
+      m.byte_cp[b] = byte_level_codepoint(uint8_t(b));
       m.cp_byte[m.byte_cp[b]] = uint8_t(b);
     }
   } else {
@@ -311,9 +331,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& f) {
       m.specials_by_byte[static_cast<unsigned char>(m.tokens[i][0])].push_back(int32_t(i));
   }
   for (auto& v : m.specials_by_byte)
-    std::stable_sort(v.begin(), v.end(), [&](int32_t a, int32_t b) {
-      return m.tokens[a].size() > m.tokens[b].size();
-    });
+    std::stable_sort(v.begin(), v.end(),
+                     [&](int32_t a, int32_t b) { return m.tokens[a].size() > m.tokens[b].size(); });
 
   m.eog.assign(n, false);
   for (int32_t id : {m.eos, m.eot, m.eom})
@@ -501,8 +520,10 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos) cons
   const auto flush = [&](size_t end) {
     if (end > frag) {
       const std::string_view piece = text.substr(frag, end - frag);
-      if (m.spm) m.encode_spm(piece, m.add_space_prefix && after_special, out);
-      else m.encode_bpe(piece, out);
+      if (m.spm)
+        m.encode_spm(piece, m.add_space_prefix && after_special, out);
+      else
+        m.encode_bpe(piece, out);
       after_special = false;
     }
   };
@@ -554,8 +575,10 @@ std::string Tokenizer::token_to_piece(int32_t id) const {
   std::string out;
   for (const Unit& u : unicode::decode_utf8(s)) {
     auto it = m.cp_byte.find(u.cp);
-    if (it != m.cp_byte.end()) out += char(it->second);
-    else out.append(s, u.pos, u.len);  // not in the byte alphabet: keep as written
+    if (it != m.cp_byte.end())
+      out += char(it->second);
+    else
+      out.append(s, u.pos, u.len);  // not in the byte alphabet: keep as written
   }
   return out;
 }
@@ -603,8 +626,10 @@ std::string chatml_default_system(const std::string& tmpl) {
   size_t p = tmpl.find(open);
   while (p != std::string::npos) {
     size_t b = p + open.size();
-    if (tmpl.compare(b, 1, "\n") == 0) b += 1;
-    else if (tmpl.compare(b, 2, "\\n") == 0) b += 2;
+    if (tmpl.compare(b, 1, "\n") == 0)
+      b += 1;
+    else if (tmpl.compare(b, 2, "\\n") == 0)
+      b += 2;
     else {
       p = tmpl.find(open, p + 1);
       continue;
@@ -633,8 +658,7 @@ std::string chatml_default_system(const std::string& tmpl) {
 }  // namespace
 
 std::string Tokenizer::apply_chat_template(
-    const std::vector<std::pair<std::string, std::string>>& msgs,
-    bool add_assistant_prompt) const {
+    const std::vector<std::pair<std::string, std::string>>& msgs, bool add_assistant_prompt) const {
   const std::string& tmpl = impl_->chat_template;
   std::string out;
   if (tmpl.find("<|start_header_id|>") != std::string::npos) {  // Llama 3

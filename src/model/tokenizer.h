@@ -17,6 +17,11 @@
 
 namespace tq {
 
+// GPT-2's byte alphabet (byte-level BPE vocabularies): printable Latin-1 bytes stand for
+// themselves, the 68 others for U+0100 upwards in byte order. byte_level_char: its UTF-8.
+uint32_t byte_level_codepoint(uint8_t b);
+std::string byte_level_char(uint8_t b);
+
 class Tokenizer {
  public:
   // From tokenizer.ggml.* metadata. Throws tq::Error for another tokenizer model or malformed
@@ -39,8 +44,8 @@ class Tokenizer {
   bool is_eog(int32_t id) const;  // eos, eot, <|im_end|>, <|eot_id|> ...
   bool is_control(int32_t id) const;
   bool wants_bos() const;
-  std::string model() const;           // "gpt2" or "llama"
-  std::string pre() const;             // pre-tokenizer in use ("smollm", "llama3", ...)
+  std::string model() const;  // "gpt2" or "llama"
+  std::string pre() const;    // pre-tokenizer in use ("smollm", "llama3", ...)
   const std::string& token_text(int32_t id) const;  // the vocabulary entry as stored
 
   // Chat formatting from tokenizer.chat_template: ChatML (<|im_start|>role\n...<|im_end|>\n),
