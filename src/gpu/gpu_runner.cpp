@@ -7,7 +7,7 @@ namespace tq::gpu {
 
 GpuRunner::GpuRunner(const GpuModel& model, const std::string& cache_type, int max_tokens,
                      int max_chunk, uint64_t cache_seed)
-    : model_(model), type_(cache_type) {
+    : model_(model) {
   RuntimeConfig rc;
   rc.cache_seed = cache_seed;
   rc.cache_type = cache_type;

@@ -28,7 +28,6 @@ class GpuRunner : public SeqRunner {
 
  private:
   const GpuModel& model_;
-  std::string type_;
   std::unique_ptr<GpuRuntime> rt_;
   int seq_ = -1;
 };
