@@ -55,3 +55,7 @@ add_executable(bench_gpu_decode ${PROJECT_SOURCE_DIR}/bench/gpu/bench_decode.cu
                                 ${PROJECT_SOURCE_DIR}/bench/gpu/decode_variants.cu)
 target_link_libraries(bench_gpu_decode PRIVATE tq_cuda)
 target_link_options(bench_gpu_decode PRIVATE ${TQ_CUDA_PORTABLE_LINK})
+# The decode-step linear layers: cuBLAS + unfused kernels vs the small-batch kernel (linear.h).
+add_executable(bench_gpu_linear ${PROJECT_SOURCE_DIR}/bench/gpu/bench_linear.cu)
+target_link_libraries(bench_gpu_linear PRIVATE tq_gpu)
+target_link_options(bench_gpu_linear PRIVATE ${TQ_CUDA_PORTABLE_LINK})

@@ -6,7 +6,9 @@
 #include <cfloat>
 
 #include "cuda/consts.cuh"
+#include "gpu/linear.h"
 #include "gpu/ops.h"
+#include "gpu/pdl.cuh"
 
 namespace tq::gpu {
 namespace {
@@ -79,6 +81,8 @@ __global__ void rmsnorm_kernel(const float* x, const float* w, uint16_t* y, int 
 
 // grid (n, Hq + 2·Hkv), block D/2 threads: thread i owns pair i of one head of one token.
 __global__ void qkv_rope_kernel(QkvArgs a) {
+  pdl_wait();
+  pdl_trigger();
   const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x, D = a.D, P = D / 2;
   const int W = (a.Hq + 2 * a.Hkv) * D;
   const float* row = a.qkv + size_t(t) * W + size_t(h) * D;
@@ -235,10 +239,10 @@ void launch_rmsnorm_bf16(const float* x, const float* w, uint16_t* y, int n, int
   TQ_LAUNCHED();
 }
 
-void launch_qkv_rope(const QkvArgs& a, void* stream) {
+void launch_qkv_rope(const QkvArgs& a, void* stream, bool pdl) {
   if (a.n <= 0) return;
-  qkv_rope_kernel<<<dim3(a.n, a.Hq + 2 * a.Hkv), a.D / 2, 0, cudaStream_t(stream)>>>(a);
-  TQ_LAUNCHED();
+  PdlLaunch L(dim3(a.n, a.Hq + 2 * a.Hkv), dim3(a.D / 2), stream, pdl && pdl_supported());
+  check_cuda(int(cudaLaunchKernelEx(&L.cfg, qkv_rope_kernel, a)), "qkv_rope");
 }
 
 void launch_swiglu_bf16(const float* gu, uint16_t* out, int n, int F, void* stream) {

@@ -53,7 +53,8 @@ struct QkvArgs {
   uint16_t* k;
   uint16_t* v;
 };
-void launch_qkv_rope(const QkvArgs& a, void* stream);
+// pdl: programmatic dependent launch (linear.h): the kernel waits for the previous one itself.
+void launch_qkv_rope(const QkvArgs& a, void* stream, bool pdl = false);
 
 // out[t][j] = bf16(silu(gu[t][j]) · gu[t][F + j]), gu fp32 [n][2F] (gate | up).
 void launch_swiglu_bf16(const float* gu, uint16_t* out, int n, int F, void* stream);

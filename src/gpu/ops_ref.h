@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/half.h"
+#include "gpu/linear.h"
 #include "gpu/ops.h"
 
 namespace tq::gpu::ref {
@@ -113,6 +114,59 @@ inline void linear_bf16(const uint16_t* X, int n, const uint16_t* W, int in, int
       float& y = Y[size_t(t) * out + o];
       y = float(s + (beta != 0.f ? double(beta) * y : 0.0));
     }
+  }
+}
+
+// The small-batch linear layer (linear.h) on host pointers: the same bf16 rounding of its
+// inputs (a normalised input's row scale from the partial sums, as the kernel takes it), sums
+// in double; ss_out per block of linear_ss_blocks(a) in block order.
+inline void linear_small(const LinearArgs& a) {
+  const int n = a.n, in = a.in, out = a.out;
+  std::vector<float> x(size_t(n) * in), w(in);
+  for (int b = 0; b < n; ++b) {
+    float r = 1.f;
+    if (a.norm_w) {
+      double ss = 0;
+      for (int p = 0; p < a.ss_blocks; ++p) ss += a.ss_parts[size_t(p) * kLinearMaxRows + b];
+      r = float(1.0 / std::sqrt(double(float(ss) / float(in) + a.eps)));
+    }
+    for (int k = 0; k < in; ++k) {
+      const size_t i = size_t(b) * in + k;
+      x[i] = a.x_bf16 ? bf16_to_f32(a.x_bf16[i])
+                      : bf16r(a.norm_w ? a.x_f32[i] * r * a.norm_w[k] : a.x_f32[i]);
+    }
+  }
+  std::vector<double> acc(size_t(n) * out);
+  for (int o = 0; o < out; ++o) {
+    for (int k = 0; k < in; ++k) w[k] = bf16_to_f32(a.W[size_t(o) * in + k]);
+    for (int b = 0; b < n; ++b) {
+      double s = 0;
+      for (int k = 0; k < in; ++k) s += double(x[size_t(b) * in + k]) * w[k];
+      acc[size_t(b) * out + o] = s;
+    }
+  }
+  if (a.epi == LinearArgs::kSwiglu) {
+    const int F = out / 2;
+    for (int b = 0; b < n; ++b)
+      for (int j = 0; j < F; ++j)
+        a.h[size_t(b) * F + j] = f32_to_bf16(
+            silu_mul(float(acc[size_t(b) * out + j]), float(acc[size_t(b) * out + F + j])));
+    return;
+  }
+  for (int b = 0; b < n; ++b)
+    for (int o = 0; o < out; ++o) {
+      float& y = a.y[size_t(b) * out + o];
+      y = float(acc[size_t(b) * out + o] + (a.epi == LinearArgs::kResidual ? double(y) : 0.0));
+    }
+  if (a.epi == LinearArgs::kResidual && a.ss_out) {
+    const int R = out / linear_ss_blocks(a);
+    for (int p = 0; p < out / R; ++p)
+      for (int b = 0; b < kLinearMaxRows; ++b) {
+        double s = 0;
+        if (b < n)
+          for (int r = 0; r < R; ++r) s += double(a.y[size_t(b) * out + p * R + r]) * a.y[size_t(b) * out + p * R + r];
+        a.ss_out[size_t(p) * kLinearMaxRows + b] = float(s);
+      }
   }
 }
 

@@ -18,6 +18,7 @@
 
 #include "cuda/consts.cuh"
 #include "cuda/tq_cuda.h"
+#include "gpu/linear.h"
 #include "gpu/model_impl.h"
 #include "gpu/ops.h"
 #include "tq/error.h"
@@ -72,6 +73,8 @@ struct GpuRuntime::Impl {
 
   // activations, R rows
   float *x, *qkv, *q, *att, *gu, *logits;
+  float* ss = nullptr;  // partial sums of squares of x (small-batch residual linears)
+  int ss_blocks = 0;
   uint16_t *xn, *k, *v, *attb, *h;
   // decode batch (rows = batch positions) and prefill chunk
   int *d_tokens, *d_pos, *d_lens, *d_sampled, *d_step, *d_bt;
@@ -123,29 +126,92 @@ struct GpuRuntime::Impl {
                "cublasGemmEx");
   }
 
+  // Y[n][out] (+)= X·Wᵀ by the small-batch kernel (linear.h) with programmatic dependent
+  // launch; LinearArgs says which input and epilogue.
+  void linear(LinearArgs a, const uint16_t* Wt, int in, int out, int n) {
+    a.W = Wt;
+    a.in = in;
+    a.out = out;
+    a.n = n;
+    launch_linear_small(a, st, cfg.pdl);
+  }
+  bool small_linear(int n) const {
+    return cfg.small_linear && linear_small_ok(n, E, QKV) && linear_small_ok(n, HQ, E) &&
+           linear_small_ok(n, E, 2 * F) && linear_small_ok(n, F, E);
+  }
+
   // The layers over n rows; attend(l) appends layer l's k/v and writes att.
+  // Up to 16 rows (decode steps, short prefill chunks) the linear layers are the small-batch
+  // kernel with the norms, conversions, residual adds and SwiGLU folded in (4 GEMM and 3-4
+  // attention launches per layer); above, cuBLAS and the separate kernels of ops.h.
   void layers(int n, const int* d_tok, const int* d_posv, const std::function<void(int)>& attend) {
     launch_embed(W.tok_embd, d_tok, x, n, E, st);
+    const bool small = small_linear(n);
+    LinearArgs res;  // residual into x, partial sums of squares for the next norm
+    res.epi = LinearArgs::kResidual;
+    res.y = x;
+    res.ss_out = ss;
     for (int l = 0; l < hp.n_layer; ++l) {
       const GpuModel::Impl::Layer& L = W.layers[l];
-      launch_rmsnorm_bf16(x, L.attn_norm, xn, n, E, hp.rms_eps, st);
-      gemm(xn, n, L.wqkv, E, QKV, qkv, 0.f);
       QkvArgs a{qkv, L.bqkv, d_posv, W.inv_freq, hp.rope_freq_scale,
                 hp.rope == RopePairing::kNeox, n, NH, NKV, D, q, k, v};
-      launch_qkv_rope(a, st);
+      if (!small) {
+        launch_rmsnorm_bf16(x, L.attn_norm, xn, n, E, hp.rms_eps, st);
+        gemm(xn, n, L.wqkv, E, QKV, qkv, 0.f);
+        launch_qkv_rope(a, st);
+        attend(l);
+        launch_f32_to_bf16(att, attb, size_t(n) * HQ, st);
+        gemm(attb, n, L.wo, HQ, E, x, 1.f);
+        launch_rmsnorm_bf16(x, L.ffn_norm, xn, n, E, hp.rms_eps, st);
+        gemm(xn, n, L.wgu, E, 2 * F, gu, 0.f);
+        launch_swiglu_bf16(gu, h, n, F, st);
+        gemm(h, n, L.wdown, F, E, x, 1.f);
+        continue;
+      }
+      LinearArgs in;  // the attention input: normalised from the previous layer's partials
+      in.epi = LinearArgs::kStore;
+      in.y = qkv;
+      if (l == 0) {
+        launch_rmsnorm_bf16(x, L.attn_norm, xn, n, E, hp.rms_eps, st);
+        in.x_bf16 = xn;
+      } else {
+        in.x_f32 = x;
+        in.norm_w = L.attn_norm;
+        in.ss_parts = ss;
+        in.ss_blocks = ss_blocks;
+        in.eps = hp.rms_eps;
+      }
+      linear(in, L.wqkv, E, QKV, n);
+      launch_qkv_rope(a, st, cfg.pdl);
       attend(l);
-      launch_f32_to_bf16(att, attb, size_t(n) * HQ, st);
-      gemm(attb, n, L.wo, HQ, E, x, 1.f);
-      launch_rmsnorm_bf16(x, L.ffn_norm, xn, n, E, hp.rms_eps, st);
-      gemm(xn, n, L.wgu, E, 2 * F, gu, 0.f);
-      launch_swiglu_bf16(gu, h, n, F, st);
-      gemm(h, n, L.wdown, F, E, x, 1.f);
+      LinearArgs o = res;  // attention output fp32 → bf16 on load
+      o.x_f32 = att;
+      linear(o, L.wo, HQ, E, n);
+      LinearArgs gu_;  // ffn input normalised on load, SwiGLU on output
+      gu_.epi = LinearArgs::kSwiglu;
+      gu_.h = h;
+      gu_.x_f32 = x;
+      gu_.norm_w = L.ffn_norm;
+      gu_.ss_parts = ss;
+      gu_.ss_blocks = ss_blocks;
+      gu_.eps = hp.rms_eps;
+      linear(gu_, L.wgu, E, 2 * F, n);
+      LinearArgs dn = res;
+      dn.x_bf16 = h;
+      linear(dn, L.wdown, F, E, n);
     }
   }
   // logits of rows [r0, r0 + n) of x into logits[0..n)
   void head(int r0, int n) {
     launch_rmsnorm_bf16(x + size_t(r0) * E, W.output_norm, xn, n, E, hp.rms_eps, st);
-    gemm(xn, n, W.output, E, V, logits, 0.f);
+    if (cfg.small_linear && linear_small_ok(n, E, V)) {
+      LinearArgs lo;
+      lo.x_bf16 = xn;
+      lo.y = logits;
+      linear(lo, W.output, E, V, n);
+    } else {
+      gemm(xn, n, W.output, E, V, logits, 0.f);
+    }
   }
 
   void flush_zero() {
@@ -346,6 +412,12 @@ GpuRuntime::GpuRuntime(const GpuModel& model, const RuntimeConfig& cfg) : cfg_(c
   I.att = dalloc<float>(R * I.HQ, I.dev);
   I.gu = dalloc<float>(R * 2 * I.F, I.dev);
   I.logits = dalloc<float>(size_t(cfg.max_seqs) * I.V, I.dev);
+  {
+    LinearArgs res;  // the residual linears' grid (o and down projections: out = E)
+    res.out = I.E;
+    I.ss_blocks = linear_ss_blocks(res);
+    I.ss = dalloc<float>(size_t(I.ss_blocks) * kLinearMaxRows, I.dev);
+  }
   I.xn = dalloc<uint16_t>(R * I.E, I.dev);
   I.k = dalloc<uint16_t>(R * I.NKV * I.D, I.dev);
   I.v = dalloc<uint16_t>(R * I.NKV * I.D, I.dev);

@@ -81,6 +81,12 @@ struct RuntimeConfig {
   // Benchmarks: the attention decode grid of every layer's cache ("auto", "split", "stream";
   // tq::cuda::DecodeGrid). Anything else is a tq::Error.
   std::string decode_grid = "auto";
+  // Linear layers of up to 16 rows by the small-batch kernel with the element-wise steps
+  // folded in (linear.h); off: cuBLAS and the separate kernels at every size (benchmarks).
+  bool small_linear = true;
+  // Programmatic dependent launch of the runtime's own kernels (sm_90): a kernel starts
+  // (and streams its weights) while the previous one finishes.
+  bool pdl = true;
 };
 
 class GpuRuntime {

@@ -1,5 +1,6 @@
 // GPU runtime (src/gpu) against its CPU references (SPEC §7, §9). Skipped without a GPU.
-//  - every fused kernel of ops.h vs ops_ref.h on fresh random inputs, odd sizes;
+//  - every fused kernel of ops.h and the small-batch linear layer of linear.h vs ops_ref.h on
+//    fresh random inputs, odd sizes;
 //  - the whole forward pass of the synthetic tiny models (llama and qwen2 pairings) vs
 //    CpuReference: chunked prefill of sequences of different lengths, then batched decode
 //    steps, per cache type; greedy tokens identical for bf16;
@@ -19,6 +20,7 @@
 
 #include "cuda/tq_cuda.h"
 #include "gpu/cpu_reference.h"
+#include "gpu/linear.h"
 #include "gpu/ops.h"
 #include "gpu/ops_ref.h"
 #include "gpu/runtime.h"
@@ -162,6 +164,158 @@ TEST(GpuOps, RmsNormSwigluConvertMatchReference) {
   for (size_t i = 0; i < gu.size(); ++i) wc[i] = f32_to_bf16(gu[i]);
   expect_bf16_close(dh.get(), want, "swiglu");
   EXPECT_EQ(dc.get(), wc);
+}
+
+// The small-batch linear layer (linear.h) against ref::linear_small: every input mode (bf16,
+// fp32, fp32 RMS-normalised from partial sums) × every epilogue (store, residual + partial sums
+// of squares, SwiGLU) × 16/32/64 rows per block × n = 1, 7, 16 × inner sizes with one chunk,
+// an odd number of chunks per warp and more than four rounds of the 8 warps. Tolerance per
+// output: 1e-5 · Σ|x·w| (fp32 sums in another order), plus, for a normalised input, 4e-3 ·
+// max|x·w| (the device's rsqrtf may round one input to the neighbouring bf16); SwiGLU outputs
+// add one bf16 rounding (2⁻⁸ relative). The partial sums of squares are checked against the
+// device's own outputs (1e-5 relative).
+TEST(GpuOps, LinearSmallMatchesReference) {
+  NEED_GPU();
+  const float eps = 1e-5f;
+  int cases = 0;
+  for (int R : {16, 32, 64})
+    for (auto [in, out] : {std::pair{64, 64}, std::pair{320, 192}, std::pair{4288, 448}})
+      for (int n : {1, 7, 16})
+        for (int mode = 0; mode < 3; ++mode)
+          for (int epi = 0; epi < 3; ++epi) {
+            std::vector<uint16_t> W(size_t(out) * in), xb(size_t(n) * in);
+            for (auto& w : W) w = f32_to_bf16(float(std::normal_distribution<float>(0, 1)(rng)));
+            for (auto& v : xb) v = f32_to_bf16(float(std::normal_distribution<float>(0, 2)(rng)));
+            auto xf = randn(size_t(n) * in, 2.f), nw = randn(in, 1.f);
+            auto y0 = randn(size_t(n) * out, 5.f);
+            // partial sums of squares of each row's x, split over 7 "blocks"
+            const int P = 7;
+            std::vector<float> parts(size_t(P) * kLinearMaxRows, 0.f);
+            for (int b = 0; b < n; ++b)
+              for (int k = 0; k < in; ++k)
+                parts[size_t(k % P) * kLinearMaxRows + b] += xf[size_t(b) * in + k] * xf[size_t(b) * in + k];
+            Dev<uint16_t> dW(W), dxb(xb), dh(size_t(n) * (out / 2));
+            Dev<float> dxf(xf), dnw(nw), dparts(parts), dy(y0), dss(size_t(out / 16) * kLinearMaxRows);
+            LinearArgs a;
+            a.in = in;
+            a.out = out;
+            a.n = n;
+            a.eps = eps;
+            a.rows_per_block = R;
+            a.epi = LinearArgs::Epilogue(epi);
+            LinearArgs h = a;  // the same on host pointers
+            std::vector<float> hy = y0, hss(dss.n);
+            std::vector<uint16_t> hh(dh.n);
+            a.W = dW.p;
+            h.W = W.data();
+            if (mode == 0) {
+              a.x_bf16 = dxb.p;
+              h.x_bf16 = xb.data();
+            } else {
+              a.x_f32 = dxf.p;
+              h.x_f32 = xf.data();
+              if (mode == 2) {
+                a.norm_w = dnw.p;
+                a.ss_parts = dparts.p;
+                h.norm_w = nw.data();
+                h.ss_parts = parts.data();
+                a.ss_blocks = h.ss_blocks = P;
+              }
+            }
+            a.y = dy.p;
+            a.h = dh.p;
+            a.ss_out = dss.p;
+            h.y = hy.data();
+            h.h = hh.data();
+            h.ss_out = hss.data();
+            launch_linear_small(a, nullptr, /*pdl=*/true);
+            ref::linear_small(h);
+            // Σ|x·w| and max|x·w| per output, with the reference's rounded inputs
+            std::vector<float> xr(size_t(n) * in);
+            for (int b = 0; b < n; ++b) {
+              float r = 1.f;
+              if (mode == 2) {
+                double ss = 0;
+                for (int p = 0; p < P; ++p) ss += parts[size_t(p) * kLinearMaxRows + b];
+                r = float(1.0 / std::sqrt(double(float(ss) / float(in) + eps)));
+              }
+              for (int k = 0; k < in; ++k) {
+                const size_t i = size_t(b) * in + k;
+                xr[i] = mode == 0 ? bf16_to_f32(xb[i])
+                                  : ref::bf16r(mode == 2 ? xf[i] * r * nw[k] : xf[i]);
+              }
+            }
+            auto tol = [&](int b, int o) {
+              double S = 0, M = 0;
+              for (int k = 0; k < in; ++k) {
+                const double p = std::abs(double(xr[size_t(b) * in + k]) *
+                                          bf16_to_f32(W[size_t(o) * in + k]));
+                S += p;
+                M = std::max(M, p);
+              }
+              return 1e-5 * S + (mode == 2 ? 4e-3 * M : 0.0) + 1e-6;
+            };
+            size_t bad = 0;
+            double worst = 0;
+            if (epi == LinearArgs::kSwiglu) {
+              const int F = out / 2;
+              // gate and up sums of the reference, to bound the SwiGLU output
+              std::vector<float> gu(size_t(n) * out);
+              LinearArgs st = h;
+              st.epi = LinearArgs::kStore;
+              st.y = gu.data();
+              ref::linear_small(st);
+              auto got = dh.get();
+              for (int b = 0; b < n; ++b)
+                for (int j = 0; j < F; ++j) {
+                  const double g = gu[size_t(b) * out + j], u = gu[size_t(b) * out + F + j];
+                  const double sg = g / (1 + std::exp(-g));
+                  const double want = sg * u;
+                  const double t = std::ldexp(std::abs(want), -8) + 1.1 * std::abs(u) * tol(b, j) +
+                                   std::abs(sg) * tol(b, F + j) + 1e-6;
+                  const double d = std::abs(double(bf16_to_f32(got[size_t(b) * F + j])) - want);
+                  worst = std::max(worst, d / t);
+                  if (!(d <= t)) ++bad;
+                }
+            } else {
+              auto got = dy.get();
+              for (int b = 0; b < n; ++b)
+                for (int o = 0; o < out; ++o) {
+                  const double d = std::abs(double(got[size_t(b) * out + o]) - hy[size_t(b) * out + o]);
+                  const double t = tol(b, o);
+                  worst = std::max(worst, d / t);
+                  if (!(d <= t)) ++bad;
+                }
+              if (epi == LinearArgs::kResidual) {
+                auto ss = dss.get();
+                const int blocks = out / R;
+                for (int p = 0; p < blocks; ++p)
+                  for (int b = 0; b < n; ++b) {
+                    double want = 0;
+                    for (int r = 0; r < R; ++r) {
+                      const double v = got[size_t(b) * out + p * R + r];
+                      want += v * v;
+                    }
+                    const double d = std::abs(ss[size_t(p) * kLinearMaxRows + b] - want);
+                    if (!(d <= 1e-5 * want + 1e-6)) ++bad;
+                  }
+              }
+            }
+            EXPECT_EQ(bad, 0u) << "rows/block " << R << " in " << in << " out " << out << " n "
+                               << n << " input mode " << mode << " epilogue " << epi
+                               << ": worst error / tolerance " << worst;
+            ++cases;
+          }
+  std::printf("  linear_small: %d cases vs ref::linear_small\n", cases);
+  // shapes it does not serve are an error, not a silent fallback
+  LinearArgs a;
+  a.in = 100;
+  a.out = 64;
+  a.n = 3;
+  EXPECT_THROW(launch_linear_small(a, nullptr, false), tq::Error);
+  a.in = 128;
+  a.n = 17;
+  EXPECT_THROW(launch_linear_small(a, nullptr, false), tq::Error);
 }
 
 TEST(GpuOps, QkvRopeMatchesReference) {

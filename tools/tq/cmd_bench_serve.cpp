@@ -41,6 +41,8 @@ struct Opts {
   int max_batch_cap = 1024;
   double reserve_gib = 3.0;
   bool no_graphs = false;
+  bool no_small_linear = false;
+  bool no_pdl = false;
   std::string decode_grid = "auto";
   bool eager_too = false;
   bool json = false;
@@ -99,6 +101,8 @@ void bench_serve(const Opts& o) {
   J["ctx"] = o.ctx;
   J["steps"] = o.steps;
   J["decode_grid"] = o.decode_grid;
+  J["small_linear"] = !o.no_small_linear;
+  J["pdl"] = !o.no_pdl;
   J["weights_gb"] = double(model->weight_bytes()) / 1e9;
   J["fill"] = "random K/V appended to every layer's cache at the context length (no prefill)";
   J["rows"] = nlohmann::json::array();
@@ -137,6 +141,8 @@ void bench_serve(const Opts& o) {
       rc.max_chunk = 16;
       rc.graphs = !o.no_graphs;
       rc.decode_grid = o.decode_grid;
+      rc.small_linear = !o.no_small_linear;
+      rc.pdl = !o.no_pdl;
       GpuRuntime rt(*model, rc);
       std::vector<int> seqs;
       for (int b = 0; b < max_b; ++b) seqs.push_back(rt.new_seq());
@@ -248,6 +254,10 @@ void setup(CLI::App& app) {
                   "write the --synthetic model as a GGUF (bf16, byte-level tokenizer) for "
                   "`tq perplexity/generate` on the device, and stop");
   cmd->add_flag("--no-graphs", o.no_graphs, "eager launches instead of CUDA graphs");
+  cmd->add_flag("--no-small-linear", o.no_small_linear,
+                "cuBLAS GEMMs and separate norm/convert/SwiGLU kernels at every batch size "
+                "(default: the fused small-batch linear kernel up to 16 rows)");
+  cmd->add_flag("--no-pdl", o.no_pdl, "no programmatic dependent launch of the runtime's kernels");
   cmd->add_option("--decode-grid", o.decode_grid,
                   "attention decode grid: auto (the launch plan's choice), split or stream");
   cmd->add_flag("--eager-too", o.eager_too, "also time each row with eager launches");
