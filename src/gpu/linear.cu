@@ -291,10 +291,10 @@ bool linear_small_ok(int n, int in, int out) {
 }
 
 int linear_rows_per_block(int out) {
-  // the most rows per block (fewer input re-reads from L2) that still gives ≥ 2 blocks per SM
-  // of an H100/H200 (132 SMs)
-  for (int r : {64, 32})
-    if (out % r == 0 && out / r >= 264) return r;
+  // 32 rows (half the input re-reads from L2) when that still leaves ≥ 160 blocks for the
+  // 132 SMs of an H100/H200, else 16: the faster choice at n ≤ 8 for each llama3-8b shape on
+  // the H200 (bench_gpu_linear, docs/gpu-runtime.md); 64 rows never measured faster there
+  if (out % 32 == 0 && out / 32 >= 160) return 32;
   return 16;
 }
 

@@ -136,14 +136,14 @@ struct GpuRuntime::Impl {
     launch_linear_small(a, st, cfg.pdl);
   }
   bool small_linear(int n) const {
-    return cfg.small_linear && linear_small_ok(n, E, QKV) && linear_small_ok(n, HQ, E) &&
+    return cfg.small_linear && n <= cfg.small_linear_rows && linear_small_ok(n, E, QKV) && linear_small_ok(n, HQ, E) &&
            linear_small_ok(n, E, 2 * F) && linear_small_ok(n, F, E);
   }
 
   // The layers over n rows; attend(l) appends layer l's k/v and writes att.
-  // Up to 16 rows (decode steps, short prefill chunks) the linear layers are the small-batch
-  // kernel with the norms, conversions, residual adds and SwiGLU folded in (4 GEMM and 3-4
-  // attention launches per layer); above, cuBLAS and the separate kernels of ops.h.
+  // Up to cfg.small_linear_rows rows (small decode batches) the linear layers are the
+  // small-batch kernel with the norms, conversions, residual adds and SwiGLU folded in (4 GEMM
+  // and 3-4 attention launches per layer); above, cuBLAS and the separate kernels of ops.h.
   void layers(int n, const int* d_tok, const int* d_posv, const std::function<void(int)>& attend) {
     launch_embed(W.tok_embd, d_tok, x, n, E, st);
     const bool small = small_linear(n);
@@ -204,7 +204,7 @@ struct GpuRuntime::Impl {
   // logits of rows [r0, r0 + n) of x into logits[0..n)
   void head(int r0, int n) {
     launch_rmsnorm_bf16(x + size_t(r0) * E, W.output_norm, xn, n, E, hp.rms_eps, st);
-    if (cfg.small_linear && linear_small_ok(n, E, V)) {
+    if (cfg.small_linear && n <= cfg.small_linear_rows && linear_small_ok(n, E, V)) {
       LinearArgs lo;
       lo.x_bf16 = xn;
       lo.y = logits;

@@ -81,9 +81,12 @@ struct RuntimeConfig {
   // Benchmarks: the attention decode grid of every layer's cache ("auto", "split", "stream";
   // tq::cuda::DecodeGrid). Anything else is a tq::Error.
   std::string decode_grid = "auto";
-  // Linear layers of up to 16 rows by the small-batch kernel with the element-wise steps
-  // folded in (linear.h); off: cuBLAS and the separate kernels at every size (benchmarks).
+  // Linear layers of up to small_linear_rows rows (≤ 16) by the small-batch kernel with the
+  // element-wise steps folded in (linear.h); above, cuBLAS and the separate kernels. 8: where
+  // the kernel measured faster than cuBLAS on the H200 (docs/gpu-runtime.md; at 16 rows
+  // cuBLAS is faster). small_linear false: cuBLAS at every size (benchmarks).
   bool small_linear = true;
+  int small_linear_rows = 8;
   // Programmatic dependent launch of the runtime's own kernels (sm_90): a kernel starts
   // (and streams its weights) while the previous one finishes.
   bool pdl = true;

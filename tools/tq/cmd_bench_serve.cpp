@@ -256,7 +256,7 @@ void setup(CLI::App& app) {
   cmd->add_flag("--no-graphs", o.no_graphs, "eager launches instead of CUDA graphs");
   cmd->add_flag("--no-small-linear", o.no_small_linear,
                 "cuBLAS GEMMs and separate norm/convert/SwiGLU kernels at every batch size "
-                "(default: the fused small-batch linear kernel up to 16 rows)");
+                "(default: the fused small-batch linear kernel up to 8 rows)");
   cmd->add_flag("--no-pdl", o.no_pdl, "no programmatic dependent launch of the runtime's kernels");
   cmd->add_option("--decode-grid", o.decode_grid,
                   "attention decode grid: auto (the launch plan's choice), split or stream");
