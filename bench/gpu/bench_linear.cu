@@ -84,9 +84,12 @@ int main(int argc, char** argv) {
   bool quick = false;
   std::string json;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
-    else die(std::string("unknown argument ") + argv[i] + " (--quick, --json FILE)");
+    if (!std::strcmp(argv[i], "--quick"))
+      quick = true;
+    else if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
+      json = argv[++i];
+    else
+      die(std::string("unknown argument ") + argv[i] + " (--quick, --json FILE)");
   }
   const int reps = quick ? 15 : 40;
   const Shape shapes[] = {{"qkv", 4096, 6144, LinearArgs::kStore, 2},
@@ -136,8 +139,9 @@ int main(int argc, char** argv) {
         const double gbps = double(wn) * 2 / (us * 1e-6) / 1e9;
         std::printf("%-8s %3d %-26s %9.2f %8.0f\n", s.name, n, variant.c_str(), us, gbps);
         if (jf)
-          std::fprintf(jf, "%s{\"shape\": \"%s\", \"n\": %d, \"variant\": \"%s\", \"us\": %.3f, "
-                           "\"weight_gbps\": %.1f}",
+          std::fprintf(jf,
+                       "%s{\"shape\": \"%s\", \"n\": %d, \"variant\": \"%s\", \"us\": %.3f, "
+                       "\"weight_gbps\": %.1f}",
                        first ? "" : ",\n", s.name, n, variant.c_str(), us, gbps);
         first = false;
       };
@@ -147,8 +151,8 @@ int main(int argc, char** argv) {
         if (s.input == 1) launch_f32_to_bf16(xf, xb, size_t(n) * s.in, st);
         const float alpha = 1.f, beta = s.epi == LinearArgs::kResidual ? 1.f : 0.f;
         float* out = s.epi == LinearArgs::kSwiglu ? gu : y;
-        ck(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, s.out, n, s.in, &alpha, W[c],
-                        CUDA_R_16BF, s.in, xb, CUDA_R_16BF, s.in, &beta, out, CUDA_R_32F, s.out,
+        ck(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, s.out, n, s.in, &alpha, W[c], CUDA_R_16BF,
+                        s.in, xb, CUDA_R_16BF, s.in, &beta, out, CUDA_R_32F, s.out,
                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
            "cublasGemmEx");
         if (s.epi == LinearArgs::kSwiglu) launch_swiglu_bf16(gu, h, n, s.out / 2, st);
@@ -164,8 +168,10 @@ int main(int argc, char** argv) {
           a.epi = s.epi;
           a.rows_per_block = R;
           a.eps = 1e-5f;
-          if (s.input == 0) a.x_bf16 = xb;
-          else a.x_f32 = xf;
+          if (s.input == 0)
+            a.x_bf16 = xb;
+          else
+            a.x_f32 = xf;
           if (s.input == 2) {
             a.norm_w = nw;
             a.ss_parts = ss;

@@ -49,10 +49,14 @@ struct Row16 {
   __device__ __forceinline__ uint32_t w(int j) const {
     const uint4& v = j < 4 ? lo : hi;
     switch (j & 3) {
-      case 0: return v.x;
-      case 1: return v.y;
-      case 2: return v.z;
-      default: return v.w;
+      case 0:
+        return v.x;
+      case 1:
+        return v.y;
+      case 2:
+        return v.z;
+      default:
+        return v.w;
     }
   }
 };
@@ -120,7 +124,7 @@ __global__ void __launch_bounds__(kThreads) linear_small_kernel(LinearArgs a) {
   }
 
   // input rows g and g+8 for chunk c as 8 words each (zero beyond n)
-  auto load_x = [&](int b, int c_, uint32_t (&x)[8]) {
+  auto load_x = [&](int b, int c_, uint32_t(&x)[8]) {
     if (b >= n) {
 #pragma unroll
       for (int j = 0; j < 8; ++j) x[j] = 0u;
@@ -218,8 +222,7 @@ __global__ void __launch_bounds__(kThreads) linear_small_kernel(LinearArgs a) {
   if (EPI == LinearArgs::kSwiglu) {
     const int F = a.out / 2;
     for (int e = threadIdx.x; e < MT * 8 * kLinearMaxRows; e += kThreads) {
-      const int m = e / (8 * kLinearMaxRows), i = (e / kLinearMaxRows) % 8,
-                b = e % kLinearMaxRows;
+      const int m = e / (8 * kLinearMaxRows), i = (e / kLinearMaxRows) % 8, b = e % kLinearMaxRows;
       if (b >= n) continue;
       const float gt = red[0][16 * m + i][b], up = red[0][16 * m + 8 + i][b];
       const int j = (blockIdx.x * MT + m) * 8 + i;
@@ -263,9 +266,8 @@ void launch_epi(const LinearArgs& a, cudaLaunchConfig_t& cfg) {
           "linear_small");
       break;
     case LinearArgs::kSwiglu:
-      check_cuda(
-          int(cudaLaunchKernelEx(&cfg, linear_small_kernel<MT, IN, LinearArgs::kSwiglu>, a)),
-          "linear_small");
+      check_cuda(int(cudaLaunchKernelEx(&cfg, linear_small_kernel<MT, IN, LinearArgs::kSwiglu>, a)),
+                 "linear_small");
       break;
   }
 }
@@ -328,9 +330,15 @@ void launch_linear_small(const LinearArgs& a, void* stream, bool pdl) {
   PdlLaunch L(dim3(unsigned(a.out / R)), dim3(kThreads), stream, pdl && pdl_supported());
   cudaLaunchConfig_t& cfg = L.cfg;
   switch (R) {
-    case 16: launch_mt<1>(a, cfg); break;
-    case 32: launch_mt<2>(a, cfg); break;
-    default: launch_mt<4>(a, cfg); break;
+    case 16:
+      launch_mt<1>(a, cfg);
+      break;
+    case 32:
+      launch_mt<2>(a, cfg);
+      break;
+    default:
+      launch_mt<4>(a, cfg);
+      break;
   }
 }
 

@@ -164,7 +164,8 @@ inline void linear_small(const LinearArgs& a) {
       for (int b = 0; b < kLinearMaxRows; ++b) {
         double s = 0;
         if (b < n)
-          for (int r = 0; r < R; ++r) s += double(a.y[size_t(b) * out + p * R + r]) * a.y[size_t(b) * out + p * R + r];
+          for (int r = 0; r < R; ++r)
+            s += double(a.y[size_t(b) * out + p * R + r]) * a.y[size_t(b) * out + p * R + r];
         a.ss_out[size_t(p) * kLinearMaxRows + b] = float(s);
       }
   }

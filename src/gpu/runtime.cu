@@ -136,8 +136,8 @@ struct GpuRuntime::Impl {
     launch_linear_small(a, st, cfg.pdl);
   }
   bool small_linear(int n) const {
-    return cfg.small_linear && n <= cfg.small_linear_rows && linear_small_ok(n, E, QKV) && linear_small_ok(n, HQ, E) &&
-           linear_small_ok(n, E, 2 * F) && linear_small_ok(n, F, E);
+    return cfg.small_linear && n <= cfg.small_linear_rows && linear_small_ok(n, E, QKV) &&
+           linear_small_ok(n, HQ, E) && linear_small_ok(n, E, 2 * F) && linear_small_ok(n, F, E);
   }
 
   // The layers over n rows; attend(l) appends layer l's k/v and writes att.

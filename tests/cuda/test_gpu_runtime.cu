@@ -198,9 +198,11 @@ TEST(GpuOps, LinearSmallMatchesReference) {
             std::vector<float> parts(size_t(P) * kLinearMaxRows, 0.f);
             for (int b = 0; b < n; ++b)
               for (int k = 0; k < in; ++k)
-                parts[size_t(k % P) * kLinearMaxRows + b] += xf[size_t(b) * in + k] * xf[size_t(b) * in + k];
+                parts[size_t(k % P) * kLinearMaxRows + b] +=
+                    xf[size_t(b) * in + k] * xf[size_t(b) * in + k];
             Dev<uint16_t> dW(W), dxb(xb), dh(size_t(n) * (out / 2));
-            Dev<float> dxf(xf), dnw(nw), dparts(parts), dy(y0), dss(size_t(out / 16) * kLinearMaxRows);
+            Dev<float> dxf(xf), dnw(nw), dparts(parts), dy(y0),
+                dss(size_t(out / 16) * kLinearMaxRows);
             LinearArgs a;
             a.in = in;
             a.out = out;
@@ -255,8 +257,8 @@ TEST(GpuOps, LinearSmallMatchesReference) {
             auto tol = [&](int b, int o) {
               double S = 0, M = 0;
               for (int k = 0; k < in; ++k) {
-                const double p = std::abs(double(xr[size_t(b) * in + k]) *
-                                          bf16_to_f32(W[size_t(o) * in + k]));
+                const double p =
+                    std::abs(double(xr[size_t(b) * in + k]) * bf16_to_f32(W[size_t(o) * in + k]));
                 S += p;
                 M = std::max(M, p);
               }
@@ -290,7 +292,8 @@ TEST(GpuOps, LinearSmallMatchesReference) {
               auto got = dy.get();
               for (int b = 0; b < n; ++b)
                 for (int o = 0; o < out; ++o) {
-                  const double d = std::abs(double(got[size_t(b) * out + o]) - hy[size_t(b) * out + o]);
+                  const double d =
+                      std::abs(double(got[size_t(b) * out + o]) - hy[size_t(b) * out + o]);
                   const double t = tol(b, o);
                   worst = std::max(worst, d / t);
                   if (!(d <= t)) ++bad;
@@ -311,8 +314,8 @@ TEST(GpuOps, LinearSmallMatchesReference) {
                   }
               }
             }
-            EXPECT_EQ(bad, 0u) << "rows/block " << R << " in " << in << " out " << out << " n "
-                               << n << " input mode " << mode << " epilogue " << epi
+            EXPECT_EQ(bad, 0u) << "rows/block " << R << " in " << in << " out " << out << " n " << n
+                               << " input mode " << mode << " epilogue " << epi
                                << ": worst error / tolerance " << worst << ", NaN " << nans;
             ++cases;
           }
@@ -416,9 +419,8 @@ namespace {
 // batch, fed the CPU's greedy tokens. Returns the largest relative L2 logit error; *effect gets
 // the largest relative L2 difference between the CPU reference with this type and with bf16
 // (the type's own effect on the logits, the scale a GPU-vs-CPU difference is judged against).
-double forward_vs_cpu(const std::string& shape, const std::string& type, int steps,
-                      bool graphs, int* greedy_mismatch, double* effect = nullptr,
-                      bool small_linear = true) {
+double forward_vs_cpu(const std::string& shape, const std::string& type, int steps, bool graphs,
+                      int* greedy_mismatch, double* effect = nullptr, bool small_linear = true) {
   const LlamaHparams hp = synthetic_hparams(shape);
   auto model = GpuModel::synthetic(hp, 1234);
   RuntimeConfig rc;
@@ -473,10 +475,12 @@ double forward_vs_cpu(const std::string& shape, const std::string& type, int ste
       EXPECT_EQ(rt.seq_len(gs[i]), cpu.seq_len(cs[i]));
     }
   }
-  std::printf("  %-10s %-8s graphs %d small-linear %d: max rel.err of logits %.3e (the type's own effect on the "
-              "CPU: %.3e), greedy picks differing %d (beyond a %.2f gap: %d) of %d  [%s]\n",
-              shape.c_str(), type.c_str(), int(graphs), int(small_linear), worst, own, ties, kTieGap,
-              *greedy_mismatch, int(lens.size()) * (steps + 1), rt.graph_status().c_str());
+  std::printf(
+      "  %-10s %-8s graphs %d small-linear %d: max rel.err of logits %.3e (the type's own effect "
+      "on the "
+      "CPU: %.3e), greedy picks differing %d (beyond a %.2f gap: %d) of %d  [%s]\n",
+      shape.c_str(), type.c_str(), int(graphs), int(small_linear), worst, own, ties, kTieGap,
+      *greedy_mismatch, int(lens.size()) * (steps + 1), rt.graph_status().c_str());
   if (effect) *effect = own;
   return worst;
 }
