@@ -9,7 +9,6 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -17,6 +16,7 @@
 
 #include "gpu/linear.h"
 #include "gpu/ops.h"
+#include "graph_timer.h"
 
 using namespace tq::gpu;
 
@@ -24,51 +24,12 @@ namespace {
 
 constexpr int kCopies = 8;
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "bench_gpu_linear: %s\n", what.c_str());
-  std::exit(1);
-}
+[[noreturn]] void die(const std::string& what) { tq::bench::die("bench_gpu_linear", what); }
 void ck(cudaError_t e, const char* what) {
   if (e != cudaSuccess) die(std::string(what) + ": " + cudaGetErrorString(e));
 }
 void ck(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) die(std::string(what) + ": " + cublasGetStatusString(s));
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-template <class F>
-double time_graph(cudaStream_t st, int reps, F launch) {
-  launch(0);
-  ck(cudaStreamSynchronize(st), "warm-up");
-  cudaGraph_t g = nullptr;
-  ck(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "begin capture");
-  for (int c = 0; c < kCopies; ++c) launch(c);
-  ck(cudaStreamEndCapture(st, &g), "end capture");
-  cudaGraphExec_t x = nullptr;
-  ck(cudaGraphInstantiate(&x, g, 0), "graph instantiate");
-  std::vector<cudaEvent_t> ev(reps + 1);
-  for (auto& e : ev) ck(cudaEventCreate(&e), "event");
-  for (int i = 0; i < 3; ++i) ck(cudaGraphLaunch(x, st), "graph launch");
-  ck(cudaEventRecord(ev[0], st), "event record");
-  for (int i = 0; i < reps; ++i) {
-    ck(cudaGraphLaunch(x, st), "graph launch");
-    ck(cudaEventRecord(ev[i + 1], st), "event record");
-  }
-  ck(cudaStreamSynchronize(st), "timed graphs");
-  std::vector<double> us(reps);
-  for (int i = 0; i < reps; ++i) {
-    float ms = 0;
-    ck(cudaEventElapsedTime(&ms, ev[i], ev[i + 1]), "event time");
-    us[i] = ms * 1e3 / kCopies;
-  }
-  for (auto& e : ev) cudaEventDestroy(e);
-  cudaGraphExecDestroy(x);
-  cudaGraphDestroy(g);
-  return median(us);
 }
 
 struct Shape {
@@ -106,6 +67,7 @@ int main(int argc, char** argv) {
   ck(cudaMalloc(&ws, 64 << 20), "workspace");
   ck(cublasSetWorkspace(blas, ws, 64 << 20), "cublasSetWorkspace");
 
+  tq::bench::GraphTimer timer("bench_gpu_linear", st, kCopies, 3, reps);
   FILE* jf = json.empty() ? nullptr : std::fopen(json.c_str(), "w");
   if (!json.empty() && !jf) die("cannot write " + json);
   if (jf) std::fprintf(jf, "{\"rows\": [\n");
@@ -146,7 +108,7 @@ int main(int argc, char** argv) {
         first = false;
       };
       // cuBLAS plus the unfused step around it
-      const double us_blas = time_graph(st, reps, [&](int c) {
+      const double us_blas = timer.time([&](int c) {
         if (s.input == 2) launch_rmsnorm_bf16(xf, nw, xb, n, s.in, 1e-5f, st);
         if (s.input == 1) launch_f32_to_bf16(xf, xb, size_t(n) * s.in, st);
         const float alpha = 1.f, beta = s.epi == LinearArgs::kResidual ? 1.f : 0.f;
@@ -156,6 +118,7 @@ int main(int argc, char** argv) {
                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
            "cublasGemmEx");
         if (s.epi == LinearArgs::kSwiglu) launch_swiglu_bf16(gu, h, n, s.out / 2, st);
+        return true;
       });
       row("cublas+unfused", us_blas);
       for (int R : {16, 32, 64})
@@ -180,9 +143,10 @@ int main(int argc, char** argv) {
           a.y = y;
           a.h = h;
           a.ss_out = s.epi == LinearArgs::kResidual ? ss + 2048 * kLinearMaxRows : nullptr;
-          const double us = time_graph(st, reps, [&](int c) {
+          const double us = timer.time([&](int c) {
             a.W = W[c];
             launch_linear_small(a, st, pdl != 0);
+            return true;
           });
           row("small rows" + std::to_string(R) + (pdl ? " pdl" : ""), us);
         }

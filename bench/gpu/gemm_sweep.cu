@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "graph_timer.h"
+
 namespace {
 
 constexpr int kCopies = 8;
@@ -31,10 +33,7 @@ constexpr int kAlgos = 32;
 constexpr uint64_t kWorkspace = uint64_t(64) << 20;  // as the runtime gives cuBLAS
 constexpr double kTol = 1e-2;                        // max |ΔY| / max |Y_GemmEx|
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "gemm_sweep: %s\n", what.c_str());
-  std::exit(1);
-}
+[[noreturn]] void die(const std::string& what) { tq::bench::die("gemm_sweep", what); }
 void ck(cudaError_t e, const char* what) {
   if (e != cudaSuccess) die(std::string(what) + ": " + cudaGetErrorString(e));
 }
@@ -60,52 +59,7 @@ void fill_dev(T* p, size_t count, uint64_t seed, float scale, cudaStream_t st) {
   ck(cudaGetLastError(), "fill kernel");
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-struct Timer {
-  cudaStream_t st;
-  int warm, reps;
-  std::vector<cudaEvent_t> ev;
-  // Median µs of one gemm(copy) call, timed as graphs of gemm(0), ..., gemm(kCopies - 1);
-  // -1 when a call fails (an algorithm the heuristic offered that does not run).
-  template <class F>
-  double time(F gemm) {
-    if (!gemm(0) || cudaStreamSynchronize(st) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return -1;
-    }
-    cudaGraph_t g = nullptr;
-    ck(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "begin capture");
-    bool ok = true;
-    for (int c = 0; c < kCopies; ++c) ok = gemm(c) && ok;
-    ck(cudaStreamEndCapture(st, &g), "end capture");
-    if (!ok) {
-      ck(cudaGraphDestroy(g), "graph destroy");
-      return -1;
-    }
-    cudaGraphExec_t x = nullptr;
-    ck(cudaGraphInstantiate(&x, g, 0), "graph instantiate");
-    for (int i = 0; i < warm; ++i) ck(cudaGraphLaunch(x, st), "graph launch");
-    ck(cudaEventRecord(ev[0], st), "event record");
-    for (int i = 0; i < reps; ++i) {
-      ck(cudaGraphLaunch(x, st), "graph launch");
-      ck(cudaEventRecord(ev[i + 1], st), "event record");
-    }
-    ck(cudaStreamSynchronize(st), "timed graphs");
-    std::vector<double> us(reps);
-    for (int i = 0; i < reps; ++i) {
-      float ms = 0;
-      ck(cudaEventElapsedTime(&ms, ev[i], ev[i + 1]), "event time");
-      us[i] = ms * 1e3 / kCopies;
-    }
-    ck(cudaGraphExecDestroy(x), "graph exec destroy");
-    ck(cudaGraphDestroy(g), "graph destroy");
-    return median(us);
-  }
-};
+using tq::bench::median;
 
 // D2D cudaMemcpyAsync of 1 GiB, bytes read + written per second, median of 10
 double copy_gbps(cudaStream_t st, cudaEvent_t a, cudaEvent_t b) {
@@ -229,13 +183,10 @@ int main(int argc, char** argv) {
               prop.totalGlobalMem / 1e9, quick ? "quick" : "full", quick ? 2 : 5, quick ? 10 : 50,
               kCopies);
 
-  Timer T;
-  T.warm = quick ? 2 : 5;
-  T.reps = quick ? 10 : 50;
-  ck(cudaStreamCreateWithFlags(&T.st, cudaStreamNonBlocking), "stream");
-  T.ev.resize(T.reps + 1);
-  for (cudaEvent_t& ev : T.ev) ck(cudaEventCreate(&ev), "event");
-  const double copy = copy_gbps(T.st, T.ev[0], T.ev[1]);
+  cudaStream_t st = nullptr;
+  ck(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "stream");
+  tq::bench::GraphTimer T("gemm_sweep", st, kCopies, quick ? 2 : 5, quick ? 10 : 50);
+  const double copy = copy_gbps(st, T.event(0), T.event(1));
   std::printf("device-to-device copy: %.0f GB/s (read + write, 1 GiB, median of 10)\n", copy);
 
   // buffers for the largest shape: kCopies weight copies, X, Y (fp32 and bf16), workspace
@@ -254,11 +205,11 @@ int main(int argc, char** argv) {
   ck(cudaMalloc(&Y, ymax * 4), "cudaMalloc (Y)");
   ck(cudaMalloc(&Ybf, ymax * 2), "cudaMalloc (Y bf16)");
   ck(cudaMalloc(&ws, kWorkspace), "cudaMalloc (workspace)");
-  fill_dev(X, xmax, 1, 1.f, T.st);
+  fill_dev(X, xmax, 1, 1.f, st);
 
   cublasHandle_t blas = nullptr;  // set up as the runtime's
   ck(cublasCreate(&blas), "cublasCreate");
-  ck(cublasSetStream(blas, T.st), "cublasSetStream");
+  ck(cublasSetStream(blas, st), "cublasSetStream");
   ck(cublasSetWorkspace(blas, ws, kWorkspace), "cublasSetWorkspace");
   cublasLtHandle_t lt = nullptr;
   ck(cublasLtCreate(&lt), "cublasLtCreate");
@@ -280,7 +231,7 @@ int main(int argc, char** argv) {
   for (int si = 0; si < int(sizeof kShapes / sizeof kShapes[0]); ++si) {
     const Shape& s = kShapes[si];
     const size_t welems = size_t(s.out) * s.in;
-    fill_dev(W, kCopies * welems, 100 + si, 1.f / std::sqrt(float(s.in)), T.st);
+    fill_dev(W, kCopies * welems, 100 + si, 1.f / std::sqrt(float(s.in)), st);
     auto Wc = [&](int c) { return W + size_t(c) * welems; };
     for (const int n : kNs) {
       // exactly the runtime's call (Impl::gemm)
@@ -294,7 +245,7 @@ int main(int argc, char** argv) {
       auto lt_call = [&](const LtPlan& p, int a, float beta, void* y) {
         return [&, a, beta, y](int c) {
           return cublasLtMatmul(lt, p.op, &one, Wc(c), p.a, X, p.b, &beta, y, p.c, y, p.c,
-                                &p.algos[a].algo, ws, kWorkspace, T.st) == CUBLAS_STATUS_SUCCESS;
+                                &p.algos[a].algo, ws, kWorkspace, st) == CUBLAS_STATUS_SUCCESS;
         };
       };
       Row r{si, n, {}, {}, {}, {}, {}, true};
@@ -323,7 +274,7 @@ int main(int argc, char** argv) {
       const size_t ny = size_t(n) * s.out;
       auto result = [&](bool ok, bool bf16) {
         if (!ok) die(std::string("GEMM failed in the check of ") + s.name);
-        ck(cudaStreamSynchronize(T.st), "check GEMM");  // cudaMemcpy: legacy stream, no sync
+        ck(cudaStreamSynchronize(st), "check GEMM");  // cudaMemcpy: legacy stream, no sync
         std::vector<float> h(ny);
         std::vector<uint16_t> hb(bf16 ? ny : 0);
         ck(bf16 ? cudaMemcpy(hb.data(), Ybf, ny * 2, cudaMemcpyDeviceToHost)
@@ -341,9 +292,9 @@ int main(int argc, char** argv) {
       if (r.alg[kLtBf] >= 0)
         r.err[kLtBf] = rel_err(ref, result(lt_call(pbf, r.alg[kLtBf], 0.f, Ybf)(0), true));
       if (r.alg[kLt1] >= 0) {
-        fill_dev(Y, ny, 7, 1.f, T.st);
+        fill_dev(Y, ny, 7, 1.f, st);
         const std::vector<float> ref1 = result(ex(1.f)(0), false);
-        fill_dev(Y, ny, 7, 1.f, T.st);
+        fill_dev(Y, ny, 7, 1.f, st);
         r.err[kLt1] = rel_err(ref1, result(lt_call(p32, r.alg[kLt1], 1.f, Y)(0), false));
       }
       double worst = 0;
