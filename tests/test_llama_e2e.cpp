@@ -2,10 +2,7 @@
 // missing; `make test` fetches it): perplexity with an f16 cache, deterministic greedy
 // generation, turbo4 KLD vs f16, prefill paths agree, and context-length errors.
 #include <gtest/gtest.h>
-
-#include "model/paths.h"
-#include "temp_dir.h"
-#include "cpu/dispatch.h"
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -13,13 +10,15 @@
 #include <map>
 #include <random>
 #include <sstream>
-#include <unistd.h>
 
+#include "cpu/dispatch.h"
 #include "eval/perplexity.h"
 #include "model/gguf.h"
 #include "model/gguf_writer.h"
 #include "model/llama.h"
+#include "model/paths.h"
 #include "model/tokenizer.h"
+#include "temp_dir.h"
 
 namespace tq {
 namespace {
@@ -31,7 +30,6 @@ class ExactScores : public ::testing::Environment {
   void SetUp() override { tq::cpu::set_int8_scores(false); }
 };
 const auto* const kExact = ::testing::AddGlobalTestEnvironment(new ExactScores);
-
 
 const std::string kModel = std::string(TQ_SOURCE_DIR) + "/" + tq::kDefaultModelFile;
 const std::string kText = std::string(TQ_SOURCE_DIR) + "/data/eval.txt";
@@ -60,9 +58,9 @@ const Loaded* loaded() {
   return L.get();
 }
 
-#define NEED_MODEL()                                                       \
-  set_threads(0);                                                          \
-  const Loaded* L = loaded();                                              \
+#define NEED_MODEL()          \
+  set_threads(0);             \
+  const Loaded* L = loaded(); \
   if (!L) GTEST_SKIP() << "model or text missing (run scripts/fetch_model.sh)"
 
 TEST(LlamaE2E, Hyperparameters) {
@@ -196,25 +194,48 @@ TEST(LlamaE2E, AttentionPathsAgree) {
       L->m->forward(cache, s, ids.data(), 39, nullptr, nullptr);
       L->m->forward(cache, s, ids.data() + 39, 1, nullptr, &c);
     }
+    // Control: the last token with half of its context (positions 20..39 only), what a path
+    // that loses pages of the cache would return. The tolerance below must separate it from
+    // the paths' rounding differences, or it could not fail.
+    std::vector<float> d;
+    {
+      KvCache cache(L->m->kv_shape(), co);
+      L->m->forward(cache, cache.new_seq(), ids.data() + 20, 20, nullptr, &d, AttnPath::kTiled);
+    }
     // The weights multiply int8-quantized activations (src/matmul), so a float-order difference
     // of ~1e-6 between the paths can move an activation across a rounding boundary (d/2 of its
     // block) and that step propagates: the logits then differ by up to ~1 (f16) and more for
-    // turbo3, whose key codes can flip too. What must agree: the top token, and the logits on
-    // average (mean |Δ| against logits of O(10-20)).
-    double mab = 0, mac = 0;
+    // turbo3, whose key codes can flip too. The control above gives the scale a real fault has.
+    double mab = 0, mac = 0, mad = 0;
     for (size_t i = 0; i < a.size(); ++i) {
       mab += std::fabs(a[i] - b[i]) / double(a.size());
       mac += std::fabs(a[i] - c[i]) / double(a.size());
+      mad += std::fabs(a[i] - d[i]) / double(a.size());
     }
     auto top = [](const std::vector<float>& v) {
       return std::max_element(v.begin(), v.end()) - v.begin();
     };
-    EXPECT_EQ(top(a), top(b)) << type;
-    EXPECT_EQ(top(a), top(c)) << type;
-    const double tol = type == "f16" ? 0.25 : 1.0;  // measured 0.09-0.15 and 0.18-0.66
-    EXPECT_LT(mab, tol) << type;
-    EXPECT_LT(mac, tol) << type;
-    std::printf("%s: mean |dlogit| tiled-codes %.4f, prefill-decode %.4f\n", type.c_str(), mab, mac);
+    // The cascade depends on the SIMD level: measured 2026-12-07 (Zen 4) at scalar / avx2 /
+    // avx512, f16 tiled-codes 0.09 / 0.11 / 0.37 against 2.36 / 2.38 / 2.38 for the control;
+    // turbo3 1.47 / 0.48 / 0.50 against 2.89 / 1.82 / 1.82. The attention paths themselves
+    // agree to float rounding on the same inputs (test_kv_cache); this test checks the model
+    // wiring around them. f16: the same top token and a tolerance the control exceeds 3x.
+    // turbo3: the codes path scores with int8 query tables (another rounding of the same
+    // codes), so a near-tie may change the top token (seen at the scalar level); each path
+    // must stay well inside the control.
+    if (type == "f16") {
+      EXPECT_EQ(top(a), top(b));
+      EXPECT_EQ(top(a), top(c));
+      EXPECT_LT(mab, 0.75);
+      EXPECT_LT(mac, 0.75);
+      EXPECT_GT(mad, 3 * 0.75) << "the tolerance does not separate a lost half of the context";
+    } else {
+      EXPECT_LT(mab, 0.75 * mad);
+      EXPECT_LT(mac, 0.75 * mad);
+      EXPECT_GT(mad, 1.0) << "the control did not change the logits";
+    }
+    std::printf("%s: mean |dlogit| tiled-codes %.4f, prefill-decode %.4f, half the context %.4f\n",
+                type.c_str(), mab, mac, mad);
   }
 }
 
@@ -392,8 +413,7 @@ TEST(TinyModel, MatchesScalarReferenceBothArchitectures) {
       co.max_tokens = 32;
       KvCache cache(m->kv_shape(), co);
       std::vector<float> logits;
-      m->forward(cache, cache.new_seq(), ids.data(), int(ids.size()), nullptr, &logits,
-                 path_kind);
+      m->forward(cache, cache.new_seq(), ids.data(), int(ids.size()), nullptr, &logits, path_kind);
       double md = 0;
       for (int i = 0; i < t.V; ++i) md = std::max(md, std::fabs(logits[i] - ref[i]));
       EXPECT_LT(md, 1e-3) << arch;
