@@ -119,6 +119,10 @@ def main():
     ap.add_argument("--workdir", default=tempfile.gettempdir())
     ap.add_argument("--weights", choices=["f32", "gguf", "both"], default="both")
     ap.add_argument("--ppl-tol", type=float, default=0.005)
+    ap.add_argument("--noise-floor", action="store_true",
+                    help="also measure each engine against itself on the file's quantized "
+                         "weights: llama.cpp with and without its weight repacking, tq at its "
+                         "scalar and best SIMD level (section 4)")
     a = ap.parse_args()
 
     import llama_cpp
@@ -135,9 +139,9 @@ def main():
     env = dict(os.environ, TQ_MODEL=a.model, TQ_TEXT=a.text)
     T = ["-t", str(a.threads)]
 
-    def tq(model, *args):
+    def tq(model, *args, extra_env=None):
         r = subprocess.run([a.tq, *args, "-m", model, *T], capture_output=True, text=True,
-                           env=env)
+                           env=dict(env, **(extra_env or {})))
         if r.returncode != 0:
             sys.exit("tq failed: " + r.stderr)
         return r.stdout
@@ -281,7 +285,115 @@ def main():
             f"**{'pass' if all(verdicts) else 'FAIL'}**. "
             "Tokenization of the text's first 4000 characters identical: "
             f"**{'yes' if tok_same else 'NO'}**; text tokens: llama.cpp {len(toks)}.", ""]
+    if a.noise_floor:
+        out += noise_floor(a, prompts, add_bos, tq, n_ctx_llm)
     print("\n".join(out))
+
+
+def noise_floor(a, prompts, add_bos, tq, n_ctx_llm):
+    """Section 4: how far each engine is from itself on the file's quantized weights.
+
+    llama.cpp has two shipped CPU paths for the same file: by default it repacks Q4_K/Q6_K
+    weights into interleaved layouts with their own GEMV/GEMM kernels (`use_extra_bufts`), and
+    with repacking off it runs its plain vec_dot kernels. tq has a scalar reference and SIMD
+    kernels (TQ_SIMD). Both sides quantize activations to int8 per block, so a 1-ulp change of an
+    activation can flip one rounding step; the table shows how large that effect is between two
+    correct paths of one engine, beside the cross-engine figures."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as ll
+    from llama_cpp import Llama
+    F32 = 0
+    default_params = ll.llama_model_default_params
+
+    def llama(repack, **kw):
+        def params():
+            p = default_params()
+            p.use_extra_bufts = repack
+            return p
+        ll.llama_model_default_params = params
+        try:
+            return Llama(model_path=a.model, n_ctx=n_ctx_llm, n_batch=n_ctx_llm,
+                         n_ubatch=n_ctx_llm, logits_all=True, n_threads=a.threads,
+                         flash_attn=False, verbose=False, **kw)
+        finally:
+            ll.llama_model_default_params = default_params
+
+    def tq_logits(level, p):
+        with tempfile.NamedTemporaryFile(suffix=".f32", dir=a.workdir, delete=False) as fh:
+            path = fh.name
+        # "" = the tool's own choice (the best level this CPU has).
+        j = json.loads(tq(a.model, "logits", "-p", p, "--out", path, "-ctk", "f32", "-ctv",
+                          "f32", extra_env={"TQ_SIMD": level}))
+        x = np.fromfile(path, dtype=np.float32).reshape(len(j["tokens"]), j["n_vocab"])
+        os.unlink(path)
+        return j["tokens"], x
+
+    # Logits of every prompt from each path, f32 caches, the same token ids.
+    paths = {}
+    ids_of = []
+    for p in prompts:
+        ids, _ = tq_logits("", p)
+        ids_of.append(ids)
+    for repack in (True, False):
+        name = "llama.cpp " + ("repacked (default)" if repack else "not repacked")
+        llm = llama(repack, type_k=F32, type_v=F32)
+        paths[name] = []
+        for ids in ids_of:
+            llm.reset()
+            llm.eval(ids)
+            paths[name].append(np.array(llm.scores[: len(ids)], dtype=np.float32))
+        del llm
+        log("noise floor:", name)
+    for level in ("", "avx2", "scalar"):
+        name = f"tq {level or 'best SIMD level'}"
+        paths[name] = [tq_logits(level, p)[1] for p in prompts]
+        log("noise floor:", name)
+    n_pos = sum(len(i) for i in ids_of)
+    names = list(paths)
+    rows = ["## Noise floor: each engine against itself (the file's quantized weights)", "",
+            noise_floor.__doc__.split("\n\n")[1].replace("\n    ", " "), "",
+            f"{len(prompts)} prompts, {n_pos} positions, f32 KV cache, {a.threads} thread(s).", "",
+            "| path A | path B | top-1 agree | max abs dlogit | mean abs dlogit |",
+            "|---|---|---:|---:|---:|"]
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            agree = sum(int((u.argmax(1) == v.argmax(1)).sum())
+                        for u, v in zip(paths[x], paths[y]))
+            dmax = max(float(np.abs(u - v).max()) for u, v in zip(paths[x], paths[y]))
+            dmean = float(np.mean(np.concatenate([np.abs(u - v).ravel()
+                                                  for u, v in zip(paths[x], paths[y])])))
+            rows.append(f"| {x} | {y} | {agree}/{n_pos} | {dmax:.4f} | {dmean:.4f} |")
+
+    # Greedy continuations of llama.cpp's two paths (f16 cache, its default) beside tq's.
+    gens = {}
+    for repack in (True, False):
+        llm = llama(repack)
+        g = []
+        for p in PROMPTS:
+            ids = llm.tokenize(p.encode(), add_bos=add_bos, special=True)
+            llm.reset()
+            llm.eval(ids)
+            out = []
+            for _ in range(32):
+                tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+                if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), tok):
+                    break
+                out.append(tok)
+                llm.eval([tok])
+            g.append(out)
+        gens["llama.cpp " + ("repacked" if repack else "not repacked")] = g
+        del llm
+    gens["tq"] = [json.loads(tq(a.model, "generate", "-p", p, "-n", "32", "--temp", "0",
+                                "--json"))["tokens"] for p in PROMPTS]
+    rows += ["", "Greedy 32-token continuations (f16 KV cache), identical prompts of "
+             f"{len(PROMPTS)}:", "", "| path A | path B | identical |", "|---|---|---:|"]
+    gn = list(gens)
+    for i, x in enumerate(gn):
+        for y in gn[i + 1:]:
+            same = sum(u == v for u, v in zip(gens[x], gens[y]))
+            rows.append(f"| {x} | {y} | {same}/{len(PROMPTS)} |")
+    rows.append("")
+    return rows
 
 
 if __name__ == "__main__":
