@@ -106,6 +106,22 @@ def log_softmax(x):
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
+def llama_greedy(llm, prompt, add_bos, n=32):
+    """llama.cpp's greedy continuation of prompt: up to n token ids, stopping at end of text."""
+    import llama_cpp
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    llm.reset()
+    llm.eval(llm.tokenize(prompt.encode(), add_bos=add_bos, special=True))
+    gen = []
+    for _ in range(n):
+        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        if llama_cpp.llama_vocab_is_eog(vocab, tok):
+            break
+        gen.append(tok)
+        llm.eval([tok])
+    return gen
+
+
 def main():
     ap = argparse.ArgumentParser()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -226,16 +242,7 @@ def main():
     n_same = 0
     for p in PROMPTS:
         j = json.loads(tq(f32, "generate", "-p", p, "-n", "32", "--temp", "0", "--json"))
-        ids = llm.tokenize(p.encode(), add_bos=add_bos, special=True)
-        llm.reset()
-        llm.eval(ids)
-        gen = []
-        for _ in range(32):
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-            if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), tok):
-                break
-            gen.append(tok)
-            llm.eval([tok])
+        gen = llama_greedy(llm, p, add_bos)
         same = gen == j["tokens"]
         n_same += same
         out.append(f"| {json.dumps(p)[:40]} | {'yes' if same else 'NO'} "
@@ -299,7 +306,6 @@ def noise_floor(a, prompts, add_bos, tq, n_ctx_llm):
     kernels (TQ_SIMD). Both sides quantize activations to int8 per block, so a 1-ulp change of an
     activation can flip one rounding step; the table shows how large that effect is between two
     correct paths of one engine, beside the cross-engine figures."""
-    import llama_cpp
     import llama_cpp.llama_cpp as ll
     from llama_cpp import Llama
     F32 = 0
@@ -329,11 +335,9 @@ def noise_floor(a, prompts, add_bos, tq, n_ctx_llm):
         return j["tokens"], x
 
     # Logits of every prompt from each path, f32 caches, the same token ids.
+    # tq at its own level first: its token ids are the ones every path is given.
     paths = {}
-    ids_of = []
-    for p in prompts:
-        ids, _ = tq_logits("", p)
-        ids_of.append(ids)
+    ids_of, tq_best = zip(*(tq_logits("", p) for p in prompts))
     for repack in (True, False):
         name = "llama.cpp " + ("repacked (default)" if repack else "not repacked")
         llm = llama(repack, type_k=F32, type_v=F32)
@@ -344,10 +348,10 @@ def noise_floor(a, prompts, add_bos, tq, n_ctx_llm):
             paths[name].append(np.array(llm.scores[: len(ids)], dtype=np.float32))
         del llm
         log("noise floor:", name)
-    for level in ("", "avx2", "scalar"):
-        name = f"tq {level or 'best SIMD level'}"
-        paths[name] = [tq_logits(level, p)[1] for p in prompts]
-        log("noise floor:", name)
+    paths["tq best SIMD level"] = list(tq_best)
+    for level in ("avx2", "scalar"):
+        paths[f"tq {level}"] = [tq_logits(level, p)[1] for p in prompts]
+        log("noise floor: tq", level)
     n_pos = sum(len(i) for i in ids_of)
     names = list(paths)
     rows = ["## Noise floor: each engine against itself (the file's quantized weights)", "",
@@ -368,20 +372,8 @@ def noise_floor(a, prompts, add_bos, tq, n_ctx_llm):
     gens = {}
     for repack in (True, False):
         llm = llama(repack)
-        g = []
-        for p in PROMPTS:
-            ids = llm.tokenize(p.encode(), add_bos=add_bos, special=True)
-            llm.reset()
-            llm.eval(ids)
-            out = []
-            for _ in range(32):
-                tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-                if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), tok):
-                    break
-                out.append(tok)
-                llm.eval([tok])
-            g.append(out)
-        gens["llama.cpp " + ("repacked" if repack else "not repacked")] = g
+        gens["llama.cpp " + ("repacked" if repack else "not repacked")] = [
+            llama_greedy(llm, p, add_bos) for p in PROMPTS]
         del llm
     gens["tq"] = [json.loads(tq(a.model, "generate", "-p", p, "-n", "32", "--temp", "0",
                                 "--json"))["tokens"] for p in PROMPTS]
