@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "model/paths.h"
-#include "temp_dir.h"
 #include "cli_util.h"
 #include "eval/compare.h"
+#include "model/paths.h"
+#include "temp_dir.h"
 #include "tq/error.h"
 
 namespace {
@@ -59,9 +59,9 @@ TEST(CompareParse, RowOptionsAndKiviDefault) {
 }
 
 TEST(CompareParse, Errors) {
-  for (const char* bad : {"", " ", "a/b/c", "q8_0/turbo3/turbo4", "/x", "x/", "turbo3,,q8_0",
-                          "turbo3,", "nope", "q8_0/nope", "turbo3@X=1", "turbo3@R=-1",
-                          "turbo3@R=abc", "@R=4", "turboquant_k8v4/q8_0"}) {
+  for (const char* bad :
+       {"", " ", "a/b/c", "q8_0/turbo3/turbo4", "/x", "x/", "turbo3,,q8_0", "turbo3,", "nope",
+        "q8_0/nope", "turbo3@X=1", "turbo3@R=-1", "turbo3@R=abc", "@R=4", "turboquant_k8v4/q8_0"}) {
     EXPECT_THROW(tq::parse_type_list(bad), tq::Error) << "'" << bad << "'";
   }
   try {
@@ -107,9 +107,9 @@ TEST(CompareCli, BoundaryCountError) {
 TEST(CompareCli, TinyRunJson) {
   if (!have_model()) GTEST_SKIP() << "model or text missing (run scripts/fetch_model.sh)";
   const std::string csv = tq::test::temp_path("compare.csv");
-  const auto r = run_tq("compare -m " + kModel + " -f " + kText +
-                        " -c 48 --chunks 1 --decode 2 -q --json --types f16,q8_0/turbo3 --csv " +
-                        csv);
+  const auto r =
+      run_tq("compare -m " + kModel + " -f " + kText +
+             " -c 48 --chunks 1 --decode 2 -q --json --types f16,q8_0/turbo3 --csv " + csv);
   ASSERT_EQ(r.status, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["ctx"], 48);
@@ -179,10 +179,11 @@ TEST(CompareCli, RowsSayWhetherKeysWereCentred) {
   EXPECT_NE(rows[2]["label"].get<std::string>().find("C=0"), std::string::npos);
   EXPECT_EQ(rows[3]["centred_layers"], 0);  // a baseline stays as its authors define it
   EXPECT_EQ(rows[4]["centred_layers"], L);
-  // d = 64 f32 means and one page's d f16 offsets per (layer, head) over 64 tokens: +0.75 bpv
-  // on the keys, +0.375 all-in.
-  EXPECT_NEAR(rows[1]["bpv_k"].get<double>() - rows[2]["bpv_k"].get<double>(), 0.75, 1e-9);
-  EXPECT_NEAR(rows[1]["bpv"].get<double>() - rows[2]["bpv"].get<double>(), 0.375, 1e-9);
+  // d = 64 f32 means, one page's d f16 offsets and d f16 key scales per (layer, head) over 64
+  // tokens: +1.0 bpv on the keys, +0.5 all-in.
+  EXPECT_NEAR(rows[1]["bpv_k"].get<double>() - rows[2]["bpv_k"].get<double>(), 1.0, 1e-9);
+  EXPECT_NEAR(rows[1]["bpv"].get<double>() - rows[2]["bpv"].get<double>(), 0.5, 1e-9);
+  EXPECT_EQ(rows[1]["key_scales"], true);
   EXPECT_EQ(rows[1]["key_means"], "page");
   const auto back = run_tq("compare --from-csv " + csv + " --json");
   ASSERT_EQ(back.status, 0) << back.err;

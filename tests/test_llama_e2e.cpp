@@ -141,10 +141,10 @@ TEST(LlamaE2E, Turbo4KldSmallButPositive) {
   EXPECT_GT(t4.kld_mean, 1e-4);
   EXPECT_LT(t4.kld_mean, 0.5);
   EXPECT_GT(t4.top1, 0.6);
-  // turbo4 keys are mean-centred by default: d f32 means per (layer, head) and one page's f16
-  // offset (the chunk is one page, encoded at once) over n_ctx tokens add (32 + 16) / n_ctx
-  // bits per value.
-  EXPECT_NEAR(t4.bpv_k, make_codec("turbo4", 64)->bpv() + 48.0 / o.n_ctx, 1e-9);
+  // turbo4 keys are mean-centred and scaled by default: d f32 means per (layer, head), one
+  // page's f16 offset (the chunk is one page, encoded at once) and d f16 scales over n_ctx
+  // tokens add (32 + 16 + 16) / n_ctx bits per value.
+  EXPECT_NEAR(t4.bpv_k, make_codec("turbo4", 64)->bpv() + 64.0 / o.n_ctx, 1e-9);
   EXPECT_NEAR(t4.bpv_v, make_codec("turbo4", 64)->bpv(), 1e-9);
   // A mismatched base is refused with a clear message.
   PerplexityOptions bad = o;

@@ -96,35 +96,40 @@ TEST(Plan, CandidateBitsAreTheCachesBytes) {
     for (bool per_page : {true, false})
       for (int sinks : {0, 5})
         for (int residual : {0, 40})
-          for (int n_ctx : {32, 300, 700, 1100}) {
-            tq::KvCacheOptions o;
-            o.key_centring = centring;
-            o.key_means_per_page = per_page;
-            o.sink_tokens = sinks;
-            o.residual_window = residual;
-            std::vector<double> bk, bv;
-            tq::candidate_bits(cands, shape, o, n_ctx, bk, bv);
-            for (size_t j = 0; j < cands.size(); ++j) {
-              SCOPED_TRACE(cands[j] + " centring " + tq::key_centring_name(centring) +
-                           (per_page ? " page" : " first") + " S=" + std::to_string(sinks) +
-                           " R=" + std::to_string(residual) + " n=" + std::to_string(n_ctx));
-              tq::KvCacheOptions c = o;
-              c.type_k = c.type_v = cands[j];
-              c.max_tokens = n_ctx;
-              tq::KvCache cache(shape, c);
-              const int seq = cache.new_seq();
-              for (int t0 = 0; t0 < n_ctx; t0 += tq::LlamaModel::max_batch()) {
-                const int m = std::min(tq::LlamaModel::max_batch(), n_ctx - t0);
-                std::vector<float> k(size_t(m) * 2 * 64), v(k.size());
-                for (auto& x : k) x = nd(rng);
-                for (auto& x : v) x = nd(rng);
-                cache.append(seq, 0, k.data(), v.data(), m);
+          for (int n_ctx : {32, 300, 700, 1100})
+            for (bool scales : {true, false}) {
+              tq::KvCacheOptions o;
+              o.key_scales = scales;
+              o.key_centring = centring;
+              o.key_means_per_page = per_page;
+              o.sink_tokens = sinks;
+              o.residual_window = residual;
+              std::vector<double> bk, bv;
+              tq::candidate_bits(cands, shape, o, n_ctx, bk, bv);
+              for (size_t j = 0; j < cands.size(); ++j) {
+                SCOPED_TRACE(cands[j] + " centring " + tq::key_centring_name(centring) +
+                             (per_page ? " page" : " first") + " S=" + std::to_string(sinks) +
+                             " R=" + std::to_string(residual) + " n=" + std::to_string(n_ctx) +
+                             (scales ? " scales" : ""));
+                tq::KvCacheOptions c = o;
+                c.type_k = c.type_v = cands[j];
+                c.max_tokens = n_ctx;
+                tq::KvCache cache(shape, c);
+                const int seq = cache.new_seq();
+                for (int t0 = 0; t0 < n_ctx; t0 += tq::LlamaModel::max_batch()) {
+                  const int m = std::min(tq::LlamaModel::max_batch(), n_ctx - t0);
+                  std::vector<float> k(size_t(m) * 2 * 64), v(k.size()), q(2 * k.size());
+                  for (auto& x : k) x = nd(rng);
+                  for (auto& x : v) x = nd(rng);
+                  for (auto& x : q) x = nd(rng);
+                  cache.observe_queries(seq, 0, q.data(), m, 4);  // as the model does
+                  cache.append(seq, 0, k.data(), v.data(), m);
+                }
+                const double values = 2.0 * 64 * n_ctx;
+                EXPECT_NEAR(bk[j], 8.0 * double(cache.k_bytes()) / values, 1e-9);
+                EXPECT_NEAR(bv[j], 8.0 * double(cache.v_bytes()) / values, 1e-9);
               }
-              const double values = 2.0 * 64 * n_ctx;
-              EXPECT_NEAR(bk[j], 8.0 * double(cache.k_bytes()) / values, 1e-9);
-              EXPECT_NEAR(bv[j], 8.0 * double(cache.v_bytes()) / values, 1e-9);
             }
-          }
 }
 
 TEST(Plan, SolveAndRoundTrip) {
@@ -173,7 +178,21 @@ TEST(Plan, DamagedFilesRefused) {
     EXPECT_NE(at, std::string::npos) << a;
     return s.replace(at, a.size(), b);
   };
-  refused(replace("\"version\": 2", "\"version\": 3"), "version");
+  refused(replace("\"version\": 3", "\"version\": 4"), "version");
+  refused(replace("\"key_scales\": true", "\"key_scales\": \"yes\""), "key scales");
+  refused(replace("\"key_scales\": true,", ""), "version 3 without key_scales");
+  // A version 2 file (before key scales) is read as measured: without them.
+  {
+    std::string v2 = replace("\"version\": 3", "\"version\": 2");
+    const std::string ks = "\"key_scales\": true,";
+    v2.erase(v2.find(ks), ks.size());
+    const std::string old = tq::test::temp_path("plan_v2.json");
+    std::ofstream(old) << v2;
+    const tq::Plan q = tq::read_plan(old);
+    EXPECT_FALSE(q.key_scales);
+    EXPECT_EQ(q.key_centring, p.key_centring);
+    EXPECT_EQ(q.layer_k, p.layer_k);
+  }
   refused(replace("\"key_centring\": \"default\"", "\"key_centring\": \"sometimes\""),
           "key centring");
   refused(replace("\"key_means\": \"page\"", "\"key_means\": \"last\""), "key means");
@@ -186,7 +205,7 @@ TEST(Plan, DamagedFilesRefused) {
   // A version 1 file (before centring by default) is read as it was measured: centre_keys true
   // is centring on with the first mean only, false is off.
   for (bool on : {true, false}) {
-    std::string v1 = replace("\"version\": 2", "\"version\": 1");
+    std::string v1 = replace("\"version\": 3", "\"version\": 1");
     const std::string c = "\"key_centring\": \"default\"";
     v1.replace(v1.find(c), c.size(), on ? "\"center_keys\": true" : "\"center_keys\": false");
     const std::string old = tq::test::temp_path("plan_v1.json");

@@ -159,7 +159,9 @@ tq::KvCacheOptions cache_options(const nb::dict& kw, std::string* codebooks_path
       if (m != "page" && m != "first")
         throw tq::Error("cache option key_means: expected 'page' or 'first', got '" + m + "'");
       o.key_means_per_page = m == "page";
-    } else if (k == "seed") o.seed = get<uint64_t>(v, k, "a non-negative int");
+    } else if (k == "key_scales")  // as the CLI's default; False = `--no-key-scales`
+      o.key_scales = get<bool>(v, k, "a bool");
+    else if (k == "seed") o.seed = get<uint64_t>(v, k, "a non-negative int");
     else if (k == "page_tokens") o.page_tokens = get<int>(v, k, "an int");
     else if (k == "max_tokens") o.max_tokens = get<int>(v, k, "an int");
     else if (k == "max_seqs") o.max_seqs = get<int>(v, k, "an int");
@@ -179,8 +181,8 @@ tq::KvCacheOptions cache_options(const nb::dict& kw, std::string* codebooks_path
     } else {
       throw tq::Error("unknown cache option '" + k +
                       "' (options: k, v, layer_k, layer_v, boundary, boundary_type, residual, "
-                      "sinks, center_keys, key_means, seed, codebooks, page_tokens, max_tokens, "
-                      "max_seqs)");
+                      "sinks, center_keys, key_means, key_scales, seed, codebooks, page_tokens, "
+                      "max_tokens, max_seqs)");
     }
   }
   (void)boundary_type_set;

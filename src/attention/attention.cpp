@@ -59,6 +59,23 @@ void attention(const KvCache& cache, int seq, int layer, int n_head, const float
   if (T == 0) return;
   if (path == AttnPath::kAuto)
     path = T >= attention_tiled_threshold() ? AttnPath::kTiled : AttnPath::kDecode;
+  // Scaled keys (KvCacheOptions::key_scales) are stored as k ⊘ s: the paths that score the
+  // stored segments take q ∘ s, the same products; the reference reads the keys back through
+  // KvCache::read(), which undoes the scales.
+  std::vector<float> q_scaled;
+  if (path != AttnPath::kReference && cache.key_scales(seq, layer, 0)) {
+    const int d = cache.shape().head_dim, H = cache.shape().n_kv_head, g = n_head / H;
+    q_scaled.assign(q, q + size_t(T) * n_head * d);
+    for (int t = 0; t < T; ++t)
+      for (int h = 0; h < H; ++h) {
+        const float* s = cache.key_scales(seq, layer, h);
+        for (int i = 0; i < g; ++i) {
+          float* r = &q_scaled[(size_t(t) * n_head + size_t(h) * g + i) * d];
+          for (int j = 0; j < d; ++j) r[j] *= s[j];
+        }
+      }
+    q = q_scaled.data();
+  }
   switch (path) {
     case AttnPath::kReference:
       attn::attention_reference(cache, seq, layer, n_head, q, T, pos0, scale, out, window);

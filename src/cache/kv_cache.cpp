@@ -16,18 +16,18 @@ struct KvCache::Stream {
   std::string type;
   CodecOptions copts;
   std::unique_ptr<Codec> codec;
-  int bt = 1;                // codec block_tokens
-  size_t bb = 0;             // codec block_bytes
-  size_t page_bytes = 0;     // (page_tokens / bt) · bb
-  std::vector<uint8_t> pool;  // n_pages · page_bytes
+  int bt = 1;                       // codec block_tokens
+  size_t bb = 0;                    // codec block_bytes
+  size_t page_bytes = 0;            // (page_tokens / bt) · bb
+  std::vector<uint8_t> pool;        // n_pages · page_bytes
   bool outliers_from_data = false;  // TypeTraits::outliers_from_prefill: set from the first append
   bool outliers_set = false;
 };
 
 struct KvCache::Part {
-  int n = 0;      // tokens stored
-  int c = 0;      // positions [s_end, c) are encoded
-  int s_end = 0;  // positions [0, s_end) are f16 sinks
+  int n = 0;                                      // tokens stored
+  int c = 0;                                      // positions [s_end, c) are encoded
+  int s_end = 0;                                  // positions [0, s_end) are f16 sinks
   std::vector<std::vector<uint16_t>> sink, pend;  // per head, f16 [tok][d]
   std::vector<std::vector<float>> mu;             // per head, key means (centring)
   bool mu_set = false;
@@ -35,6 +35,12 @@ struct KvCache::Part {
   // page_delta[i]: 0 = not set yet, 1 = inherited (no bytes), 2 = stored (d f16 per head).
   std::vector<std::vector<float>> delta;
   std::vector<uint8_t> page_delta;
+  // Key scales (KvCacheOptions::key_scales): per head d floats (f16 values), empty = none;
+  // decided once, at the first append. q2: the observed queries' per-channel mean square.
+  std::vector<std::vector<float>> ks;
+  bool ks_decided = false;
+  std::vector<std::vector<double>> q2;
+  int q2_tokens = 0;
 };
 
 struct KvCache::Seq {
@@ -239,8 +245,8 @@ void KvCache::reserve(int seq, int n_total) {
   const int need = (n_total + opts_.page_tokens - 1) / opts_.page_tokens;
   if (need - int(s.pages.size()) > int(free_pages_.size()))
     throw Error("KV cache full: sequence " + std::to_string(seq) + " needs " +
-                std::to_string(n_total) + " tokens (" + std::to_string(need) +
-                " pages of " + std::to_string(opts_.page_tokens) + "), only " +
+                std::to_string(n_total) + " tokens (" + std::to_string(need) + " pages of " +
+                std::to_string(opts_.page_tokens) + "), only " +
                 std::to_string(free_pages_.size()) + " of " + std::to_string(n_pages_) +
                 " pages are free");
   while (int(s.pages.size()) < need) {
@@ -258,12 +264,85 @@ void KvCache::append(int seq, int layer, const float* k, const float* v, int T) 
   append_part(s, layer, false, v, T);
 }
 
+// Not for positional codecs (they undo RoPE on what they are given) nor for learned codebooks
+// (fitted to unscaled keys).
+bool KvCache::keys_scalable(int layer) const {
+  const TypeTraits& tr = traits(layer, true);
+  return opts_.key_scales && keys_centred(layer) && !tr.positional &&
+         tr.calibration == CalibrationKind::kNone;
+}
+
+void KvCache::observe_queries(int seq, int layer, const float* q, int T, int n_head) {
+  Seq& s = seq_ref(seq);
+  TQ_ASSERT(layer >= 0 && layer < shape_.n_layer);
+  Part& part = s.parts[size_t(layer) * 2];
+  if (part.ks_decided || !keys_scalable(layer) || T <= 0) return;
+  const int H = shape_.n_kv_head, d = shape_.head_dim, g = n_head / H;
+  TQ_ASSERT(n_head % H == 0);
+  part.q2.assign(size_t(H), std::vector<double>(size_t(d), 0.0));
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < H; ++h)
+      for (int i = 0; i < g; ++i) {
+        const float* r = q + (size_t(t) * n_head + size_t(h) * g + i) * d;
+        for (int j = 0; j < d; ++j) part.q2[h][j] += double(r[j]) * r[j];
+      }
+  for (auto& v : part.q2)
+    for (double& x : v) x /= double(T) * g;
+  part.q2_tokens = T;
+}
+
+const float* KvCache::key_scales(int seq, int layer, int head) const {
+  const Part& part = seq_ref(seq).parts[size_t(layer) * 2];
+  return part.ks.empty() ? nullptr : part.ks[size_t(head)].data();
+}
+
+namespace {
+// s_j = (σk_j / σq_j)^a over one head's first append (keys already centred; σq over the
+// observed queries of its group), each σ kept above 1e-3 of its head's mean (dead channels),
+// normalised to geometric mean 1, rounded to f16 (as stored and counted). For rotation-based
+// codes (isotropic error ∝ |k|) the score error variance ∝ |q ∘ s|²·|k ⊘ s|² is least at
+// a = 1/2; a = 0.35 measured better on data/calib.txt (SmolLM2-135M, turbo3 and turbo4 KLD,
+// a ∈ {0, 0.15, 0.25, 0.35, 0.5}; docs/safe-keys.md).
+constexpr double kKeyScaleExponent = 0.35;
+std::vector<float> key_scales_of(const float* xh, int T, int d, const std::vector<double>& q2) {
+  std::vector<double> sk(static_cast<size_t>(d), 0.0), sq(static_cast<size_t>(d));
+  for (int t = 0; t < T; ++t)
+    for (int j = 0; j < d; ++j) sk[j] += double(xh[size_t(t) * d + j]) * xh[size_t(t) * d + j];
+  double mk = 0, mq = 0;
+  for (int j = 0; j < d; ++j) {
+    sk[j] = std::sqrt(sk[j] / T);
+    sq[j] = std::sqrt(q2[size_t(j)]);
+    mk += sk[j];
+    mq += sq[j];
+  }
+  mk /= d;
+  mq /= d;
+  std::vector<double> ls(static_cast<size_t>(d));
+  double mean_log = 0;
+  for (int j = 0; j < d; ++j) {
+    ls[j] = kKeyScaleExponent * (std::log(std::max(sk[j], 1e-3 * mk + 1e-30)) -
+                                 std::log(std::max(sq[j], 1e-3 * mq + 1e-30)));
+    mean_log += ls[j] / d;
+  }
+  std::vector<float> s(static_cast<size_t>(d));
+  for (int j = 0; j < d; ++j) s[j] = f16_to_f32(f32_to_f16(float(std::exp(ls[j] - mean_log))));
+  return s;
+}
+}  // namespace
+
 void KvCache::append_part(Seq& s, int layer, bool is_key, const float* x, int T) {
   const int H = shape_.n_kv_head, d = shape_.head_dim, PT = opts_.page_tokens;
   Part& part = s.parts[size_t(layer) * 2 + (is_key ? 0 : 1)];
   const int n_old = part.n;
   const bool center = is_key && keys_centred(layer);
   const bool set_mu = center && !part.mu_set && T > 0;
+  // Key scales: decided at the first append, from its keys and the queries observed with them.
+  bool set_ks = false;
+  if (is_key && !part.ks_decided && T > 0) {
+    set_ks = keys_scalable(layer) && n_old == 0 && T >= 64 && part.q2_tokens == T;
+    if (set_ks) part.ks.assign(size_t(H), {});
+    part.ks_decided = true;
+  }
   for (int h = 0; h < H; ++h) {
     Stream& st = stream(layer, h, is_key);
     // Gather this head's rows (centred if asked).
@@ -280,6 +359,10 @@ void KvCache::append_part(Seq& s, int layer, bool is_key, const float* x, int T)
     if (center)
       for (int t = 0; t < T; ++t)
         for (int j = 0; j < d; ++j) xh[size_t(t) * d + j] -= part.mu[h][j];
+    if (set_ks) part.ks[h] = key_scales_of(xh.data(), T, d, part.q2[h]);
+    if (!part.ks.empty())
+      for (int t = 0; t < T; ++t)
+        for (int j = 0; j < d; ++j) xh[size_t(t) * d + j] /= part.ks[h][j];
     // Types that take their outlier channels from prefill (the fractional TurboQuant types):
     // the d/4 channels of largest mean |x| in the first append.
     if (st.outliers_from_data && !st.outliers_set && T > 0) {
@@ -358,11 +441,15 @@ void KvCache::append_part(Seq& s, int layer, bool is_key, const float* x, int T)
     }
   }
   if (set_mu) part.mu_set = true;
+  if (is_key && part.ks_decided && part.q2_tokens) {  // the observed queries are spent
+    part.q2.clear();
+    part.q2_tokens = 0;
+  }
   part.n = n_old + T;
   const int n = part.n;
   const int bt = stream(layer, 0, is_key).bt;
-  part.c = std::max(part.c,
-                    part.s_end + std::max(0, n - opts_.residual_window - part.s_end) / bt * bt);
+  part.c =
+      std::max(part.c, part.s_end + std::max(0, n - opts_.residual_window - part.s_end) / bt * bt);
   TQ_ASSERT(part.c <= std::max(n, part.s_end));
 }
 
@@ -405,6 +492,9 @@ void KvCache::read(int seq, int layer, int head, bool is_key, float* x) const {
       for (size_t i = 0; i < size_t(sg.n) * d; ++i) dst[i] = f16_to_f32(sg.f16[i]);
     }
   }
+  if (const float* ks = is_key ? key_scales(seq, layer, head) : nullptr)  // back to k − μ
+    for (int i = 0; i < seq_len(seq, layer); ++i)
+      for (int j = 0; j < d; ++j) x[size_t(i) * d + j] *= ks[j];
 }
 
 size_t KvCache::bytes_of(bool is_key) const {
@@ -420,6 +510,7 @@ size_t KvCache::bytes_of(bool is_key) const {
         total += size_t(coded / st.bt) * st.bb;
         total += (p.sink[h].size() + p.pend[h].size()) * sizeof(uint16_t);
         if (p.mu_set) total += size_t(d) * sizeof(float);
+        if (!p.ks.empty()) total += size_t(d) * sizeof(uint16_t);  // f16 key scales
         for (uint8_t pd : p.page_delta)
           if (pd == 2) total += size_t(d) * sizeof(uint16_t);  // a page's f16 offset δ
       }

@@ -54,9 +54,15 @@ struct KvCacheOptions {
   // exact. It tracks key offsets that drift with position (RoPE turns a constant k_proj bias
   // into a slowly rotating one in the low-frequency pairs). false: the first mean only.
   bool key_means_per_page = true;
+  // With centred keys (and a codec that takes post-RoPE keys), also per-channel key scales s
+  // (DESIGN.md §3.1): keys are stored as (k − μ − δ) ⊘ s and every query is multiplied by s,
+  // so scores are unchanged, but the rotation-based codes spend their error where queries are
+  // small. s_j = (σk_j / σq_j)^0.35 from the first append (≥ 64 tokens) and the queries of the
+  // same forward batch (observe_queries), f16, d per (sequence, layer, KV head), counted.
+  bool key_scales = true;
   uint64_t seed = 0x5451'0001;
   int page_tokens = 256;
-  int max_tokens = 4096;   // pool capacity over all sequences (rounded up to pages)
+  int max_tokens = 4096;  // pool capacity over all sequences (rounded up to pages)
   int max_seqs = 16;
   // Learned data of the polar-vq and kvquant types (`tq calibrate`): each polar-vq codec of
   // (layer, head) gets codebooks->head(layer, head), each kvquant codec codebooks->kvq_head().
@@ -115,6 +121,16 @@ class KvCache {
   int seq_len(int seq, int layer = 0) const;
   // Makes sure the sequence has pages for n_total tokens; throws "KV cache full: ..." if not.
   void reserve(int seq, int n_total);
+
+  // The queries of the forward batch whose keys are appended next to (seq, layer): q is
+  // T × n_head × head_dim. Read only for the first append's key scales (key_scales).
+  void observe_queries(int seq, int layer, const float* q, int T, int n_head);
+  // The key scales of (seq, layer, head) (head_dim floats; queries are multiplied by them), or
+  // null when its keys are not scaled.
+  const float* key_scales(int seq, int layer, int head) const;
+  // Whether keys of this layer get scales (key_scales, centred keys, a post-RoPE codec without
+  // learned codebooks: turbo*, polar).
+  bool keys_scalable(int layer) const;
 
   // Appends T tokens to (seq, layer). k, v: T × n_kv_head × head_dim, row-major [t][h][j].
   void append(int seq, int layer, const float* k, const float* v, int T);

@@ -288,6 +288,7 @@ CompareResult run_compare(const LlamaModel& model, const std::vector<int32_t>& t
     row.key_centring = key_centring_name(cache.key_centring);
     row.centred_layers = r.centred_layers;
     row.key_means = cache.key_means_per_page ? "page" : "first";
+    row.key_scales = cache.key_scales;
     row.bpv = 8.0 * double(r.kv_bytes) /
               (2.0 * hp.n_layer * hp.n_kv_head * hp.head_dim * double(opts.n_ctx));
     row.kv_mib_8192 = double(r.kv_bytes) / opts.n_ctx * 8192.0 / (1024.0 * 1024.0);

@@ -81,6 +81,7 @@ struct CompareRow {
   std::string key_centring = "default";
   int centred_layers = 0;
   std::string key_means = "page";  // KvCacheOptions::key_means_per_page: "page" | "first"
+  bool key_scales = true;          // KvCacheOptions::key_scales (applies to centred keys)
   double bpv = 0, bpv_k = 0, bpv_v = 0, compression = 0;
   size_t kv_bytes = 0;     // one chunk's cache (n_ctx tokens), as stored
   double kv_mib_8192 = 0;  // kv_bytes / n_ctx × 8192 tokens

@@ -61,6 +61,11 @@ double key_centring_bits(const std::string& t, const KvCacheOptions& cache, int 
     }
     bits += 16.0 * stored;  // per channel: one f16 δ per stored page
   }
+  // Key scales: d f16 when the first append (the model's first batch) holds ≥ 64 keys.
+  if (cache.key_scales && !type_traits(t).positional &&
+      type_traits(t).calibration == CalibrationKind::kNone &&
+      std::min(LlamaModel::max_batch(), n_ctx) >= 64)
+    bits += 16.0;
   return bits / double(n_ctx);
 }
 
@@ -200,6 +205,7 @@ Plan measure_plan(const LlamaModel& model, const std::vector<int32_t>& tokens, b
   plan.chunks = opts.n_chunks;
   plan.key_centring = opts.cache.key_centring;
   plan.key_means_per_page = opts.cache.key_means_per_page;
+  plan.key_scales = opts.cache.key_scales;
   plan.sinks = opts.cache.sink_tokens;
   plan.residual = opts.cache.residual_window;
   plan.seed = opts.cache.seed;
@@ -365,6 +371,7 @@ KvCacheOptions plan_cache_options(const Plan& plan, const KvCacheOptions& base) 
   }
   o.key_centring = plan.key_centring;
   o.key_means_per_page = plan.key_means_per_page;
+  o.key_scales = plan.key_scales;
   o.sink_tokens = plan.sinks;
   o.residual_window = plan.residual;
   o.seed = plan.seed;
@@ -406,6 +413,7 @@ std::string format_plan(const Plan& p) {
       {"cache_options",
        {{"key_centring", key_centring_name(p.key_centring)},
         {"key_means", p.key_means_per_page ? "page" : "first"},
+        {"key_scales", p.key_scales},
         {"sinks", p.sinks},
         {"residual", p.residual},
         {"seed", p.seed}}},
@@ -459,8 +467,8 @@ Plan parse_plan(const std::string& text, const std::string& path) {
     throw bad("not a turboquant plan (no \"format\": \"" + std::string(kFormat) + "\")");
   if (!j.contains("version") || !j["version"].is_number_integer()) throw bad("no version");
   const long long version = j["version"].get<long long>();
-  if (version != 1 && version != Plan::kVersion)
-    throw bad("version " + j["version"].dump() + ", this tool reads versions 1 and " +
+  if (version < 1 || version > Plan::kVersion)
+    throw bad("version " + j["version"].dump() + ", this tool reads versions 1 to " +
               std::to_string(Plan::kVersion));
   Plan p;
   try {
@@ -524,6 +532,13 @@ Plan parse_plan(const std::string& text, const std::string& path) {
         throw bad("bad key_centring '" + c + "' (default, on or off)");
       if (m != "page" && m != "first") throw bad("bad key_means '" + m + "' (page or first)");
       p.key_means_per_page = m == "page";
+    }
+    // Version 3 added key scales; older plans were measured without them.
+    p.key_scales = false;
+    if (version >= 3) {
+      if (!o.contains("key_scales") || !o.at("key_scales").is_boolean())
+        throw bad("bad or missing key_scales (true or false)");
+      p.key_scales = o.at("key_scales").get<bool>();
     }
     p.sinks = int(integer(o.at("sinks"), 0, 1 << 24, "sinks"));
     p.residual = int(integer(o.at("residual"), 0, 1 << 24, "residual window"));

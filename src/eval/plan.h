@@ -49,7 +49,8 @@ struct Plan {
   // Version 2 records key_centring and key_means (DESIGN.md §3.1); version 1 files (a bool
   // center_keys, from before keys were centred by default) are still read: center_keys true is
   // kOn with the first mean only, false is kOff, as they were measured.
-  static constexpr int kVersion = 2;
+  // Version 3 records key_scales (KvCacheOptions::key_scales); older files read as false.
+  static constexpr int kVersion = 3;
   // Model.
   uint64_t model_fingerprint = 0;
   std::string model_file;  // file name only (informative)
@@ -62,6 +63,7 @@ struct Plan {
   // Cache options the parts were measured with (applied with the plan).
   KeyCentring key_centring = KeyCentring::kTypeDefault;  // resolved per layer, as the cache does
   bool key_means_per_page = true;                        // KvCacheOptions::key_means_per_page
+  bool key_scales = true;                                // KvCacheOptions::key_scales
   int sinks = 0, residual = 0;
   uint64_t seed = 0;
   // Candidates, their all-in bits per value of a K part and of a V part at this head_dim and

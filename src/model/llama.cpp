@@ -332,6 +332,7 @@ void LlamaModel::forward_chunk(KvCache& cache, int seq, const int32_t* tokens, i
     rope(q.data(), NH, kind);
     rope(k.data(), NKV, kind);
     // Store first, then attend to what is stored (DESIGN.md §3 "Honest evaluation").
+    cache.observe_queries(seq, l, q.data(), n, NH);
     cache.append(seq, l, k.data(), v.data(), n);
     attention(cache, seq, l, NH, q.data(), n, pos0, scale, att.data(), path,
               hp_.layer_window[size_t(l)]);

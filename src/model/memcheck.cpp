@@ -64,8 +64,9 @@ size_t kv_cache_bytes(const KvShape& shape, const KvCacheOptions& co) {
                                    probe.codec(l, h, key).block_tokens());
         f16 += toks * size_t(shape.head_dim) * 2;
         if (key && probe.keys_centred(l))  // μ (f32) and, at most, one f16 offset δ per page
-          f16 += size_t(shape.head_dim) * (sizeof(float) +
-                                           (co.key_means_per_page ? pages * sizeof(uint16_t) : 0));
+          f16 += size_t(shape.head_dim) *
+                 (sizeof(float) + (co.key_means_per_page ? pages * sizeof(uint16_t) : 0) +
+                  (probe.keys_scalable(l) ? sizeof(uint16_t) : 0));
       }
   bytes += f16 * size_t(std::max(1, co.max_seqs));
   return bytes;
@@ -116,7 +117,8 @@ AvailableMemory available_memory() {
   if (const char* e = std::getenv("TQ_MEMORY_LIMIT"); e && *e) {
     char* end = nullptr;
     const unsigned long long v = std::strtoull(e, &end, 10);
-    if (end == e || *end != '\0') throw Error(std::string("TQ_MEMORY_LIMIT: not a number of bytes: ") + e);
+    if (end == e || *end != '\0')
+      throw Error(std::string("TQ_MEMORY_LIMIT: not a number of bytes: ") + e);
     lower(size_t(v), "TQ_MEMORY_LIMIT");
   }
   return a;

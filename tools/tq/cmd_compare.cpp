@@ -49,7 +49,8 @@ nlohmann::json row_json(const tq::CompareRow& r, bool on_frontier) {
           {"pareto", on_frontier},
           {"key_centring", r.key_centring},
           {"centred_layers", r.centred_layers},
-          {"key_means", r.key_means}};
+          {"key_means", r.key_means},
+          {"key_scales", r.key_scales}};
 }
 
 // Reads the rows of a --csv file (quoted strings, no quotes inside them).
@@ -122,6 +123,7 @@ tq::CompareResult read_csv(const std::string& path) {
     if (col("key_centring") >= 0) x.key_centring = str("key_centring");
     x.centred_layers = int(num("centred_layers"));
     if (col("key_means") >= 0) x.key_means = str("key_means");
+    x.key_scales = col("key_scales") >= 0 && str("key_scales") == "true";  // older: none
     if (col("tokens_scored") >= 0) r.tokens_scored = long(num("tokens_scored"));
     if (col("ctx") >= 0) r.n_ctx = int(num("ctx"));
     r.rows.push_back(x);
@@ -153,7 +155,7 @@ void report(const tq::CompareResult& r, const std::string& mpath, const std::str
         "kld_p99",         "top1",        "decode_tps", "residual",      "sinks",
         "boundary_layers", "pareto",      "ctx",        "tokens_scored", "bpv_k",
         "bpv_v",           "ppl_stderr",  "preset",     "reference",     "key_centring",
-        "centred_layers",  "key_means"};
+        "centred_layers",  "key_means",   "key_scales"};
     for (size_t k = 0; k < std::size(keys); ++k) c << (k ? "," : "") << keys[k];
     c << "\n";
     for (const auto& j : rows) {
@@ -214,7 +216,8 @@ void report(const tq::CompareResult& r, const std::string& mpath, const std::str
       "tokens f16 (KIVI default 128), (S=N) first N tokens f16 (kvquant default 1, KVarN "
       "128); ctr: layers whose keys were mean-centred (turbo*/polar/polar-vq by default, "
       "baselines not; (C=1)/(C=0) forced by flag or @C=), their f32 means counted in "
-      "bpv.\n",
+      "bpv; centred keys are also scaled per channel (f16 scales counted) unless "
+      "--no-key-scales.\n",
       r.n_ctx);
   if (!plot.empty()) std::printf("plot: %s\n", plot.c_str());
 }

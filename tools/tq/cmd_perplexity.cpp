@@ -103,6 +103,7 @@ void setup(CLI::App& app) {
           {"key_centring", tq::key_centring_name(cache_opts.key_centring)},
           {"centred_layers", r.centred_layers},
           {"key_means", cache_opts.key_means_per_page ? "page" : "first"},
+          {"key_scales", cache_opts.key_scales},
           {"tokens", r.tokens},
           {"prefill_tps", r.prefill_tps},
           {"seconds", r.seconds},
@@ -127,8 +128,9 @@ void setup(CLI::App& app) {
     if (r.centred_layers > 0 && !o.no_header)
       std::fprintf(stderr,
                    "* keys mean-centred per channel (%d of %d layers; --no-center-keys "
-                   "turns it off)\n",
-                   r.centred_layers, n_layer);
+                   "turns it off)%s\n",
+                   r.centred_layers, n_layer,
+                   cache_opts.key_scales ? " and scaled per channel (--no-key-scales)" : "");
     if (r.wrote_base) std::fprintf(stderr, "wrote KLD base %s\n", o.kld_base.c_str());
   });
 }

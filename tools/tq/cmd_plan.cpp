@@ -103,6 +103,7 @@ void setup(CLI::App& app) {
                   "With centred keys: 'page' (default) per-page offsets too, 'first' the first "
                   "mean only (kept in the plan)")
       ->check(CLI::IsMember({"page", "first"}));
+  tq::cli::add_key_scales_flag(cmd, o.rt.no_key_scales);
   tq::cli::add_int_option(cmd, "--sinks", o.rt.sinks, 0, 1 << 24,
                           "Keep the first S tokens in f16 (kept in the plan)");
   tq::cli::add_int_option(cmd, "--residual", o.rt.residual, 0, 1 << 24,
@@ -119,11 +120,11 @@ void setup(CLI::App& app) {
          cmd->get_option("--chunks")->count() || cmd->get_option("--sinks")->count() ||
          cmd->get_option("--residual")->count() || cmd->get_option("--center-keys")->count() ||
          cmd->get_option("--no-center-keys")->count() || cmd->get_option("--key-means")->count() ||
-         cmd->get_option("--seed")->count()))
+         cmd->get_option("--no-key-scales")->count() || cmd->get_option("--seed")->count()))
       throw tq::Error(
           "plan --from: the measurement options come from the plan file (drop "
           "--candidates, -c, --chunks, --sinks, --residual, --center-keys, --no-center-keys, "
-          "--key-means, --seed)");
+          "--key-means, --no-key-scales, --seed)");
     const tq::KeyCentring centring = o.rt.key_centring();  // refuses both flags at once
     const bool do_verify = from ? verify->count() > 0 : !o.no_verify;
     if (from && verify->count() && o.no_verify)
@@ -173,6 +174,7 @@ void setup(CLI::App& app) {
       if (!o.candidates.empty()) mo.candidates = split_list(o.candidates);
       mo.cache.key_centring = centring;
       mo.cache.key_means_per_page = o.rt.key_means == "page";
+      mo.cache.key_scales = !o.rt.no_key_scales;
       mo.cache.sink_tokens = o.rt.sinks;
       mo.cache.residual_window = o.rt.residual;
       mo.cache.seed = o.rt.seed;

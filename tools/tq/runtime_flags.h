@@ -24,6 +24,15 @@
 
 namespace tq::cli {
 
+// --no-key-scales (KvCacheOptions::key_scales), shared with `tq plan`.
+inline void add_key_scales_flag(CLI::App* cmd, bool& no_key_scales) {
+  cmd->add_flag("--no-key-scales", no_key_scales,
+                "Do not scale centred keys per channel (an ablation). By default the keys that "
+                "are centred also get per-channel scales s = (σk/σq)^0.35 from the first "
+                "append and its queries (d f16 per layer and KV head, counted in bpv): keys "
+                "are stored as k/s and queries multiplied by s, the same scores, less error");
+}
+
 struct RuntimeFlags {
   std::string ctk = "f16", ctv = "f16";
   std::string layer_k, layer_v;  // "L=TYPE,L=TYPE"
@@ -32,6 +41,7 @@ struct RuntimeFlags {
   int residual = 0, sinks = 0;
   bool center_keys = false, no_center_keys = false;
   std::string key_means = "page";  // "page" | "first" (KvCacheOptions::key_means_per_page)
+  bool no_key_scales = false;      // KvCacheOptions::key_scales off
   uint64_t seed = 0x5451'0001;
   int threads = 0;
   std::string codebooks;  // polar-vq codebook file (`tq calibrate`)
@@ -69,6 +79,7 @@ struct RuntimeFlags {
                     "position, as RoPE'd key biases do), 'first' only the first append's mean")
         ->check(CLI::IsMember({"page", "first"}))
         ->capture_default_str();
+    add_key_scales_flag(cmd, no_key_scales);
     cmd->add_option("--seed", seed, "Seed of the cache's rotations/sketches (and sampling)");
     cmd->add_option("--codebooks", codebooks,
                     "codebook file from `tq calibrate` (needed by polar-vq:balanced/max; "
@@ -79,9 +90,9 @@ struct RuntimeFlags {
     cmd->add_option("--plan", plan,
                     "Plan file from `tq plan`: every layer's K and V types and the options it "
                     "was measured with (not with -ctk/-ctv/--layer-k/--layer-v/--boundary)");
-    for (const char* n :
-         {"--ctk", "--ctv", "--layer-k", "--layer-v", "--boundary", "--boundary-type", "--residual",
-          "--sinks", "--center-keys", "--no-center-keys", "--key-means", "--seed"})
+    for (const char* n : {"--ctk", "--ctv", "--layer-k", "--layer-v", "--boundary",
+                          "--boundary-type", "--residual", "--sinks", "--center-keys",
+                          "--no-center-keys", "--key-means", "--no-key-scales", "--seed"})
       given[n] = cmd->get_option(n);
   }
 
@@ -112,13 +123,15 @@ struct RuntimeFlags {
       if (was_given(n) && d)
         throw Error(std::string(n) + " differs from the plan's (plan '" + path +
                     "': key centring " + key_centring_name(p->key_centring) + ", --key-means " +
-                    (p->key_means_per_page ? "page" : "first") + ", --sinks " +
-                    std::to_string(p->sinks) + ", --residual " + std::to_string(p->residual) +
-                    ", --seed " + std::to_string(p->seed) + ")");
+                    (p->key_means_per_page ? "page" : "first") + ", key scales " +
+                    (p->key_scales ? "on" : "off") + ", --sinks " + std::to_string(p->sinks) +
+                    ", --residual " + std::to_string(p->residual) + ", --seed " +
+                    std::to_string(p->seed) + ")");
     };
     differs("--center-keys", p->key_centring != KeyCentring::kOn);
     differs("--no-center-keys", p->key_centring != KeyCentring::kOff);
     differs("--key-means", (key_means == "page") != p->key_means_per_page);
+    differs("--no-key-scales", p->key_scales);
     differs("--sinks", sinks != p->sinks);
     differs("--residual", residual != p->residual);
     differs("--seed", seed != p->seed);
@@ -154,6 +167,7 @@ struct RuntimeFlags {
     o.sink_tokens = sinks;
     o.key_centring = key_centring();
     o.key_means_per_page = key_means == "page";
+    o.key_scales = !no_key_scales;
     o.seed = seed;
     if (const auto p = read_plan_file()) o = plan_cache_options(*p, o);
     // A type that cannot work without learned data fails here, before the model is loaded.
