@@ -204,6 +204,12 @@ struct Drift {
   }
 };
 
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double md = 0;
+  for (size_t i = 0; i < a.size(); ++i) md = std::max(md, double(std::fabs(a[i] - b[i])));
+  return md;
+}
+
 double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
   double e = 0, n = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -223,16 +229,13 @@ TEST(SafeKeys, PerPageOffsetsAreExactInEveryPath) {
   for (AttnPath path :
        {AttnPath::kReference, AttnPath::kCodes, AttnPath::kDecode, AttnPath::kTiled}) {
     const auto got = dr.run("f32", KeyCentring::kOn, true, path, 300, 200);
-    double md = 0;
-    for (size_t i = 0; i < got.size(); ++i) md = std::max(md, double(std::fabs(got[i] - want[i])));
-    EXPECT_LT(md, 2e-4) << "path " << int(path);  // outputs of magnitude ~1, float rounding
+    EXPECT_LT(max_abs_diff(got, want), 2e-4)
+        << "path " << int(path);  // outputs of magnitude ~1, float rounding
   }
   // Generation: one token at a time after a 256-token prefill (every later page inherits).
   const auto want1 = dr.run("f32", KeyCentring::kOff, false, AttnPath::kReference, 256, 1);
   const auto got1 = dr.run("f32", KeyCentring::kOn, true, AttnPath::kDecode, 256, 1);
-  double md = 0;
-  for (size_t i = 0; i < got1.size(); ++i) md = std::max(md, double(std::fabs(got1[i] - want1[i])));
-  EXPECT_LT(md, 2e-4);
+  EXPECT_LT(max_abs_diff(got1, want1), 2e-4);
   cpu::set_int8_scores(int8_was);
 }
 
@@ -318,9 +321,8 @@ TEST(SafeKeys, KeyScalesAreExactInEveryPath) {
     KvCache cache(shape_of(1, a.H, a.d), a.opts("f32", KeyCentring::kOn, true));
     const auto got = a.run(cache, path, 300, 100);
     ASSERT_NE(cache.key_scales(0, 0, 1), nullptr);
-    double md = 0;
-    for (size_t i = 0; i < got.size(); ++i) md = std::max(md, double(std::fabs(got[i] - want[i])));
-    EXPECT_LT(md, 2e-4) << "path " << int(path);  // outputs of magnitude ~1, float rounding
+    EXPECT_LT(max_abs_diff(got, want), 2e-4)
+        << "path " << int(path);  // outputs of magnitude ~1, float rounding
     // read() gives the keys as without scales (k − μ).
     KvCache plain(shape_of(1, a.H, a.d), a.opts("f32", KeyCentring::kOn, false));
     a.run(plain, AttnPath::kReference, 300, 100);
@@ -329,17 +331,13 @@ TEST(SafeKeys, KeyScalesAreExactInEveryPath) {
     for (int h = 0; h < a.H; ++h) {
       cache.read(0, 0, h, true, x.data());
       plain.read(0, 0, h, true, y.data());
-      double e = 0;
-      for (size_t i = 0; i < x.size(); ++i) e = std::max(e, double(std::fabs(x[i] - y[i])));
-      EXPECT_LT(e, 1e-4) << "head " << h;  // keys of magnitude up to ~30
+      EXPECT_LT(max_abs_diff(x, y), 1e-4) << "head " << h;  // keys of magnitude up to ~30
     }
   }
   // Generation after the prefill: one token at a time.
   const auto want1 = a.run("f32", KeyCentring::kOff, false, AttnPath::kReference, 256, 1);
   const auto got1 = a.run("f32", KeyCentring::kOn, true, AttnPath::kDecode, 256, 1);
-  double md = 0;
-  for (size_t i = 0; i < got1.size(); ++i) md = std::max(md, double(std::fabs(got1[i] - want1[i])));
-  EXPECT_LT(md, 2e-4);
+  EXPECT_LT(max_abs_diff(got1, want1), 2e-4);
   cpu::set_int8_scores(int8_was);
 }
 

@@ -264,12 +264,12 @@ void KvCache::append(int seq, int layer, const float* k, const float* v, int T) 
   append_part(s, layer, false, v, T);
 }
 
-// Not for positional codecs (they undo RoPE on what they are given) nor for learned codebooks
-// (fitted to unscaled keys).
+bool type_takes_key_scales(const TypeTraits& tr) {
+  return !tr.positional && tr.calibration == CalibrationKind::kNone;
+}
+
 bool KvCache::keys_scalable(int layer) const {
-  const TypeTraits& tr = traits(layer, true);
-  return opts_.key_scales && keys_centred(layer) && !tr.positional &&
-         tr.calibration == CalibrationKind::kNone;
+  return opts_.key_scales && keys_centred(layer) && type_takes_key_scales(traits(layer, true));
 }
 
 void KvCache::observe_queries(int seq, int layer, const float* q, int T, int n_head) {
@@ -339,7 +339,7 @@ void KvCache::append_part(Seq& s, int layer, bool is_key, const float* x, int T)
   // Key scales: decided at the first append, from its keys and the queries observed with them.
   bool set_ks = false;
   if (is_key && !part.ks_decided && T > 0) {
-    set_ks = keys_scalable(layer) && n_old == 0 && T >= 64 && part.q2_tokens == T;
+    set_ks = keys_scalable(layer) && n_old == 0 && T >= kKeyScaleMinTokens && part.q2_tokens == T;
     if (set_ks) part.ks.assign(size_t(H), {});
     part.ks_decided = true;
   }

@@ -37,6 +37,13 @@ namespace tq {
 enum class KeyCentring { kTypeDefault, kOn, kOff };
 const char* key_centring_name(KeyCentring c);  // "default", "on", "off"
 
+// Key scales (KvCacheOptions::key_scales) apply to centred keys of post-RoPE codecs without
+// learned codebooks (turbo*, polar): positional codecs undo RoPE on what they are given, and
+// codebooks were fitted to unscaled keys. They are set by a first append of at least
+// kKeyScaleMinTokens keys.
+bool type_takes_key_scales(const TypeTraits& tr);
+constexpr int kKeyScaleMinTokens = 64;
+
 struct KvCacheOptions {
   std::string type_k = "f16";
   std::string type_v = "f16";

@@ -61,10 +61,9 @@ double key_centring_bits(const std::string& t, const KvCacheOptions& cache, int 
     }
     bits += 16.0 * stored;  // per channel: one f16 δ per stored page
   }
-  // Key scales: d f16 when the first append (the model's first batch) holds ≥ 64 keys.
-  if (cache.key_scales && !type_traits(t).positional &&
-      type_traits(t).calibration == CalibrationKind::kNone &&
-      std::min(LlamaModel::max_batch(), n_ctx) >= 64)
+  // Key scales: d f16 when the first append (the model's first batch) holds enough keys.
+  if (cache.key_scales && type_takes_key_scales(type_traits(t)) &&
+      std::min(LlamaModel::max_batch(), n_ctx) >= kKeyScaleMinTokens)
     bits += 16.0;
   return bits / double(n_ctx);
 }
