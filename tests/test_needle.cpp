@@ -227,6 +227,78 @@ TEST(NeedleCli, SmolLM2ShortRun) {
   EXPECT_EQ(lines, 1 + 2 * 2);  // header + rows × depths
 }
 
+// --log FILE: every finished prompt is one JSON line; a second run takes them all from the log
+// (same answers, bytes and cells, "from_log"), an unfinished last line is cut and its prompt
+// run again, a row with other cache options runs anew, and a line that is not a record is a
+// one-line error.
+TEST(NeedleCli, LogResumes) {
+  if (!have_model()) GTEST_SKIP() << "model or text missing (run scripts/fetch_model.sh)";
+  const std::string log = tq::test::temp_path("needle.jsonl");
+  std::filesystem::remove(log);
+  const std::string base = "needle -m " + kModel + " -f " + kText +
+                           " --lengths 200 --depths 0,1 --trials 1 -t 1 -q --json --log " + log;
+  auto lines_of = [&] {
+    std::ifstream in(log);
+    std::vector<std::string> v;
+    for (std::string l; std::getline(in, l);) v.push_back(l);
+    return v;
+  };
+  const auto r1 = run_tq(base + " --types turbo3");
+  ASSERT_EQ(r1.status, 0) << r1.err;
+  const auto lines = lines_of();
+  ASSERT_EQ(lines.size(), 4u);  // 2 rows × 2 prompts
+  for (const auto& l : lines) {
+    const auto j = nlohmann::json::parse(l);
+    for (const char* k : {"row", "tag", "length", "depth", "trial", "number", "prompt_hash",
+                          "answer", "correct", "kv_bytes", "seconds", "cpu_seconds"})
+      EXPECT_TRUE(j.contains(k)) << k;
+  }
+  const auto j1 = nlohmann::json::parse(r1.out);
+  auto cells = [](const nlohmann::json& j) {
+    nlohmann::json c = nlohmann::json::array();
+    for (const auto& row : j["rows"]) c.push_back({row["cells"], row["by_length"]});
+    return c;
+  };
+  // Everything from the log.
+  const auto r2 = run_tq(base + " --types turbo3");
+  ASSERT_EQ(r2.status, 0) << r2.err;
+  const auto j2 = nlohmann::json::parse(r2.out);
+  EXPECT_EQ(cells(j2), cells(j1));
+  for (const auto& row : j2["rows"]) EXPECT_EQ(row["from_log"].get<int>(), 2);
+  EXPECT_EQ(lines_of().size(), 4u);
+  // An unfinished last line (a killed run): cut, and that prompt runs again.
+  {
+    std::ofstream out(log, std::ios::trunc);
+    for (size_t i = 0; i < 3; ++i) out << lines[i] << "\n";
+    out << lines[3].substr(0, lines[3].size() / 2);
+  }
+  const auto r3 = run_tq(base + " --types turbo3");
+  ASSERT_EQ(r3.status, 0) << r3.err;
+  const auto j3 = nlohmann::json::parse(r3.out);
+  EXPECT_EQ(cells(j3), cells(j1));
+  EXPECT_EQ(j3["rows"][1]["from_log"].get<int>(), 1);
+  const auto after = lines_of();
+  ASSERT_EQ(after.size(), 4u);
+  for (const auto& l : after) EXPECT_NO_THROW(nlohmann::json::parse(l));
+  // Other cache options: not taken from the log (the f16 reference is).
+  const auto r4 = run_tq(base + " --types turbo3@S=1");
+  ASSERT_EQ(r4.status, 0) << r4.err;
+  const auto j4 = nlohmann::json::parse(r4.out);
+  EXPECT_EQ(j4["rows"][0]["from_log"].get<int>(), 2);
+  EXPECT_EQ(j4["rows"][1]["from_log"].get<int>(), 0);
+  EXPECT_EQ(lines_of().size(), 6u);
+  // Not a log.
+  {
+    std::ofstream out(log, std::ios::trunc);
+    out << "not json\n" << lines[0] << "\n";
+  }
+  const auto bad = run_tq(base + " --types turbo3");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("is not a needle log record"), std::string::npos) << bad.err;
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+  std::filesystem::remove(log);
+}
+
 // --plan FILE adds a plan row, run with the plan's per-layer types exactly as the same types
 // given by --layer-k/--layer-v (same answers, same bytes), labelled plan:FILE; plan:FILE in
 // --types is the same row; @C= rows carry their label; a plan for another model is refused

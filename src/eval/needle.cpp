@@ -2,11 +2,18 @@
 #include "eval/needle.h"
 
 #include <time.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/rng.h"
 #include "eval/perplexity.h"
@@ -170,6 +177,86 @@ double NeedleResult::mean(const NeedleRow& r, size_t li) const {
   return depths.empty() ? 0.0 : s / double(depths.size());
 }
 
+std::string needle_cache_tag(const KvCacheOptions& o) {
+  std::string t = "k=" + o.type_k + ";v=" + o.type_v;
+  for (const auto& [l, ty] : o.layer_type_k) t += ";k" + std::to_string(l) + "=" + ty;
+  for (const auto& [l, ty] : o.layer_type_v) t += ";v" + std::to_string(l) + "=" + ty;
+  t += ";boundary=" + std::to_string(o.boundary_layers) + ":" + o.boundary_type_k + "/" +
+       o.boundary_type_v;
+  t += ";R=" + std::to_string(o.residual_window) + ";S=" + std::to_string(o.sink_tokens);
+  t += std::string(";C=") + key_centring_name(o.key_centring);
+  t += std::string(";means=") + (o.key_means_per_page ? "page" : "first");
+  t += std::string(";scales=") + (o.key_scales ? "on" : "off");
+  t += ";seed=" + std::to_string(o.seed);
+  t += std::string(";codebooks=") + (o.codebooks ? "yes" : "no");
+  return t;
+}
+
+namespace {
+// One finished prompt as the log holds it.
+struct LogRecord {
+  std::string answer;
+  bool correct = false;
+  int needle_pos = 0;
+  size_t kv_bytes = 0;
+  double seconds = 0, cpu_seconds = 0, prefill_seconds = 0;
+};
+std::string log_key(const std::string& tag, int length, double depth, int trial,
+                    const std::string& number, uint64_t prompt_hash) {
+  char h[17];
+  std::snprintf(h, sizeof h, "%016llx", static_cast<unsigned long long>(prompt_hash));
+  return tag + "|" + std::to_string(length) + "|" + fmt_depth(depth) + "|" + std::to_string(trial) +
+         "|" + number + "|" + h;
+}
+uint64_t prompt_hash(const std::vector<int32_t>& tokens) {
+  return XXH64(tokens.data(), tokens.size() * sizeof(int32_t), 0x6e65'6564'6c65ull);
+}
+// Reads a needle log: key → record. A last line without its newline (a run killed while
+// writing it) is cut off the file, so the records appended next start on a line of their own;
+// any other line that is not a record is an error.
+std::map<std::string, LogRecord> read_needle_log(const std::string& path) {
+  std::map<std::string, LogRecord> m;
+  std::string text;
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return m;  // a new log
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  if (!text.empty() && text.back() != '\n') {
+    const size_t keep = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
+    std::error_code ec;
+    std::filesystem::resize_file(path, keep, ec);
+    if (ec) throw Error("needle: cannot cut the unfinished last line of --log '" + path + "'");
+    text.resize(keep);
+  }
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(line);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    try {
+      const auto j = nlohmann::json::parse(lines[i]);
+      LogRecord r;
+      r.answer = j.at("answer").get<std::string>();
+      r.correct = j.at("correct").get<bool>();
+      r.needle_pos = j.at("needle_pos").get<int>();
+      r.kv_bytes = j.at("kv_bytes").get<size_t>();
+      r.seconds = j.at("seconds").get<double>();
+      r.cpu_seconds = j.at("cpu_seconds").get<double>();
+      r.prefill_seconds = j.at("prefill_seconds").get<double>();
+      const uint64_t h = std::stoull(j.at("prompt_hash").get<std::string>(), nullptr, 16);
+      m[log_key(j.at("tag").get<std::string>(), j.at("length").get<int>(),
+                j.at("depth").get<double>(), j.at("trial").get<int>(),
+                j.at("number").get<std::string>(), h)] = r;
+    } catch (const std::exception& e) {
+      throw Error("needle: --log '" + path + "' line " + std::to_string(i + 1) +
+                  " is not a needle log record (" + e.what() + ")");
+    }
+  }
+  return m;
+}
+}  // namespace
+
 NeedleResult run_needle(const LlamaModel& model, const Tokenizer& tok,
                         const std::vector<int32_t>& filler,
                         const std::vector<CompareEntry>& entries, const NeedleOptions& opts,
@@ -287,6 +374,19 @@ NeedleResult run_needle(const LlamaModel& model, const Tokenizer& tok,
   res.filler_tokens = filler.size();
   const size_t total = rows.size() * jobs.size();
   size_t done = 0;
+  std::map<std::string, LogRecord> logged;
+  std::FILE* log = nullptr;
+  if (!opts.log_path.empty()) {
+    logged = read_needle_log(opts.log_path);
+    log = std::fopen(opts.log_path.c_str(), "a");
+    if (!log) throw Error("needle: cannot open --log '" + opts.log_path + "' for appending");
+  }
+  struct LogCloser {
+    std::FILE* f;
+    ~LogCloser() {
+      if (f) std::fclose(f);
+    }
+  } closer{log};
   const size_t nd = opts.depths.size();
   for (auto& row : rows) {
     NeedleRow& out = row.out;
@@ -300,11 +400,44 @@ NeedleResult run_needle(const LlamaModel& model, const Tokenizer& tok,
       }
     const auto t_row = std::chrono::steady_clock::now();
     const double c_row = cpu_seconds();
+    const std::string tag =
+        "model=" + std::to_string(opts.log_model) + ";" + needle_cache_tag(row.cache);
+    double logged_seconds = 0, logged_cpu = 0;
     for (const Job& j : jobs) {
       if (opts.progress)
         opts.progress(done, total,
                       out.label + " L=" + std::to_string(opts.lengths[j.li]) + " d=" +
                           fmt_depth(opts.depths[j.di]) + " #" + std::to_string(j.trial + 1));
+      const uint64_t ph = prompt_hash(j.prompt.tokens);
+      const std::string key =
+          log_key(tag, opts.lengths[j.li], opts.depths[j.di], j.trial, j.number, ph);
+      if (const auto it = logged.find(key); it != logged.end()) {  // finished by an earlier run
+        const LogRecord& lr = it->second;
+        NeedleTrial tr;
+        tr.number = j.number;
+        tr.answer = lr.answer;
+        tr.correct = lr.correct;
+        tr.needle_pos = lr.needle_pos;
+        if (j.trial == 0 && j.di == 0) {
+          out.kv_bytes[j.li] = lr.kv_bytes;
+          out.bpv[j.li] =
+              8.0 * double(lr.kv_bytes) /
+              (2.0 * hp.n_layer * hp.n_kv_head * hp.head_dim * double(j.prompt.tokens.size()));
+        }
+        out.prefill_seconds += lr.prefill_seconds;
+        out.prefill_tokens += long(j.prompt.tokens.size());
+        logged_seconds += lr.seconds;
+        logged_cpu += lr.cpu_seconds;
+        ++out.from_log;
+        NeedleCell& cell = out.cells[j.li * nd + j.di];
+        cell.correct += tr.correct;
+        cell.trials.push_back(tr);
+        ++done;
+        continue;
+      }
+      const auto t_job = std::chrono::steady_clock::now();
+      const double c_job = cpu_seconds();
+      double prefill_job = 0;
       // A fresh cache per prompt: nothing a cache learns from its first append (key means,
       // outlier channels) carries over from one prompt to the next.
       KvCache cache(model.kv_shape(), row.cache);
@@ -313,8 +446,9 @@ NeedleResult run_needle(const LlamaModel& model, const Tokenizer& tok,
       const auto t0 = std::chrono::steady_clock::now();
       model.forward(cache, seq, j.prompt.tokens.data(), int(j.prompt.tokens.size()), nullptr,
                     &logits);
-      out.prefill_seconds +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      prefill_job = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      out.prefill_seconds += prefill_job;
+      const size_t kv_after_prefill = cache.kv_bytes();
       out.prefill_tokens += long(j.prompt.tokens.size());
       if (j.trial == 0 && j.di == 0) {
         out.kv_bytes[j.li] = cache.kv_bytes();
@@ -342,13 +476,40 @@ NeedleResult run_needle(const LlamaModel& model, const Tokenizer& tok,
       tr.answer = a == std::string::npos ? "" : text.substr(a);
       tr.correct = first_digit_run(tr.answer) == j.number;
       tr.needle_pos = j.prompt.needle_pos;
+      if (log) {
+        const nlohmann::json rec = {
+            {"row", out.label},
+            {"tag", tag},
+            {"length", opts.lengths[j.li]},
+            {"depth", opts.depths[j.di]},
+            {"trial", j.trial},
+            {"number", j.number},
+            {"prompt_hash",
+             [&] {
+               char h[17];
+               std::snprintf(h, sizeof h, "%016llx", static_cast<unsigned long long>(ph));
+               return std::string(h);
+             }()},
+            {"answer", tr.answer},
+            {"correct", tr.correct},
+            {"needle_pos", tr.needle_pos},
+            {"kv_bytes", kv_after_prefill},
+            {"seconds",
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t_job).count()},
+            {"cpu_seconds", cpu_seconds() - c_job},
+            {"prefill_seconds", prefill_job}};
+        const std::string line = rec.dump() + "\n";
+        if (std::fwrite(line.data(), 1, line.size(), log) != line.size() || std::fflush(log) != 0)
+          throw Error("needle: cannot write --log '" + opts.log_path + "'");
+      }
       NeedleCell& cell = out.cells[j.li * nd + j.di];
       cell.correct += tr.correct;
       cell.trials.push_back(tr);
       ++done;
     }
-    out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_row).count();
-    out.cpu_seconds = cpu_seconds() - c_row;
+    out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_row).count() +
+                  logged_seconds;
+    out.cpu_seconds = cpu_seconds() - c_row + logged_cpu;
     res.rows.push_back(out);
   }
   if (opts.progress) opts.progress(total, total, "done");

@@ -89,7 +89,19 @@ struct NeedleOptions {
   // against the model, check_plan_model).
   CompareOptions compare;
   std::function<void(size_t done, size_t total, const std::string& note)> progress;
+  // Resumable runs (`--log FILE`): every finished prompt is appended to this file as one JSON
+  // line (row, its cache options' tag, length, depth, trial, number, the prompt's hash, the
+  // answer, bytes and times) and flushed; prompts the file already holds for the same row tag
+  // and prompt hash are taken from it instead of being run again, so a long measurement that
+  // stops (a session's end, a kill) continues where it stopped. Empty: no log.
+  std::string log_path;
+  uint64_t log_model = 0;  // the model's fingerprint (plan_model_fingerprint), part of each key
 };
+
+// The tag of a row's cache options in a needle log: the options that change what the cache
+// stores (types, per-layer overrides, boundary, window, sinks, centring, key means and scales,
+// seed). Two rows with the same tag store the same thing.
+std::string needle_cache_tag(const KvCacheOptions& o);
 
 struct NeedleTrial {
   std::string number, answer;  // answer: the decoded text (first line, trimmed)
@@ -113,6 +125,7 @@ struct NeedleRow {
   std::vector<NeedleCell> cells;  // length-major: cells[li * depths + di]
   double seconds = 0, cpu_seconds = 0, prefill_seconds = 0;
   long prefill_tokens = 0;
+  int from_log = 0;  // prompts taken from NeedleOptions::log_path (their times included above)
 };
 
 struct NeedleResult {

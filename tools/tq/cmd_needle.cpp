@@ -78,6 +78,7 @@ nlohmann::json result_json(const tq::NeedleResult& r) {
          {"cells", cells},
          {"seconds", row.seconds},
          {"cpu_seconds", row.cpu_seconds},
+         {"from_log", row.from_log},
          {"prefill_tps",
           row.prefill_seconds > 0 ? double(row.prefill_tokens) / row.prefill_seconds : 0.0}});
   }
@@ -131,9 +132,11 @@ void print_table(const tq::NeedleResult& r, const std::string& mpath, const std:
       "each length.\n",
       r.trials);
   for (const auto& row : r.rows)
-    std::printf("time %-24s %8.1f s wall, %8.1f s CPU, prefill %.1f tok/s\n", row.label.c_str(),
-                row.seconds, row.cpu_seconds,
-                row.prefill_seconds > 0 ? double(row.prefill_tokens) / row.prefill_seconds : 0.0);
+    std::printf(
+        "time %-24s %8.1f s wall, %8.1f s CPU, prefill %.1f tok/s%s\n", row.label.c_str(),
+        row.seconds, row.cpu_seconds,
+        row.prefill_seconds > 0 ? double(row.prefill_tokens) / row.prefill_seconds : 0.0,
+        row.from_log ? (" (" + std::to_string(row.from_log) + " prompts from --log)").c_str() : "");
 }
 
 void setup(CLI::App& app) {
@@ -144,7 +147,7 @@ void setup(CLI::App& app) {
       "every cache type of --types on the same prompts");
   struct Opts {
     std::string model, filler, types = "f16", lengths = "1024,4096", depths = "0,0.25,0.5,0.75,1";
-    std::string csv, plot;
+    std::string csv, plot, log;
     int trials = 3, answer_tokens = 12;
     bool json = false, quiet = false, no_chat = false, no_reference = false;
     tq::cli::RuntimeFlags rt;
@@ -181,6 +184,12 @@ void setup(CLI::App& app) {
                 "correct,trials,runs:[{number,answer,correct}]}]}]} on stdout");
   cmd->add_option("--csv", o.csv, "Also write one line per (row, length, depth) to FILE");
   cmd->add_option("--plot", o.plot, "Also draw the accuracy heat map into FILE.png (gnuplot)");
+  cmd->add_option("--log", o.log,
+                  "Append every finished prompt to FILE (one JSON line each, flushed) and take "
+                  "the prompts FILE already holds from it: a long run that stops (killed, a "
+                  "session's end) continues where it stopped when run again with the same "
+                  "--log; a record is reused only for the same row options and the same prompt "
+                  "(its tokens' hash)");
   cmd->add_flag("-q,--quiet", o.quiet, "No progress bar");
   o.rt.add(cmd);
   cmd->callback([cmd] {
@@ -239,6 +248,8 @@ void setup(CLI::App& app) {
                              model->hparams());
         o.rt.check_plan_options(*e.plan, e.plan_file);
       }
+    no.log_path = o.log;
+    if (!o.log.empty()) no.log_model = tq::plan_model_fingerprint(*f);
     auto tok = tq::Tokenizer::from_gguf(*f);
     const std::vector<int32_t> filler = tok->encode(text, false);
     if (filler.empty()) throw tq::Error("needle: the filler file '" + fpath + "' is empty");
