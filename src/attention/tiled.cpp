@@ -37,6 +37,19 @@ void decode_segment(const Codec& cd, PlainLayout plain, const KvSegment& sg, int
       for (int j = 0; j < d; ++j) x[size_t(i) * d + j] += sg.key_offset[j];
 }
 
+// max of x[0, n): 16 running maxima, which the compiler keeps in one vector register
+float row_max(const float* x, int n) {
+  float m16[16];
+  std::fill(m16, m16 + 16, kNegInf);
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) m16[j] = x[i + j] > m16[j] ? x[i + j] : m16[j];
+  float m = kNegInf;
+  for (int j = 0; j < 16; ++j) m = std::max(m, m16[j]);
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
 }  // namespace
 
 void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const float* q, int T,
@@ -85,6 +98,7 @@ void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const
   constexpr int kRows = 64;
   const int n_blocks = (T + kRows - 1) / kRows;
   const int ld = n_head * d;
+  const cpu::Kernels& kern = cpu::kernels();
 #pragma omp parallel
   {
     std::vector<float> S(size_t(kRows) * L);
@@ -101,13 +115,10 @@ void attention_tiled(const KvCache& cache, int seq, int layer, int n_head, const
       for (int r = 0; r < nr; ++r) {
         float* row = S.data() + size_t(r) * cols;
         const int vis = pos0 + r0 + r + 1 - c0, lo = first_visible(pos0 + r0 + r, window) - c0;
-        float m = kNegInf;
-        for (int i = lo; i < vis; ++i) m = std::max(m, row[i]);
-        float sum = 0.f;
-        for (int i = lo; i < vis; ++i) {
-          row[i] = std::exp(row[i] - m);
-          sum += row[i];
-        }
+        float m = row_max(row + lo, vis - lo);
+        // exp by the dispatched SIMD kernel (its scalar form is std::exp): at long context the
+        // T × L exponentials cost as much as both products together when done one by one
+        const float sum = kern.exp_sum(row + lo, size_t(vis - lo), m);
         const float inv = 1.f / sum;
         for (int i = 0; i < lo; ++i) row[i] = 0.f;
         for (int i = lo; i < vis; ++i) row[i] *= inv;
