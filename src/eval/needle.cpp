@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -201,15 +202,18 @@ struct LogRecord {
   size_t kv_bytes = 0;
   double seconds = 0, cpu_seconds = 0, prefill_seconds = 0;
 };
-std::string log_key(const std::string& tag, int length, double depth, int trial,
-                    const std::string& number, uint64_t prompt_hash) {
+// The prompt tokens' XXH64 as 16 hex digits (as the log stores it).
+std::string prompt_hash(const std::vector<int32_t>& tokens) {
   char h[17];
-  std::snprintf(h, sizeof h, "%016llx", static_cast<unsigned long long>(prompt_hash));
-  return tag + "|" + std::to_string(length) + "|" + fmt_depth(depth) + "|" + std::to_string(trial) +
-         "|" + number + "|" + h;
+  std::snprintf(h, sizeof h, "%016llx",
+                static_cast<unsigned long long>(
+                    XXH64(tokens.data(), tokens.size() * sizeof(int32_t), 0x6e65'6564'6c65ull)));
+  return h;
 }
-uint64_t prompt_hash(const std::vector<int32_t>& tokens) {
-  return XXH64(tokens.data(), tokens.size() * sizeof(int32_t), 0x6e65'6564'6c65ull);
+std::string log_key(const std::string& tag, int length, double depth, int trial,
+                    const std::string& number, const std::string& prompt_hash) {
+  return tag + "|" + std::to_string(length) + "|" + fmt_depth(depth) + "|" + std::to_string(trial) +
+         "|" + number + "|" + prompt_hash;
 }
 // Reads a needle log: key → record. A last line without its newline (a run killed while
 // writing it) is cut off the file, so the records appended next start on a line of their own;
@@ -244,10 +248,9 @@ std::map<std::string, LogRecord> read_needle_log(const std::string& path) {
       r.seconds = j.at("seconds").get<double>();
       r.cpu_seconds = j.at("cpu_seconds").get<double>();
       r.prefill_seconds = j.at("prefill_seconds").get<double>();
-      const uint64_t h = std::stoull(j.at("prompt_hash").get<std::string>(), nullptr, 16);
       m[log_key(j.at("tag").get<std::string>(), j.at("length").get<int>(),
                 j.at("depth").get<double>(), j.at("trial").get<int>(),
-                j.at("number").get<std::string>(), h)] = r;
+                j.at("number").get<std::string>(), j.at("prompt_hash").get<std::string>())] = r;
     } catch (const std::exception& e) {
       throw Error("needle: --log '" + path + "' line " + std::to_string(i + 1) +
                   " is not a needle log record (" + e.what() + ")");
@@ -375,18 +378,12 @@ NeedleResult run_needle(const LlamaModel& model, const Tokenizer& tok,
   const size_t total = rows.size() * jobs.size();
   size_t done = 0;
   std::map<std::string, LogRecord> logged;
-  std::FILE* log = nullptr;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> log(nullptr, std::fclose);
   if (!opts.log_path.empty()) {
     logged = read_needle_log(opts.log_path);
-    log = std::fopen(opts.log_path.c_str(), "a");
+    log.reset(std::fopen(opts.log_path.c_str(), "a"));
     if (!log) throw Error("needle: cannot open --log '" + opts.log_path + "' for appending");
   }
-  struct LogCloser {
-    std::FILE* f;
-    ~LogCloser() {
-      if (f) std::fclose(f);
-    }
-  } closer{log};
   const size_t nd = opts.depths.size();
   for (auto& row : rows) {
     NeedleRow& out = row.out;
@@ -403,12 +400,27 @@ NeedleResult run_needle(const LlamaModel& model, const Tokenizer& tok,
     const std::string tag =
         "model=" + std::to_string(opts.log_model) + ";" + needle_cache_tag(row.cache);
     double logged_seconds = 0, logged_cpu = 0;
+    // A finished prompt (run now or taken from the log) into the row: its cell, and the bytes
+    // after prefill of the first prompt of each length.
+    auto finish = [&](const Job& j, const NeedleTrial& tr, size_t kv_after_prefill) {
+      if (j.trial == 0 && j.di == 0) {
+        out.kv_bytes[j.li] = kv_after_prefill;
+        out.bpv[j.li] =
+            8.0 * double(kv_after_prefill) /
+            (2.0 * hp.n_layer * hp.n_kv_head * hp.head_dim * double(j.prompt.tokens.size()));
+      }
+      out.prefill_tokens += long(j.prompt.tokens.size());
+      NeedleCell& cell = out.cells[j.li * nd + j.di];
+      cell.correct += tr.correct;
+      cell.trials.push_back(tr);
+      ++done;
+    };
     for (const Job& j : jobs) {
       if (opts.progress)
         opts.progress(done, total,
                       out.label + " L=" + std::to_string(opts.lengths[j.li]) + " d=" +
                           fmt_depth(opts.depths[j.di]) + " #" + std::to_string(j.trial + 1));
-      const uint64_t ph = prompt_hash(j.prompt.tokens);
+      const std::string ph = prompt_hash(j.prompt.tokens);
       const std::string key =
           log_key(tag, opts.lengths[j.li], opts.depths[j.di], j.trial, j.number, ph);
       if (const auto it = logged.find(key); it != logged.end()) {  // finished by an earlier run
@@ -418,26 +430,15 @@ NeedleResult run_needle(const LlamaModel& model, const Tokenizer& tok,
         tr.answer = lr.answer;
         tr.correct = lr.correct;
         tr.needle_pos = lr.needle_pos;
-        if (j.trial == 0 && j.di == 0) {
-          out.kv_bytes[j.li] = lr.kv_bytes;
-          out.bpv[j.li] =
-              8.0 * double(lr.kv_bytes) /
-              (2.0 * hp.n_layer * hp.n_kv_head * hp.head_dim * double(j.prompt.tokens.size()));
-        }
         out.prefill_seconds += lr.prefill_seconds;
-        out.prefill_tokens += long(j.prompt.tokens.size());
         logged_seconds += lr.seconds;
         logged_cpu += lr.cpu_seconds;
         ++out.from_log;
-        NeedleCell& cell = out.cells[j.li * nd + j.di];
-        cell.correct += tr.correct;
-        cell.trials.push_back(tr);
-        ++done;
+        finish(j, tr, lr.kv_bytes);
         continue;
       }
       const auto t_job = std::chrono::steady_clock::now();
       const double c_job = cpu_seconds();
-      double prefill_job = 0;
       // A fresh cache per prompt: nothing a cache learns from its first append (key means,
       // outlier channels) carries over from one prompt to the next.
       KvCache cache(model.kv_shape(), row.cache);
@@ -446,16 +447,10 @@ NeedleResult run_needle(const LlamaModel& model, const Tokenizer& tok,
       const auto t0 = std::chrono::steady_clock::now();
       model.forward(cache, seq, j.prompt.tokens.data(), int(j.prompt.tokens.size()), nullptr,
                     &logits);
-      prefill_job = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double prefill_job =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       out.prefill_seconds += prefill_job;
       const size_t kv_after_prefill = cache.kv_bytes();
-      out.prefill_tokens += long(j.prompt.tokens.size());
-      if (j.trial == 0 && j.di == 0) {
-        out.kv_bytes[j.li] = cache.kv_bytes();
-        out.bpv[j.li] =
-            8.0 * double(cache.kv_bytes()) /
-            (2.0 * hp.n_layer * hp.n_kv_head * hp.head_dim * double(j.prompt.tokens.size()));
-      }
       // Greedy answer; stops at an end-of-generation token or once a digit run has ended.
       std::vector<int32_t> answer;
       for (int s = 0; s < opts.max_new_tokens; ++s) {
@@ -484,12 +479,7 @@ NeedleResult run_needle(const LlamaModel& model, const Tokenizer& tok,
             {"depth", opts.depths[j.di]},
             {"trial", j.trial},
             {"number", j.number},
-            {"prompt_hash",
-             [&] {
-               char h[17];
-               std::snprintf(h, sizeof h, "%016llx", static_cast<unsigned long long>(ph));
-               return std::string(h);
-             }()},
+            {"prompt_hash", ph},
             {"answer", tr.answer},
             {"correct", tr.correct},
             {"needle_pos", tr.needle_pos},
@@ -499,13 +489,11 @@ NeedleResult run_needle(const LlamaModel& model, const Tokenizer& tok,
             {"cpu_seconds", cpu_seconds() - c_job},
             {"prefill_seconds", prefill_job}};
         const std::string line = rec.dump() + "\n";
-        if (std::fwrite(line.data(), 1, line.size(), log) != line.size() || std::fflush(log) != 0)
+        if (std::fwrite(line.data(), 1, line.size(), log.get()) != line.size() ||
+            std::fflush(log.get()) != 0)
           throw Error("needle: cannot write --log '" + opts.log_path + "'");
       }
-      NeedleCell& cell = out.cells[j.li * nd + j.di];
-      cell.correct += tr.correct;
-      cell.trials.push_back(tr);
-      ++done;
+      finish(j, tr, kv_after_prefill);
     }
     out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_row).count() +
                   logged_seconds;
